@@ -1,0 +1,44 @@
+# orderflow — everything a newcomer needs is `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.tools/bin:$(PATH)
+
+.PHONY: install tools run test test-fast lint dashboards bench-ingest bench-worker bench-e2e clean
+
+install: $(VENV)/.installed  ## create .venv and install orderflow with its dev tools
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+tools: install  ## helm, kubectl, promtool, prometheus into .tools/bin (cached)
+	@for s in scripts/tools/*.sh; do bash $$s || exit 1; done
+
+run: install  ## the whole system locally: NATS (JetStream), the ingest on :8080, 2 workers
+	$(BIN)/orderflow dev
+
+test: install tools  ## every test, against real nats-server / uvicorn / worker processes
+	$(BIN)/python -m pytest
+
+test-fast: install  ## skip the slow lifecycle scenarios
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+dashboards: install  ## regenerate charts/orderflow/dashboards/*.json
+	$(BIN)/python -m dashboards
+
+bench-ingest: install  ## POST /orders vs a bare Starlette endpoint (prints RPS, ratio, p50/p99)
+	$(BIN)/python -m bench.ingest
+
+bench-worker: install  ## no-op jobs/s vs a raw fetch+ack loop and FastStream
+	$(BIN)/python -m bench.worker
+
+clean:
+	rm -rf $(VENV) .tools .orderflow .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,90 @@
+"""Shared pieces of the orderflow dashboards: the datasource variable, query and panel helpers.
+
+Every panel queries the `${datasource}` variable (type prometheus), so the same JSON works under
+Grafana file provisioning, the Helm chart's sidecar and a manual import.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+
+DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+# $__rate_interval is at least four scrape intervals: never an empty rate() on a slow scrape.
+RATE = "$__rate_interval"
+ORDERS_ROUTE = 'route="/orders"'
+
+
+def datasource_variable() -> db.DatasourceVariable:
+    return db.DatasourceVariable("datasource").label("Data source").type("prometheus")
+
+
+def query(expr: str, legend: str = "__auto", ref: str = "A") -> prometheus.Dataquery:
+    return prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE).range()
+
+
+def graph(
+    title: str,
+    description: str,
+    targets: list[prometheus.Dataquery],
+    unit: str = "short",
+    width: int = 12,
+    height: int = 8,
+    stacked: bool = False,
+) -> timeseries.Panel:
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .targets(targets)
+        .unit(unit)
+        .min(0)
+        .span(width)
+        .height(height)
+        .fill_opacity(10)
+        .line_width(1)
+        .show_points(cm.VisibilityMode.NEVER)
+        .legend(
+            cb.VizLegendOptions()
+            .display_mode(cm.LegendDisplayMode.TABLE)
+            .placement(cm.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["mean", "max", "lastNotNull"])
+        )
+        .tooltip(cb.VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.DESCENDING))
+    )
+    if stacked:
+        panel = panel.stacking(cb.StackingConfig().mode(cm.StackingMode.NORMAL))
+    return panel
+
+
+def single(title: str, description: str, expr: str, unit: str = "short", width: int = 4) -> stat.Panel:
+    return (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .with_target(query(expr))
+        .unit(unit)
+        .span(width)
+        .height(4)
+        .graph_mode(cm.BigValueGraphMode.AREA)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
+    )
+
+
+def numbered(dashboard: db.Dashboard) -> dm.Dashboard:
+    """Build and give every panel a stable id (Grafana keys links and panel state on it)."""
+    built = dashboard.build()
+    next_id = 1
+    for panel in built.panels or []:
+        panel.id_val = next_id
+        next_id += 1
+        for inner in getattr(panel, "panels", None) or []:
+            inner.id_val = next_id
+            next_id += 1
+    return built

@@ -1,0 +1,31 @@
+"""`python -m ingest`: the ingest service, configured from ORDERFLOW_* (see orderflow/config.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from orderflow.config import ConfigError, load_settings
+from orderflow.lifecycle import setup_logging
+from orderflow import httpserver
+
+
+def main() -> int:
+    try:
+        settings = load_settings("ingest")
+    except ConfigError as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    if settings.ingest_processes > 1:
+        from ingest.multiproc import run_processes
+
+        return run_processes(settings)
+    from ingest.server import serve
+
+    httpserver.new_event_loop_policy()
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Several ingest processes on one port (SO_REUSEPORT), each with its own NATS connection.
+
+The parent only supervises: it forwards SIGTERM/SIGINT to every child (each runs the full
+shutdown sequence of server.py) and exits with the worst child's code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from orderflow.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_processes(settings: Settings) -> int:
+    env = {**os.environ, "ORDERFLOW_INGEST_PROCESSES": "1"}
+    children = [
+        subprocess.Popen([sys.executable, "-m", "ingest"], env={**env, "ORDERFLOW_WORKER_ID": f"{settings.worker_id}-{i}"})
+        for i in range(settings.ingest_processes)
+    ]
+    log.info("started %d ingest processes on port %d", len(children), settings.http_port)
+
+    def forward(sig: int, _frame: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes: list[int] = []
+    while children:
+        for child in list(children):
+            code = child.poll()
+            if code is not None:
+                children.remove(child)
+                codes.append(code)
+                if code != 0 and not codes[:-1]:
+                    log.error("ingest process %d exited with %d; stopping the others", child.pid, code)
+                    forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return max(codes, default=0)

@@ -1,0 +1,135 @@
+"""The OpenAPI 3.1 document served at /openapi.json (SPEC §2), written out so that schemathesis and
+client generators see exactly the contract the validator enforces."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orderflow import contract
+
+_quantity: dict[str, Any] = {
+    "oneOf": [
+        {"type": "integer", "minimum": contract.QUANTITY_MIN, "maximum": contract.QUANTITY_MAX},
+        {"type": "string", "pattern": "^[0-9]{1,3}$", "description": "decimal string, 0..100"},
+    ]
+}
+_kaput = {"type": "object", "properties": {"result": {"const": "server-kaput"}}, "required": ["result"]}
+_invalid = {
+    "type": "object",
+    "required": ["result", "errors"],
+    "properties": {
+        "result": {"const": "invalid"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "message"],
+                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+            },
+        },
+    },
+}
+_json = "application/json"
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "orderflow ingest", "version": "1"},
+    "paths": {
+        "/orders": {
+            "post": {
+                "operationId": "createOrder",
+                "summary": "Accept an order; 200 only once JetStream has stored it.",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {
+                            "type": "string",
+                            "maxLength": contract.MAX_IDEMPOTENCY_KEY,
+                            "pattern": r"^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$",
+                        },
+                    },
+                    {"name": "type", "in": "query", "required": False, "schema": {"type": "string"}},
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        _json: {
+                            "schema": {
+                                "type": "object",
+                                "required": ["product_id", "count", "username"],
+                                "properties": {
+                                    "product_id": _quantity,
+                                    "count": _quantity,
+                                    "username": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": contract.MAX_USERNAME,
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": {
+                        "description": "stored durably (JetStream PubAck received)",
+                        "content": {
+                            _json: {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["result", "order_id"],
+                                    "properties": {
+                                        "result": {"const": "created"},
+                                        "order_id": {"type": "string"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": {"description": "invalid", "content": {_json: {"schema": _invalid}}},
+                    "413": {"description": f"body over {contract.MAX_BODY_BYTES} bytes"},
+                    "500": {"description": "direct mode over capacity", "content": {_json: {"schema": _kaput}}},
+                    "503": {
+                        "description": "queued mode, cannot store now; retry after Retry-After seconds",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": {_json: {"schema": _kaput}},
+                    },
+                },
+            }
+        },
+        "/orders/{order_id}": {
+            "get": {
+                "operationId": "getOrder",
+                "parameters": [{"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {
+                        "description": "the order's status",
+                        "content": {
+                            _json: {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["order_id", "status"],
+                                    "properties": {
+                                        "order_id": {"type": "string"},
+                                        "status": {"enum": list(contract.STATUSES)},
+                                        "attempts": {"type": "integer"},
+                                        "updated_at": {"type": "number"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "404": {"description": "unknown order"},
+                    "503": {"description": "status store unreachable"},
+                },
+            }
+        },
+        "/healthz": {"get": {"responses": {"200": {"description": "process alive"}}}},
+        "/readyz": {
+            "get": {"responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}
+        },
+        "/metrics": {"get": {"responses": {"200": {"description": "Prometheus metrics"}}}},
+    },
+}

@@ -1,0 +1,280 @@
+"""Settings: read once from ORDERFLOW_* at start-up into a frozen object, validated with one clear
+message per bad value. Nothing reads the environment anywhere else."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, TypeVar
+
+PREFIX = "ORDERFLOW_"
+Service = Literal["ingest", "worker", "cli"]
+DEFAULT_HTTP_PORT: dict[str, int] = {"ingest": 8080, "worker": 9090, "cli": 0}
+_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+T = TypeVar("T")
+
+
+class ConfigError(Exception):
+    """Raised with every bad setting at once; str() is the message to print."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class WorkRange:
+    """Simulated work of the demo handler: a fixed `0.5` or a uniform range `1-30` seconds."""
+
+    min_s: float
+    max_s: float
+
+    def __str__(self) -> str:
+        return f"{self.min_s:g}" if self.min_s == self.max_s else f"{self.min_s:g}-{self.max_s:g}"
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """A task type is a subject under `orders.` with its own pool size and hard timeout."""
+
+    name: str
+    concurrency: int
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str = "cli"
+    # NATS
+    nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    nats_user: str | None = None
+    nats_password: str | None = field(default=None, repr=False)
+    nats_token: str | None = field(default=None, repr=False)
+    nats_creds_file: str | None = None
+    connect_timeout_s: float = 5.0
+    # stream layout
+    stream_replicas: int = 1
+    duplicate_window_s: float = 120.0
+    stream_max_msgs: int = -1
+    stream_max_bytes: int = -1
+    dlq_max_age_s: float = 14 * 86400.0
+    status_ttl_s: float = 7 * 86400.0
+    runs_max_age_s: float = 86400.0
+    task_types: tuple[TaskType, ...] = (TaskType("default", 16, 3600.0),)
+    # HTTP listener
+    http_host: str = "0.0.0.0"
+    http_port: int = 8080
+    log_level: str = "info"
+    # ingest
+    mode: str = "queued"
+    rate_limit_rps: float = 50.0
+    publish_timeout_s: float = 2.0
+    max_inflight_publishes: int = 10_000
+    retry_after_s: int = 1
+    shutdown_delay_s: float = 5.0
+    shutdown_timeout_s: float = 10.0
+    ingest_processes: int = 1
+    # worker
+    concurrency: int = 16
+    ack_wait_s: float = 30.0
+    task_timeout_s: float = 3600.0
+    drain_timeout_s: float = 60.0
+    max_deliver: int = 5
+    retry_base_s: float = 1.0
+    retry_max_s: float = 300.0
+    fetch_expiry_s: float = 1.0
+    max_ack_pending: int = 20_000
+    consumer_info_interval_s: float = 5.0
+    handlers: tuple[str, ...] = ("worker.demo",)
+    worker_id: str = ""
+    work_s: WorkRange = WorkRange(0.5, 0.5)
+    work_fail_rate: float = 0.0
+    pod_name: str | None = None
+    pod_namespace: str | None = None
+    pod_deletion_cost: str = "auto"  # auto (on inside a cluster) | on | off
+    pod_deletion_cost_min_interval_s: float = 5.0
+
+    # --- derived, never configured twice --------------------------------------------------
+    @property
+    def split_types(self) -> bool:
+        """One durable consumer per task type when more than one type is configured."""
+        return len(self.task_types) > 1
+
+    @property
+    def handback_lead_s(self) -> float:
+        """How long before the drain deadline the still-running jobs are handed back (nak)."""
+        return min(2.0, self.drain_timeout_s * 0.1)
+
+    def task_type(self, name: str) -> TaskType | None:
+        for t in self.task_types:
+            if t.name == name:
+                return t
+        return None
+
+    def nats_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {"servers": list(self.nats_urls)}
+        if self.nats_user:
+            opts["user"] = self.nats_user
+            opts["password"] = self.nats_password
+        if self.nats_token:
+            opts["token"] = self.nats_token
+        if self.nats_creds_file:
+            opts["user_credentials"] = self.nats_creds_file
+        return opts
+
+
+# --- parsing ---------------------------------------------------------------------------------
+def _number(kind: Callable[[str], T], lo: float | None = None, hi: float | None = None) -> Callable[[str], T]:
+    def parse(raw: str) -> T:
+        try:
+            value = kind(raw.strip())
+        except ValueError:
+            raise ValueError(f"not a{'n integer' if kind is int else ' number'}") from None
+        if lo is not None and value < lo:  # type: ignore[operator]
+            raise ValueError(f"must be >= {lo:g}")
+        if hi is not None and value > hi:  # type: ignore[operator]
+            raise ValueError(f"must be <= {hi:g}")
+        return value
+
+    return parse
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return value
+
+    return parse
+
+
+def _urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(u.strip() for u in raw.split(",") if u.strip())
+    if not urls:
+        raise ValueError("needs at least one nats:// URL")
+    for u in urls:
+        if not re.match(r"^(nats|tls|ws|wss)://[^\s/]+$", u):
+            raise ValueError(f"{u!r} is not a NATS URL like nats://host:4222")
+    return urls
+
+
+def parse_work(raw: str) -> WorkRange:
+    m = re.match(r"^\s*([0-9.]+)\s*(?:-\s*([0-9.]+))?\s*$", raw)
+    try:
+        lo = float(m.group(1)) if m else -1.0
+        hi = float(m.group(2)) if m and m.group(2) else lo
+    except ValueError:
+        lo = hi = -1.0
+    if lo < 0 or hi < lo:
+        raise ValueError("must be seconds like 0.5 or a range min-max like 1-30")
+    return WorkRange(lo, hi)
+
+
+def _list(raw: str) -> tuple[str, ...]:
+    items = tuple(x.strip() for x in raw.split(",") if x.strip())
+    if not items:
+        raise ValueError("must not be empty")
+    return items
+
+
+# env suffix -> (field, parser)
+_PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "NATS_URL": ("nats_urls", _urls),
+    "NATS_USER": ("nats_user", str),
+    "NATS_PASSWORD": ("nats_password", str),
+    "NATS_TOKEN": ("nats_token", str),
+    "NATS_CREDS_FILE": ("nats_creds_file", str),
+    "CONNECT_TIMEOUT_S": ("connect_timeout_s", _number(float, 0.1)),
+    "STREAM_REPLICAS": ("stream_replicas", _number(int, 1, 5)),
+    "DUPLICATE_WINDOW_S": ("duplicate_window_s", _number(float, 120)),
+    "STREAM_MAX_MSGS": ("stream_max_msgs", _number(int, -1)),
+    "STREAM_MAX_BYTES": ("stream_max_bytes", _number(int, -1)),
+    "DLQ_MAX_AGE_S": ("dlq_max_age_s", _number(float, 0)),
+    "STATUS_TTL_S": ("status_ttl_s", _number(float, 0)),
+    "RUNS_MAX_AGE_S": ("runs_max_age_s", _number(float, 0)),
+    "HTTP_HOST": ("http_host", str),
+    "HTTP_PORT": ("http_port", _number(int, 0, 65535)),
+    "LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
+    "MODE": ("mode", _choice("queued", "direct")),
+    "RATE_LIMIT_RPS": ("rate_limit_rps", _number(float, 0.1)),
+    "PUBLISH_TIMEOUT_S": ("publish_timeout_s", _number(float, 0.05, 60)),
+    "MAX_INFLIGHT_PUBLISHES": ("max_inflight_publishes", _number(int, 1)),
+    "RETRY_AFTER_S": ("retry_after_s", _number(int, 1, 3600)),
+    "SHUTDOWN_DELAY_S": ("shutdown_delay_s", _number(float, 0, 300)),
+    "SHUTDOWN_TIMEOUT_S": ("shutdown_timeout_s", _number(float, 0.1, 600)),
+    "INGEST_PROCESSES": ("ingest_processes", _number(int, 1, 256)),
+    "CONCURRENCY": ("concurrency", _number(int, 1, 10_000)),
+    "ACK_WAIT_S": ("ack_wait_s", _number(float, 1, 86400)),
+    "TASK_TIMEOUT_S": ("task_timeout_s", _number(float, 0.01)),
+    "DRAIN_TIMEOUT_S": ("drain_timeout_s", _number(float, 1, 86400)),
+    "MAX_DELIVER": ("max_deliver", _number(int, 1, 1000)),
+    "RETRY_BASE_S": ("retry_base_s", _number(float, 0.01)),
+    "RETRY_MAX_S": ("retry_max_s", _number(float, 0.01)),
+    "FETCH_EXPIRY_S": ("fetch_expiry_s", _number(float, 0.1, 30)),
+    "MAX_ACK_PENDING": ("max_ack_pending", _number(int, -1)),
+    "CONSUMER_INFO_INTERVAL_S": ("consumer_info_interval_s", _number(float, 0.1)),
+    "HANDLERS": ("handlers", _list),
+    "WORKER_ID": ("worker_id", str),
+    "WORK_S": ("work_s", parse_work),
+    "WORK_FAIL_RATE": ("work_fail_rate", _number(float, 0, 1)),
+    "POD_NAME": ("pod_name", str),
+    "POD_NAMESPACE": ("pod_namespace", str),
+    "POD_DELETION_COST": ("pod_deletion_cost", _choice("auto", "on", "off")),
+    "POD_DELETION_COST_MIN_INTERVAL_S": ("pod_deletion_cost_min_interval_s", _number(float, 0)),
+}
+# TASK_TYPES is parsed after CONCURRENCY and TASK_TIMEOUT_S, whose values are its defaults.
+KNOWN = {*_PARSERS, "TASK_TYPES"}
+
+
+def _task_types(raw: str, concurrency: int, timeout_s: float) -> tuple[TaskType, ...]:
+    """`name[:concurrency[:timeout_s]]`, comma-separated, e.g. `default,report:2:7200`."""
+    out: list[TaskType] = []
+    for item in _list(raw):
+        parts = item.split(":")
+        if len(parts) > 3 or not _TYPE_RE.match(parts[0]):
+            raise ValueError(f"{item!r}: expected name[:concurrency[:timeout_s]] with a lowercase name")
+        conc = _number(int, 1, 10_000)(parts[1]) if len(parts) > 1 else concurrency
+        tmo = _number(float, 0.01)(parts[2]) if len(parts) > 2 else timeout_s
+        if any(t.name == parts[0] for t in out):
+            raise ValueError(f"task type {parts[0]!r} given twice")
+        out.append(TaskType(parts[0], conc, tmo))
+    return tuple(out)
+
+
+def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Settings:
+    """Read ORDERFLOW_* once. Raises ConfigError listing every bad value."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {"service": service, "http_port": DEFAULT_HTTP_PORT[service]}
+    problems: list[str] = []
+    for suffix, (name, parse) in _PARSERS.items():
+        raw = env.get(PREFIX + suffix)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError as exc:
+            problems.append(f"{PREFIX}{suffix}={raw!r}: {exc}")
+    defaults = {f.name: f.default for f in fields(Settings)}
+    concurrency = values.get("concurrency", defaults["concurrency"])
+    timeout_s = values.get("task_timeout_s", defaults["task_timeout_s"])
+    try:
+        values["task_types"] = _task_types(env.get(PREFIX + "TASK_TYPES") or "default", concurrency, timeout_s)
+    except ValueError as exc:
+        problems.append(f"{PREFIX}TASK_TYPES={env.get(PREFIX + 'TASK_TYPES')!r}: {exc}")
+    unknown = sorted(k for k in env if k.startswith(PREFIX) and k[len(PREFIX) :] not in KNOWN)
+    problems += [f"{k}: unknown setting (typo?)" for k in unknown]
+    retry_base = values.get("retry_base_s", defaults["retry_base_s"])
+    if values.get("retry_max_s", defaults["retry_max_s"]) < retry_base:
+        problems.append(f"{PREFIX}RETRY_MAX_S must be >= {PREFIX}RETRY_BASE_S")
+    if bool(values.get("nats_user")) != bool(values.get("nats_password")):
+        problems.append(f"{PREFIX}NATS_USER and {PREFIX}NATS_PASSWORD go together")
+    if problems:
+        raise ConfigError(problems)
+    if not values.get("worker_id"):
+        values["worker_id"] = values.get("pod_name") or f"{socket.gethostname()}-{os.getpid()}"
+    return Settings(**values)

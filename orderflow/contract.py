@@ -1,0 +1,182 @@
+"""The wire contract shared by ingest, worker, CLI and tests: names, the order schema, validation."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import msgspec
+
+# --- names (SPEC §1) -------------------------------------------------------------------------
+STREAM = "ORDERS"
+SUBJECT_PREFIX = "orders."
+STREAM_SUBJECTS = ("orders.>",)
+DLQ_STREAM = "ORDERS_DLQ"
+DLQ_PREFIX = "dlq.orders."
+DLQ_SUBJECTS = ("dlq.orders.>",)
+STATUS_BUCKET = "ORDER_STATUS"
+STATUS_SUBJECT_PREFIX = "$KV.ORDER_STATUS."
+# Every run of a handler is appended here (start and end), so a test or the chaos ledger can
+# count how often each order really ran. Not part of the processing path.
+RUNS_STREAM = "ORDER_RUNS"
+RUNS_PREFIX = "orderflow.runs."
+RUNS_SUBJECTS = ("orderflow.runs.>",)
+CONTROL_CANCEL = "orderflow.control.cancel"
+DURABLE = "workers"
+
+# Headers. Nats-Msg-Id is JetStream's own de-duplication key (duplicate_window).
+H_MSG_ID = "Nats-Msg-Id"
+H_EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+H_ERROR = "Orderflow-Error"
+H_ATTEMPTS = "Orderflow-Attempts"
+H_ORDER_ID = "Orderflow-Order-Id"
+H_SUBJECT = "Orderflow-Subject"
+H_WORKER = "Orderflow-Worker"
+
+MAX_BODY_BYTES = 16 * 1024
+MAX_IDEMPOTENCY_KEY = 128
+MAX_USERNAME = 64
+QUANTITY_MIN, QUANTITY_MAX = 0, 100
+
+STATUSES = ("queued", "processing", "done", "failed", "dead", "cancelled")
+FINAL_STATUSES = frozenset({"done", "failed", "dead", "cancelled"})
+
+# An order id is a KV key and a subject token: letters, digits, '-', '_', '=', dots between.
+_ID_RE = re.compile(r"^[A-Za-z0-9_=-]+(?:\.[A-Za-z0-9_=-]+)*$")
+_INT_RE = re.compile(r"^-?[0-9]+$")
+
+
+def consumer_name(task_type: str, split: bool) -> str:
+    """Durable consumer of one task type: `workers`, or `workers-<type>` when types are split."""
+    return f"{DURABLE}-{task_type}" if split else DURABLE
+
+
+def consumer_filter(task_type: str, split: bool) -> str:
+    return f"{SUBJECT_PREFIX}{task_type}" if split else STREAM_SUBJECTS[0]
+
+
+def order_subject(task_type: str) -> str:
+    return SUBJECT_PREFIX + task_type
+
+
+def task_type_of(subject: str) -> str:
+    return subject[len(SUBJECT_PREFIX) :] if subject.startswith(SUBJECT_PREFIX) else subject
+
+
+def valid_order_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_IDEMPOTENCY_KEY and _ID_RE.match(value) is not None
+
+
+# --- the order ---------------------------------------------------------------------------------
+class Order(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What travels in the ORDERS stream: the validated, normalised order."""
+
+    order_id: str
+    product_id: int
+    count: int
+    username: str
+    created_at: float = 0.0
+
+
+class FieldError(msgspec.Struct, frozen=True):
+    field: str
+    message: str
+
+
+class StatusRecord(msgspec.Struct, omit_defaults=True):
+    """The value kept in KV ORDER_STATUS under the order id."""
+
+    order_id: str
+    status: str
+    attempts: int = 0
+    updated_at: float = 0.0
+    worker_id: str | None = None
+    task_type: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+
+class RunRecord(msgspec.Struct, frozen=True):
+    """One line of a handler run's history in ORDER_RUNS."""
+
+    order_id: str
+    event: str  # start | done | error | cancelled
+    worker_id: str
+    attempt: int
+    at: float
+
+
+_encoder = msgspec.json.Encoder()
+_json_any = msgspec.json.Decoder()
+_order_decoder = msgspec.json.Decoder(Order)
+_status_decoder = msgspec.json.Decoder(StatusRecord)
+_run_decoder = msgspec.json.Decoder(RunRecord)
+
+
+def encode(value: Any) -> bytes:
+    return _encoder.encode(value)
+
+
+def decode_order(data: bytes) -> Order:
+    """Decode a stored order; raises msgspec.ValidationError/DecodeError on a poison payload."""
+    order = _order_decoder.decode(data)
+    if not valid_order_id(order.order_id) or not (
+        QUANTITY_MIN <= order.product_id <= QUANTITY_MAX and QUANTITY_MIN <= order.count <= QUANTITY_MAX
+    ):
+        raise msgspec.ValidationError("order out of contract")
+    return order
+
+
+def decode_status(data: bytes) -> StatusRecord:
+    return _status_decoder.decode(data)
+
+
+def decode_run(data: bytes) -> RunRecord:
+    return _run_decoder.decode(data)
+
+
+def _quantity(body: dict[str, Any], name: str, errors: list[FieldError]) -> int:
+    if name not in body:
+        errors.append(FieldError(name, "is required"))
+        return 0
+    value = body[name]
+    # bool is an int subclass in Python, and JSON true must not pass as 1.
+    if isinstance(value, bool) or value is None:
+        errors.append(FieldError(name, "must be an integer 0..100 (number or decimal string)"))
+        return 0
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str) and len(value) <= 8 and _INT_RE.match(value):
+        number = int(value)
+    else:
+        errors.append(FieldError(name, "must be an integer 0..100 (number or decimal string)"))
+        return 0
+    if not QUANTITY_MIN <= number <= QUANTITY_MAX:
+        errors.append(FieldError(name, f"must be between {QUANTITY_MIN} and {QUANTITY_MAX}"))
+    return number
+
+
+def validate_order(body: bytes, order_id: str) -> Order | list[FieldError]:
+    """Parse and check a POST /orders body (SPEC §2). Returns the order or every field error."""
+    try:
+        data = _json_any.decode(body)
+    except msgspec.DecodeError:
+        return [FieldError("body", "must be a JSON object")]
+    if not isinstance(data, dict):
+        return [FieldError("body", "must be a JSON object")]
+    errors: list[FieldError] = []
+    product_id = _quantity(data, "product_id", errors)
+    count = _quantity(data, "count", errors)
+    username = data.get("username")
+    if "username" not in data:
+        errors.append(FieldError("username", "is required"))
+    elif not isinstance(username, str) or not username.strip():
+        errors.append(FieldError("username", "must be a non-empty string"))
+    elif len(username) > MAX_USERNAME:
+        errors.append(FieldError("username", f"must be at most {MAX_USERNAME} characters"))
+    if errors:
+        return errors
+    assert isinstance(username, str)
+    return Order(order_id, product_id, count, username, time.time())

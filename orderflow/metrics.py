@@ -1,0 +1,131 @@
+"""Every Prometheus metric of orderflow, defined once (SPEC §5).
+
+Each service builds its own set on its own registry, so a test can run several in one process
+and an ingest does not export worker series. Dashboards, alert rules and docs use these names.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# The `_created` companions double every series and no dashboard uses them.
+disable_created_metrics()
+
+# Latency buckets: the ingest answers in sub-millisecond to a few ms; publishes likewise.
+FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Jobs run from milliseconds (no-op) to hours (the seed's external calls).
+TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 7200)
+ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.http_requests = Counter(
+            "orderflow_http_requests",
+            "HTTP requests answered, by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.http_duration = Histogram(
+            "orderflow_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template.",
+            ["route"],
+            buckets=FAST_BUCKETS,
+            registry=registry,
+        )
+        self.orders_published = Counter(
+            "orderflow_orders_published",
+            "Orders offered to JetStream, by result: stored, duplicate (idempotent retry), "
+            "unavailable (NATS down), timeout, rejected (stream refused), overloaded (too many in flight).",
+            ["result"],
+            registry=registry,
+        )
+        self.publish_duration = Histogram(
+            "orderflow_publish_duration_seconds",
+            "Time from publish to JetStream PubAck.",
+            buckets=FAST_BUCKETS,
+            registry=registry,
+        )
+        self.publish_inflight = Gauge(
+            "orderflow_publish_inflight", "Publishes awaiting their PubAck.", registry=registry
+        )
+        # direct mode does the work inline: the seed's "Work Done" comes from the ingest then.
+        self.work_done = Counter(
+            "orderflow_work_done",
+            "Jobs finished, by status (done|error): the seed's Work Done.",
+            ["status"],
+            registry=registry,
+        )
+        self.shutting_down = Gauge(
+            "orderflow_shutting_down", "1 while the ingest is shutting down (readiness 503).", registry=registry
+        )
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.work_done = Counter(
+            "orderflow_work_done",
+            "Jobs finished, by status (done|error): the seed's Work Done.",
+            ["status"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "orderflow_tasks_in_flight", "Jobs running now, by task type.", ["type"], registry=registry
+        )
+        self.task_duration = Histogram(
+            "orderflow_task_duration_seconds",
+            "Job run time by task type and outcome (done, retry, poison, dead, timeout, cancelled, handed_back).",
+            ["type", "outcome"],
+            buckets=TASK_BUCKETS,
+            registry=registry,
+        )
+        self.attempts = Histogram(
+            "orderflow_task_attempts",
+            "Delivery count of each message a slot started (1 = first delivery).",
+            buckets=ATTEMPT_BUCKETS,
+            registry=registry,
+        )
+        self.redeliveries = Counter(
+            "orderflow_redeliveries", "Messages received with a delivery count above 1.", registry=registry
+        )
+        self.dead_letters = Counter(
+            "orderflow_dead_letters", "Messages copied to ORDERS_DLQ and terminated.", registry=registry
+        )
+        self.pool_slots = Gauge(
+            "orderflow_pool_slots", "Configured worker slots, by task type.", ["type"], registry=registry
+        )
+        self.draining = Gauge("orderflow_draining", "1 while the worker drains after SIGTERM.", registry=registry)
+        self.handed_back = Counter(
+            "orderflow_drain_handed_back",
+            "Jobs naked back to the queue by a drain (deadline reached or forced) or never started.",
+            registry=registry,
+        )
+        self.slot_restarts = Counter(
+            "orderflow_slot_restarts",
+            "Slots or fetch loops that crashed and were restarted by the supervisor.",
+            ["kind"],
+            registry=registry,
+        )
+        self.consumer_pending = Gauge(
+            "orderflow_consumer_pending",
+            "Messages not yet delivered to any worker (consumer info num_pending).",
+            ["consumer"],
+            registry=registry,
+        )
+        self.consumer_ack_pending = Gauge(
+            "orderflow_consumer_ack_pending",
+            "Messages delivered and not yet acknowledged (consumer info num_ack_pending).",
+            ["consumer"],
+            registry=registry,
+        )
+        self.heartbeats = Counter(
+            "orderflow_heartbeats", "in_progress acknowledgements sent for running jobs.", registry=registry
+        )
+        self.cancelled = Counter("orderflow_cancelled", "Jobs cancelled on request.", registry=registry)
+        self.deduplicated = Counter(
+            "orderflow_deduplicated",
+            "Messages acked without running because the order was already done or cancelled.",
+            registry=registry,
+        )

@@ -1,0 +1,224 @@
+"""Fixture chain against the real thing: temp dir -> nats-server -js on a free port -> connection.
+Services run as real processes (`python -m ingest`, `python -m worker`) and get real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+CI = bool(os.environ.get("CI"))
+REPO = Path(__file__).resolve().parent.parent
+BIN_DIRS = [str(Path(sys.executable).parent), str(REPO / ".tools" / "bin")]
+
+
+def find_binary(name: str) -> str:
+    """A missing tool fails in CI and skips elsewhere (dramatiq: raise if CI else skip)."""
+    path = shutil.which(name, path=os.pathsep.join([*BIN_DIRS, os.environ.get("PATH", "")]))
+    if path is None:
+        message = f"{name} not found (make install puts it in .venv/bin or .tools/bin)"
+        if CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+         timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class NatsServer:
+    def __init__(self, store_dir: Path, log_path: Path) -> None:
+        self.binary = find_binary("nats-server")
+        self.store_dir = store_dir
+        self.log_path = log_path
+        self.port = free_port()
+        self.monitor_port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
+                 "-p", str(self.port), "-m", str(self.monitor_port)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+        wait_until(lambda: self._healthy(url), 15, "nats-server to be healthy")
+
+    def _healthy(self, url: str) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"nats-server exited: {self.log_path.read_text()[-2000:]}")
+        try:
+            return http("GET", url, timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "jetstream", tmp_path / "nats-server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@contextlib.asynccontextmanager
+async def connect(url: str) -> AsyncIterator[Client]:
+    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+class Service:
+    """`python -m <module>` as a real process with its own HTTP port."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+        self.module = module
+        self.port = int(env["ORDERFLOW_HTTP_PORT"])
+        self.log_path = log_path
+        self.env = env
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Service:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        return self
+
+    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        return http("GET", self.url + path)
+
+    def _probe(self, path: str) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.module} exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
+        try:
+            return self.get(path)[0] == 200
+        except OSError:
+            return False
+
+    def wait_ready(self, timeout: float = 20) -> Service:
+        wait_until(lambda: self._probe("/readyz"), timeout, f"{self.module} to be ready")
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str) -> float:
+        """Sum of every sample of `name` (with any labels) on /metrics."""
+        _, _, body = self.get("/metrics")
+        total = 0.0
+        for line in body.decode().splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., Service]]:
+    """spawn("ingest", ORDERFLOW_MODE="direct") -> a started Service (not yet waited for)."""
+    started: list[Service] = []
+
+    def factory(module: str, **settings: Any) -> Service:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+        env.update(
+            ORDERFLOW_NATS_URL=nats_server.url,
+            ORDERFLOW_HTTP_HOST="127.0.0.1",
+            ORDERFLOW_HTTP_PORT=str(free_port()),
+            ORDERFLOW_LOG_LEVEL="info",
+            ORDERFLOW_SHUTDOWN_DELAY_S="0",
+            PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests" / "support")]),
+        )
+        env.update({f"ORDERFLOW_{k.upper()}": str(v) for k, v in settings.items()})
+        svc = Service(module, env, tmp_path / f"{module}-{len(started)}.log")
+        started.append(svc)
+        return svc.start()
+
+    yield factory
+    for svc in started:
+        svc.stop()
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)

@@ -1,0 +1,206 @@
+"""The ingest against a real nats-server, as a real uvicorn process (SPEC §2, guarantees 4 and 5)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from harness import NatsServer, Service, connect, http, run, wait_until
+
+from orderflow import contract
+
+ORDER = {"product_id": "33", "count": "3", "username": "maksim.konovalov"}
+
+
+def post(svc: Service, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None,
+         query: str = "") -> tuple[int, dict[str, str], dict[str, Any]]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    status, hdrs, payload = http("POST", f"{svc.url}/orders{query}", data, headers)
+    try:
+        parsed = json.loads(payload) if payload else {}
+    except ValueError:
+        parsed = {"raw": payload.decode(errors="replace")}
+    return status, hdrs, parsed
+
+
+async def stream_messages(url: str) -> list[dict[str, Any]]:
+    async with connect(url) as nc:
+        js = nc.jetstream()
+        info = await js.stream_info(contract.STREAM)
+        out = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                msg = await js.get_msg(contract.STREAM, seq)
+            except Exception:
+                continue
+            out.append(json.loads(msg.data or b"{}"))
+        return out
+
+
+@pytest.fixture
+def ingest(spawn: Any) -> Service:
+    svc: Service = spawn("ingest")
+    return svc.wait_ready()
+
+
+def test_a_200_means_the_order_is_in_the_stream(ingest: Service, nats_server: NatsServer) -> None:
+    status, _, body = post(ingest, ORDER)
+    assert status == 200 and body["result"] == "created"
+    stored = run(stream_messages(nats_server.url))
+    assert [m["order_id"] for m in stored] == [body["order_id"]]
+    assert stored[0]["product_id"] == 33 and stored[0]["count"] == 3  # normalised from strings
+    status, _, got = http("GET", f"{ingest.url}/orders/{body['order_id']}")[0:3]
+    assert status == 200 and json.loads(got)["status"] == "queued"
+
+
+def test_an_idempotent_retry_adds_nothing_and_returns_the_same_id(ingest: Service, nats_server: NatsServer) -> None:
+    first = post(ingest, ORDER, {"Idempotency-Key": "order-42"})
+    again = post(ingest, ORDER, {"Idempotency-Key": "order-42"})
+    assert first[0] == again[0] == 200
+    assert first[2]["order_id"] == again[2]["order_id"] == "order-42"
+    assert len(run(stream_messages(nats_server.url))) == 1
+    assert ingest.metric('orderflow_orders_published_total{result="duplicate"}') == 1
+
+
+INVALID_BODIES: list[tuple[Any, str]] = [
+    ({"product_id": 101, "count": 1, "username": "m"}, "product_id"),
+    ({"product_id": -1, "count": 1, "username": "m"}, "product_id"),
+    ({"product_id": 1, "count": "3.5", "username": "m"}, "count"),
+    ({"product_id": "", "count": 1, "username": "m"}, "product_id"),
+    ({"product_id": None, "count": 1, "username": "m"}, "product_id"),
+    ({"product_id": True, "count": 1, "username": "m"}, "product_id"),
+    ({"count": 1, "username": "m"}, "product_id"),
+    ({"product_id": 1, "count": 1, "username": ""}, "username"),
+    ({"product_id": 1, "count": 1, "username": "u" * 65}, "username"),
+    ([ORDER], "body"),
+]
+
+
+def test_the_validation_table_over_http(ingest: Service, nats_server: NatsServer) -> None:
+    for body, field in INVALID_BODIES:
+        status, _, payload = post(ingest, body)
+        assert status == 400, body
+        assert payload["result"] == "invalid"
+        assert [e["field"] for e in payload["errors"]] == [field], body
+    status, _, payload = post(ingest, None, raw=b"this is not json")
+    assert status == 400 and payload["errors"][0]["field"] == "body"
+    for edge in ({"product_id": 0, "count": "100", "username": "m"}, {"product_id": "100", "count": 0, "username": "m"}):
+        assert post(ingest, edge)[0] == 200
+    status, _, payload = post(ingest, ORDER, {"Idempotency-Key": "has space"})
+    assert status == 400 and payload["errors"][0]["field"] == "Idempotency-Key"
+    status, _, payload = post(ingest, ORDER, query="?type=nope")
+    assert status == 400 and payload["errors"][0]["field"] == "type"
+    assert len(run(stream_messages(nats_server.url))) == 2  # only the two valid edge cases
+
+
+def test_bodies_over_16_kib_get_413_and_nothing_is_stored(ingest: Service, nats_server: NatsServer) -> None:
+    big = {**ORDER, "padding": "x" * (17 * 1024)}
+    assert post(ingest, big)[0] == 413
+    # A chunked body without Content-Length is cut off as it streams in.
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", ingest.port, timeout=10)
+    conn.putrequest("POST", "/orders")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.putheader("Content-Type", "application/json")
+    conn.endheaders()
+    chunk = b"x" * 8192
+    for _ in range(3):
+        conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    conn.send(b"0\r\n\r\n")
+    try:
+        assert conn.getresponse().status == 413
+    finally:
+        conn.close()
+    assert run(stream_messages(nats_server.url)) == []
+
+
+def test_nats_down_means_503_with_retry_after_and_back_means_200(
+    ingest: Service, nats_server: NatsServer
+) -> None:
+    assert post(ingest, ORDER)[0] == 200
+    nats_server.stop()
+    statuses = []
+    for _ in range(5):
+        status, headers, body = post(ingest, ORDER)
+        statuses.append(status)
+        assert status == 503
+        assert headers.get("retry-after") == "1"
+        assert body == {"result": "server-kaput"}
+    assert ingest.get("/readyz")[0] == 503
+    nats_server.start()
+    wait_until(lambda: post(ingest, ORDER)[0] == 200, 15, "the ingest to store orders again")
+    assert ingest.get("/readyz")[0] == 200
+    assert ingest.proc is not None and ingest.proc.poll() is None  # never restarted
+    # Every 200 is in the stream; no 503 was stored behind the client's back.
+    stored = run(stream_messages(nats_server.url))
+    assert ingest.metric('orderflow_http_requests_total{method="POST",route="/orders",status="200"}') == len(stored)
+
+
+def test_direct_mode_answers_500_above_the_limit_and_none_below(spawn: Any) -> None:
+    svc: Service = spawn("ingest", MODE="direct", RATE_LIMIT_RPS=50, WORK_S="0.01")
+    svc.wait_ready()
+    # Below the limit: 20 RPS for 2 s.
+    below = []
+    for _ in range(40):
+        below.append(post(svc, ORDER)[0])
+        time.sleep(0.05)
+    assert set(below) == {200}
+    time.sleep(1.1)  # let the bucket refill
+    # Above it: 300 requests as fast as 16 clients go.
+    with ThreadPoolExecutor(16) as pool:
+        above = Counter(pool.map(lambda _: post(svc, ORDER)[0], range(300)))
+    assert above[500] > 0 and above[200] >= 50
+    assert set(above) <= {200, 500}
+    assert svc.metric('orderflow_http_requests_total{method="POST",route="/orders",status="500"}') == above[500]
+
+
+def test_sigterm_turns_readiness_503_finishes_in_flight_requests_and_exits_0(spawn: Any) -> None:
+    """1. direct mode with 1.5 s of inline work, so requests are in flight when SIGTERM lands;
+    2. SIGTERM: /readyz answers 503 at once while the server still serves (shutdown delay 1 s);
+    3. the in-flight requests complete with 200; the process exits 0."""
+    svc: Service = spawn("ingest", MODE="direct", WORK_S="1.5", SHUTDOWN_DELAY_S="1")
+    svc.wait_ready()
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(post(svc, ORDER)[0])) for _ in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    svc.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    assert svc.get("/readyz")[0] == 503
+    assert svc.get("/healthz")[0] == 200
+    for t in threads:
+        t.join(10)
+    assert results == [200] * 5
+    assert svc.wait(15) == 0
+    assert "ingest stopped" in svc.logs()
+
+
+def test_metrics_count_responses_by_status(ingest: Service) -> None:
+    post(ingest, ORDER)
+    post(ingest, ORDER)
+    post(ingest, {"product_id": 500})
+    ingest.get("/orders/unknown-order")
+    assert ingest.metric('orderflow_http_requests_total{method="POST",route="/orders",status="200"}') == 2
+    assert ingest.metric('orderflow_http_requests_total{method="POST",route="/orders",status="400"}') == 1
+    assert ingest.metric('orderflow_http_requests_total{method="GET",route="/orders/{order_id}",status="404"}') == 1
+    assert ingest.metric('orderflow_orders_published_total{result="stored"}') == 2
+    assert ingest.metric("orderflow_publish_duration_seconds_count") == 2
+
+
+def test_openapi_describes_the_order_contract(ingest: Service) -> None:
+    status, _, body = ingest.get("/openapi.json")
+    doc = json.loads(body)
+    assert status == 200 and doc["openapi"].startswith("3.")
+    post_op = doc["paths"]["/orders"]["post"]
+    assert set(post_op["responses"]) >= {"200", "400", "413", "503"}
+    assert post_op["requestBody"]["content"]["application/json"]["schema"]["required"] == [
+        "product_id", "count", "username"
+    ]

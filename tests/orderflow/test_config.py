@@ -1,0 +1,72 @@
+"""Settings are read once, typed, and every bad value is reported with its name at start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from orderflow.config import ConfigError, TaskType, WorkRange, load_settings
+
+
+def test_defaults_follow_the_spec_table() -> None:
+    s = load_settings("worker", {})
+    assert s.nats_urls == ("nats://127.0.0.1:4222",)
+    assert (s.http_host, s.http_port) == ("0.0.0.0", 9090)
+    assert load_settings("ingest", {}).http_port == 8080
+    assert (s.mode, s.rate_limit_rps, s.concurrency) == ("queued", 50.0, 16)
+    assert (s.ack_wait_s, s.task_timeout_s, s.drain_timeout_s, s.max_deliver) == (30, 3600, 60, 5)
+    assert s.work_s == WorkRange(0.5, 0.5) and s.work_fail_rate == 0
+    assert s.task_types == (TaskType("default", 16, 3600.0),)
+
+
+def test_values_are_parsed_and_derived() -> None:
+    s = load_settings(
+        "worker",
+        {
+            "ORDERFLOW_NATS_URL": "nats://a:4222, nats://b:4222",
+            "ORDERFLOW_WORK_S": "1-30",
+            "ORDERFLOW_CONCURRENCY": "8",
+            "ORDERFLOW_TASK_TYPES": "default,report:2:60",
+            "ORDERFLOW_DRAIN_TIMEOUT_S": "10",
+        },
+    )
+    assert s.nats_urls == ("nats://a:4222", "nats://b:4222")
+    assert s.work_s == WorkRange(1, 30)
+    assert s.task_types == (TaskType("default", 8, 3600.0), TaskType("report", 2, 60.0))
+    assert s.split_types
+    assert s.handback_lead_s == 1.0
+
+
+def test_every_bad_value_is_reported_with_its_name() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            "worker",
+            {
+                "ORDERFLOW_ACK_WAIT_S": "soon",
+                "ORDERFLOW_MODE": "fast",
+                "ORDERFLOW_CONCURRENCY": "0",
+                "ORDERFLOW_WORK_S": "30-1",
+                "ORDERFLOW_NATS_URL": "localhost",
+                "ORDERFLOW_DRAIN_TIMEOUT": "5",
+                "ORDERFLOW_TASK_TYPES": "Bad Name",
+            },
+        )
+    text = str(err.value)
+    for name in ("ACK_WAIT_S", "MODE", "CONCURRENCY", "WORK_S", "NATS_URL", "DRAIN_TIMEOUT:", "TASK_TYPES"):
+        assert f"ORDERFLOW_{name}" in text
+    assert len(err.value.problems) == 7
+
+
+def test_a_service_refuses_to_start_on_bad_config_with_one_clear_message() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ingest"],
+        env={"ORDERFLOW_RATE_LIMIT_RPS": "lots", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2
+    assert "ORDERFLOW_RATE_LIMIT_RPS='lots': not a number" in proc.stderr
+    assert "Traceback" not in proc.stderr

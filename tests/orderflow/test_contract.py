@@ -1,0 +1,81 @@
+"""The order schema of SPEC §2, as a table: what the seed's clients send must pass, nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orderflow import contract
+
+VALID = [
+    ({"product_id": "33", "count": "3", "username": "maksim.konovalov"}, (33, 3)),  # the seed sends strings
+    ({"product_id": 33, "count": 3, "username": "m"}, (33, 3)),
+    ({"product_id": 0, "count": "100", "username": "m"}, (0, 100)),
+    ({"product_id": "0", "count": 100, "username": "x" * 64, "extra": "ignored"}, (0, 100)),
+]
+
+INVALID = [
+    ({"product_id": 101, "count": 1, "username": "m"}, "product_id"),
+    ({"product_id": -1, "count": 1, "username": "m"}, "product_id"),
+    ({"product_id": "101", "count": 1, "username": "m"}, "product_id"),
+    ({"product_id": 1, "count": "3.5", "username": "m"}, "count"),
+    ({"product_id": 1, "count": 3.5, "username": "m"}, "count"),
+    ({"product_id": 1, "count": "", "username": "m"}, "count"),
+    ({"product_id": None, "count": 1, "username": "m"}, "product_id"),
+    ({"product_id": True, "count": 1, "username": "m"}, "product_id"),
+    ({"product_id": 1, "count": False, "username": "m"}, "count"),
+    ({"count": 1, "username": "m"}, "product_id"),
+    ({"product_id": 1, "username": "m"}, "count"),
+    ({"product_id": 1, "count": 1}, "username"),
+    ({"product_id": 1, "count": 1, "username": ""}, "username"),
+    ({"product_id": 1, "count": 1, "username": "x" * 65}, "username"),
+    ({"product_id": 1, "count": 1, "username": 7}, "username"),
+    ({"product_id": " 3", "count": 1, "username": "m"}, "product_id"),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), VALID)
+def test_valid_orders_are_normalised_to_integers(body: dict[str, object], expected: tuple[int, int]) -> None:
+    order = contract.validate_order(json.dumps(body).encode(), "id-1")
+    assert isinstance(order, contract.Order)
+    assert (order.product_id, order.count) == expected
+    assert order.order_id == "id-1"
+
+
+@pytest.mark.parametrize(("body", "field"), INVALID)
+def test_invalid_orders_name_the_field(body: dict[str, object], field: str) -> None:
+    errors = contract.validate_order(json.dumps(body).encode(), "id-1")
+    assert isinstance(errors, list)
+    assert [e.field for e in errors] == [field]
+    assert errors[0].message
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b"not json", b"", b'"a string"', b"{", b"null", b"42"])
+def test_a_body_that_is_not_a_json_object_is_invalid(raw: bytes) -> None:
+    errors = contract.validate_order(raw, "id-1")
+    assert isinstance(errors, list)
+    assert errors[0].field == "body"
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    errors = contract.validate_order(b'{"product_id": 500, "count": null}', "id-1")
+    assert isinstance(errors, list)
+    assert {e.field for e in errors} == {"product_id", "count", "username"}
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("abc-1", True), ("a.b_c=d", True), ("x" * 128, True), ("x" * 129, False), ("", False),
+     ("a..b", False), (".a", False), ("a b", False), ("a*", False), ("a>", False), ("ü", False)],
+)
+def test_order_ids_are_safe_as_kv_keys_and_subject_tokens(value: str, ok: bool) -> None:
+    assert contract.valid_order_id(value) is ok
+
+
+def test_stored_orders_round_trip_and_poison_is_rejected() -> None:
+    order = contract.Order("id-1", 1, 2, "m", 1.0)
+    assert contract.decode_order(contract.encode(order)) == order
+    for poison in (b"{}", b"garbage", b'{"order_id":"x","product_id":500,"count":1,"username":"m"}'):
+        with pytest.raises(Exception):
+            contract.decode_order(poison)

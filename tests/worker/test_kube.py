@@ -1,0 +1,346 @@
+"""The pod-deletion-cost keeper against a stub Kubernetes API server.
+
+The stub is a real HTTP server on a free local port, in a thread: it answers GET and PATCH on
+one pod and records every PATCH, so the tests see exactly what the real client sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from orderflow.config import load_settings
+from worker.kube import ANNOTATION, BUSY_COST, IDLE_COST, PodDeletionCostKeeper
+
+POD, NAMESPACE = "worker-abc", "orderflow"
+POD_PATH = f"/api/v1/namespaces/{NAMESPACE}/pods/{POD}"
+
+
+@dataclass
+class Patch:
+    at: float
+    content_type: str
+    cost: int
+
+
+@dataclass
+class StubState:
+    annotations: dict[str, str] = field(default_factory=dict)
+    patches: list[Patch] = field(default_factory=list)
+    fail_with: int | None = None  # answer every request with this status
+
+
+class StubApiServer:
+    """A stub of the Kubernetes API server: one pod, GET and PATCH, every PATCH recorded."""
+
+    def __init__(self) -> None:
+        self.state = StubState()
+        self.lock = threading.Lock()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+                pass
+
+            def _pod(self) -> bytes:
+                return json.dumps(
+                    {
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {
+                            "name": POD,
+                            "namespace": NAMESPACE,
+                            "annotations": stub.state.annotations,
+                        },
+                    }
+                ).encode()
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _refuse(self) -> bool:
+                if stub.state.fail_with is None:
+                    return False
+                body = json.dumps(
+                    {"kind": "Status", "status": "Failure", "code": stub.state.fail_with}
+                ).encode()
+                self._answer(stub.state.fail_with, body)
+                return True
+
+            def do_GET(self) -> None:
+                with stub.lock:
+                    if self._refuse():
+                        return
+                    if self.path.split("?")[0] != POD_PATH:
+                        self._answer(404, b"{}")
+                        return
+                    self._answer(200, self._pod())
+
+            def do_PATCH(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                payload = json.loads(self.rfile.read(length))
+                with stub.lock:
+                    if self._refuse():
+                        return
+                    if self.path.split("?")[0] != POD_PATH:
+                        self._answer(404, b"{}")
+                        return
+                    annotations = payload["metadata"]["annotations"]
+                    stub.state.annotations.update(annotations)
+                    stub.state.patches.append(
+                        Patch(
+                            time.monotonic(),
+                            self.headers.get("Content-Type", ""),
+                            int(annotations[ANNOTATION]),
+                        )
+                    )
+                    self._answer(200, self._pod())
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def costs(self) -> list[int]:
+        with self.lock:
+            return [p.cost for p in self.state.patches]
+
+    def fail(self, status: int | None) -> None:
+        with self.lock:
+            self.state.fail_with = status
+
+
+@pytest.fixture
+def stub_api() -> Iterator[StubApiServer]:
+    stub = StubApiServer()
+    stub.thread.start()
+    yield stub
+    stub.server.shutdown()
+    stub.server.server_close()
+
+
+@pytest.fixture
+def core_api(stub_api: StubApiServer) -> Iterator[client.CoreV1Api]:
+    api_client = client.ApiClient(client.Configuration(host=stub_api.url))
+    yield client.CoreV1Api(api_client)
+    api_client.close()
+
+
+async def until(predicate: Any, within_s: float = 5.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.01)
+
+
+def keeper(core_api: client.CoreV1Api, min_interval_s: float) -> PodDeletionCostKeeper:
+    return PodDeletionCostKeeper(POD, NAMESPACE, min_interval_s, api=core_api)
+
+
+def test_idle_busy_busy_idle_patches_once_per_transition(
+    stub_api: StubApiServer, core_api: client.CoreV1Api
+) -> None:
+    """
+    1. The pod has no annotation (cost 0 = idle): starting the keeper patches nothing.
+    2. A job starts (idle -> busy): one patch to BUSY_COST, as a JSON merge patch.
+    3. A second job starts (busy -> busy): no patch.
+    4. Both end (busy -> idle): one patch to IDLE_COST, no sooner than the minimum interval.
+    5. Stop while idle: no final patch is needed.
+    """
+    k = keeper(core_api, min_interval_s=0.2)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(k.run(stop))
+        await asyncio.sleep(0.1)
+        assert stub_api.costs == []
+        k.update(1, 16)
+        await until(lambda: len(stub_api.costs) == 1)
+        k.update(2, 16)
+        k.update(1, 16)
+        await asyncio.sleep(0.3)
+        assert stub_api.costs == [BUSY_COST]
+        k.update(0, 16)
+        await until(lambda: len(stub_api.costs) == 2)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert stub_api.costs == [BUSY_COST, IDLE_COST]
+    first, second = stub_api.state.patches
+    assert first.content_type == "application/merge-patch+json"
+    assert second.at - first.at >= 0.2 - 0.01
+    assert stub_api.state.annotations == {ANNOTATION: str(IDLE_COST)}
+
+
+def test_rapid_flapping_is_coalesced_and_the_last_state_wins(
+    stub_api: StubApiServer, core_api: client.CoreV1Api
+) -> None:
+    """
+    1. idle -> busy: patched at once (nothing was patched before).
+    2. 50 busy/idle flips inside the interval, ending busy: no patch (already busy).
+    3. 50 more flips ending idle: exactly one idle patch, after the interval.
+    """
+    k = keeper(core_api, min_interval_s=0.5)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(k.run(stop))
+        k.update(3, 16)
+        await until(lambda: len(stub_api.costs) == 1)
+        for i in range(50):
+            k.update(i % 2, 16)
+            await asyncio.sleep(0.002)
+        k.update(1, 16)
+        await asyncio.sleep(0.6)
+        assert stub_api.costs == [BUSY_COST]
+        for i in range(50):
+            k.update((i + 1) % 2, 16)
+            await asyncio.sleep(0.002)
+        k.update(0, 16)
+        await until(lambda: len(stub_api.costs) == 2)
+        await asyncio.sleep(0.6)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert stub_api.costs == [BUSY_COST, IDLE_COST]
+    first, second = stub_api.state.patches
+    assert second.at - first.at >= 0.5 - 0.01
+
+
+def test_stop_while_busy_marks_the_pod_idle(stub_api: StubApiServer, core_api: client.CoreV1Api) -> None:
+    k = keeper(core_api, min_interval_s=10)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(k.run(stop))
+        k.update(1, 16)
+        await until(lambda: len(stub_api.costs) == 1)
+        stop.set()  # well inside the 10 s interval: the final patch is not rate-limited
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert stub_api.costs == [BUSY_COST, IDLE_COST]
+
+
+def test_a_restarted_container_resets_a_busy_annotation_left_behind(
+    stub_api: StubApiServer, core_api: client.CoreV1Api
+) -> None:
+    """The pod (and its annotation) outlives a container restart: the new process starts idle."""
+    stub_api.state.annotations[ANNOTATION] = str(BUSY_COST)
+    k = keeper(core_api, min_interval_s=0.1)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(k.run(stop))
+        await until(lambda: len(stub_api.costs) == 1)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert stub_api.costs == [IDLE_COST]
+
+
+def test_api_errors_are_logged_and_retried_without_crashing(
+    stub_api: StubApiServer, core_api: client.CoreV1Api, caplog: pytest.LogCaptureFixture
+) -> None:
+    """
+    1. The API server answers 403 (e.g. RBAC missing): reads and patches fail, run() keeps going.
+    2. It recovers: the pending busy state is patched by the retry, without a new update().
+    """
+    stub_api.fail(403)
+    k = keeper(core_api, min_interval_s=0.05)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(k.run(stop))
+        k.update(2, 16)
+        await until(lambda: k.errors >= 2)
+        assert not task.done()
+        stub_api.fail(None)
+        await until(lambda: BUSY_COST in stub_api.costs, within_s=5)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert stub_api.costs[-1] == IDLE_COST  # the final patch on stop
+    assert "HTTP 403" in caplog.text
+
+
+def test_an_unreachable_api_server_does_not_block_stop() -> None:
+    api_client = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))  # nothing listens
+    k = PodDeletionCostKeeper(POD, NAMESPACE, 0.05, api=client.CoreV1Api(api_client))
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(k.run(stop))
+        k.update(1, 16)
+        await until(lambda: k.errors >= 2)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        api_client.close()
+    assert k.patches == 0
+
+
+# --- when is it on ------------------------------------------------------------------------------
+def settings(**env: str) -> Any:
+    return load_settings("worker", {f"ORDERFLOW_{k.upper()}": v for k, v in env.items()})
+
+
+def test_off_outside_a_cluster(tmp_path: Path) -> None:
+    s = settings(pod_name=POD, pod_namespace=NAMESPACE)
+    token = tmp_path / "token"
+    assert PodDeletionCostKeeper.from_settings(s, environ={}, token_path=token) is None
+    # An API server address alone is not enough: no service account token is mounted.
+    env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    assert PodDeletionCostKeeper.from_settings(s, environ=env, token_path=token) is None
+
+
+def test_on_inside_a_cluster_with_pod_identity(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("stub-token")
+    env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
+    k = PodDeletionCostKeeper.from_settings(
+        settings(pod_name=POD, pod_namespace=NAMESPACE, pod_deletion_cost_min_interval_s="7"),
+        environ=env,
+        token_path=token,
+    )
+    assert k is not None
+    assert (k.pod_name, k.namespace, k.min_interval_s) == (POD, NAMESPACE, 7.0)
+    # Without the downward-API pod name/namespace it cannot know which pod to patch.
+    assert PodDeletionCostKeeper.from_settings(settings(), environ=env, token_path=token) is None
+
+
+def test_off_when_configured_off_even_in_a_cluster(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("stub-token")
+    s = settings(pod_name=POD, pod_namespace=NAMESPACE, pod_deletion_cost="off")
+    assert (
+        PodDeletionCostKeeper.from_settings(s, environ={"KUBERNETES_SERVICE_HOST": "x"}, token_path=token)
+        is None
+    )
+
+
+def test_on_forces_it_outside_a_cluster(tmp_path: Path) -> None:
+    s = settings(pod_name=POD, pod_namespace=NAMESPACE, pod_deletion_cost="on")
+    assert PodDeletionCostKeeper.from_settings(s, environ={}, token_path=tmp_path / "none") is not None

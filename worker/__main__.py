@@ -1,0 +1,35 @@
+"""`python -m worker`: a worker process, configured from ORDERFLOW_* (see orderflow/config.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from orderflow import httpserver
+from orderflow.config import ConfigError, load_settings
+from orderflow.lifecycle import setup_logging
+
+
+def main() -> int:
+    try:
+        settings = load_settings("worker")
+    except ConfigError as exc:
+        print(f"worker: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    from worker.service import WorkerService
+
+    async def run() -> int:
+        try:
+            service = WorkerService(settings)
+        except (ImportError, ValueError) as exc:
+            print(f"worker: {exc}", file=sys.stderr)
+            return 2
+        return await service.run()
+
+    httpserver.new_event_loop_policy()
+    return asyncio.run(run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

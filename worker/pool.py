@@ -1,0 +1,228 @@
+"""A capacity-bounded pool of job slots for one task type.
+
+Each started message is a task in `running` (one slot); its exceptions surface in the supervisor
+callback. While a job runs, one heartbeat ticker per pool sends `in_progress` for it, paced from
+the consumer's ack_wait as the server has it, so a job may run for hours without redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import msgspec
+from nats.aio.msg import Msg
+
+from orderflow import contract
+from orderflow.config import TaskType
+from orderflow.metrics import WorkerMetrics
+from worker.handlers import Handler, Job, PoisonError
+from worker.outcome import Delivery, Kind, Outcome, Settler
+from worker.status import StatusStore
+
+log = logging.getLogger(__name__)
+
+
+class Running:
+    """One slot's job: the delivery and why it might be stopped from outside."""
+
+    __slots__ = ("delivery", "last_beat", "settling", "stop_reason", "task")
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.delivery = delivery
+        self.settling = False  # once settling, a job is no longer stopped from outside
+        self.last_beat = time.monotonic()
+        self.task: asyncio.Task[None] | None = None
+        self.stop_reason: Kind | None = None  # CANCELLED or HANDED_BACK when stopped from outside
+
+
+class Pool:
+    def __init__(
+        self,
+        task_type: TaskType,
+        handler: Handler,
+        settler: Settler,
+        status: StatusStore,
+        metrics: WorkerMetrics,
+        worker_id: str,
+        heartbeat_s: float,
+        max_deliver: int,
+        on_load_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.task_type = task_type
+        self.capacity = task_type.concurrency
+        self.running: dict[str, Running] = {}  # by the delivery's ack subject (unique per delivery)
+        self._handler = handler
+        self._settler = settler
+        self._status = status
+        self._metrics = metrics
+        self._worker_id = worker_id
+        self._heartbeat_s = heartbeat_s
+        self._max_deliver = max_deliver
+        self._on_load_change = on_load_change
+        self._slot_freed = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._in_flight = metrics.in_flight.labels(task_type.name)
+        metrics.pool_slots.labels(task_type.name).set(self.capacity)
+
+    # --- capacity ------------------------------------------------------------------------
+    @property
+    def free_slots(self) -> int:
+        return self.capacity - len(self.running)
+
+    async def wait_for_free_slot(self) -> int:
+        while self.free_slots <= 0:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
+        return self.free_slots
+
+    def wake(self) -> None:
+        """Wake a fetch loop waiting for a free slot (it re-checks whether to stop)."""
+        self._slot_freed.set()
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    # --- running jobs -------------------------------------------------------------------
+    def start(self, msg: Msg) -> None:
+        meta = msg.metadata
+        delivery = Delivery(msg, "", self.task_type.name, meta.num_delivered, time.time())
+        job = Running(delivery)
+        self.running[msg.reply] = job
+        self._idle.clear()
+        self._in_flight.inc()
+        job.task = asyncio.create_task(self._run(job), name=f"job-{meta.sequence.stream}")
+        job.task.add_done_callback(lambda t: self._finished(msg.reply, t))
+        self._on_load_change()
+
+    def _finished(self, key: str, task: asyncio.Task[None]) -> None:
+        """Supervisor: frees the slot; a job task that died of an unexpected error is a crashed
+        slot: counted, logged with its traceback, its message handed back, the slot reused."""
+        job = self.running.pop(key, None)
+        self._in_flight.dec()
+        self._slot_freed.set()
+        if not self.running:
+            self._idle.set()
+        self._on_load_change()
+        if task.cancelled() or task.exception() is None or job is None:
+            return
+        exc = task.exception()
+        self._metrics.slot_restarts.labels("slot").inc()
+        log.error("slot crashed on order %s; restarting it", job.delivery.order_id or "?", exc_info=exc)
+        msg = job.delivery.msg
+        if not msg._ackd:
+            # Not the normal retry path (that is outcome.py); make sure the message is not held
+            # until ack_wait by a slot that no longer exists.
+            asyncio.ensure_future(msg.nak(delay=1.0))
+
+    def find(self, order_id: str) -> Running | None:
+        for job in self.running.values():
+            if job.delivery.order_id == order_id:
+                return job
+        return None
+
+    def stop_job(self, job: Running, reason: Kind) -> None:
+        """Cancel a running job from outside (cancel request or drain hand-back)."""
+        if job.stop_reason is None and not job.settling and job.task is not None and not job.task.done():
+            job.stop_reason = reason
+            job.task.cancel()
+
+    async def heartbeat(self) -> None:
+        """in_progress for every job running longer than one interval: with the interval at a third
+        of ack_wait a job is never silent for more than two thirds of it."""
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            now = time.monotonic()
+            for job in list(self.running.values()):
+                if now - job.last_beat >= self._heartbeat_s and job.stop_reason is None:
+                    job.last_beat = now
+                    try:
+                        await job.delivery.msg.in_progress()
+                        self._metrics.heartbeats.inc()
+                    except Exception as exc:  # disconnected: the next tick tries again
+                        log.debug("heartbeat failed: %r", exc)
+
+    # --- one job ----------------------------------------------------------------------------
+    async def _run(self, job: Running) -> None:
+        try:
+            await self._process(job)
+        except asyncio.CancelledError:
+            if job.stop_reason is None or job.settling:
+                raise  # the whole worker is being torn down
+            # Stopped from outside before the handler ran (or between its steps).
+            await self._settle(job, Outcome(job.stop_reason))
+
+    async def _process(self, job: Running) -> None:
+        d = job.delivery
+        msg = d.msg
+        if d.attempt > 1:
+            self._metrics.redeliveries.inc()
+        self._metrics.attempts.observe(d.attempt)
+        try:
+            order = contract.decode_order(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            d.order_id = (msg.headers or {}).get(contract.H_MSG_ID, "") or f"seq-{msg.metadata.sequence.stream}"
+            await self._settle(job, Outcome(Kind.POISON, f"undecodable order: {exc}"))
+            return
+        d.order_id = order.order_id
+
+        previous = await self._status.get(order.order_id)
+        if previous is not None and previous.status in ("done", "cancelled"):
+            self._metrics.deduplicated.inc()
+            kind = Kind.ALREADY_DONE if previous.status == "done" else Kind.ALREADY_CANCELLED
+            await self._settle(job, Outcome(kind))
+            return
+        if d.attempt > self._max_deliver:
+            # Delivered again after the last allowed attempt (that attempt's worker died).
+            await self._settle(job, Outcome(Kind.DEAD, f"no result after {d.attempt - 1} deliveries"))
+            return
+
+        await self._status.put(
+            contract.StatusRecord(
+                order.order_id,
+                "processing",
+                d.attempt,
+                time.time(),
+                worker_id=self._worker_id,
+                task_type=d.task_type,
+                started_at=d.started_at,
+            )
+        )
+
+        async def record(event: str) -> None:
+            await self._status.record_run(order.order_id, event, self._worker_id, d.attempt)
+
+        job_ctx = Job(order, d.task_type, d.attempt, self._worker_id, record)
+        try:
+            async with asyncio.timeout(self.task_type.timeout_s):
+                await self._handler(job_ctx)
+            outcome = Outcome(Kind.DONE)
+        except TimeoutError:
+            outcome = Outcome(Kind.TIMEOUT, f"timed out after {self.task_type.timeout_s:g}s")
+        except PoisonError as exc:
+            outcome = Outcome(Kind.POISON, str(exc) or type(exc).__name__)
+        except asyncio.CancelledError:
+            if job.stop_reason is None:
+                raise
+            outcome = Outcome(job.stop_reason)
+        except Exception as exc:
+            outcome = Outcome(Kind.RETRY, f"{type(exc).__name__}: {exc}")
+        await self._settle(job, outcome)
+
+    async def _settle(self, job: Running, outcome: Outcome) -> None:
+        job.settling = True
+        d = job.delivery
+        kind = await self._settler.settle(d, outcome)
+        m = self._metrics
+        m.task_duration.labels(d.task_type, kind.value).observe(time.time() - d.started_at)
+        if kind in (Kind.DONE, Kind.ALREADY_DONE):
+            m.work_done.labels("done").inc()
+        elif kind in (Kind.RETRY, Kind.TIMEOUT, Kind.POISON, Kind.DEAD):
+            m.work_done.labels("error").inc()
+        elif kind is Kind.HANDED_BACK:
+            m.handed_back.inc()
+        elif kind is Kind.CANCELLED:
+            m.cancelled.inc()
