@@ -222,3 +222,80 @@ def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., Ser
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+# --- JetStream views for assertions ----------------------------------------------------------
+async def publish_orders(url: str, count: int, prefix: str = "o", username: str = "m",
+                         task_type: str = "default") -> list[str]:
+    """Publish valid orders straight to the stream (as the ingest would), ids prefix-0..N."""
+    from orderflow import contract
+
+    ids = [f"{prefix}-{i}" for i in range(count)]
+    async with connect(url) as nc:
+        js = nc.jetstream()
+        futures = [
+            await js.publish_async(
+                contract.order_subject(task_type),
+                contract.encode(contract.Order(order_id, 1, 1, username, time.time())),
+                headers={contract.H_MSG_ID: order_id},
+            )
+            for order_id in ids
+        ]
+        await asyncio.gather(*futures)
+    return ids
+
+
+async def read_stream(url: str, stream: str) -> list[Any]:
+    """Every message of a stream, in order (small streams only)."""
+    async with connect(url) as nc:
+        js = nc.jetstream()
+        try:
+            info = await js.stream_info(stream)
+        except Exception:
+            return []
+        msgs = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                msgs.append(await js.get_msg(stream, seq))
+            except Exception:
+                continue
+        return msgs
+
+
+async def run_records(url: str) -> dict[str, list[Any]]:
+    """ORDER_RUNS as {order_id: [RunRecord, ...]} in append order."""
+    from orderflow import contract
+
+    out: dict[str, list[Any]] = {}
+    for msg in await read_stream(url, contract.RUNS_STREAM):
+        rec = contract.decode_run(msg.data)
+        out.setdefault(rec.order_id, []).append(rec)
+    return out
+
+
+async def statuses(url: str) -> dict[str, Any]:
+    from orderflow import contract
+
+    async with connect(url) as nc:
+        kv = await nc.jetstream().key_value(contract.STATUS_BUCKET)
+        out = {}
+        try:
+            keys = await kv.keys()
+        except Exception:
+            return {}
+        for key in keys:
+            entry = await kv.get(key)
+            if entry.value:
+                out[key] = contract.decode_status(entry.value)
+        return out
+
+
+async def consumer_info(url: str, name: str = "workers") -> Any:
+    from orderflow import contract
+
+    async with connect(url) as nc:
+        return await nc.jetstream().consumer_info(contract.STREAM, name)
+
+
+def count_events(records: dict[str, list[Any]], event: str) -> dict[str, int]:
+    return {k: sum(1 for r in v if r.event == event) for k, v in records.items()}

@@ -56,6 +56,8 @@ class FetchLoop:
                 free = await self._pool.wait_for_free_slot()
                 if stop.is_set():
                     break
+                if free <= 0:
+                    continue
                 await self._request(sub.subject, free)
             try:
                 msg = await sub.next_msg(timeout=max(0.01, self._request_deadline - time.monotonic()))

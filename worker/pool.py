@@ -74,7 +74,8 @@ class Pool:
         return self.capacity - len(self.running)
 
     async def wait_for_free_slot(self) -> int:
-        while self.free_slots <= 0:
+        """Free slots now, or after one is freed or `wake()` is called (then possibly 0)."""
+        if self.free_slots <= 0:
             self._slot_freed.clear()
             await self._slot_freed.wait()
         return self.free_slots

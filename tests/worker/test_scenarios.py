@@ -1,0 +1,289 @@
+"""The worker's promises (SPEC §3-§4), each a numbered scenario with a real nats-server, real
+`python -m worker` processes and real signals. Run records (ORDER_RUNS) count how often each
+order really ran; KV ORDER_STATUS says how it ended."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+from harness import (
+    REPO,
+    NatsServer,
+    Service,
+    connect,
+    consumer_info,
+    count_events,
+    http,
+    publish_orders,
+    read_stream,
+    run,
+    run_records,
+    statuses,
+    wait_until,
+)
+
+from orderflow import contract
+
+pytestmark = pytest.mark.slow
+
+
+def all_done(url: str, ids: list[str]) -> bool:
+    st = run(statuses(url))
+    return all(i in st and st[i].status == "done" for i in ids)
+
+
+def first_start(records: dict[str, list[Any]], order_id: str, attempt: int) -> Any:
+    return next(r for r in records.get(order_id, []) if r.event == "start" and r.attempt == attempt)
+
+
+def test_1_ack_pending_never_exceeds_the_total_slots(nats_server: NatsServer, spawn: Any) -> None:
+    """1. Two workers x 4 slots; 500 short orders pass through.
+    2. consumer info is sampled every few ms the whole time: num_ack_pending <= 8, always.
+    3. Every order ran exactly once and is done."""
+    workers = [spawn("worker", CONCURRENCY=4, WORK_S="0.005-0.03").wait_ready() for _ in range(2)]
+    samples: list[int] = []
+    done = threading.Event()
+
+    async def sample() -> None:
+        async with connect(nats_server.url) as nc:
+            js = nc.jetstream()
+            while not done.is_set():
+                info = await js.consumer_info(contract.STREAM, "workers")
+                samples.append(info.num_ack_pending or 0)
+                await asyncio.sleep(0.005)
+
+    sampler = threading.Thread(target=lambda: run(sample()))
+    sampler.start()
+    try:
+        ids = run(publish_orders(nats_server.url, 500))
+        wait_until(lambda: all_done(nats_server.url, ids), 60, "500 orders done", interval=0.5)
+    finally:
+        done.set()
+        sampler.join()
+    assert len(samples) > 50
+    assert max(samples) <= 8, f"ack pending peaked at {max(samples)}"
+    assert max(samples) >= 6  # the pool really was used
+    starts = count_events(run(run_records(nats_server.url)), "start")
+    assert sorted(starts) == sorted(ids) and set(starts.values()) == {1}
+    assert sum(w.metric("orderflow_work_done_total") for w in workers) == 500
+
+
+def test_2_a_job_three_times_longer_than_ack_wait_runs_once(nats_server: NatsServer, spawn: Any) -> None:
+    """1. ack_wait 1 s; the job takes 3.5 s; a second worker is idle and would grab a redelivery.
+    2. Heartbeats (every ack_wait/3) keep the message ours: one start, one done, attempt 1."""
+    workers = [spawn("worker", ACK_WAIT_S=1, WORK_S="3.5").wait_ready() for _ in range(2)]
+    [order_id] = run(publish_orders(nats_server.url, 1))
+    wait_until(lambda: all_done(nats_server.url, [order_id]), 15, "the long job to finish")
+    records = run(run_records(nats_server.url))[order_id]
+    assert [(r.event, r.attempt) for r in records] == [("start", 1), ("done", 1)]
+    info = run(consumer_info(nats_server.url))
+    assert info.num_redelivered == 0 and info.num_ack_pending == 0
+    assert info.config.ack_wait == 1
+    # ~3.5 s at one beat per ack_wait/3 s: about 10 in_progress acks from whichever worker ran it.
+    assert sum(w.metric("orderflow_heartbeats_total") for w in workers) >= 6
+
+
+def test_3_sigterm_with_jobs_in_flight_finishes_them_and_exits_0(nats_server: NatsServer, spawn: Any) -> None:
+    """1. One worker, 4 slots, 4 jobs of 2 s running.
+    2. SIGTERM: /readyz turns 503, nothing new is fetched, the 4 jobs finish and are acked.
+    3. Exit 0 well inside the drain budget; no order ran twice, none is left in the stream."""
+    w = spawn("worker", CONCURRENCY=4, WORK_S="2", DRAIN_TIMEOUT_S=30).wait_ready()
+    ids = run(publish_orders(nats_server.url, 4))
+    wait_until(lambda: w.metric("orderflow_tasks_in_flight") == 4, 10, "4 jobs in flight")
+    w.signal(signal.SIGTERM)
+    wait_until(lambda: w.get("/readyz")[0] == 503, 2, "readiness to turn 503")
+    extra = run(publish_orders(nats_server.url, 2, prefix="late"))  # must not be taken while draining
+    assert w.wait(20) == 0
+    assert all_done(nats_server.url, ids)
+    st = run(statuses(nats_server.url))
+    assert all(st[i].attempts == 1 for i in ids)
+    starts = count_events(run(run_records(nats_server.url)), "start")
+    assert {i: starts[i] for i in ids} == dict.fromkeys(ids, 1)
+    assert not any(i in starts for i in extra)
+    info = run(consumer_info(nats_server.url))
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0
+    assert info.num_pending == 2  # the late orders wait for the next worker
+    assert "drained in" in w.logs() and "0 handed back" in w.logs()
+
+
+def test_4_a_drain_deadline_shorter_than_the_jobs_hands_them_back_at_once(
+    nats_server: NatsServer, spawn: Any
+) -> None:
+    """1. Worker A runs 2 jobs of 6 s with a 2 s drain budget; worker B is idle. ack_wait is 30 s.
+    2. SIGTERM A: at the deadline A naks both (hand-back) and exits 0.
+    3. B starts each within 1 s of the deadline, not after ack_wait; each ends done once."""
+    a = spawn("worker", CONCURRENCY=2, WORK_S="6", DRAIN_TIMEOUT_S=2, WORKER_ID="A").wait_ready()
+    ids = run(publish_orders(nats_server.url, 2))
+    wait_until(lambda: a.metric("orderflow_tasks_in_flight") == 2, 10, "2 jobs running on A")
+    spawn("worker", CONCURRENCY=2, WORK_S="0.5", WORKER_ID="B").wait_ready()
+    sigterm_at = time.time()
+    a.signal(signal.SIGTERM)
+    assert a.wait(10) == 0
+    wait_until(lambda: all_done(nats_server.url, ids), 15, "B to finish the handed-back jobs")
+    records = run(run_records(nats_server.url))
+    deadline = sigterm_at + 2
+    for order_id in ids:
+        b_start = first_start(records, order_id, 2)
+        assert b_start.worker_id == "B"
+        assert b_start.at - deadline < 1.0, f"B started {b_start.at - deadline:.2f}s after the deadline"
+        assert count_events(records, "done")[order_id] == 1
+        assert [r.worker_id for r in records[order_id] if r.event == "done"] == ["B"]
+    assert "2 handed back at the deadline" in a.logs()
+
+
+def test_5_sigkill_mid_job_is_redelivered_after_ack_wait_and_done_once(
+    nats_server: NatsServer, spawn: Any
+) -> None:
+    """1. Worker A runs a 3 s job with ack_wait 2 s; SIGKILL A mid-job (no drain, no nak).
+    2. Worker B receives it again only after ack_wait, runs it, it is done exactly once."""
+    a = spawn("worker", ACK_WAIT_S=2, WORK_S="3", WORKER_ID="A").wait_ready()
+    [order_id] = run(publish_orders(nats_server.url, 1))
+    wait_until(lambda: a.metric("orderflow_tasks_in_flight") == 1, 10, "the job running on A")
+    spawn("worker", ACK_WAIT_S=2, WORK_S="0.2", WORKER_ID="B").wait_ready()
+    time.sleep(0.5)
+    killed_at = time.time()
+    a.signal(signal.SIGKILL)
+    a.wait(5)
+    wait_until(lambda: all_done(nats_server.url, [order_id]), 15, "B to redo the job")
+    records = run(run_records(nats_server.url))[order_id]
+    assert [(r.event, r.worker_id) for r in records] == [("start", "A"), ("start", "B"), ("done", "B")]
+    # Not before ack_wait (2 s) from A's last heartbeat; A heart-beat until it died.
+    assert records[1].at - killed_at > 0.9
+    st = run(statuses(nats_server.url))[order_id]
+    assert st.status == "done" and st.attempts == 2
+
+
+def test_6_failing_jobs_retry_with_growing_delays_then_land_in_the_dlq(
+    nats_server: NatsServer, spawn: Any
+) -> None:
+    """1. Every run fails (WORK_FAIL_RATE=1); max 4 attempts; backoff base 0.2 s.
+    2. Retries come after growing delays (nak with a jittered exponential delay).
+    3. After attempt 4 the order is copied to ORDERS_DLQ with payload, error and attempts, termed."""
+    w = spawn("worker", WORK_FAIL_RATE=1, WORK_S="0", MAX_DELIVER=4, RETRY_BASE_S="0.2").wait_ready()
+    [order_id] = run(publish_orders(nats_server.url, 1))
+    wait_until(lambda: run(statuses(nats_server.url)).get(order_id) and
+               run(statuses(nats_server.url))[order_id].status == "dead", 20, "the order to be dead")
+    starts = [r for r in run(run_records(nats_server.url))[order_id] if r.event == "start"]
+    assert [r.attempt for r in starts] == [1, 2, 3, 4]
+    gaps = [b.at - a.at for a, b in zip(starts, starts[1:], strict=False)]
+    # delays: [0.1-0.2], [0.2-0.4], [0.4-0.8] seconds
+    assert 0.09 < gaps[0] < 0.35 and gaps[2] > 0.39
+    assert gaps[0] < gaps[1] + 0.05 < gaps[2] + 0.1 and gaps[2] > 2 * gaps[0]
+    [dead] = run(read_stream(nats_server.url, contract.DLQ_STREAM))
+    assert dead.subject == "dlq.orders.default"
+    assert contract.decode_order(dead.data).order_id == order_id
+    assert "simulated failure" in dead.headers[contract.H_ERROR]
+    assert dead.headers[contract.H_ATTEMPTS] == "4"
+    assert w.metric("orderflow_dead_letters_total") == 1
+    info = run(consumer_info(nats_server.url))
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+def test_7_a_poison_payload_is_termed_not_retried(nats_server: NatsServer, spawn: Any) -> None:
+    """1. A message that is not an order lands on orders.default.
+    2. The worker terms it at once: never redelivered, status failed, no handler run."""
+    w = spawn("worker", ACK_WAIT_S=1).wait_ready()
+
+    async def publish_poison() -> None:
+        async with connect(nats_server.url) as nc:
+            await nc.jetstream().publish("orders.default", b"\x00not an order", headers={contract.H_MSG_ID: "poison-1"})
+
+    run(publish_poison())
+    wait_until(lambda: "poison-1" in run(statuses(nats_server.url)), 5, "the poison to be recorded")
+    time.sleep(2.5)  # > 2 x ack_wait: a retry would have happened by now
+    st = run(statuses(nats_server.url))["poison-1"]
+    assert st.status == "failed" and "undecodable" in (st.error or "") and st.attempts == 1
+    info = run(consumer_info(nats_server.url))
+    assert info.num_redelivered == 0 and info.num_ack_pending == 0 and info.num_pending == 0
+    assert run(run_records(nats_server.url)) == {}
+    assert w.metric('orderflow_task_duration_seconds_count{outcome="poison",type="default"}') == 1
+
+
+def cli(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ORDERFLOW_NATS_URL": nats_url}
+    return subprocess.run([sys.executable, "-m", "orderflow.cli", *args], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_8_orderflow_cancel_stops_a_running_job_and_records_it(nats_server: NatsServer, spawn: Any) -> None:
+    """1. A 30 s job runs; `orderflow cancel ID` stops it on whichever worker holds it.
+    2. Status cancelled, the message termed (never redelivered), the slot is free again.
+    3. An order cancelled before any worker got it is termed without running."""
+    w = spawn("worker", WORK_S="30", ACK_WAIT_S=2).wait_ready()
+    [order_id] = run(publish_orders(nats_server.url, 1))
+    wait_until(lambda: w.metric("orderflow_tasks_in_flight") == 1, 10, "the job to run")
+    out = cli(nats_server.url, "cancel", order_id)
+    assert out.returncode == 0 and "cancelled by" in out.stdout, out.stderr
+    wait_until(lambda: w.metric("orderflow_tasks_in_flight") == 0, 3, "the slot to be free")
+    assert run(statuses(nats_server.url))[order_id].status == "cancelled"
+    assert cli(nats_server.url, "cancel", order_id).returncode == 1  # already final
+
+    out = cli(nats_server.url, "cancel", "later-0", "--timeout-s", "0.5")
+    assert out.returncode == 0 and "marked cancelled" in out.stdout
+    run(publish_orders(nats_server.url, 1, prefix="later"))
+    wait_until(lambda: run(consumer_info(nats_server.url)).num_pending == 0 and
+               run(consumer_info(nats_server.url)).num_ack_pending == 0, 5, "the cancelled order to be termed")
+    time.sleep(4.5)  # > 2 x ack_wait
+    info = run(consumer_info(nats_server.url))
+    assert info.num_redelivered == 0 and info.num_ack_pending == 0
+    records = run(run_records(nats_server.url))
+    assert [r.event for r in records[order_id]] == ["start"]
+    assert "later-0" not in records
+    assert w.metric("orderflow_cancelled_total") == 1
+
+
+def test_9_a_crashed_slot_is_restarted(nats_server: NatsServer, spawn: Any) -> None:
+    """1. A handler escapes with a BaseException (not an Exception): the slot task dies.
+    2. The supervisor counts it, hands the message back, and the slot serves again:
+       3 crashing orders and 5 normal ones on 2 slots all end done, the crashed ones on attempt 2."""
+    w = spawn("worker", HANDLERS="crashy", CONCURRENCY=2, WORK_S="0.05").wait_ready()
+    crash = run(publish_orders(nats_server.url, 3, prefix="crash", username="crash-once"))
+    normal = run(publish_orders(nats_server.url, 5, prefix="ok"))
+    wait_until(lambda: all_done(nats_server.url, crash + normal), 20, "all orders done")
+    assert w.metric('orderflow_slot_restarts_total{kind="slot"}') == 3
+    st = run(statuses(nats_server.url))
+    assert [st[i].attempts for i in crash] == [2, 2, 2]
+    assert w.metric('orderflow_pool_slots{type="default"}') == 2
+    assert "slot crashed" in w.logs()
+
+
+def test_10_nats_restarted_mid_run_loses_nothing(nats_server: NatsServer, spawn: Any) -> None:
+    """1. Ingest + 2 workers; orders flow in over HTTP while jobs run.
+    2. nats-server restarts (same store). Clients get 503s meanwhile, never a false 200.
+    3. Every order that got a 200 is done exactly once; nothing is lost."""
+    ingest = spawn("ingest").wait_ready()
+    for _ in range(2):
+        spawn("worker", CONCURRENCY=4, WORK_S="0.05-0.3", ACK_WAIT_S=5).wait_ready()
+    accepted: list[str] = []
+    rejected = 0
+
+    def post_some(n: int) -> None:
+        nonlocal rejected
+        import json
+
+        for _ in range(n):
+            status, _, body = http("POST", ingest.url + "/orders",
+                                   b'{"product_id":"1","count":"2","username":"m"}')
+            if status == 200:
+                accepted.append(json.loads(body)["order_id"])
+            else:
+                assert status == 503
+                rejected += 1
+
+    post_some(60)
+    nats_server.restart()
+    post_some(10)
+    wait_until(lambda: http("GET", ingest.url + "/readyz")[0] == 200, 15, "ingest ready again")
+    post_some(60)
+    wait_until(lambda: all_done(nats_server.url, accepted), 60, "every accepted order done", interval=0.5)
+    done = count_events(run(run_records(nats_server.url)), "done")
+    assert {i: done.get(i, 0) for i in accepted} == dict.fromkeys(accepted, 1)
+    assert len(accepted) >= 120
