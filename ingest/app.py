@@ -18,6 +18,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest import routes
+from ingest.orders import ROUTE, OrdersEndpoint
 from ingest.publisher import Publisher
 from orderflow import broker, contract
 from orderflow.config import Settings
@@ -81,7 +82,9 @@ class IngestState:
                 log.warning("JetStream not ready (%s); retrying", exc)
                 await asyncio.sleep(1.0)
         self.kv = await js.key_value(contract.STATUS_BUCKET)
-        self.publisher = Publisher(nc, js, self.settings, self.metrics)
+        publisher = Publisher(nc, self.settings, self.metrics)
+        await publisher.start()
+        self.publisher = publisher
         self.nc = nc
         self._ready_checked_at = 0.0
         log.info("connected to NATS; stream %s ready", contract.STREAM)
@@ -126,7 +129,22 @@ class MetricsMiddleware:
 _ROUTES = ("/orders", "/orders/{order_id}", "/healthz", "/readyz", "/metrics", "/openapi.json")
 
 
-def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Starlette:
+class IngestApp:
+    """The ASGI app: POST /orders goes straight to the hot-path handler, the rest to Starlette."""
+
+    def __init__(self, starlette: Starlette, state: IngestState) -> None:
+        self.starlette = starlette
+        self.state = state
+        self.orders = OrdersEndpoint(state)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == ROUTE and scope["method"] == "POST":
+            await self.orders(scope, receive, send)
+        else:
+            await self.starlette(scope, receive, send)
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> IngestApp:
     metrics = IngestMetrics(registry or CollectorRegistry())
     state = IngestState(settings, metrics)
 
@@ -143,6 +161,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             # Runs after uvicorn has finished the in-flight requests: drain flushes what is left.
             if connecting is not None and not connecting.done():
                 connecting.cancel()
+            if state.publisher is not None:
+                await state.publisher.stop()
             if state.nc is not None and not state.nc.is_closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(state.nc.drain(), timeout=5.0)
@@ -150,7 +170,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     app = Starlette(
         routes=[
-            Route("/orders", routes.post_order, methods=["POST"]),
             Route("/orders/{order_id}", routes.get_order, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/readyz", routes.readyz, methods=["GET"]),
@@ -161,4 +180,4 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     )
     app.state.ingest = state
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
-    return app
+    return IngestApp(app, state)

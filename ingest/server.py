@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 async def serve(settings: Settings) -> int:
     app = create_app(settings)
-    state = app.state.ingest
+    state = app.state
     server = httpserver.make_server(app, settings.log_level, settings.shutdown_timeout_s)
     sock = httpserver.bind(settings.http_host, settings.http_port)
     lifecycle = Lifecycle()

@@ -40,6 +40,7 @@ def make_server(app: Any, log_level: str, graceful_timeout_s: float | None = Non
         http="auto",  # httptools when installed
         timeout_graceful_shutdown=graceful_timeout_s,
         server_header=False,
+        proxy_headers=False,  # nothing here reads the client address; saves a middleware per request
         date_header=False,
     )
     return Server(config)

@@ -23,6 +23,7 @@ from orderflow.lifecycle import Lifecycle, wait_any
 from orderflow.metrics import WorkerMetrics
 from worker.consumer import FetchLoop
 from worker.handlers import Registry, load_handlers
+from worker.kube import PodDeletionCostKeeper
 from worker.outcome import Kind, Settler
 from worker.pool import Pool
 from worker.status import StatusStore
@@ -161,10 +162,6 @@ class WorkerService:
 
     def _kube_keeper(self) -> Callable[[], None]:
         """Keep this pod's deletion cost in step with its load (only inside a cluster)."""
-        try:
-            from worker.kube import PodDeletionCostKeeper
-        except ImportError:  # pragma: no cover
-            return lambda: None
         keeper = PodDeletionCostKeeper.from_settings(self.settings)
         if keeper is None:
             return lambda: None
