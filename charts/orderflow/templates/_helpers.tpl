@@ -161,7 +161,7 @@ The kubelet sends SIGKILL at the end of the grace period: if it were shorter tha
 long job would be killed instead of handed back and would only return after ack_wait.
 */}}
 {{- define "orderflow.worker.terminationGracePeriodSeconds" -}}
-{{- $drain := .Values.worker.config.drainTimeoutS | default 60 | float64 -}}
+{{- $drain := .Values.worker.config.drainTimeoutS | float64 -}}
 {{- $t := .Values.worker.termination -}}
 {{- add (ceil $drain | int) ($t.natsDrainMarginS | int) ($t.safetyMarginS | int) -}}
 {{- end }}
@@ -178,8 +178,8 @@ a preStop sleep would add to it (the kubelet runs preStop before sending SIGTERM
 */}}
 {{- define "orderflow.ingest.terminationGracePeriodSeconds" -}}
 {{- $c := .Values.ingest.config -}}
-{{- $delay := $c.shutdownDelayS | default 5 | float64 -}}
-{{- $timeout := $c.shutdownTimeoutS | default 10 | float64 -}}
+{{- $delay := $c.shutdownDelayS | float64 -}}
+{{- $timeout := $c.shutdownTimeoutS | float64 -}}
 {{- add (ceil (addf $delay $timeout) | int) (.Values.ingest.termination.marginS | int) -}}
 {{- end }}
 
