@@ -162,7 +162,7 @@ def validate_order(body: bytes, order_id: str) -> Order | list[FieldError]:
     """Parse and check a POST /orders body (SPEC §2). Returns the order or every field error."""
     try:
         data = _json_any.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # msgspec raises RecursionError past ~1000 levels
         return [FieldError("body", "must be a JSON object")]
     if not isinstance(data, dict):
         return [FieldError("body", "must be a JSON object")]

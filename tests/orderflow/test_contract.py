@@ -79,3 +79,9 @@ def test_stored_orders_round_trip_and_poison_is_rejected() -> None:
     for poison in (b"{}", b"garbage", b'{"order_id":"x","product_id":500,"count":1,"username":"m"}'):
         with pytest.raises(Exception):
             contract.decode_order(poison)
+
+
+def test_deeply_nested_json_is_invalid_not_a_crash() -> None:
+    # msgspec raises RecursionError past ~1000 levels; found by the hypothesis fuzz (tests/fuzz).
+    errors = contract.validate_order(b"[" * 5000 + b"]" * 5000, "id-1")
+    assert isinstance(errors, list) and errors[0].field == "body"
