@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: install tools run test test-fast lint dashboards bench-ingest bench-worker bench-e2e clean
+.PHONY: install tools bench-tools run test test-fast lint dashboards bench-ingest bench-worker bench-e2e clean
 
 install: $(VENV)/.installed  ## create .venv and install orderflow with its dev tools
 
@@ -15,7 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 tools: install  ## helm, kubectl, promtool, prometheus into .tools/bin (cached)
-	@for s in scripts/tools/*.sh; do bash $$s || exit 1; done
+	bash scripts/tools/k8s.sh
+	bash scripts/tools/prometheus.sh
+
+bench-tools:  ## wrk and hey (Debian packages) for the benchmarks
+	bash scripts/tools/bench.sh
 
 run: install  ## the whole system locally: NATS (JetStream), the ingest on :8080, 2 workers
 	$(BIN)/orderflow dev
@@ -34,10 +38,10 @@ lint: install
 dashboards: install  ## regenerate charts/orderflow/dashboards/*.json
 	$(BIN)/python -m dashboards
 
-bench-ingest: install  ## POST /orders vs a bare Starlette endpoint (prints RPS, ratio, p50/p99)
+bench-ingest: install bench-tools  ## POST /orders vs a bare Starlette endpoint (prints RPS, ratio, p50/p99)
 	$(BIN)/python -m bench.ingest
 
-bench-worker: install  ## no-op jobs/s vs a raw fetch+ack loop and FastStream
+bench-worker: install bench-tools  ## no-op jobs/s vs a raw fetch+ack loop and FastStream
 	$(BIN)/python -m bench.worker
 
 clean:

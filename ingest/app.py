@@ -27,6 +27,17 @@ from orderflow.metrics import IngestMetrics
 log = logging.getLogger(__name__)
 
 
+_DIGITS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _base62(n: int) -> str:
+    out = ""
+    while n:
+        n, r = divmod(n, 62)
+        out = _DIGITS[r] + out
+    return out.rjust(6, "0")
+
+
 class IngestState:
     """Everything the routes need, built once per process."""
 
@@ -39,12 +50,16 @@ class IngestState:
         self.publisher: Publisher | None = None
         self.kv: KeyValue | None = None
         self.shutting_down = False
-        self._nuid = NUID()
+        # Order ids: a random per-process prefix and a counter, base 62. Unique across processes
+        # and restarts (the prefix), ordered within one process, and a fraction of NUID's cost.
+        self._id_prefix = NUID().next().decode()[:12]
+        self._id_counter = 0
         self._ready_checked_at = 0.0
         self._ready_problem: str | None = "connecting to NATS"
 
     def new_id(self) -> str:
-        return self._nuid.next().decode()
+        self._id_counter += 1
+        return self._id_prefix + _base62(self._id_counter)
 
     @property
     def connected(self) -> bool:

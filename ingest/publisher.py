@@ -58,7 +58,8 @@ class Publisher:
         self._sweeper: asyncio.Task[None] | None = None
         self._counters = {r: metrics.orders_published.labels(r.value) for r in Published}
         self._observe = metrics.publish_duration.observe
-        self._gauge = metrics.publish_inflight
+        # Read at scrape time: no lock taken per publish.
+        metrics.publish_inflight.set_function(lambda: len(self._pending))
 
     async def start(self) -> None:
         self._prefix = self._nc.new_inbox() + "."
@@ -117,7 +118,6 @@ class Publisher:
         self._pending[token] = future
         start = time.monotonic()
         self._deadlines.append((start + self._timeout_s, token))
-        self._gauge.inc()
         try:
             # JetStream's PubAck is the reply to a plain publish on a stream subject;
             # Nats-Msg-Id makes a retried order a duplicate inside the duplicate window.
@@ -134,8 +134,6 @@ class Publisher:
             self._pending.pop(token, None)
             log.debug("publish of %s failed: %r", order_id, exc)
             return Published.UNAVAILABLE
-        finally:
-            self._gauge.dec()
         data = reply.data
         if not data:
             # A status-only reply: 503 No Responders (JetStream not there for this subject).

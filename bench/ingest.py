@@ -1,0 +1,213 @@
+"""bench/ingest: the queued POST /orders against a bare Starlette endpoint that only validates and
+answers. Same run, same machine, one uvicorn process each (uvloop + httptools).
+
+    python -m bench.ingest [--rounds 3] [--seconds 6] [--connections 64]
+
+1. max throughput: wrk, interleaved rounds (bare, queued, bare, queued, ...), medians;
+2. latency at half the queued maximum: a fixed arrival rate from `hey` (few workers, each paced,
+   so arrivals are spread evenly; k6 constant-arrival-rate when hey is missing), p50/p99;
+3. honesty check: 200s answered == orders stored in the stream (never a 200 without a PubAck).
+
+Prints figures; it does not pass or fail on timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from pathlib import Path
+
+import nats
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+BODY = '{"product_id":"33","count":"3","username":"maksim.konovalov"}'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout_s: float = 20) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"bench: {url} did not come up")
+
+
+def wrk(url: str, seconds: float, connections: int, lua: Path) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
+        if not m:
+            return float("nan")
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    return {"rps": rps, "p50": ms("50%"), "p99": ms("99%"), "ok": total - errors, "errors": errors}
+
+
+def hey_constant(url: str, rate: int, seconds: int) -> dict[str, float]:
+    # hey paces each worker with its own ticker; many workers tick together and arrive in bursts,
+    # so keep ~350 requests/s per worker (a worker is closed-loop: it needs latency < 1/q).
+    workers = max(4, round(rate / 350))
+    out = subprocess.run(
+        ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(max(1, rate // workers)), "-m", "POST",
+         "-T", "application/json", "-d", BODY, url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+
+    def pct(label: str) -> float:
+        m = re.search(rf"{label}% in ([\d.]+) secs", out)
+        return float(m.group(1)) * 1000 if m else float("nan")
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    ok = re.search(r"\[200\]\s+(\d+) responses", out)
+    total = re.search(r"Total:\s+[\d.]+ secs", out)
+    return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "failed": 0.0 if ok and total else 1.0}
+
+
+def k6_constant(url: str, rate: int, seconds: int, workdir: Path) -> dict[str, float]:
+    script = workdir / "constant.js"
+    script.write_text(textwrap.dedent(f"""
+        import http from 'k6/http';
+        export const options = {{
+          discardResponseBodies: true,
+          scenarios: {{ c: {{ executor: 'constant-arrival-rate', rate: {rate}, timeUnit: '1s',
+                             duration: '{seconds}s', preAllocatedVUs: 200, maxVUs: 2000 }} }},
+          summaryTrendStats: ['p(50)', 'p(99)', 'max'],
+        }};
+        const body = '{BODY}';
+        export default function () {{
+          http.post('{url}', body, {{ headers: {{ 'Content-Type': 'application/json' }} }});
+        }}
+    """))
+    summary = workdir / "summary.json"
+    k6 = shutil.which("k6", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}") or "k6"
+    subprocess.run([k6, "run", "-q", "--summary-export", str(summary), str(script)],
+                   check=True, capture_output=True)
+    data = json.loads(summary.read_text())["metrics"]
+    dur = data["http_req_duration"]
+    reqs = data["http_reqs"]
+    failed = data.get("http_req_failed", {}).get("value", 0.0)
+    return {"rps": reqs["rate"], "p50": dur["p(50)"], "p99": dur["p(99)"], "failed": failed}
+
+
+async def stored_orders(nats_url: str) -> int:
+    nc = await nats.connect(nats_url)
+    try:
+        return int((await nc.jetstream().stream_info("ORDERS")).state.messages)
+    finally:
+        await nc.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=6)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--latency-seconds", type=int, default=10)
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("bench: wrk not found (Debian: apt-get install wrk)")
+
+    work = Path(tempfile.mkdtemp(prefix="orderflow-bench-"))
+    lua = work / "post.lua"
+    lua.write_text(f"wrk.method='POST'\nwrk.body='{BODY}'\nwrk.headers['Content-Type']='application/json'\n")
+    nats_port, ingest_port, bare_port = free_port(), free_port(), free_port()
+    nats_url = f"nats://127.0.0.1:{nats_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    procs = [
+        subprocess.Popen([str(BIN / "nats-server"), "-js", "-sd", str(work / "js"), "-a", "127.0.0.1",
+                          "-p", str(nats_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+    ]
+    time.sleep(0.5)
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "ingest"], cwd=REPO, stderr=subprocess.DEVNULL,
+        env={**env, "ORDERFLOW_NATS_URL": nats_url, "ORDERFLOW_HTTP_PORT": str(ingest_port),
+             "ORDERFLOW_HTTP_HOST": "127.0.0.1", "ORDERFLOW_LOG_LEVEL": "warning"},
+    ))
+    procs.append(subprocess.Popen(
+        [str(BIN / "uvicorn"), "bench.bare_app:app", "--port", str(bare_port), "--log-level", "warning",
+         "--no-access-log", "--loop", "uvloop", "--http", "httptools", "--no-proxy-headers",
+         "--no-server-header", "--no-date-header"],
+        cwd=REPO, env=env, stderr=subprocess.DEVNULL,
+    ))
+    try:
+        wait_http(f"http://127.0.0.1:{ingest_port}/readyz")
+        time.sleep(1)
+        urls = {"bare": f"http://127.0.0.1:{bare_port}/orders", "queued": f"http://127.0.0.1:{ingest_port}/orders"}
+        for url in urls.values():  # warm up
+            wrk(url, 2, args.connections, lua)
+        results: dict[str, list[dict[str, float]]] = {"bare": [], "queued": []}
+        for r in range(args.rounds):
+            for name, url in urls.items():
+                res = wrk(url, args.seconds, args.connections, lua)
+                results[name].append(res)
+                print(f"round {r + 1}/{args.rounds} {name:>6}: {res['rps']:8.0f} RPS  p50 {res['p50']:.2f} ms"
+                      f"  p99 {res['p99']:.2f} ms", flush=True)
+        med = {n: {k: statistics.median(x[k] for x in v) for k in ("rps", "p50", "p99")} for n, v in results.items()}
+        ratio = med["queued"]["rps"] / med["bare"]["rps"]
+        half = int(med["queued"]["rps"] / 2)
+        tool = "hey" if shutil.which("hey") else "k6"
+        print(f"latency run: {tool} at a fixed {half} RPS for {args.latency_seconds}s ...", flush=True)
+        if tool == "hey":
+            lat = hey_constant(urls["queued"], half, args.latency_seconds)
+        else:
+            lat = k6_constant(urls["queued"], half, args.latency_seconds, work)
+        ok_200 = sum(x["ok"] for x in results["queued"])
+        stored = asyncio.run(stored_orders(nats_url))
+        print()
+        print(f"{'':24}{'bare Starlette':>16}{'queued ingest':>16}")
+        print(f"{'max RPS (median)':24}{med['bare']['rps']:16.0f}{med['queued']['rps']:16.0f}")
+        print(f"{'p50 at max (ms)':24}{med['bare']['p50']:16.2f}{med['queued']['p50']:16.2f}")
+        print(f"{'p99 at max (ms)':24}{med['bare']['p99']:16.2f}{med['queued']['p99']:16.2f}")
+        print(f"ratio queued/bare: {ratio:.2f}   (goal >= 0.6)")
+        print(f"at half max ({lat['rps']:.0f} RPS achieved): p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms"
+              f"  (goal p99 <= 5 ms), failed {lat['failed']:.2%}")
+        print(f"honesty: wrk counted {ok_200} 200s in the max runs; stream holds {stored} orders "
+              f"(incl. the warm-up and latency runs) -> {'OK' if stored >= ok_200 else 'MISMATCH'}")
+        print(f"cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}")
+        return 0
+    finally:
+        for p in reversed(procs):
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
