@@ -9,6 +9,8 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.builders import prometheus, stat, timeseries
+from grafana_foundation_sdk.cog import builder as cogbuilder
+from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
@@ -29,7 +31,7 @@ def query(expr: str, legend: str = "__auto", ref: str = "A") -> prometheus.Dataq
 def graph(
     title: str,
     description: str,
-    targets: list[prometheus.Dataquery],
+    targets: list[cogbuilder.Builder[cogvariants.Dataquery]],
     unit: str = "short",
     width: int = 12,
     height: int = 8,

@@ -15,6 +15,8 @@ UID = "orderflow-overview"
 # Each worker reports the same consumer info, so consumer gauges are max'ed, never summed.
 PENDING = "max by (consumer) (orderflow_consumer_pending)"
 ACK_PENDING = "max by (consumer) (orderflow_consumer_ack_pending)"
+REQUESTS = f"orderflow_http_requests_total{{{ORDERS_ROUTE}}}"
+REQUESTS_5XX = f'orderflow_http_requests_total{{{ORDERS_ROUTE}, status=~"5.."}}'
 
 
 def _quantile(q: float, bucket: str, selector: str = "") -> str:
@@ -39,7 +41,7 @@ def build() -> dm.Dashboard:
             single(
                 "Requests/s",
                 "POST /orders answered per second, all statuses.",
-                f"sum(rate(orderflow_http_requests_total{{{ORDERS_ROUTE}}}[{RATE}]))",
+                f"sum(rate({REQUESTS}[{RATE}]))",
                 unit="reqps",
                 width=5,
             )
@@ -49,13 +51,14 @@ def build() -> dm.Dashboard:
                 "5xx share",
                 "Share of POST /orders answered 5xx (500 server-kaput in direct mode, 503 when NATS "
                 "cannot take the order in queued mode).",
-                f'(sum(rate(orderflow_http_requests_total{{{ORDERS_ROUTE}, status=~"5.."}}[{RATE}])) or vector(0))'
-                f" / sum(rate(orderflow_http_requests_total{{{ORDERS_ROUTE}}}[{RATE}]))",
+                f"(sum(rate({REQUESTS_5XX}[{RATE}])) or vector(0)) / sum(rate({REQUESTS}[{RATE}]))",
                 unit="percentunit",
                 width=5,
             )
         )
-        .with_panel(single("Backlog", "Orders stored but not yet delivered to a worker.", f"sum({PENDING})", width=5))
+        .with_panel(
+            single("Backlog", "Orders stored but not yet delivered to a worker.", f"sum({PENDING})", width=5)
+        )
         .with_panel(
             single(
                 "Slots busy",
@@ -80,7 +83,7 @@ def build() -> dm.Dashboard:
                 "The seed's graph: POST /orders answered per second, by HTTP status.",
                 [
                     query(
-                        f"sum by (status) (rate(orderflow_http_requests_total{{{ORDERS_ROUTE}}}[{RATE}]))",
+                        f"sum by (status) (rate({REQUESTS}[{RATE}]))",
                         "{{status}}",
                     )
                 ],
@@ -90,10 +93,10 @@ def build() -> dm.Dashboard:
         .with_panel(
             graph(
                 "Diff by status",
-                "The seed's Diff: POST /orders answered in each interval (increase of the request counter), by status.",
+                "The seed's Diff: POST /orders answered per interval (increase of the counter), by status.",
                 [
                     query(
-                        f"sum by (status) (increase(orderflow_http_requests_total{{{ORDERS_ROUTE}}}[{RATE}]))",
+                        f"sum by (status) (increase({REQUESTS}[{RATE}]))",
                         "{{status}}",
                     )
                 ],
@@ -125,7 +128,7 @@ def build() -> dm.Dashboard:
         .with_panel(
             graph(
                 "Work Done by status",
-                "The seed's Work Done: jobs finished per second (workers, or the ingest itself in direct mode).",
+                "The seed's Work Done: jobs finished per second (workers, or the ingest in direct mode).",
                 [query(f"sum by (status) (rate(orderflow_work_done_total[{RATE}]))", "{{status}}")],
                 unit="ops",
             )
@@ -133,10 +136,12 @@ def build() -> dm.Dashboard:
         .with_panel(
             graph(
                 "Accepted vs done",
-                "Orders stored per second against jobs finished per second: the gap is what the queue absorbs.",
+                "Orders stored vs jobs finished, per second: the gap is what the queue absorbs.",
                 [
                     query(
-                        f'sum(rate(orderflow_orders_published_total{{result="stored"}}[{RATE}]))', "accepted", "A"
+                        f'sum(rate(orderflow_orders_published_total{{result="stored"}}[{RATE}]))',
+                        "accepted",
+                        "A",
                     ),
                     query(f'sum(rate(orderflow_work_done_total{{status="done"}}[{RATE}]))', "done", "B"),
                 ],
@@ -146,8 +151,11 @@ def build() -> dm.Dashboard:
         .with_panel(
             graph(
                 "Queue depth",
-                "Consumer num_pending (stored, not yet delivered) and num_ack_pending (delivered, not acked).",
-                [query(PENDING, "pending {{consumer}}", "A"), query(ACK_PENDING, "ack pending {{consumer}}", "B")],
+                "Consumer num_pending (stored, not delivered) and num_ack_pending (delivered, not acked).",
+                [
+                    query(PENDING, "pending {{consumer}}", "A"),
+                    query(ACK_PENDING, "ack pending {{consumer}}", "B"),
+                ],
             )
         )
         .with_panel(
@@ -176,7 +184,7 @@ def build() -> dm.Dashboard:
         .with_panel(
             graph(
                 "Drains and hand-backs",
-                "Workers draining after SIGTERM, and jobs they naked back to the queue at the drain deadline.",
+                "Workers draining after SIGTERM, and jobs naked back to the queue at the drain deadline.",
                 [
                     query("sum(orderflow_draining)", "workers draining", "A"),
                     query(f"sum(increase(orderflow_drain_handed_back_total[{RATE}]))", "handed back", "B"),

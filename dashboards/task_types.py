@@ -9,6 +9,8 @@ from dashboards.common import DATASOURCE, RATE, datasource_variable, graph, numb
 
 UID = "orderflow-task-types"
 TYPE = 'type=~"$type"'
+DONE_COUNT = "orderflow_task_duration_seconds_count"
+CONSUMER = 'consumer=~"workers|workers-$type"'
 
 
 def _type_variable() -> db.QueryVariable:
@@ -63,12 +65,12 @@ def build() -> dm.Dashboard:
                 "when types are split).",
                 [
                     query(
-                        'max by (consumer) (orderflow_consumer_pending{consumer=~"workers|workers-$type"})',
+                        f"max by (consumer) (orderflow_consumer_pending{{{CONSUMER}}})",
                         "pending {{consumer}}",
                         "A",
                     ),
                     query(
-                        'max by (consumer) (orderflow_consumer_ack_pending{consumer=~"workers|workers-$type"})',
+                        f"max by (consumer) (orderflow_consumer_ack_pending{{{CONSUMER}}})",
                         "ack pending {{consumer}}",
                         "B",
                     ),
@@ -83,7 +85,7 @@ def build() -> dm.Dashboard:
                 "handed_back.",
                 [
                     query(
-                        f"sum by (type, outcome) (rate(orderflow_task_duration_seconds_count{{{TYPE}}}[{RATE}]))",
+                        f"sum by (type, outcome) (rate({DONE_COUNT}{{{TYPE}}}[{RATE}]))",
                         "{{type}} {{outcome}}",
                     )
                 ],

@@ -33,14 +33,16 @@ def parse_line(line: str) -> Point | None:
         return None
     data = obj["data"]
     t = datetime.fromisoformat(data["time"]).timestamp()
-    return Point(obj["metric"], t, float(data["value"]), {k: str(v) for k, v in (data.get("tags") or {}).items()})
+    return Point(
+        obj["metric"], t, float(data["value"]), {k: str(v) for k, v in (data.get("tags") or {}).items()}
+    )
 
 
 def read_points(path: Path, metrics: set[str] | None = None) -> Iterator[Point]:
     with path.open(encoding="utf-8") as f:
         for line in f:
             # cheap pre-filter: most lines belong to metrics we do not read
-            if metrics is not None and not any(f'"metric":"{m}"' in line for m in metrics):
+            if metrics is not None and not any(f'"{m}"' in line for m in metrics):
                 continue
             point = parse_line(line)
             if point is not None and (metrics is None or point.metric in metrics):
@@ -65,7 +67,7 @@ class Follower:
         self._partial = lines.pop()  # an unfinished last line waits for the next call
         out = []
         for line in lines:
-            if any(f'"metric":"{m}"' in line for m in metrics):
+            if any(f'"{m}"' in line for m in metrics):
                 point = parse_line(line)
                 if point is not None:
                     out.append(point)

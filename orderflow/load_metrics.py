@@ -30,7 +30,7 @@ def parse_metrics(text: str, prefix: str = "orderflow_") -> list[Sample]:
 
 
 def scrape(url: str, timeout_s: float = 2.0) -> list[Sample]:
-    with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (the user's own URLs)
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
         return parse_metrics(resp.read().decode("utf-8", "replace"))
 
 
@@ -43,6 +43,8 @@ class Sampler:
     interval_s: float = 1.0
     last: dict[str, list[Sample]] = field(default_factory=dict)
     ok: dict[str, bool] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
+    scrapes: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -66,8 +68,12 @@ class Sampler:
                         self.last[url], self.ok[url] = samples, True
                     except (OSError, ValueError):
                         samples, self.ok[url] = [], False
-                    f.write(json.dumps({"t": t, "target": url, "ok": self.ok[url], "samples": samples}) + "\n")
+                        self.failures[url] = self.failures.get(url, 0) + 1
+                    f.write(
+                        json.dumps({"t": t, "target": url, "ok": self.ok[url], "samples": samples}) + "\n"
+                    )
                 f.flush()
+                self.scrapes += 1
                 next_at += self.interval_s
                 self._stop.wait(max(0.0, next_at - time.monotonic()))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections import defaultdict
@@ -82,17 +83,20 @@ def _metrics_series(run: Run, path: Path) -> None:
             per_target["accepted"][target].append((t, stored))
         if done is not None:
             per_target["done"][target].append((t, done))
-        for gauge, key in (("orderflow_consumer_pending", "pending"), ("orderflow_consumer_ack_pending", "ack")):
+        for gauge, key in (
+            ("orderflow_consumer_pending", "pending"),
+            ("orderflow_consumer_ack_pending", "ack"),
+        ):
             values = [v for n, _, v in samples if n == gauge]
             if values:
                 second = round(t)
-                gauges[key][second] = max(values + [gauges[key].get(second, 0.0)])
+                gauges[key][second] = max([*values, gauges[key].get(second, 0.0)])
     for key in ("accepted", "done"):
         rate: dict[int, float] = defaultdict(float)
         total: dict[int, float] = defaultdict(float)
         for points in per_target[key].values():
             base = points[0][1] if points else 0.0
-            for (t0, v0), (t1, v1) in zip(points, points[1:], strict=False):
+            for (t0, v0), (t1, v1) in itertools.pairwise(points):
                 if t1 > t0 and v1 >= v0:  # a counter reset (restart) is skipped, not a negative rate
                     rate[round(t1)] += (v1 - v0) / (t1 - t0)
                 total[round(t1)] += v1 - base

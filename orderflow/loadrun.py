@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import shutil
@@ -24,13 +23,12 @@ from typing import Any
 from orderflow.load_k6 import Follower
 from orderflow.load_metrics import Sampler
 
-log = logging.getLogger(__name__)
-
 SCENARIOS = ("sine", "spike", "soak", "smoke")
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "k6" / "scenarios"
 # Tags k6 keeps on every sample: enough to split by request and status, small enough to keep
 # k6.json at a few hundred bytes a sample.
 SYSTEM_TAGS = "status,method,name,scenario,expected_response,check,error_code"
+SETTLED_SAMPLES = 7  # one-second samples of an empty queue that end the settle phase
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 
 
@@ -65,11 +63,15 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("scenario", choices=SCENARIOS)
     p.add_argument("--url", default="http://127.0.0.1:8080", help="ingest base URL (default %(default)s)")
-    p.add_argument("--duration", type=parse_duration, default=None, help="whole run, e.g. 2m (scenario default)")
+    p.add_argument(
+        "--duration", type=parse_duration, default=None, help="whole run, e.g. 2m (scenario default)"
+    )
     p.add_argument("--out", type=Path, required=True, help="run directory (created)")
     p.add_argument("--peak-rps", type=float, default=None, help="peak arrival rate (scenario default)")
     p.add_argument("--period", type=parse_duration, default=None, help="sine period (default: the duration)")
-    p.add_argument("--mode", choices=("queued", "direct"), default="queued", help="the ingest's ORDERFLOW_MODE")
+    p.add_argument(
+        "--mode", choices=("queued", "direct"), default="queued", help="the ingest's ORDERFLOW_MODE"
+    )
     p.add_argument(
         "--metrics",
         action="append",
@@ -83,7 +85,9 @@ def add_parser(subparsers: Any) -> None:
         default=parse_duration("60s"),
         help="after k6 ends, keep sampling until the queue is empty, at most this long (default 60s)",
     )
-    p.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="extra k6 -e setting")
+    p.add_argument(
+        "-e", "--env", action="append", default=[], metavar="KEY=VALUE", help="extra k6 -e setting"
+    )
     p.add_argument("--k6", type=Path, default=None, help="k6 binary (default: beside python, else PATH)")
     p.add_argument("--scenario-dir", type=Path, default=SCENARIO_DIR, help="directory of the k6 scenarios")
     p.set_defaults(func=run)
@@ -104,13 +108,13 @@ def k6_command(args: argparse.Namespace, k6: Path, out: Path) -> list[str]:
         if not sep:
             raise SystemExit(f"--env needs KEY=VALUE, not {item!r}")
         env[key] = value
-    cmd = [str(k6), "run", "--quiet", "--no-color", "--no-usage-report", "--system-tags", SYSTEM_TAGS]
+    # --address "": no REST API listener, so runs side by side never fight over port 6565.
+    cmd = [str(k6), "run", "--quiet", "--no-color", "--no-usage-report", "--address", ""]
+    cmd += ["--system-tags", SYSTEM_TAGS]
     cmd += ["--out", f"json={out / 'k6.json'}", "--summary-export", str(out / "summary.json")]
     for key, value in env.items():
         cmd += ["-e", f"{key}={value}"]
     return [*cmd, str(args.scenario_dir / f"{args.scenario}.js")]
-
-
 
 
 class Progress:
@@ -206,14 +210,19 @@ def run(args: argparse.Namespace) -> int:
     meta["k6_ended_at"] = time.time()
     meta["k6_exit_code"] = rc
     if sampler is not None:
-        # Keep watching while the workers drain the backlog the load left behind.
+        # Keep watching while the workers drain the backlog the load left behind. Workers refresh
+        # consumer info every few seconds (ORDERFLOW_CONSUMER_INFO_INTERVAL_S, 5 s by default), so
+        # "empty" must hold longer than that to be more than one stale reading.
         deadline = time.time() + args.settle
         empty_streak = 0
-        while time.time() < deadline and empty_streak < 3:
+        while time.time() < deadline and empty_streak < SETTLED_SAMPLES:
             progress.update(started, sampler, phase="settling ")
             empty_streak = empty_streak + 1 if _queue_empty(sampler) else 0
             time.sleep(1.0)
         sampler.stop()
+        for url, failed in sampler.failures.items():
+            print(f"warning: {failed} of {sampler.scrapes} scrapes of {url} failed", file=sys.stderr)
+        meta["scrape_failures"] = sampler.failures
     progress.update(started, sampler)
     progress.finish()
     meta["ended_at"] = time.time()

@@ -14,16 +14,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+from orderflow.load_series import Run, figures, load_run
 
-matplotlib.use("Agg")  # files only, never a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-
-from orderflow.load_series import Run, figures, load_run  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 STATUS_COLORS = {"200": "tab:green", "400": "tab:orange", "500": "tab:red", "503": "tab:purple", "0": "black"}
 PNGS = ("requests_by_status.png", "accepted_vs_done.png", "latency.png", "queue_depth.png", "overview.png")
@@ -115,6 +111,13 @@ def plot_queue(ax: Axes, run: Run) -> None:
 
 
 def draw(run: Run, title: str | None = None) -> list[Path]:
+    # matplotlib is a dev dependency and slow to import: load it only when drawing, so the
+    # `orderflow` CLI starts fast and works without it.
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a display
+    import matplotlib.pyplot as plt
+
     name = _title(run, title)
     written = []
 
@@ -133,6 +136,7 @@ def draw(run: Run, title: str | None = None) -> list[Path]:
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     plot_accepted_vs_done(a1, run)
     plot_accepted_vs_done(a2, run, cumulative=True)
+    a1.set_xlabel("")
     save(fig, "accepted_vs_done.png")
 
     fig, ax = plt.subplots(figsize=(9, 4))
@@ -146,6 +150,7 @@ def draw(run: Run, title: str | None = None) -> list[Path]:
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     plot_requests(a1, run)
     plot_accepted_vs_done(a2, run)
+    a1.set_xlabel("")
     save(fig, "overview.png")
     return written
 
@@ -157,7 +162,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{directory}: no k6.json or metrics.jsonl (record one with `orderflow load`)", file=sys.stderr)
         return 2
     recorded = load_run(directory)
-    for path in draw(recorded, args.title):
+    try:
+        paths = draw(recorded, args.title)
+    except ImportError:
+        print("orderflow report needs matplotlib: pip install matplotlib (the dev extra)", file=sys.stderr)
+        return 2
+    for path in paths:
         print(path)
     numbers = figures(recorded)
     (directory / "figures.json").write_text(json.dumps(numbers, indent=2) + "\n")

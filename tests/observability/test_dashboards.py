@@ -24,7 +24,10 @@ def _load(name: str) -> dict[str, Any]:
 
 def test_committed_dashboards_are_up_to_date(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "dashboards", "--out", str(tmp_path)], cwd=REPO, check=True, capture_output=True
+        [sys.executable, "-m", "dashboards", "--out", str(tmp_path)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
     )
     generated = sorted(p.name for p in tmp_path.iterdir())
     assert generated == sorted(DASHBOARDS)
