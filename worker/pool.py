@@ -28,10 +28,11 @@ log = logging.getLogger(__name__)
 class Running:
     """One slot's job: the delivery and why it might be stopped from outside."""
 
-    __slots__ = ("delivery", "last_beat", "settling", "stop_reason", "task")
+    __slots__ = ("deadline", "delivery", "last_beat", "settling", "stop_reason", "task")
 
-    def __init__(self, delivery: Delivery) -> None:
+    def __init__(self, delivery: Delivery, deadline: float) -> None:
         self.delivery = delivery
+        self.deadline = deadline  # monotonic; the hard per-job timeout
         self.settling = False  # once settling, a job is no longer stopped from outside
         self.last_beat = time.monotonic()
         self.task: asyncio.Task[None] | None = None
@@ -65,8 +66,13 @@ class Pool:
         self._slot_freed = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._in_flight = metrics.in_flight.labels(task_type.name)
+        # Read at scrape time rather than updated (with a lock) twice per job.
+        metrics.in_flight.labels(task_type.name).set_function(lambda: len(self.running))
         metrics.pool_slots.labels(task_type.name).set(self.capacity)
+        # Metric children resolved once: labels() takes a lock and builds a tuple per call.
+        self._durations = {k: metrics.task_duration.labels(task_type.name, k.value) for k in Kind}
+        self._done = metrics.work_done.labels("done")
+        self._error = metrics.work_done.labels("error")
 
     # --- capacity ------------------------------------------------------------------------
     @property
@@ -91,10 +97,9 @@ class Pool:
     def start(self, msg: Msg) -> None:
         meta = msg.metadata
         delivery = Delivery(msg, "", self.task_type.name, meta.num_delivered, time.time())
-        job = Running(delivery)
+        job = Running(delivery, time.monotonic() + self.task_type.timeout_s)
         self.running[msg.reply] = job
         self._idle.clear()
-        self._in_flight.inc()
         job.task = asyncio.create_task(self._run(job), name=f"job-{meta.sequence.stream}")
         job.task.add_done_callback(lambda t: self._finished(msg.reply, t))
         self._on_load_change()
@@ -103,7 +108,6 @@ class Pool:
         """Supervisor: frees the slot; a job task that died of an unexpected error is a crashed
         slot: counted, logged with its traceback, its message handed back, the slot reused."""
         job = self.running.pop(key, None)
-        self._in_flight.dec()
         self._slot_freed.set()
         if not self.running:
             self._idle.set()
@@ -131,6 +135,17 @@ class Pool:
             job.stop_reason = reason
             job.task.cancel()
 
+    async def enforce_timeouts(self) -> None:
+        """The hard per-job timeout: one sweeper per pool instead of a timer per job, checking at a
+        tenth of the timeout (at most every second)."""
+        interval = min(1.0, self.task_type.timeout_s / 10)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for job in list(self.running.values()):
+                if job.deadline <= now:
+                    self.stop_job(job, Kind.TIMEOUT)
+
     async def heartbeat(self) -> None:
         """in_progress for every job running longer than one interval: with the interval at a third
         of ack_wait a job is never silent for more than two thirds of it."""
@@ -154,11 +169,21 @@ class Pool:
             if job.stop_reason is None or job.settling:
                 raise  # the whole worker is being torn down
             # Stopped from outside before the handler ran (or between its steps).
-            await self._settle(job, Outcome(job.stop_reason))
+            await self._settle(job, self._stopped(job))
+
+    def _stopped(self, job: Running) -> Outcome:
+        assert job.stop_reason is not None
+        if job.stop_reason is Kind.TIMEOUT:
+            return Outcome(Kind.TIMEOUT, f"timed out after {self.task_type.timeout_s:g}s")
+        return Outcome(job.stop_reason)
 
     async def _process(self, job: Running) -> None:
         d = job.delivery
         msg = d.msg
+        # Start the ack_wait clock at delivery: after a nats-server restart a never-acked delivery is
+        # timed from the message's publish time, so a job that queued longer than ack_wait would be
+        # redelivered at once while it still runs here (found by `orderflow chaos`).
+        await msg.in_progress()
         if d.attempt > 1:
             self._metrics.redeliveries.inc()
         self._metrics.attempts.observe(d.attempt)
@@ -198,17 +223,14 @@ class Pool:
 
         job_ctx = Job(order, d.task_type, d.attempt, self._worker_id, record)
         try:
-            async with asyncio.timeout(self.task_type.timeout_s):
-                await self._handler(job_ctx)
+            await self._handler(job_ctx)
             outcome = Outcome(Kind.DONE)
-        except TimeoutError:
-            outcome = Outcome(Kind.TIMEOUT, f"timed out after {self.task_type.timeout_s:g}s")
         except PoisonError as exc:
             outcome = Outcome(Kind.POISON, str(exc) or type(exc).__name__)
         except asyncio.CancelledError:
             if job.stop_reason is None:
                 raise
-            outcome = Outcome(job.stop_reason)
+            outcome = self._stopped(job)
         except Exception as exc:
             outcome = Outcome(Kind.RETRY, f"{type(exc).__name__}: {exc}")
         await self._settle(job, outcome)
@@ -218,11 +240,11 @@ class Pool:
         d = job.delivery
         kind = await self._settler.settle(d, outcome)
         m = self._metrics
-        m.task_duration.labels(d.task_type, kind.value).observe(time.time() - d.started_at)
+        self._durations[kind].observe(time.time() - d.started_at)
         if kind in (Kind.DONE, Kind.ALREADY_DONE):
-            m.work_done.labels("done").inc()
+            self._done.inc()
         elif kind in (Kind.RETRY, Kind.TIMEOUT, Kind.POISON, Kind.DEAD):
-            m.work_done.labels("error").inc()
+            self._error.inc()
         elif kind is Kind.HANDED_BACK:
             m.handed_back.inc()
         elif kind is Kind.CANCELLED:

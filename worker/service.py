@@ -125,6 +125,7 @@ class WorkerService:
             self.pools.append(pool)
             self.loops.append(loop)
             self._spawn(f"heartbeat-{task_type.name}", pool.heartbeat)
+            self._spawn(f"timeouts-{task_type.name}", pool.enforce_timeouts)
             self._spawn(f"fetch-{task_type.name}", self._supervised(f"fetch-{task_type.name}", loop))
             self._spawn(f"consumer-info-{handle.name}", lambda n=handle.name, j=js: self._sample(j, n))
             self.metrics.draining.set(0)

@@ -287,3 +287,23 @@ def test_10_nats_restarted_mid_run_loses_nothing(nats_server: NatsServer, spawn:
     done = count_events(run(run_records(nats_server.url)), "done")
     assert {i: done.get(i, 0) for i in accepted} == dict.fromkeys(accepted, 1)
     assert len(accepted) >= 120
+
+
+def test_a_job_past_its_hard_timeout_is_stopped_retried_then_dead_lettered(
+    nats_server: NatsServer, spawn: Any
+) -> None:
+    """1. Jobs take 5 s, the hard timeout is 0.5 s, two attempts allowed.
+    2. Each attempt is stopped at its deadline (no "done" record), naked with a delay, and after
+       the second one the order is dead-lettered with the timeout as its error."""
+    w = spawn("worker", WORK_S="5", TASK_TIMEOUT_S="0.5", MAX_DELIVER=2, RETRY_BASE_S="0.1").wait_ready()
+    [order_id] = run(publish_orders(nats_server.url, 1))
+    started = time.monotonic()
+    wait_until(lambda: (run(statuses(nats_server.url)).get(order_id) or contract.StatusRecord("", "")).status
+               == "dead", 10, "the order to be dead-lettered")
+    assert time.monotonic() - started < 4  # two 0.5 s attempts, not two 5 s ones
+    records = run(run_records(nats_server.url))[order_id]
+    assert [(r.event, r.attempt) for r in records] == [("start", 1), ("start", 2)]
+    st = run(statuses(nats_server.url))[order_id]
+    assert "timed out after 0.5s" in (st.error or "")
+    assert w.metric('orderflow_task_duration_seconds_count{outcome="timeout",type="default"}') == 1
+    assert w.metric('orderflow_task_duration_seconds_count{outcome="dead",type="default"}') == 1
