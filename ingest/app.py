@@ -56,6 +56,7 @@ class IngestState:
         self._id_counter = 0
         self._ready_checked_at = 0.0
         self._ready_problem: str | None = "connecting to NATS"
+        self._fatal: str | None = None
 
     def new_id(self) -> str:
         self._id_counter += 1
@@ -68,6 +69,8 @@ class IngestState:
     async def not_ready(self) -> str | None:
         if self.shutting_down:
             return "shutting down"
+        if self._fatal:
+            return self._fatal
         if self.direct is not None:
             return None  # direct mode does not need NATS to answer
         if not self.connected or self.nc is None:
@@ -91,8 +94,11 @@ class IngestState:
             try:
                 await broker.ensure_layout(js, self.settings)
                 break
-            except broker.BrokerConfigError:
-                raise
+            except broker.BrokerConfigError as exc:
+                # An operator has to act; say so on every readiness probe and in the log.
+                log.error("%s", exc)
+                self._fatal = str(exc)
+                return
             except Exception as exc:
                 log.warning("JetStream not ready (%s); retrying", exc)
                 await asyncio.sleep(1.0)

@@ -104,6 +104,7 @@ def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
             retention=jsapi.RetentionPolicy.LIMITS,
             storage=jsapi.StorageType.FILE,
             max_age=settings.dlq_max_age_s,
+            duplicate_window=settings.duplicate_window_s,
             num_replicas=settings.stream_replicas,
         ),
         jsapi.StreamConfig(
@@ -112,6 +113,7 @@ def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
             retention=jsapi.RetentionPolicy.LIMITS,
             storage=jsapi.StorageType.FILE,
             max_age=settings.runs_max_age_s,
+            duplicate_window=settings.duplicate_window_s,
             num_replicas=settings.stream_replicas,
         ),
     ]

@@ -1,0 +1,73 @@
+"""The JetStream layout is created idempotently, and a differing server config is named."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from harness import NatsServer, connect, run
+from nats.js import api as jsapi
+
+from orderflow import broker, contract
+from orderflow.config import load_settings
+
+
+def test_layout_is_created_once_and_a_second_run_changes_nothing(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings("worker", {"ORDERFLOW_NATS_URL": nats_server.url})
+
+    async def main() -> None:
+        async with connect(nats_server.url) as nc:
+            js = nc.jetstream()
+            await broker.ensure_layout(js, settings)
+            handle = await broker.ensure_consumer(js, settings, "default")
+            assert (handle.name, handle.ack_wait_s) == ("workers", 30.0)
+            caplog.clear()
+            with caplog.at_level(logging.INFO, logger="orderflow.broker"):
+                await broker.ensure_layout(js, settings)
+                await broker.ensure_consumer(js, settings, "default")
+            assert caplog.records == []
+            info = await js.stream_info(contract.STREAM)
+            assert info.config.retention == jsapi.RetentionPolicy.WORK_QUEUE
+            assert info.config.duplicate_window >= 120
+            assert (await js.stream_info(contract.DLQ_STREAM)).config.subjects == ["dlq.orders.>"]
+
+    run(main())
+
+
+def test_an_editable_difference_is_updated_and_named(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings("worker", {"ORDERFLOW_NATS_URL": nats_server.url})
+
+    async def main() -> None:
+        async with connect(nats_server.url) as nc:
+            js = nc.jetstream()
+            await broker.ensure_layout(js, settings)
+            await broker.ensure_consumer(js, settings, "default")
+            bigger = load_settings("worker", {"ORDERFLOW_ACK_WAIT_S": "45", "ORDERFLOW_DUPLICATE_WINDOW_S": "300"})
+            with caplog.at_level(logging.WARNING, logger="orderflow.broker"):
+                await broker.ensure_layout(js, bigger)
+                handle = await broker.ensure_consumer(js, bigger, "default")
+            text = caplog.text
+            assert "stream ORDERS: duplicate_window is 120.0 on the server, orderflow wants 300.0" in text
+            assert "consumer workers: ack_wait is 30.0 on the server, orderflow wants 45.0" in text
+            assert handle.ack_wait_s == 45.0
+
+    run(main())
+
+
+def test_a_difference_jetstream_cannot_edit_stops_start_up_with_a_clear_message(nats_server: NatsServer) -> None:
+    settings = load_settings("worker", {"ORDERFLOW_NATS_URL": nats_server.url})
+
+    async def main() -> None:
+        async with connect(nats_server.url) as nc:
+            js = nc.jetstream()
+            await js.add_stream(name=contract.STREAM, subjects=["orders.>"], retention="limits")
+            with pytest.raises(broker.BrokerConfigError) as err:
+                await broker.ensure_layout(js, settings)
+            assert "retention is 'limits' on the server, orderflow wants 'workqueue'" in str(err.value)
+            assert "cannot change" in str(err.value)
+
+    run(main())
