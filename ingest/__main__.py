@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from orderflow import httpserver
 from orderflow.config import ConfigError, load_settings
 from orderflow.lifecycle import setup_logging
-from orderflow import httpserver
 
 
 def main() -> int:

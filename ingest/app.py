@@ -23,6 +23,7 @@ from ingest.publisher import Publisher
 from orderflow import broker, contract
 from orderflow.config import Settings
 from orderflow.metrics import IngestMetrics
+from orderflow.requests import Requester
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class IngestState:
         self.direct = routes.TokenBucket(settings.rate_limit_rps) if settings.mode == "direct" else None
         self.nc: Client | None = None
         self.publisher: Publisher | None = None
+        self.requests: Requester | None = None
         self.kv: KeyValue | None = None
         self.shutting_down = False
         # Order ids: a random per-process prefix and a counter, base 62. Unique across processes
@@ -103,9 +105,8 @@ class IngestState:
                 log.warning("JetStream not ready (%s); retrying", exc)
                 await asyncio.sleep(1.0)
         self.kv = await js.key_value(contract.STATUS_BUCKET)
-        publisher = Publisher(nc, self.settings, self.metrics)
-        await publisher.start()
-        self.publisher = publisher
+        self.requests = await Requester(nc, self.settings.publish_timeout_s).start()
+        self.publisher = Publisher(nc, self.requests, self.settings, self.metrics)
         self.nc = nc
         self._ready_checked_at = 0.0
         log.info("connected to NATS; stream %s ready", contract.STREAM)
@@ -182,8 +183,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             # Runs after uvicorn has finished the in-flight requests: drain flushes what is left.
             if connecting is not None and not connecting.done():
                 connecting.cancel()
-            if state.publisher is not None:
-                await state.publisher.stop()
+            if state.requests is not None:
+                await state.requests.stop()
             if state.nc is not None and not state.nc.is_closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(state.nc.drain(), timeout=5.0)

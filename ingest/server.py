@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ingest.app import create_app
 from orderflow import httpserver
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
-
-from ingest.app import create_app
 
 log = logging.getLogger(__name__)
 

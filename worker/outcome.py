@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from orderflow import contract
 from orderflow.config import Settings
 from orderflow.metrics import WorkerMetrics
+from orderflow.requests import Requester
 from worker.status import StatusStore
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,9 @@ def _short(error: str | None) -> str | None:
 
 class Settler:
     def __init__(
-        self, js: JetStreamContext, status: StatusStore, settings: Settings, metrics: WorkerMetrics
+        self, requests: Requester, status: StatusStore, settings: Settings, metrics: WorkerMetrics
     ) -> None:
-        self._js = js
+        self._requests = requests
         self._status = status
         self._max_deliver = settings.max_deliver
         self._retry_base_s = settings.retry_base_s
@@ -143,7 +143,7 @@ class Settler:
 
     async def _ack(self, d: Delivery) -> None:
         try:
-            await d.msg.ack_sync()
+            await self._requests.ack_sync(d.msg)
         except Exception as exc:
             # The done status is already stored: if this ack is lost, the redelivery dedupes on it.
             log.info("order %s: ack not confirmed (%r); sending a plain ack", d.order_id, exc)
@@ -162,7 +162,7 @@ class Settler:
             }
         )
         try:
-            await self._js.publish(contract.DLQ_PREFIX + d.task_type, d.msg.data, headers=headers)
+            await self._requests.js_publish(contract.DLQ_PREFIX + d.task_type, d.msg.data, headers)
         except Exception as exc:
             # Never term what is not safely in the DLQ: try again later.
             delay = retry_delay_s(d.attempt, self._retry_base_s, self._retry_max_s)

@@ -147,10 +147,10 @@ class Pool:
                     self.stop_job(job, Kind.TIMEOUT)
 
     async def heartbeat(self) -> None:
-        """in_progress for every job running longer than one interval: with the interval at a third
-        of ack_wait a job is never silent for more than two thirds of it."""
+        """in_progress for every job whose last one is an interval (ack_wait/3) old, checked every half
+        interval: a running job is never silent for more than half of ack_wait."""
         while True:
-            await asyncio.sleep(self._heartbeat_s)
+            await asyncio.sleep(self._heartbeat_s / 2)
             now = time.monotonic()
             for job in list(self.running.values()):
                 if now - job.last_beat >= self._heartbeat_s and job.stop_reason is None:

@@ -21,6 +21,7 @@ from orderflow import broker, contract, httpserver
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
 from orderflow.metrics import WorkerMetrics
+from orderflow.requests import Requester
 from worker.consumer import FetchLoop
 from worker.handlers import Registry, load_handlers
 from worker.kube import PodDeletionCostKeeper
@@ -102,9 +103,9 @@ class WorkerService:
         s = self.settings
         js = nc.jetstream(timeout=5.0)
         await broker.ensure_layout(js, s)
-        kv = await js.key_value(contract.STATUS_BUCKET)
-        status = StatusStore(nc, js, kv)
-        settler = Settler(js, status, s, self.metrics)
+        requests = await Requester(nc).start()
+        status = StatusStore(nc, requests)
+        settler = Settler(requests, status, s, self.metrics)
         self._on_load_change = self._kube_keeper()
         for task_type in s.task_types:
             handle = await broker.ensure_consumer(js, s, task_type.name)

@@ -87,7 +87,7 @@ def test_2_a_job_three_times_longer_than_ack_wait_runs_once(nats_server: NatsSer
     info = run(consumer_info(nats_server.url))
     assert info.num_redelivered == 0 and info.num_ack_pending == 0
     assert info.config.ack_wait == 1
-    # ~3.5 s at one beat per ack_wait/3 s: about 10 in_progress acks from whichever worker ran it.
+    # 3.5 s, never silent for more than ack_wait/2: at least 7 in_progress acks from whichever ran it.
     assert sum(w.metric("orderflow_heartbeats_total") for w in workers) >= 6
 
 
