@@ -24,7 +24,7 @@ bench-tools:  ## wrk and hey (Debian packages) for the benchmarks
 run: install  ## the whole system locally: NATS (JetStream), the ingest on :8080, 2 workers
 	$(BIN)/orderflow dev
 
-test: install tools  ## every test, against real nats-server / uvicorn / worker processes
+test: install tools lint  ## lint, then every test against real nats-server / uvicorn / worker processes
 	$(BIN)/python -m pytest
 
 test-fast: install  ## skip the slow lifecycle scenarios

@@ -17,7 +17,9 @@ async def post_order(request: Request) -> Response:
     body = await request.body()
     order = contract.validate_order(body, f"bare-{next(_counter)}")
     if isinstance(order, list):
-        return Response(contract.encode({"result": "invalid", "errors": order}), 400, media_type="application/json")
+        return Response(
+            contract.encode({"result": "invalid", "errors": order}), 400, media_type="application/json"
+        )
     return Response(
         contract.encode({"result": "created", "order_id": order.order_id}), 200, media_type="application/json"
     )

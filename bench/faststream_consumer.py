@@ -12,7 +12,10 @@ broker = NatsBroker(url)
 
 
 @broker.subscriber(
-    "orders.>", stream=JStream(name="ORDERS", declare=False), pull_sub=PullSub(batch_size=100), durable=durable
+    "orders.>",
+    stream=JStream(name="ORDERS", declare=False),
+    pull_sub=PullSub(batch_size=100),
+    durable=durable,
 )
 async def handle(body: bytes) -> None:
     return None

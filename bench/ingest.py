@@ -59,7 +59,9 @@ def wait_http(url: str, timeout_s: float = 20) -> None:
 def wrk(url: str, seconds: float, connections: int, lua: Path) -> dict[str, float]:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
     def ms(label: str) -> float:
@@ -81,9 +83,25 @@ def hey_constant(url: str, rate: int, seconds: int) -> dict[str, float]:
     # so keep ~350 requests/s per worker (a worker is closed-loop: it needs latency < 1/q).
     workers = max(4, round(rate / 350))
     out = subprocess.run(
-        ["hey", "-z", f"{seconds}s", "-c", str(workers), "-q", str(max(1, rate // workers)), "-m", "POST",
-         "-T", "application/json", "-d", BODY, url],
-        capture_output=True, text=True, check=True,
+        [
+            "hey",
+            "-z",
+            f"{seconds}s",
+            "-c",
+            str(workers),
+            "-q",
+            str(max(1, rate // workers)),
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-d",
+            BODY,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
     def pct(label: str) -> float:
@@ -98,7 +116,8 @@ def hey_constant(url: str, rate: int, seconds: int) -> dict[str, float]:
 
 def k6_constant(url: str, rate: int, seconds: int, workdir: Path) -> dict[str, float]:
     script = workdir / "constant.js"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import http from 'k6/http';
         export const options = {{
           discardResponseBodies: true,
@@ -110,11 +129,13 @@ def k6_constant(url: str, rate: int, seconds: int, workdir: Path) -> dict[str, f
         export default function () {{
           http.post('{url}', body, {{ headers: {{ 'Content-Type': 'application/json' }} }});
         }}
-    """))
+    """)
+    )
     summary = workdir / "summary.json"
     k6 = shutil.which("k6", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}") or "k6"
-    subprocess.run([k6, "run", "-q", "--summary-export", str(summary), str(script)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [k6, "run", "-q", "--summary-export", str(summary), str(script)], check=True, capture_output=True
+    )
     data = json.loads(summary.read_text())["metrics"]
     dur = data["http_req_duration"]
     reqs = data["http_reqs"]
@@ -147,25 +168,66 @@ def main() -> int:
     nats_url = f"nats://127.0.0.1:{nats_port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     procs = [
-        subprocess.Popen([str(BIN / "nats-server"), "-js", "-sd", str(work / "js"), "-a", "127.0.0.1",
-                          "-p", str(nats_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+        subprocess.Popen(
+            [
+                str(BIN / "nats-server"),
+                "-js",
+                "-sd",
+                str(work / "js"),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(nats_port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
     ]
     time.sleep(0.5)
-    procs.append(subprocess.Popen(
-        [sys.executable, "-m", "ingest"], cwd=REPO, stderr=subprocess.DEVNULL,
-        env={**env, "ORDERFLOW_NATS_URL": nats_url, "ORDERFLOW_HTTP_PORT": str(ingest_port),
-             "ORDERFLOW_HTTP_HOST": "127.0.0.1", "ORDERFLOW_LOG_LEVEL": "warning"},
-    ))
-    procs.append(subprocess.Popen(
-        [str(BIN / "uvicorn"), "bench.bare_app:app", "--port", str(bare_port), "--log-level", "warning",
-         "--no-access-log", "--loop", "uvloop", "--http", "httptools", "--no-proxy-headers",
-         "--no-server-header", "--no-date-header"],
-        cwd=REPO, env=env, stderr=subprocess.DEVNULL,
-    ))
+    procs.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "ingest"],
+            cwd=REPO,
+            stderr=subprocess.DEVNULL,
+            env={
+                **env,
+                "ORDERFLOW_NATS_URL": nats_url,
+                "ORDERFLOW_HTTP_PORT": str(ingest_port),
+                "ORDERFLOW_HTTP_HOST": "127.0.0.1",
+                "ORDERFLOW_LOG_LEVEL": "warning",
+            },
+        )
+    )
+    procs.append(
+        subprocess.Popen(
+            [
+                str(BIN / "uvicorn"),
+                "bench.bare_app:app",
+                "--port",
+                str(bare_port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-proxy-headers",
+                "--no-server-header",
+                "--no-date-header",
+            ],
+            cwd=REPO,
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+    )
     try:
         wait_http(f"http://127.0.0.1:{ingest_port}/readyz")
         time.sleep(1)
-        urls = {"bare": f"http://127.0.0.1:{bare_port}/orders", "queued": f"http://127.0.0.1:{ingest_port}/orders"}
+        urls = {
+            "bare": f"http://127.0.0.1:{bare_port}/orders",
+            "queued": f"http://127.0.0.1:{ingest_port}/orders",
+        }
         for url in urls.values():  # warm up
             wrk(url, 2, args.connections, lua)
         results: dict[str, list[dict[str, float]]] = {"bare": [], "queued": []}
@@ -173,9 +235,15 @@ def main() -> int:
             for name, url in urls.items():
                 res = wrk(url, args.seconds, args.connections, lua)
                 results[name].append(res)
-                print(f"round {r + 1}/{args.rounds} {name:>6}: {res['rps']:8.0f} RPS  p50 {res['p50']:.2f} ms"
-                      f"  p99 {res['p99']:.2f} ms", flush=True)
-        med = {n: {k: statistics.median(x[k] for x in v) for k in ("rps", "p50", "p99")} for n, v in results.items()}
+                print(
+                    f"round {r + 1}/{args.rounds} {name:>6}: {res['rps']:8.0f} RPS  p50 {res['p50']:.2f} ms"
+                    f"  p99 {res['p99']:.2f} ms",
+                    flush=True,
+                )
+        med = {
+            n: {k: statistics.median(x[k] for x in v) for k in ("rps", "p50", "p99")}
+            for n, v in results.items()
+        }
         ratio = med["queued"]["rps"] / med["bare"]["rps"]
         half = int(med["queued"]["rps"] / 2)
         tool = "hey" if shutil.which("hey") else "k6"
@@ -192,10 +260,14 @@ def main() -> int:
         print(f"{'p50 at max (ms)':24}{med['bare']['p50']:16.2f}{med['queued']['p50']:16.2f}")
         print(f"{'p99 at max (ms)':24}{med['bare']['p99']:16.2f}{med['queued']['p99']:16.2f}")
         print(f"ratio queued/bare: {ratio:.2f}   (goal >= 0.6)")
-        print(f"at half max ({lat['rps']:.0f} RPS achieved): p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms"
-              f"  (goal p99 <= 5 ms), failed {lat['failed']:.2%}")
-        print(f"honesty: wrk counted {ok_200} 200s in the max runs; stream holds {stored} orders "
-              f"(incl. the warm-up and latency runs) -> {'OK' if stored >= ok_200 else 'MISMATCH'}")
+        print(
+            f"at half max ({lat['rps']:.0f} RPS achieved): p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms"
+            f"  (goal p99 <= 5 ms), failed {lat['failed']:.2%}"
+        )
+        print(
+            f"honesty: wrk counted {ok_200} 200s in the max runs; stream holds {stored} orders "
+            f"(incl. the warm-up and latency runs) -> {'OK' if stored >= ok_200 else 'MISMATCH'}"
+        )
         print(f"cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}")
         return 0
     finally:

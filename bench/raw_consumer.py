@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 
 import nats
@@ -15,7 +14,7 @@ async def main(url: str, durable: str) -> None:
     while True:
         try:
             msgs = await sub.fetch(100, timeout=1)
-        except (asyncio.TimeoutError, nats.errors.TimeoutError):
+        except (TimeoutError, nats.errors.TimeoutError):
             continue
         for msg in msgs:
             await msg.ack()

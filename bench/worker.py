@@ -56,9 +56,7 @@ async def reset_and_fill(url: str, count: int, raw_consumer: bool) -> None:
     await broker.ensure_layout(js, settings)
     if raw_consumer:
         await broker.ensure_consumer(js, settings, "default")
-    payloads = [
-        contract.encode(contract.Order(f"b{i}", 1, 1, "bench", time.time())) for i in range(count)
-    ]
+    payloads = [contract.encode(contract.Order(f"b{i}", 1, 1, "bench", time.time())) for i in range(count)]
     for start in range(0, count, 2000):
         futures = [await js.publish_async("orders.default", p) for p in payloads[start : start + 2000]]
         await asyncio.gather(*futures)
@@ -90,8 +88,12 @@ def contender(name: str, url: str, concurrency: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     if name == "orderflow worker":
         env.update(
-            ORDERFLOW_NATS_URL=url, ORDERFLOW_HTTP_PORT=str(free_port()), ORDERFLOW_HTTP_HOST="127.0.0.1",
-            ORDERFLOW_HANDLERS="worker.noop", ORDERFLOW_CONCURRENCY=str(concurrency), ORDERFLOW_LOG_LEVEL="warning",
+            ORDERFLOW_NATS_URL=url,
+            ORDERFLOW_HTTP_PORT=str(free_port()),
+            ORDERFLOW_HTTP_HOST="127.0.0.1",
+            ORDERFLOW_HANDLERS="worker.noop",
+            ORDERFLOW_CONCURRENCY=str(concurrency),
+            ORDERFLOW_LOG_LEVEL="warning",
         )
         cmd = [sys.executable, "-m", "worker"]
     elif name == "raw fetch(100)+ack":
@@ -156,8 +158,16 @@ async def pool_overhead_us(jobs: int, capacity: int) -> tuple[float, float]:
     async def noop(job: Any) -> None:
         return None
 
-    pool = Pool(TaskType("default", capacity, 60.0), noop, _StubSettler(), _StubStatus(),  # type: ignore[arg-type]
-                WorkerMetrics(CollectorRegistry()), "bench", 10.0, 5)
+    pool = Pool(
+        TaskType("default", capacity, 60.0),
+        noop,
+        _StubSettler(),
+        _StubStatus(),  # type: ignore[arg-type]
+        WorkerMetrics(CollectorRegistry()),
+        "bench",
+        10.0,
+        5,
+    )
     data = contract.encode(contract.Order("b1", 1, 1, "bench", 0.0))
     msgs = [_StubMsg(i, data) for i in range(jobs)]
     start = time.perf_counter()
@@ -184,7 +194,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--orders", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--concurrency", type=int, default=100, help="orderflow worker slots (the raw loop fetches 100)")
+    ap.add_argument(
+        "--concurrency", type=int, default=100, help="orderflow worker slots (the raw loop fetches 100)"
+    )
     args = ap.parse_args()
     try:
         import faststream  # noqa: F401
@@ -197,8 +209,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="orderflow-bench-worker-"))
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
-    server = subprocess.Popen([str(BIN / "nats-server"), "-js", "-sd", str(work), "-a", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [str(BIN / "nats-server"), "-js", "-sd", str(work), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(0.5)
     rates: dict[str, list[float]] = {n: [] for n in names}
     try:
@@ -225,9 +240,13 @@ def main() -> int:
     base = med["raw fetch(100)+ack"]
     print(f"orderflow / raw loop:   {med['orderflow worker'] / base:.2f}x   (goal >= 0.8x)")
     if "FastStream pull" in med:
-        print(f"orderflow / FastStream: {med['orderflow worker'] / med['FastStream pull']:.2f}x   (goal >= 1.5x)")
-    print(f"pool overhead per job (in process, no I/O): {per_job:.1f} us   (goal <= 10 us; "
-          f"a bare asyncio task + semaphore: {bare_task:.1f} us)")
+        print(
+            f"orderflow / FastStream: {med['orderflow worker'] / med['FastStream pull']:.2f}x   (goal >= 1.5x)"
+        )
+    print(
+        f"pool overhead per job (in process, no I/O): {per_job:.1f} us   (goal <= 10 us; "
+        f"a bare asyncio task + semaphore: {bare_task:.1f} us)"
+    )
     return 0
 
 

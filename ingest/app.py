@@ -127,7 +127,9 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        route = path if path in _ROUTES else ("/orders/{order_id}" if path.startswith("/orders/") else "other")
+        route = (
+            path if path in _ROUTES else ("/orders/{order_id}" if path.startswith("/orders/") else "other")
+        )
         status = 500
         start = time.perf_counter()
 
@@ -201,5 +203,5 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         lifespan=lifespan,
     )
     app.state.ingest = state
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # type: ignore[arg-type]
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
     return IngestApp(app, state)

@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 def run_processes(settings: Settings) -> int:
     env = {**os.environ, "ORDERFLOW_INGEST_PROCESSES": "1"}
     children = [
-        subprocess.Popen([sys.executable, "-m", "ingest"], env={**env, "ORDERFLOW_WORKER_ID": f"{settings.worker_id}-{i}"})
+        subprocess.Popen(
+            [sys.executable, "-m", "ingest"], env={**env, "ORDERFLOW_WORKER_ID": f"{settings.worker_id}-{i}"}
+        )
         for i in range(settings.ingest_processes)
     ]
     log.info("started %d ingest processes on port %d", len(children), settings.http_port)

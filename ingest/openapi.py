@@ -90,7 +90,10 @@ OPENAPI: dict[str, Any] = {
                     },
                     "400": {"description": "invalid", "content": {_json: {"schema": _invalid}}},
                     "413": {"description": f"body over {contract.MAX_BODY_BYTES} bytes"},
-                    "500": {"description": "direct mode over capacity", "content": {_json: {"schema": _kaput}}},
+                    "500": {
+                        "description": "direct mode over capacity",
+                        "content": {_json: {"schema": _kaput}},
+                    },
                     "503": {
                         "description": "queued mode, cannot store now; retry after Retry-After seconds",
                         "headers": {"Retry-After": {"schema": {"type": "integer"}}},
@@ -102,7 +105,9 @@ OPENAPI: dict[str, Any] = {
         "/orders/{order_id}": {
             "get": {
                 "operationId": "getOrder",
-                "parameters": [{"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "parameters": [
+                    {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
                 "responses": {
                     "200": {
                         "description": "the order's status",

@@ -69,7 +69,9 @@ class Publisher:
         # (expected last subject sequence 0): it can never overwrite a worker's later status.
         await nc.publish(
             contract.STATUS_SUBJECT_PREFIX + order_id,
-            contract.encode(contract.StatusRecord(order_id, "queued", 0, order.created_at, task_type=task_type)),
+            contract.encode(
+                contract.StatusRecord(order_id, "queued", 0, order.created_at, task_type=task_type)
+            ),
             headers={contract.H_EXPECTED_LAST_SUBJECT_SEQ: "0"},
         )
         start = time.monotonic()

@@ -49,9 +49,7 @@ class TokenBucket:
 
 
 def _unavailable(state: IngestState) -> Response:
-    return Response(
-        _KAPUT, 503, headers={"Retry-After": str(state.settings.retry_after_s)}, media_type=_JSON
-    )
+    return Response(_KAPUT, 503, headers={"Retry-After": str(state.settings.retry_after_s)}, media_type=_JSON)
 
 
 async def get_order(request: Request) -> Response:

@@ -79,7 +79,9 @@ async def connect_retrying(settings: Settings, name: str, stop: asyncio.Event | 
         except Exception as exc:  # nats raises several unrelated types for "not there yet"
             if stop is not None and stop.is_set():
                 raise
-            log.warning("cannot reach NATS at %s (%s); retrying in %.1fs", ",".join(settings.nats_urls), exc, delay)
+            log.warning(
+                "cannot reach NATS at %s (%s); retrying in %.1fs", ",".join(settings.nats_urls), exc, delay
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -158,7 +160,8 @@ async def ensure_stream(js: JetStreamContext, want: jsapi.StreamConfig) -> None:
     fixed = [d for d in diffs if d[0] in _IMMUTABLE_STREAM]
     if fixed:
         raise BrokerConfigError(
-            _describe(f"stream {want.name}", fixed) + " — JetStream cannot change this; migrate or delete the stream"
+            _describe(f"stream {want.name}", fixed)
+            + " — JetStream cannot change this; migrate or delete the stream"
         )
     await js.update_stream(want)
     log.warning("%s — updated", _describe(f"stream {want.name}", diffs))

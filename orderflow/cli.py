@@ -80,8 +80,13 @@ async def _cancel(settings: Settings, order_id: str, timeout_s: float) -> int:
         except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
             pass
         # Not running anywhere: mark it so that whichever worker receives it terms it unrun.
-        record = contract.StatusRecord(order_id, "cancelled", current.attempts if current else 0, time.time(),
-                                       error="cancelled before it ran")
+        record = contract.StatusRecord(
+            order_id,
+            "cancelled",
+            current.attempts if current else 0,
+            time.time(),
+            error="cancelled before it ran",
+        )
         await kv.put(order_id, contract.encode(record))
         print(f"order {order_id}: not running; marked cancelled, it will not run")
         return 0

@@ -263,7 +263,9 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
     concurrency = values.get("concurrency", defaults["concurrency"])
     timeout_s = values.get("task_timeout_s", defaults["task_timeout_s"])
     try:
-        values["task_types"] = _task_types(env.get(PREFIX + "TASK_TYPES") or "default", concurrency, timeout_s)
+        values["task_types"] = _task_types(
+            env.get(PREFIX + "TASK_TYPES") or "default", concurrency, timeout_s
+        )
     except ValueError as exc:
         problems.append(f"{PREFIX}TASK_TYPES={env.get(PREFIX + 'TASK_TYPES')!r}: {exc}")
     unknown = sorted(k for k in env if k.startswith(PREFIX) and k[len(PREFIX) :] not in KNOWN)

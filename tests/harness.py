@@ -44,8 +44,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-         timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, str], bytes]:
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     if body is not None:
         req.add_header("Content-Type", "application/json")
@@ -83,9 +88,20 @@ class NatsServer:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [self.binary, "-js", "-sd", str(self.store_dir), "-a", "127.0.0.1",
-                 "-p", str(self.port), "-m", str(self.monitor_port)],
-                stdout=log, stderr=subprocess.STDOUT,
+                [
+                    self.binary,
+                    "-js",
+                    "-sd",
+                    str(self.store_dir),
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-m",
+                    str(self.monitor_port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
         wait_until(lambda: self._healthy(url), 15, "nats-server to be healthy")
@@ -148,7 +164,10 @@ class Service:
     def start(self) -> Service:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", self.module],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 cwd=REPO,
             )
         return self
@@ -225,8 +244,9 @@ def run(coro: Any) -> Any:
 
 
 # --- JetStream views for assertions ----------------------------------------------------------
-async def publish_orders(url: str, count: int, prefix: str = "o", username: str = "m",
-                         task_type: str = "default") -> list[str]:
+async def publish_orders(
+    url: str, count: int, prefix: str = "o", username: str = "m", task_type: str = "default"
+) -> list[str]:
     """Publish valid orders straight to the stream (as the ingest would), ids prefix-0..N."""
     from orderflow import contract
 

@@ -44,6 +44,7 @@ class FetchLoop:
         self._reserved = 0  # slots promised to the open pull request
         self._request_deadline = 0.0
         self.handed_back_unstarted = 0
+        self._handing_back: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         if self._sub is None:
@@ -61,7 +62,7 @@ class FetchLoop:
                 await self._request(sub.subject, free)
             try:
                 msg = await sub.next_msg(timeout=max(0.01, self._request_deadline - time.monotonic()))
-            except (asyncio.TimeoutError, nats.errors.TimeoutError):
+            except (TimeoutError, nats.errors.TimeoutError):
                 # No status came (server restarted, connection lost): the request is gone.
                 self._reserved = 0
                 continue
@@ -93,7 +94,9 @@ class FetchLoop:
             self._reserved -= 1
         if stop.is_set() or self._pool.free_slots <= 0:
             # A delivery for a request we no longer hold slots for (late after a restart).
-            asyncio.ensure_future(self.hand_back(msg))
+            task = asyncio.create_task(self.hand_back(msg))
+            self._handing_back.add(task)
+            task.add_done_callback(self._handing_back.discard)
             return
         self._pool.start(msg)
 
@@ -115,7 +118,7 @@ class FetchLoop:
         while True:
             try:
                 msg = await self._sub.next_msg(timeout=max(0.01, deadline - time.monotonic()))
-            except (asyncio.TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError):
+            except (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError):
                 break
             if msg.reply and msg.reply.startswith("$JS.ACK."):
                 await self.hand_back(msg)

@@ -60,7 +60,8 @@ def retry_delay_s(attempt: int, base_s: float, max_s: float, rand: float | None 
     """Exponential in the delivery count, with jitter in [50%, 100%]: attempt n+1 never waits less
     than attempt n, and a burst of failures does not come back as a burst."""
     r = random.random() if rand is None else rand
-    return min(max_s, base_s * 2 ** max(0, attempt - 1)) * (0.5 + 0.5 * r)
+    exponential: float = base_s * 2.0 ** max(0, attempt - 1)
+    return min(max_s, exponential) * (0.5 + 0.5 * r)
 
 
 def _short(error: str | None) -> str | None:
@@ -109,7 +110,9 @@ class Settler:
             delay = retry_delay_s(d.attempt, self._retry_base_s, self._retry_max_s)
             await self._status.put(self._record(d, "queued", outcome.error))
             await d.msg.nak(delay=delay)
-            log.info("order %s attempt %d failed (%s); retry in %.2fs", d.order_id, d.attempt, outcome.error, delay)
+            log.info(
+                "order %s attempt %d failed (%s); retry in %.2fs", d.order_id, d.attempt, outcome.error, delay
+            )
         elif kind is Kind.POISON:
             await self._put_final(self._record(d, "failed", outcome.error))
             await d.msg.term()
@@ -137,7 +140,9 @@ class Settler:
             except Exception as exc:
                 if attempt == 11:
                     raise
-                log.info("order %s: status %s not stored yet (%r); retrying", record.order_id, record.status, exc)
+                log.info(
+                    "order %s: status %s not stored yet (%r); retrying", record.order_id, record.status, exc
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

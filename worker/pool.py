@@ -66,6 +66,7 @@ class Pool:
         self._slot_freed = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._naks: set[asyncio.Task[None]] = set()
         # Read at scrape time rather than updated (with a lock) twice per job.
         metrics.in_flight.labels(task_type.name).set_function(lambda: len(self.running))
         metrics.pool_slots.labels(task_type.name).set(self.capacity)
@@ -121,7 +122,9 @@ class Pool:
         if not msg._ackd:
             # Not the normal retry path (that is outcome.py); make sure the message is not held
             # until ack_wait by a slot that no longer exists.
-            asyncio.ensure_future(msg.nak(delay=1.0))
+            nak = asyncio.create_task(msg.nak(delay=1.0))
+            self._naks.add(nak)
+            nak.add_done_callback(self._naks.discard)
 
     def find(self, order_id: str) -> Running | None:
         for job in self.running.values():
@@ -190,7 +193,9 @@ class Pool:
         try:
             order = contract.decode_order(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            d.order_id = (msg.headers or {}).get(contract.H_MSG_ID, "") or f"seq-{msg.metadata.sequence.stream}"
+            d.order_id = (msg.headers or {}).get(
+                contract.H_MSG_ID, ""
+            ) or f"seq-{msg.metadata.sequence.stream}"
             await self._settle(job, Outcome(Kind.POISON, f"undecodable order: {exc}"))
             return
         d.order_id = order.order_id

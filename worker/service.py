@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -128,8 +129,8 @@ class WorkerService:
             self._spawn(f"heartbeat-{task_type.name}", pool.heartbeat)
             self._spawn(f"timeouts-{task_type.name}", pool.enforce_timeouts)
             self._spawn(f"fetch-{task_type.name}", self._supervised(f"fetch-{task_type.name}", loop))
-            self._spawn(f"consumer-info-{handle.name}", lambda n=handle.name, j=js: self._sample(j, n))
-            self.metrics.draining.set(0)
+            self._spawn(f"consumer-info-{handle.name}", functools.partial(self._sample, js, handle.name))
+        self.metrics.draining.set(0)
         await nc.subscribe(contract.CONTROL_CANCEL, cb=self._on_cancel)
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:

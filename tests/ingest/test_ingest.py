@@ -18,8 +18,9 @@ from orderflow import contract
 ORDER = {"product_id": "33", "count": "3", "username": "maksim.konovalov"}
 
 
-def post(svc: Service, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None,
-         query: str = "") -> tuple[int, dict[str, str], dict[str, Any]]:
+def post(
+    svc: Service, body: Any, headers: dict[str, str] | None = None, raw: bytes | None = None, query: str = ""
+) -> tuple[int, dict[str, str], dict[str, Any]]:
     data = raw if raw is not None else json.dumps(body).encode()
     status, hdrs, payload = http("POST", f"{svc.url}/orders{query}", data, headers)
     try:
@@ -59,7 +60,9 @@ def test_a_200_means_the_order_is_in_the_stream(ingest: Service, nats_server: Na
     assert status == 200 and json.loads(got)["status"] == "queued"
 
 
-def test_an_idempotent_retry_adds_nothing_and_returns_the_same_id(ingest: Service, nats_server: NatsServer) -> None:
+def test_an_idempotent_retry_adds_nothing_and_returns_the_same_id(
+    ingest: Service, nats_server: NatsServer
+) -> None:
     first = post(ingest, ORDER, {"Idempotency-Key": "order-42"})
     again = post(ingest, ORDER, {"Idempotency-Key": "order-42"})
     assert first[0] == again[0] == 200
@@ -90,7 +93,10 @@ def test_the_validation_table_over_http(ingest: Service, nats_server: NatsServer
         assert [e["field"] for e in payload["errors"]] == [field], body
     status, _, payload = post(ingest, None, raw=b"this is not json")
     assert status == 400 and payload["errors"][0]["field"] == "body"
-    for edge in ({"product_id": 0, "count": "100", "username": "m"}, {"product_id": "100", "count": 0, "username": "m"}):
+    for edge in (
+        {"product_id": 0, "count": "100", "username": "m"},
+        {"product_id": "100", "count": 0, "username": "m"},
+    ):
         assert post(ingest, edge)[0] == 200
     status, _, payload = post(ingest, ORDER, {"Idempotency-Key": "has space"})
     assert status == 400 and payload["errors"][0]["field"] == "Idempotency-Key"
@@ -140,7 +146,9 @@ def test_nats_down_means_503_with_retry_after_and_back_means_200(
     assert ingest.proc is not None and ingest.proc.poll() is None  # never restarted
     # Every 200 is in the stream; no 503 was stored behind the client's back.
     stored = run(stream_messages(nats_server.url))
-    assert ingest.metric('orderflow_http_requests_total{method="POST",route="/orders",status="200"}') == len(stored)
+    assert ingest.metric('orderflow_http_requests_total{method="POST",route="/orders",status="200"}') == len(
+        stored
+    )
 
 
 def test_direct_mode_answers_500_above_the_limit_and_none_below(spawn: Any) -> None:
@@ -158,7 +166,9 @@ def test_direct_mode_answers_500_above_the_limit_and_none_below(spawn: Any) -> N
         above = Counter(pool.map(lambda _: post(svc, ORDER)[0], range(300)))
     assert above[500] > 0 and above[200] >= 50
     assert set(above) <= {200, 500}
-    assert svc.metric('orderflow_http_requests_total{method="POST",route="/orders",status="500"}') == above[500]
+    assert (
+        svc.metric('orderflow_http_requests_total{method="POST",route="/orders",status="500"}') == above[500]
+    )
 
 
 def test_sigterm_turns_readiness_503_finishes_in_flight_requests_and_exits_0(spawn: Any) -> None:
@@ -190,7 +200,10 @@ def test_metrics_count_responses_by_status(ingest: Service) -> None:
     ingest.get("/orders/unknown-order")
     assert ingest.metric('orderflow_http_requests_total{method="POST",route="/orders",status="200"}') == 2
     assert ingest.metric('orderflow_http_requests_total{method="POST",route="/orders",status="400"}') == 1
-    assert ingest.metric('orderflow_http_requests_total{method="GET",route="/orders/{order_id}",status="404"}') == 1
+    assert (
+        ingest.metric('orderflow_http_requests_total{method="GET",route="/orders/{order_id}",status="404"}')
+        == 1
+    )
     assert ingest.metric('orderflow_orders_published_total{result="stored"}') == 2
     assert ingest.metric("orderflow_publish_duration_seconds_count") == 2
 
@@ -202,5 +215,7 @@ def test_openapi_describes_the_order_contract(ingest: Service) -> None:
     post_op = doc["paths"]["/orders"]["post"]
     assert set(post_op["responses"]) >= {"200", "400", "413", "503"}
     assert post_op["requestBody"]["content"]["application/json"]["schema"]["required"] == [
-        "product_id", "count", "username"
+        "product_id",
+        "count",
+        "username",
     ]

@@ -46,7 +46,9 @@ def test_an_editable_difference_is_updated_and_named(
             js = nc.jetstream()
             await broker.ensure_layout(js, settings)
             await broker.ensure_consumer(js, settings, "default")
-            bigger = load_settings("worker", {"ORDERFLOW_ACK_WAIT_S": "45", "ORDERFLOW_DUPLICATE_WINDOW_S": "300"})
+            bigger = load_settings(
+                "worker", {"ORDERFLOW_ACK_WAIT_S": "45", "ORDERFLOW_DUPLICATE_WINDOW_S": "300"}
+            )
             with caplog.at_level(logging.WARNING, logger="orderflow.broker"):
                 await broker.ensure_layout(js, bigger)
                 handle = await broker.ensure_consumer(js, bigger, "default")
@@ -58,7 +60,9 @@ def test_an_editable_difference_is_updated_and_named(
     run(main())
 
 
-def test_a_difference_jetstream_cannot_edit_stops_start_up_with_a_clear_message(nats_server: NatsServer) -> None:
+def test_a_difference_jetstream_cannot_edit_stops_start_up_with_a_clear_message(
+    nats_server: NatsServer,
+) -> None:
     settings = load_settings("worker", {"ORDERFLOW_NATS_URL": nats_server.url})
 
     async def main() -> None:

@@ -5,6 +5,7 @@ order really ran; KV ORDER_STATUS says how it ended."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -17,7 +18,6 @@ import pytest
 from harness import (
     REPO,
     NatsServer,
-    Service,
     connect,
     consumer_info,
     count_events,
@@ -169,11 +169,17 @@ def test_6_failing_jobs_retry_with_growing_delays_then_land_in_the_dlq(
     3. After attempt 4 the order is copied to ORDERS_DLQ with payload, error and attempts, termed."""
     w = spawn("worker", WORK_FAIL_RATE=1, WORK_S="0", MAX_DELIVER=4, RETRY_BASE_S="0.2").wait_ready()
     [order_id] = run(publish_orders(nats_server.url, 1))
-    wait_until(lambda: run(statuses(nats_server.url)).get(order_id) and
-               run(statuses(nats_server.url))[order_id].status == "dead", 20, "the order to be dead")
+    wait_until(
+        lambda: (
+            run(statuses(nats_server.url)).get(order_id)
+            and run(statuses(nats_server.url))[order_id].status == "dead"
+        ),
+        20,
+        "the order to be dead",
+    )
     starts = [r for r in run(run_records(nats_server.url))[order_id] if r.event == "start"]
     assert [r.attempt for r in starts] == [1, 2, 3, 4]
-    gaps = [b.at - a.at for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(starts)]
     # delays: [0.1-0.2], [0.2-0.4], [0.4-0.8] seconds
     assert 0.09 < gaps[0] < 0.35 and gaps[2] > 0.39
     assert gaps[0] < gaps[1] + 0.05 < gaps[2] + 0.1 and gaps[2] > 2 * gaps[0]
@@ -194,7 +200,9 @@ def test_7_a_poison_payload_is_termed_not_retried(nats_server: NatsServer, spawn
 
     async def publish_poison() -> None:
         async with connect(nats_server.url) as nc:
-            await nc.jetstream().publish("orders.default", b"\x00not an order", headers={contract.H_MSG_ID: "poison-1"})
+            await nc.jetstream().publish(
+                "orders.default", b"\x00not an order", headers={contract.H_MSG_ID: "poison-1"}
+            )
 
     run(publish_poison())
     wait_until(lambda: "poison-1" in run(statuses(nats_server.url)), 5, "the poison to be recorded")
@@ -209,8 +217,14 @@ def test_7_a_poison_payload_is_termed_not_retried(nats_server: NatsServer, spawn
 
 def cli(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORDERFLOW_NATS_URL": nats_url}
-    return subprocess.run([sys.executable, "-m", "orderflow.cli", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "orderflow.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_8_orderflow_cancel_stops_a_running_job_and_records_it(nats_server: NatsServer, spawn: Any) -> None:
@@ -229,8 +243,14 @@ def test_8_orderflow_cancel_stops_a_running_job_and_records_it(nats_server: Nats
     out = cli(nats_server.url, "cancel", "later-0", "--timeout-s", "0.5")
     assert out.returncode == 0 and "marked cancelled" in out.stdout
     run(publish_orders(nats_server.url, 1, prefix="later"))
-    wait_until(lambda: run(consumer_info(nats_server.url)).num_pending == 0 and
-               run(consumer_info(nats_server.url)).num_ack_pending == 0, 5, "the cancelled order to be termed")
+    wait_until(
+        lambda: (
+            run(consumer_info(nats_server.url)).num_pending == 0
+            and run(consumer_info(nats_server.url)).num_ack_pending == 0
+        ),
+        5,
+        "the cancelled order to be termed",
+    )
     time.sleep(4.5)  # > 2 x ack_wait
     info = run(consumer_info(nats_server.url))
     assert info.num_redelivered == 0 and info.num_ack_pending == 0
@@ -270,8 +290,9 @@ def test_10_nats_restarted_mid_run_loses_nothing(nats_server: NatsServer, spawn:
         import json
 
         for _ in range(n):
-            status, _, body = http("POST", ingest.url + "/orders",
-                                   b'{"product_id":"1","count":"2","username":"m"}')
+            status, _, body = http(
+                "POST", ingest.url + "/orders", b'{"product_id":"1","count":"2","username":"m"}'
+            )
             if status == 200:
                 accepted.append(json.loads(body)["order_id"])
             else:
@@ -298,8 +319,13 @@ def test_a_job_past_its_hard_timeout_is_stopped_retried_then_dead_lettered(
     w = spawn("worker", WORK_S="5", TASK_TIMEOUT_S="0.5", MAX_DELIVER=2, RETRY_BASE_S="0.1").wait_ready()
     [order_id] = run(publish_orders(nats_server.url, 1))
     started = time.monotonic()
-    wait_until(lambda: (run(statuses(nats_server.url)).get(order_id) or contract.StatusRecord("", "")).status
-               == "dead", 10, "the order to be dead-lettered")
+    wait_until(
+        lambda: (
+            (run(statuses(nats_server.url)).get(order_id) or contract.StatusRecord("", "")).status == "dead"
+        ),
+        10,
+        "the order to be dead-lettered",
+    )
     assert time.monotonic() - started < 4  # two 0.5 s attempts, not two 5 s ones
     records = run(run_records(nats_server.url))[order_id]
     assert [(r.event, r.attempt) for r in records] == [("start", 1), ("start", 2)]
