@@ -104,6 +104,8 @@ def run_dev(args: argparse.Namespace) -> int:
     _wait_port(args.nats_port, nats, 15)
 
     ingest_env = {**base_env, "ORDERFLOW_HTTP_PORT": str(args.port)}
+    # No load balancer to take the ingest out of rotation here: stop at once unless told otherwise.
+    ingest_env.setdefault("ORDERFLOW_SHUTDOWN_DELAY_S", "0")
     if args.mode:
         ingest_env["ORDERFLOW_MODE"] = args.mode
     if args.ingest_processes:
