@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -169,7 +170,8 @@ class IngestApp:
 
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> IngestApp:
-    metrics = IngestMetrics(registry or CollectorRegistry())
+    # prometheus_client's own switch, set by ingest/multiproc.py for its children.
+    metrics = IngestMetrics(registry or CollectorRegistry(), os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     state = IngestState(settings, metrics)
 
     @contextlib.asynccontextmanager

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+
+from prometheus_client.multiprocess import mark_process_dead
 
 from orderflow.config import Settings
 
@@ -19,7 +23,16 @@ log = logging.getLogger(__name__)
 
 
 def run_processes(settings: Settings) -> int:
-    env = {**os.environ, "ORDERFLOW_INGEST_PROCESSES": "1"}
+    # Shared metric files, so that a scrape of any process reports the whole pod (see metrics.py).
+    metrics_dir = tempfile.mkdtemp(prefix="orderflow-metrics-")
+    env = {**os.environ, "ORDERFLOW_INGEST_PROCESSES": "1", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    try:
+        return _supervise(settings, env, metrics_dir)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(settings: Settings, env: dict[str, str], metrics_dir: str) -> int:
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "ingest"], env={**env, "ORDERFLOW_WORKER_ID": f"{settings.worker_id}-{i}"}
@@ -42,6 +55,7 @@ def run_processes(settings: Settings) -> int:
             if code is not None:
                 children.remove(child)
                 codes.append(code)
+                mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]
                 if code != 0 and not codes[:-1]:
                     log.error("ingest process %d exited with %d; stopping the others", child.pid, code)
                     forward(signal.SIGTERM, None)

@@ -44,8 +44,11 @@ class Publisher:
         self._max_inflight = settings.max_inflight_publishes
         self._counters = {r: metrics.orders_published.labels(r.value) for r in Published}
         self._observe = metrics.publish_duration.observe
-        # Read at scrape time: no lock taken per publish.
-        metrics.publish_inflight.set_function(lambda: requests.in_flight)
+        # Read at scrape time, no lock taken per publish; a multi-process pod keeps it in the shared
+        # files instead (a callback cannot be summed across processes).
+        self._inflight_gauge = metrics.publish_inflight if metrics.multiprocess else None
+        if self._inflight_gauge is None:
+            metrics.publish_inflight.set_function(lambda: requests.in_flight)
 
     @property
     def connected(self) -> bool:
@@ -75,6 +78,9 @@ class Publisher:
             headers={contract.H_EXPECTED_LAST_SUBJECT_SEQ: "0"},
         )
         start = time.monotonic()
+        gauge = self._inflight_gauge
+        if gauge is not None:
+            gauge.inc()
         try:
             # JetStream's PubAck is the reply to a plain publish on a stream subject;
             # Nats-Msg-Id makes a retried order a duplicate inside the duplicate window.
@@ -89,6 +95,9 @@ class Publisher:
         except Exception as exc:  # connection closed or reconnecting under us
             log.debug("publish of %s failed: %r", order_id, exc)
             return Published.UNAVAILABLE
+        finally:
+            if gauge is not None:
+                gauge.dec()
         data = reply.data
         if not data:
             # A status-only reply: 503 No Responders (JetStream not there for this subject).

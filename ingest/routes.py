@@ -85,7 +85,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(_state(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(_state(request).metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
 
 async def openapi(request: Request) -> Response:

@@ -7,6 +7,7 @@ and an ingest does not export worker series. Dashboards, alert rules and docs us
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # The `_created` companions double every series and no dashboard uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -19,8 +20,18 @@ ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
 
 
 class IngestMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    """With ORDERFLOW_INGEST_PROCESSES > 1 the supervisor sets PROMETHEUS_MULTIPROC_DIR for its
+    children: values then live in shared files and `exposition` sums every process, so a scrape
+    of any one process reports the whole pod."""
+
+    def __init__(self, registry: CollectorRegistry, multiprocess_dir: str | None = None) -> None:
         self.registry = registry
+        self.multiprocess = multiprocess_dir is not None
+        if multiprocess_dir is not None:
+            self.exposition = CollectorRegistry()
+            MultiProcessCollector(self.exposition, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        else:
+            self.exposition = registry
         self.http_requests = Counter(
             "orderflow_http_requests",
             "HTTP requests answered, by route template, method and status code.",
@@ -48,7 +59,10 @@ class IngestMetrics:
             registry=registry,
         )
         self.publish_inflight = Gauge(
-            "orderflow_publish_inflight", "Publishes awaiting their PubAck.", registry=registry
+            "orderflow_publish_inflight",
+            "Publishes awaiting their PubAck.",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         # direct mode does the work inline: the seed's "Work Done" comes from the ingest then.
         self.work_done = Counter(
@@ -61,6 +75,7 @@ class IngestMetrics:
             "orderflow_shutting_down",
             "1 while the ingest is shutting down (readiness 503).",
             registry=registry,
+            multiprocess_mode="max",
         )
 
 
