@@ -44,5 +44,8 @@ bench-ingest: install bench-tools  ## POST /orders vs a bare Starlette endpoint 
 bench-worker: install bench-tools  ## no-op jobs/s vs a raw fetch+ack loop and FastStream
 	$(BIN)/python -m bench.worker
 
+bench-e2e: install  ## NATS + P ingest + W workers under k6 at a constant rate; --find-max via ARGS
+	$(BIN)/python -m bench.e2e $(ARGS)
+
 clean:
 	rm -rf $(VENV) .tools .orderflow .pytest_cache .mypy_cache .ruff_cache
