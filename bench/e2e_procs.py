@@ -6,24 +6,18 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from bench.common import free_port, wait_http
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 _TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tool(name: str) -> str:
@@ -131,7 +125,7 @@ class Stack:
             None,
             "nats-server.log",
         )
-        _wait_http(f"{self.monitor_url}/healthz?js-enabled-only=true", self.nats, "nats-server", 15)
+        wait_http(f"{self.monitor_url}/healthz?js-enabled-only=true", self.nats, "nats-server", 15)
         self.ingest = self._spawn(
             [sys.executable, "-m", "ingest"],
             self._env(
@@ -170,7 +164,7 @@ class Stack:
                 )
             time.sleep(0.1)
         for port, proc in zip(self.worker_ports, self.workers, strict=True):
-            _wait_http(f"http://127.0.0.1:{port}/readyz", proc, "a worker", 30)
+            wait_http(f"http://127.0.0.1:{port}/readyz", proc, "a worker", 30)
 
     def pids(self) -> dict[str, list[int]]:
         """Processes per component, for CPU accounting (the ingest with all its children)."""
@@ -204,18 +198,3 @@ class Stack:
             print(f"bench: logs kept in {self.workdir}", file=sys.stderr)
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], name: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"bench: {name} exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"bench: {url} did not come up")

@@ -19,41 +19,21 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-import urllib.request
 from pathlib import Path
 
 import nats
 
+from bench.common import free_port, stop, wait_http
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BODY = '{"product_id":"33","count":"3","username":"maksim.konovalov"}'
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"bench: {url} did not come up")
 
 
 def wrk(url: str, seconds: float, connections: int, lua: Path) -> dict[str, float]:
@@ -272,12 +252,7 @@ def main() -> int:
         return 0
     finally:
         for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            stop(p)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,17 +30,12 @@ from typing import Any
 import nats
 from nats.js.errors import NotFoundError
 
+from bench.common import free_port, stop
 from orderflow import broker, contract
 from orderflow.config import TaskType, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def reset_and_fill(url: str, count: int, raw_consumer: bool) -> None:
@@ -101,15 +95,6 @@ def contender(name: str, url: str, concurrency: int) -> subprocess.Popen[bytes]:
     else:
         cmd = [sys.executable, "-m", "bench.faststream_consumer", url, "faststream"]
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 # --- the pool's own cost, in process, with stand-ins for NATS (no I/O at all) -------------------
