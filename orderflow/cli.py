@@ -1,4 +1,4 @@
-"""The `orderflow` command: dev, ingest, worker, status, cancel, load, report."""
+"""The `orderflow` command: dev, ingest, worker, status, cancel, load, report, chaos."""
 
 from __future__ import annotations
 
@@ -113,13 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--nats-url", help="overrides ORDERFLOW_NATS_URL")
     ca.add_argument("--timeout-s", type=float, default=2.0, help="how long to wait for the worker's answer")
     ca.set_defaults(func=lambda a: asyncio.run(_cancel(_settings(a), a.order_id, a.timeout_s)))
-    try:
-        from orderflow import loadrun, report
-    except ImportError:  # pragma: no cover - matplotlib missing in a slim image
-        pass
-    else:
-        loadrun.add_parser(sub)
-        report.add_parser(sub)
+    from orderflow import chaos, loadrun, report
+
+    loadrun.add_parser(sub)
+    report.add_parser(sub)
+    chaos.add_parser(sub)
     return parser
 
 

@@ -33,6 +33,7 @@ INVALID = [
     ({"product_id": 1, "count": 1, "username": "x" * 65}, "username"),
     ({"product_id": 1, "count": 1, "username": 7}, "username"),
     ({"product_id": " 3", "count": 1, "username": "m"}, "product_id"),
+    ({"product_id": "5\n", "count": 1, "username": "m"}, "product_id"),
 ]
 
 

@@ -1,0 +1,215 @@
+"""The ledger: for every order the client got a 200 for, how did it end?
+
+Read from JetStream after the backlog drained: KV ORDER_STATUS (last value per key), every run
+record in ORDER_RUNS, and whatever is still in the ORDERS stream (work-queue retention: only
+messages not yet acknowledged remain). Each accepted order lands in exactly one class:
+
+- done_once   status done, exactly one "done" run record          (the only good class)
+- done_twice  two or more "done" run records                      (the handler's work ran twice)
+- in_flight   not done, its message still in ORDERS               (the drain wait ran out)
+- lost        not done, no message left, not dead/failed/cancelled (nothing will ever run it)
+- dead / failed / cancelled, and done_status_missing (one done run, status not done)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.js import api as jsapi
+from nats.js.errors import NotFoundError
+
+from orderflow import contract
+
+GOOD = "done_once"
+
+
+@dataclass
+class Ledger:
+    accepted: int
+    classes: dict[str, int]
+    examples: dict[str, list[str]]  # a few order ids per bad class
+    done_twice_unaccepted: int  # stored without a 200 reaching the client, yet done twice
+    stored_without_200: int  # orders processed although the client never saw their 200
+    runs_started: int
+    redelivered_starts: int  # run starts with attempt > 1
+    max_attempt: int
+    stream_left: int
+    dlq: int
+    attempts_histogram: dict[int, int] = field(default_factory=dict)
+    # the run records of the example orders: "event worker attempt@time" in append order
+    history: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.accepted > 0 and self.classes.get(GOOD, 0) == self.accepted
+
+    def bad(self) -> dict[str, int]:
+        return {k: v for k, v in self.classes.items() if k != GOOD and v}
+
+
+async def _read_all(js: Any, stream: str, subject: str, per_subject_last: bool = False) -> list[Any]:
+    """Every message of a stream (or the last per subject) through an ordered consumer: one pass,
+    no acks, flow-controlled by the server."""
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        return []
+    if info.state.messages == 0:
+        return []
+    policy = jsapi.DeliverPolicy.LAST_PER_SUBJECT if per_subject_last else jsapi.DeliverPolicy.ALL
+    sub = await js.subscribe(
+        subject,
+        stream=stream,
+        ordered_consumer=True,
+        deliver_policy=policy,
+        pending_msgs_limit=-1,
+        pending_bytes_limit=-1,
+    )
+    out = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=10)
+            out.append(msg)
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def _remaining_orders(js: Any) -> list[str]:
+    info = await js.stream_info(contract.STREAM)
+    ids: list[str] = []
+    if info.state.messages == 0:
+        return ids
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        try:
+            msg = await js.get_msg(contract.STREAM, seq)
+        except NotFoundError:
+            continue
+        try:
+            ids.append(contract.decode_order(msg.data).order_id)
+        except Exception:
+            ids.append((msg.headers or {}).get(contract.H_MSG_ID, f"seq-{seq}"))
+    return ids
+
+
+async def read(url: str, accepted: set[str]) -> Ledger:
+    nc = await nats.connect(url, max_reconnect_attempts=5, connect_timeout=5)
+    try:
+        js = nc.jetstream(timeout=10)
+        status_msgs = await _read_all(
+            js, "KV_" + contract.STATUS_BUCKET, contract.STATUS_SUBJECT_PREFIX + ">", per_subject_last=True
+        )
+        run_msgs = await _read_all(js, contract.RUNS_STREAM, contract.RUNS_SUBJECTS[0])
+        left = await _remaining_orders(js)
+        try:
+            dlq = (await js.stream_info(contract.DLQ_STREAM)).state.messages
+        except NotFoundError:
+            dlq = 0
+    finally:
+        await nc.close()
+    statuses: dict[str, str] = {}
+    for m in status_msgs:
+        if m.data:
+            statuses[m.subject[len(contract.STATUS_SUBJECT_PREFIX) :]] = contract.decode_status(m.data).status
+    done_runs: Counter[str] = Counter()
+    starts = 0
+    redelivered = 0
+    attempts: Counter[int] = Counter()
+    runs_of: dict[str, list[Any]] = {}
+    for m in run_msgs:
+        rec = contract.decode_run(m.data)
+        runs_of.setdefault(rec.order_id, []).append(rec)
+        if rec.event == "done":
+            done_runs[rec.order_id] += 1
+            attempts[rec.attempt] += 1
+        elif rec.event == "start":
+            starts += 1
+            redelivered += rec.attempt > 1
+    result = classify(accepted, statuses, done_runs, set(left), starts, redelivered, dict(attempts), dlq)
+    for ids in result.examples.values():
+        for order_id in ids:
+            result.history[order_id] = [
+                f"{r.event} {r.worker_id} {r.attempt}@{r.at:.3f}" for r in runs_of.get(order_id, [])
+            ]
+            result.history[order_id].append(f"status {statuses.get(order_id)}")
+    return result
+
+
+def classify(
+    accepted: set[str],
+    statuses: dict[str, str],
+    done_runs: Counter[str],
+    in_stream: set[str],
+    starts: int = 0,
+    redelivered: int = 0,
+    attempts: dict[int, int] | None = None,
+    dlq: int = 0,
+) -> Ledger:
+    classes: Counter[str] = Counter()
+    examples: dict[str, list[str]] = {}
+    for order_id in accepted:
+        runs = done_runs.get(order_id, 0)
+        status = statuses.get(order_id)
+        if runs >= 2:
+            kind = "done_twice"
+        elif runs == 1:
+            kind = GOOD if status == "done" else "done_status_missing"
+        elif order_id in in_stream:
+            kind = "in_flight"
+        elif status in ("dead", "failed", "cancelled"):
+            kind = status
+        else:
+            kind = "lost"
+        classes[kind] += 1
+        if kind != GOOD and len(examples.setdefault(kind, [])) < 10:
+            examples[kind].append(order_id)
+    classes.setdefault(GOOD, 0)
+    for kind in ("done_twice", "lost", "in_flight"):
+        classes.setdefault(kind, 0)
+    unaccepted_done = {k for k in done_runs if k not in accepted}
+    return Ledger(
+        accepted=len(accepted),
+        classes=dict(classes),
+        examples=examples,
+        done_twice_unaccepted=sum(1 for k in unaccepted_done if done_runs[k] >= 2),
+        stored_without_200=len(unaccepted_done),
+        runs_started=starts,
+        redelivered_starts=redelivered,
+        max_attempt=max(attempts or {0: 0}),
+        stream_left=len(in_stream),
+        dlq=dlq,
+        attempts_histogram=dict(sorted((attempts or {}).items())),
+    )
+
+
+async def backlog(url: str) -> tuple[int, int] | None:
+    """(pending, ack pending) summed over the ORDERS consumers, straight from the server."""
+    try:
+        nc = await nats.connect(url, max_reconnect_attempts=0, connect_timeout=2, allow_reconnect=False)
+    except Exception:
+        return None
+    try:
+        js = nc.jetstream(timeout=3)
+        pending = ack_pending = 0
+        for c in await js.consumers_info(contract.STREAM):
+            pending += c.num_pending or 0
+            ack_pending += c.num_ack_pending or 0
+        return pending, ack_pending
+    except Exception:
+        return None
+    finally:
+        await nc.close()
+
+
+def read_ledger(url: str, accepted: set[str]) -> Ledger:
+    return asyncio.run(read(url, accepted))
+
+
+def read_backlog(url: str) -> tuple[int, int] | None:
+    return asyncio.run(backlog(url))

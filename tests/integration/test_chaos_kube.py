@@ -1,0 +1,115 @@
+"""The Kubernetes decisions the chaos rehearsal replays: the HPA's replica count and the
+ReplicaSet's scale-down victim. Pure functions, no processes."""
+
+from __future__ import annotations
+
+import random
+from itertools import pairwise
+from pathlib import Path
+
+from orderflow.chaos.kube import Autoscaler, HpaPolicy, pick_victims
+from orderflow.chaos.plan import Settings, schedule
+from orderflow.chaos.procs import Pod, Process, parse_metrics
+from orderflow.config import WorkRange
+
+
+def pod(
+    name: str, created_at: float, in_flight: float, ready_since: float | None = 0.0, restarts: int = 0
+) -> Pod:
+    p = Pod(name, 0, created_at, Process([], {}, Path("/dev/null")))
+    p.ready, p.ready_since, p.restarts = ready_since is not None, ready_since, restarts
+    p.metrics = {"orderflow_tasks_in_flight": in_flight}
+    return p
+
+
+POLICY = HpaPolicy(
+    min_replicas=1,
+    max_replicas=6,
+    target_per_pod=100,
+    scale_down_window_s=30,
+    scale_down_pods=1,
+    scale_down_period_s=10,
+)
+
+
+def test_the_hpa_scales_up_at_once_and_by_the_backlog_per_pod() -> None:
+    hpa = Autoscaler(POLICY)
+    assert hpa.desired(0, 1, 350) == 4  # ceil(350 / 100), at most max(4 pods, 100%) more
+    assert hpa.desired(1, 4, 2000) == 5  # 4 pods added in this 15 s period already: one more
+    assert hpa.desired(20, 5, 2000) == 6  # a new period; clamped to max_replicas
+    assert hpa.desired(21, 6, 610) == 6  # within the 10% tolerance: no change
+
+
+def test_the_hpa_scales_down_only_after_the_window_and_one_pod_per_period() -> None:
+    """1. Backlog 550 for 6 pods -> 6. 2. The backlog vanishes: nothing happens for the 30 s window.
+    3. Then one pod per 10 s period: 5, 4, ... never faster."""
+    hpa = Autoscaler(POLICY)
+    assert hpa.desired(0, 6, 550) == 6
+    replicas = 6
+    history = []
+    for t in range(5, 90, 5):
+        replicas = hpa.desired(t, replicas, 0)
+        history.append((t, replicas))
+    assert [r for t, r in history if t <= 30] == [6] * 6
+    downs = [(t, r) for (t, r), (_, before) in zip(history, [(0, 6), *history], strict=False) if r < before]
+    assert [r for _, r in downs] == [5, 4, 3, 2, 1]
+    gaps = [b[0] - a[0] for a, b in pairwise(downs)]
+    assert min(gaps) >= 10
+
+
+def test_a_scale_down_deletes_not_ready_then_idle_then_the_newest_pods_first() -> None:
+    busy_old = pod("busy-old", 0, in_flight=40, ready_since=1)
+    busy_new = pod("busy-new", 50, in_flight=3, ready_since=51)
+    idle_old = pod("idle-old", 0, in_flight=0, ready_since=1)
+    idle_new = pod("idle-new", 60, in_flight=0, ready_since=61)
+    starting = pod("starting", 70, in_flight=0, ready_since=None)
+    pods = [busy_old, busy_new, idle_old, idle_new, starting]
+    assert [p.name for p in pick_victims(pods, 5, now=100)] == [
+        "starting",
+        "idle-new",
+        "idle-old",
+        "busy-new",
+        "busy-old",
+    ]
+    busy_old.phase = "terminating"
+    assert busy_old not in pick_victims(pods, 5, now=100)
+
+
+def test_the_fault_schedule_is_seeded_and_inside_the_load() -> None:
+    s = Settings(
+        out=Path("/tmp"),
+        duration_s=600,
+        peak_rps=10,
+        period_s=60,
+        work=WorkRange(1, 2),
+        min_workers=1,
+        max_workers=3,
+        concurrency=4,
+        ack_wait_s=5,
+        drain_timeout_s=3,
+        max_deliver=5,
+        kill_every_s=60,
+        nats_restarts=2,
+        ingest_restarts=1,
+        seed=3,
+        hpa_sync_s=1,
+        scale_down_window_s=5,
+        scale_down_pods=1,
+        scale_down_period_s=2,
+        drain_wait_s=60,
+        ingest_shutdown_delay_s=1,
+    )
+    a, b = schedule(s, random.Random(3)), schedule(s, random.Random(3))
+    assert a == b
+    kinds = [f.kind for f in a]
+    assert kinds.count("nats_restart") == 2 and kinds.count("ingest_restart") == 1
+    assert 5 <= kinds.count("sigkill") <= 20
+    assert all(0 < f.at_s < 600 for f in a)
+    assert s.grace_s == 13  # ceil(drain 3) + NATS drain 5 + safety 5, as the chart derives it
+
+
+def test_metrics_text_is_summed_over_labels() -> None:
+    text = (
+        '# HELP x\norderflow_tasks_in_flight{type="a"} 3.0\norderflow_tasks_in_flight{type="b"} 2.0\nup 1\n'
+    )
+    assert parse_metrics(text) == {"orderflow_tasks_in_flight": 5.0, "up": 1.0}
