@@ -37,12 +37,14 @@ class Kind(enum.Enum):
     HANDED_BACK = "handed_back"
     ALREADY_DONE = "already_done"
     ALREADY_CANCELLED = "already_cancelled"
+    RUNNING_ELSEWHERE = "running_elsewhere"
 
 
 @dataclass(frozen=True)
 class Outcome:
     kind: Kind
     error: str | None = None
+    delay_s: float | None = None  # RUNNING_ELSEWHERE: when to look again
 
 
 @dataclass
@@ -108,7 +110,8 @@ class Settler:
             await d.msg.term()
         elif kind in (Kind.RETRY, Kind.TIMEOUT):
             delay = retry_delay_s(d.attempt, self._retry_base_s, self._retry_max_s)
-            await self._status.put(self._record(d, "queued", outcome.error))
+            # Confirmed before the nak: the next worker must not find this worker's lease.
+            await self._put_final(self._record(d, "queued", outcome.error))
             await d.msg.nak(delay=delay)
             log.info(
                 "order %s attempt %d failed (%s); retry in %.2fs", d.order_id, d.attempt, outcome.error, delay
@@ -124,13 +127,18 @@ class Settler:
             await self._put_final(self._record(d, "cancelled", "cancelled on request"))
             await d.msg.term()
         elif kind is Kind.HANDED_BACK:
-            await self._status.put(self._record(d, "queued", f"handed back by {self._worker_id}"))
+            await self._put_final(self._record(d, "queued", f"handed back by {self._worker_id}"))
             # Immediate redelivery: another worker picks it up now instead of after ack_wait.
             await d.msg.nak()
+        elif kind is Kind.RUNNING_ELSEWHERE:
+            # Leave the status (and the lease) to the worker running it; look again later.
+            await d.msg.nak(delay=outcome.delay_s)
+            log.warning("order %s delivered again while %s; deferred", d.order_id, outcome.error)
         return kind
 
     async def _put_final(self, record: contract.StatusRecord) -> None:
-        """A final status must be stored before the message is acked/termed. Through a NATS restart
+        """A final status (and the `queued` of a retry or hand-back) must be stored before the
+        message is acked, termed or naked. Through a NATS restart
         keep trying: the job stays in its slot meanwhile, so heartbeats keep it from redelivery."""
         delay = 0.1
         for attempt in range(12):

@@ -3,6 +3,16 @@
 Each started message is a task in `running` (one slot); its exceptions surface in the supervisor
 callback. While a job runs, one heartbeat ticker per pool sends `in_progress` for it, paced from
 the consumer's ack_wait as the server has it, so a job may run for hours without redelivery.
+
+A NATS restart can still redeliver a message whose first run is alive: the restored consumer
+times a delivery from a stale timestamp, and `in_progress` does not take a message off the
+server's redelivery queue once it is there (nats-server `progressUpdate` only moves the clock).
+So the pool keeps guarantee 2 itself:
+- redelivered to this worker: the running job adopts the newer delivery, no second run;
+- redelivered to another worker: the heartbeat also refreshes a lease (the `processing` status's
+  `updated_at`); a worker that finds a fresh lease held by someone else defers the message.
+  The lease lasts 0.75 x ack_wait: a live holder refreshes it at least every ack_wait/2, and a dead
+  holder's message only comes back a full ack_wait after its last heartbeat.
 """
 
 from __future__ import annotations
@@ -10,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import msgspec
 from nats.aio.msg import Msg
@@ -51,10 +62,12 @@ class Pool:
         heartbeat_s: float,
         max_deliver: int,
         on_load_change: Callable[[], None] = lambda: None,
+        lease_s: float | None = None,
     ) -> None:
         self.task_type = task_type
         self.capacity = task_type.concurrency
-        self.running: dict[str, Running] = {}  # by the delivery's ack subject (unique per delivery)
+        self.running: dict[int, Running] = {}  # by stream sequence: one run per message
+        self._lease_s = lease_s if lease_s is not None else heartbeat_s * 2.25
         self._handler = handler
         self._settler = settler
         self._status = status
@@ -66,7 +79,7 @@ class Pool:
         self._slot_freed = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._naks: set[asyncio.Task[None]] = set()
+        self._side_tasks: set[asyncio.Task[None]] = set()
         # Read at scrape time rather than updated (with a lock) twice per job.
         metrics.in_flight.labels(task_type.name).set_function(lambda: len(self.running))
         metrics.pool_slots.labels(task_type.name).set(self.capacity)
@@ -97,15 +110,36 @@ class Pool:
     # --- running jobs -------------------------------------------------------------------
     def start(self, msg: Msg) -> None:
         meta = msg.metadata
+        seq = meta.sequence.stream
+        current = self.running.get(seq)
+        if current is not None:
+            self._adopt(current, msg)
+            return
         delivery = Delivery(msg, "", self.task_type.name, meta.num_delivered, time.time())
         job = Running(delivery, time.monotonic() + self.task_type.timeout_s)
-        self.running[msg.reply] = job
+        self.running[seq] = job
         self._idle.clear()
-        job.task = asyncio.create_task(self._run(job), name=f"job-{meta.sequence.stream}")
-        job.task.add_done_callback(lambda t: self._finished(msg.reply, t))
+        job.task = asyncio.create_task(self._run(job), name=f"job-{seq}")
+        job.task.add_done_callback(lambda t: self._finished(seq, t))
         self._on_load_change()
 
-    def _finished(self, key: str, task: asyncio.Task[None]) -> None:
+    def _adopt(self, job: Running, msg: Msg) -> None:
+        """The message of a job running here came again: keep the one run, follow the newest
+        delivery (its heartbeats and its ack go there), and tell the server it is in progress."""
+        job.delivery.msg = msg
+        job.last_beat = time.monotonic()
+        self._metrics.redeliveries.inc()
+        log.warning(
+            "order %s redelivered while it runs here; the running job adopts it", job.delivery.order_id
+        )
+        self._background(msg.in_progress())
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _finished(self, key: int, task: asyncio.Task[None]) -> None:
         """Supervisor: frees the slot; a job task that died of an unexpected error is a crashed
         slot: counted, logged with its traceback, its message handed back, the slot reused."""
         job = self.running.pop(key, None)
@@ -118,13 +152,28 @@ class Pool:
         exc = task.exception()
         self._metrics.slot_restarts.labels("slot").inc()
         log.error("slot crashed on order %s; restarting it", job.delivery.order_id or "?", exc_info=exc)
-        msg = job.delivery.msg
-        if not msg._ackd:
-            # Not the normal retry path (that is outcome.py); make sure the message is not held
-            # until ack_wait by a slot that no longer exists.
-            nak = asyncio.create_task(msg.nak(delay=1.0))
-            self._naks.add(nak)
-            nak.add_done_callback(self._naks.discard)
+        d = job.delivery
+        if not d.msg._ackd:
+            # Not the normal retry path (that is outcome.py); give the lease up and make sure the
+            # message is not held until ack_wait by a slot that no longer exists.
+            self._background(self._release_crashed(d))
+
+    async def _release_crashed(self, d: Delivery) -> None:
+        if d.order_id:
+            await self._status.put(self._record(d, "queued", "slot crashed"))
+        await d.msg.nak(delay=1.0)
+
+    def _record(self, d: Delivery, status: str, error: str | None = None) -> contract.StatusRecord:
+        return contract.StatusRecord(
+            d.order_id,
+            status,
+            d.attempt,
+            time.time(),
+            worker_id=self._worker_id,
+            task_type=d.task_type,
+            started_at=d.started_at,
+            error=error,
+        )
 
     def find(self, order_id: str) -> Running | None:
         for job in self.running.values():
@@ -158,8 +207,11 @@ class Pool:
             for job in list(self.running.values()):
                 if now - job.last_beat >= self._heartbeat_s and job.stop_reason is None:
                     job.last_beat = now
+                    d = job.delivery
                     try:
-                        await job.delivery.msg.in_progress()
+                        await d.msg.in_progress()
+                        if d.order_id and not job.settling:
+                            await self._status.put(self._record(d, "processing"))  # the lease
                         self._metrics.heartbeats.inc()
                     except Exception as exc:  # disconnected: the next tick tries again
                         log.debug("heartbeat failed: %r", exc)
@@ -206,22 +258,24 @@ class Pool:
             kind = Kind.ALREADY_DONE if previous.status == "done" else Kind.ALREADY_CANCELLED
             await self._settle(job, Outcome(kind))
             return
+        if (
+            previous is not None
+            and previous.status == "processing"
+            and previous.worker_id not in (None, self._worker_id)
+            and time.time() - previous.updated_at < self._lease_s
+        ):
+            # Its first run is alive on another worker (a redelivery after a NATS restart).
+            delay = self._lease_s - (time.time() - previous.updated_at) + 0.5
+            await self._settle(
+                job, Outcome(Kind.RUNNING_ELSEWHERE, f"running on {previous.worker_id}", delay)
+            )
+            return
         if d.attempt > self._max_deliver:
             # Delivered again after the last allowed attempt (that attempt's worker died).
             await self._settle(job, Outcome(Kind.DEAD, f"no result after {d.attempt - 1} deliveries"))
             return
 
-        await self._status.put(
-            contract.StatusRecord(
-                order.order_id,
-                "processing",
-                d.attempt,
-                time.time(),
-                worker_id=self._worker_id,
-                task_type=d.task_type,
-                started_at=d.started_at,
-            )
-        )
+        await self._status.put(self._record(d, "processing"))
 
         async def record(event: str) -> None:
             await self._status.record_run(order.order_id, event, self._worker_id, d.attempt)

@@ -122,6 +122,7 @@ class WorkerService:
                 heartbeat_s,
                 s.max_deliver,
                 on_load_change=lambda: self._on_load_change(),
+                lease_s=0.75 * handle.ack_wait_s,
             )
             loop = FetchLoop(nc, handle.name, pool, s.fetch_expiry_s)
             self.pools.append(pool)

@@ -333,3 +333,35 @@ def test_a_job_past_its_hard_timeout_is_stopped_retried_then_dead_lettered(
     assert "timed out after 0.5s" in (st.error or "")
     assert w.metric('orderflow_task_duration_seconds_count{outcome="timeout",type="default"}') == 1
     assert w.metric('orderflow_task_duration_seconds_count{outcome="dead",type="default"}') == 1
+
+
+async def _claim(url: str, order_id: str, worker_id: str, age_s: float) -> None:
+    """Write the `processing` status another worker would hold for a running job (its lease)."""
+    async with connect(url) as nc:
+        kv = await nc.jetstream().key_value(contract.STATUS_BUCKET)
+        record = contract.StatusRecord(order_id, "processing", 1, time.time() - age_s, worker_id=worker_id)
+        await kv.put(order_id, contract.encode(record))
+
+
+def test_an_order_alive_on_another_worker_is_deferred_until_its_lease_expires(
+    nats_server: NatsServer, spawn: Any
+) -> None:
+    """1. ack_wait 2 s, so a lease lasts 1.5 s. "ghost" holds a fresh lease on order o-0 (as a
+       worker running it would, when a NATS restart redelivers it elsewhere).
+    2. The worker receiving o-0 does not run it while the lease is fresh; once it has expired
+       (the holder stopped heart-beating: it died) the order runs, once.
+    3. A stale lease (the holder is long dead) does not hold anything up."""
+    w = spawn("worker", ACK_WAIT_S=2, WORK_S="0.1", MAX_DELIVER=10).wait_ready()
+    run(_claim(nats_server.url, "o-0", "ghost", age_s=0))
+    claimed_at = time.time()
+    run(publish_orders(nats_server.url, 1))
+    wait_until(lambda: all_done(nats_server.url, ["o-0"]), 15, "o-0 to run after the lease")
+    [start] = [r for r in run(run_records(nats_server.url))["o-0"] if r.event == "start"]
+    assert start.at - claimed_at >= 1.5
+    assert "deferred" in w.logs()
+
+    run(_claim(nats_server.url, "late-0", "ghost", age_s=10))
+    started = time.time()
+    run(publish_orders(nats_server.url, 1, prefix="late"))
+    wait_until(lambda: all_done(nats_server.url, ["late-0"]), 5, "late-0 to run at once")
+    assert time.time() - started < 1.5
