@@ -177,7 +177,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         connecting: asyncio.Task[None] | None = None
-        if settings.mode == "queued":
+        if settings.mode == "queued" and state.nc is None:
             connecting = asyncio.create_task(state.connect(), name="nats-connect")
         else:
             log.info("direct mode: work inline, capacity %g RPS", settings.rate_limit_rps)

@@ -25,7 +25,12 @@ log = logging.getLogger(__name__)
 def run_processes(settings: Settings) -> int:
     # Shared metric files, so that a scrape of any process reports the whole pod (see metrics.py).
     metrics_dir = tempfile.mkdtemp(prefix="orderflow-metrics-")
-    env = {**os.environ, "ORDERFLOW_INGEST_PROCESSES": "1", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    env = {
+        **os.environ,
+        "ORDERFLOW_INGEST_PROCESSES": "1",
+        "ORDERFLOW_BIND_WHEN_READY": "true",
+        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
+    }
     try:
         return _supervise(settings, env, metrics_dir)
     finally:

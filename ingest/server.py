@@ -17,9 +17,16 @@ async def serve(settings: Settings) -> int:
     app = create_app(settings)
     state = app.state
     server = httpserver.make_server(app, settings.log_level, settings.shutdown_timeout_s)
-    sock = httpserver.bind(settings.http_host, settings.http_port)
     lifecycle = Lifecycle()
     lifecycle.install()
+    if settings.bind_when_ready and settings.mode == "queued":
+        # One of several processes on a shared port: do not take connections before NATS is there.
+        connecting = asyncio.create_task(state.connect())
+        await wait_any(asyncio.shield(connecting), lifecycle.stop.wait())
+        if not connecting.done():
+            connecting.cancel()
+            return 0
+    sock = httpserver.bind(settings.http_host, settings.http_port)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
     log.info("ingest (%s mode) listening on %s:%d", settings.mode, settings.http_host, settings.http_port)
     await wait_any(lifecycle.stop.wait(), asyncio.shield(serving))

@@ -78,6 +78,9 @@ class Settings:
     shutdown_delay_s: float = 5.0
     shutdown_timeout_s: float = 10.0
     ingest_processes: int = 1
+    # Listen only once connected to NATS (the multi-process supervisor sets it for its children,
+    # so SO_REUSEPORT never hands a connection to a process that would answer 503).
+    bind_when_ready: bool = False
     # worker
     concurrency: int = 16
     ack_wait_s: float = 30.0
@@ -175,6 +178,13 @@ def parse_work(raw: str) -> WorkRange:
     return WorkRange(lo, hi)
 
 
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no"):
+        raise ValueError("must be true or false")
+    return value in ("1", "true", "yes")
+
+
 def _list(raw: str) -> tuple[str, ...]:
     items = tuple(x.strip() for x in raw.split(",") if x.strip())
     if not items:
@@ -208,6 +218,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SHUTDOWN_DELAY_S": ("shutdown_delay_s", _number(float, 0, 300)),
     "SHUTDOWN_TIMEOUT_S": ("shutdown_timeout_s", _number(float, 0.1, 600)),
     "INGEST_PROCESSES": ("ingest_processes", _number(int, 1, 256)),
+    "BIND_WHEN_READY": ("bind_when_ready", _boolean),
     "CONCURRENCY": ("concurrency", _number(int, 1, 10_000)),
     "ACK_WAIT_S": ("ack_wait_s", _number(float, 1, 86400)),
     "TASK_TIMEOUT_S": ("task_timeout_s", _number(float, 0.01)),
