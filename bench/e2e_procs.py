@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import free_port, wait_http
+from orderflow.dev import nats_server_command
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -110,18 +111,7 @@ class Stack:
     def start(self) -> None:
         c = self.config
         self.nats = self._spawn(
-            [
-                tool("nats-server"),
-                "-js",
-                "-sd",
-                str(self.workdir / "js"),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.nats_port),
-                "-m",
-                str(self.monitor_port),
-            ],
+            nats_server_command(self.workdir / "js", self.nats_port, self.monitor_port, tool("nats-server")),
             None,
             "nats-server.log",
         )

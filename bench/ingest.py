@@ -30,6 +30,7 @@ from pathlib import Path
 import nats
 
 from bench.common import free_port, stop, wait_http
+from orderflow.dev import nats_server_command
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -149,16 +150,7 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     procs = [
         subprocess.Popen(
-            [
-                str(BIN / "nats-server"),
-                "-js",
-                "-sd",
-                str(work / "js"),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(nats_port),
-            ],
+            nats_server_command(work / "js", nats_port, binary=str(BIN / "nats-server")),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),

@@ -33,6 +33,7 @@ from nats.js.errors import NotFoundError
 from bench.common import free_port, stop
 from orderflow import broker, contract
 from orderflow.config import TaskType, load_settings
+from orderflow.dev import nats_server_command
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -195,7 +196,7 @@ def main() -> int:
     port = free_port()
     url = f"nats://127.0.0.1:{port}"
     server = subprocess.Popen(
-        [str(BIN / "nats-server"), "-js", "-sd", str(work), "-a", "127.0.0.1", "-p", str(port)],
+        nats_server_command(work, port, binary=str(BIN / "nats-server")),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

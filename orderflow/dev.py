@@ -27,6 +27,16 @@ def find_nats_server() -> str:
     return found
 
 
+def nats_server_command(
+    store_dir: Path | str, port: int, monitor_port: int | None = None, binary: str | None = None
+) -> list[str]:
+    """nats-server with JetStream, its store in `store_dir`, on loopback only (dev, tests, benches, chaos)."""
+    cmd = [binary or find_nats_server(), "-js", "-sd", str(store_dir), "-a", "127.0.0.1", "-p", str(port)]
+    if monitor_port is not None:
+        cmd += ["-m", str(monitor_port)]
+    return cmd
+
+
 def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -87,16 +97,7 @@ def run_dev(args: argparse.Namespace) -> int:
 
     nats_log = open(data / "nats-server.log", "ab")
     nats = subprocess.Popen(
-        [
-            find_nats_server(),
-            "-js",
-            "-sd",
-            str(data / "jetstream"),
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(args.nats_port),
-        ],
+        nats_server_command(data / "jetstream", args.nats_port),
         stdout=nats_log,
         stderr=subprocess.STDOUT,
         **detached,  # type: ignore[call-overload]

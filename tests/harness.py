@@ -22,6 +22,8 @@ import nats
 import pytest
 from nats.aio.client import Client
 
+from orderflow.dev import nats_server_command
+
 CI = bool(os.environ.get("CI"))
 REPO = Path(__file__).resolve().parent.parent
 BIN_DIRS = [str(Path(sys.executable).parent), str(REPO / ".tools" / "bin")]
@@ -88,18 +90,7 @@ class NatsServer:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    self.binary,
-                    "-js",
-                    "-sd",
-                    str(self.store_dir),
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-m",
-                    str(self.monitor_port),
-                ],
+                nats_server_command(self.store_dir, self.port, self.monitor_port, self.binary),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -214,23 +205,31 @@ class Service:
             self.proc.wait()
 
 
+def service_env(nats_url: str, **settings: Any) -> dict[str, str]:
+    """The environment of a service under test: this one without ORDERFLOW_*, then a free HTTP
+    port on loopback, no shutdown delay, and `settings` as ORDERFLOW_<NAME>."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    env.update(
+        ORDERFLOW_NATS_URL=nats_url,
+        ORDERFLOW_HTTP_HOST="127.0.0.1",
+        ORDERFLOW_HTTP_PORT=str(free_port()),
+        ORDERFLOW_LOG_LEVEL="info",
+        ORDERFLOW_SHUTDOWN_DELAY_S="0",
+        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests" / "support")]),
+    )
+    env.update({f"ORDERFLOW_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
 @pytest.fixture
 def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., Service]]:
     """spawn("ingest", ORDERFLOW_MODE="direct") -> a started Service (not yet waited for)."""
     started: list[Service] = []
 
     def factory(module: str, **settings: Any) -> Service:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
-        env.update(
-            ORDERFLOW_NATS_URL=nats_server.url,
-            ORDERFLOW_HTTP_HOST="127.0.0.1",
-            ORDERFLOW_HTTP_PORT=str(free_port()),
-            ORDERFLOW_LOG_LEVEL="info",
-            ORDERFLOW_SHUTDOWN_DELAY_S="0",
-            PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests" / "support")]),
+        svc = Service(
+            module, service_env(nats_server.url, **settings), tmp_path / f"{module}-{len(started)}.log"
         )
-        env.update({f"ORDERFLOW_{k.upper()}": str(v) for k, v in settings.items()})
-        svc = Service(module, env, tmp_path / f"{module}-{len(started)}.log")
         started.append(svc)
         return svc.start()
 

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orderflow.dev import find_nats_server
+from orderflow.dev import nats_server_command
 
 REPO = Path(__file__).resolve().parent.parent.parent
 _DRAIN_LINE = re.compile(r"drained in [0-9.]+s: (\d+) running at SIGTERM, (\d+) handed back at the deadline")
@@ -107,18 +107,7 @@ class NatsServer:
         self.port = free_port()
         self.monitor_port = free_port()
         self.process = Process(
-            [
-                find_nats_server(),
-                "-js",
-                "-sd",
-                str(store),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-m",
-                str(self.monitor_port),
-            ],
+            nats_server_command(store, self.port, self.monitor_port),
             {},
             log_path,
         )

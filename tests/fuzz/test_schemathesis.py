@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from harness import NatsServer, Service, free_port, http
+from harness import NatsServer, Service, http, service_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
@@ -73,15 +73,7 @@ def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
     nats = NatsServer(tmp / "jetstream", tmp / "nats-server.log")
     nats.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
-    env.update(
-        ORDERFLOW_NATS_URL=nats.url,
-        ORDERFLOW_HTTP_HOST="127.0.0.1",
-        ORDERFLOW_HTTP_PORT=str(free_port()),
-        ORDERFLOW_SHUTDOWN_DELAY_S="0",
-        ORDERFLOW_LOG_LEVEL="warning",
-    )
-    svc = Service("ingest", env, tmp / "ingest.log")
+    svc = Service("ingest", service_env(nats.url, LOG_LEVEL="warning"), tmp / "ingest.log")
     try:
         yield svc.start().wait_ready()
     finally:
