@@ -23,7 +23,6 @@ class Lifecycle:
     def __init__(self) -> None:
         self.stop = asyncio.Event()
         self.force = asyncio.Event()
-        self.signals_seen = 0
 
     def install(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         loop = loop or asyncio.get_running_loop()
@@ -31,7 +30,6 @@ class Lifecycle:
             loop.add_signal_handler(sig, self.handle, sig)
 
     def handle(self, sig: int) -> None:
-        self.signals_seen += 1
         if not self.stop.is_set():
             log.info("received %s: graceful stop", signal.Signals(sig).name)
             self.stop.set()

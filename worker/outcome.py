@@ -70,6 +70,24 @@ def _short(error: str | None) -> str | None:
     return None if error is None else error[:500]
 
 
+def status_record(
+    d: Delivery, status: str, worker_id: str, error: str | None = None
+) -> contract.StatusRecord:
+    """The KV ORDER_STATUS value for a delivery, as this worker sees it now."""
+    now = time.time()
+    return contract.StatusRecord(
+        d.order_id,
+        status,
+        d.attempt,
+        now,
+        worker_id=worker_id,
+        task_type=d.task_type,
+        started_at=d.started_at,
+        finished_at=now if status in contract.FINAL_STATUSES else None,
+        error=_short(error),
+    )
+
+
 class Settler:
     def __init__(
         self, requests: Requester, status: StatusStore, settings: Settings, metrics: WorkerMetrics
@@ -83,18 +101,7 @@ class Settler:
         self._metrics = metrics
 
     def _record(self, d: Delivery, status: str, error: str | None = None) -> contract.StatusRecord:
-        now = time.time()
-        return contract.StatusRecord(
-            d.order_id,
-            status,
-            d.attempt,
-            now,
-            worker_id=self._worker_id,
-            task_type=d.task_type,
-            started_at=d.started_at,
-            finished_at=now if status in contract.FINAL_STATUSES else None,
-            error=_short(error),
-        )
+        return status_record(d, status, self._worker_id, error)
 
     async def settle(self, d: Delivery, outcome: Outcome) -> Kind:
         """Acknowledge the delivery as the outcome says. Returns what was actually done."""

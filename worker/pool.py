@@ -30,7 +30,7 @@ from orderflow import contract
 from orderflow.config import TaskType
 from orderflow.metrics import WorkerMetrics
 from worker.handlers import Handler, Job, PoisonError
-from worker.outcome import Delivery, Kind, Outcome, Settler
+from worker.outcome import Delivery, Kind, Outcome, Settler, status_record
 from worker.status import StatusStore
 
 log = logging.getLogger(__name__)
@@ -164,16 +164,7 @@ class Pool:
         await d.msg.nak(delay=1.0)
 
     def _record(self, d: Delivery, status: str, error: str | None = None) -> contract.StatusRecord:
-        return contract.StatusRecord(
-            d.order_id,
-            status,
-            d.attempt,
-            time.time(),
-            worker_id=self._worker_id,
-            task_type=d.task_type,
-            started_at=d.started_at,
-            error=error,
-        )
+        return status_record(d, status, self._worker_id, error)
 
     def find(self, order_id: str) -> Running | None:
         for job in self.running.values():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import time
 import urllib.parse
@@ -29,7 +28,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import NatsServer, Service, free_port, http, wait_until
+from harness import NatsServer, Service, free_port, http, service_env, wait_until
 
 from dashboards import DASHBOARDS
 from dashboards.names import panel_targets, referenced_metric_names
@@ -51,16 +50,7 @@ class Stack:
 
 
 def _service(module: str, nats_url: str, log: Path, **settings: str) -> Service:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
-    env.update(
-        ORDERFLOW_NATS_URL=nats_url,
-        ORDERFLOW_HTTP_HOST="127.0.0.1",
-        ORDERFLOW_HTTP_PORT=str(free_port()),
-        ORDERFLOW_SHUTDOWN_DELAY_S="0",
-        PYTHONPATH=str(REPO),
-    )
-    env.update({f"ORDERFLOW_{k.upper()}": v for k, v in settings.items()})
-    return Service(module, env, log).start()
+    return Service(module, service_env(nats_url, **settings), log).start()
 
 
 def _prometheus_config(path: Path, ingest: Service, workers: list[Service]) -> None:
