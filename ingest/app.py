@@ -24,7 +24,7 @@ from ingest.publisher import Publisher
 from orderflow import broker, contract
 from orderflow.config import Settings
 from orderflow.metrics import IngestMetrics
-from orderflow.requests import Requester
+from orderflow.natsmux import Requester
 
 log = logging.getLogger(__name__)
 

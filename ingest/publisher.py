@@ -1,7 +1,7 @@
 """Publish an order to JetStream and report whether it is stored. Never reports "stored" without a
 PubAck: the 200 of POST /orders hangs on `Published.stored` alone.
 
-This is the ingest's hot path: publishes go through orderflow.requests.Requester (one reply
+This is the ingest's hot path: publishes go through orderflow.natsmux.Requester (one reply
 subscription, one timeout sweeper) and the PubAck is recognised by its bytes, not parsed into a
 dataclass. Measured in bench/ingest.
 """
@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from orderflow import contract
 from orderflow.config import Settings
 from orderflow.metrics import IngestMetrics
-from orderflow.requests import Requester, RequestTimeout
+from orderflow.natsmux import Requester, RequestTimeout
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from nats.aio.msg import Msg
 from orderflow import contract
 from orderflow.config import Settings
 from orderflow.metrics import WorkerMetrics
-from orderflow.requests import Requester
+from orderflow.natsmux import Requester
 from worker.status import StatusStore
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from orderflow import broker, contract, httpserver
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
 from orderflow.metrics import WorkerMetrics
-from orderflow.requests import Requester
+from orderflow.natsmux import Requester
 from worker.consumer import FetchLoop
 from worker.handlers import Registry, load_handlers
 from worker.kube import PodDeletionCostKeeper

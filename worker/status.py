@@ -7,7 +7,7 @@ import time
 from nats.aio.client import Client
 
 from orderflow import contract
-from orderflow.requests import Requester
+from orderflow.natsmux import Requester
 
 _KV_STREAM = "KV_" + contract.STATUS_BUCKET
 
