@@ -85,7 +85,7 @@ class Publisher:
             # JetStream's PubAck is the reply to a plain publish on a stream subject;
             # Nats-Msg-Id makes a retried order a duplicate inside the duplicate window.
             reply = await self._requests.request(
-                contract.order_subject(task_type),
+                contract.order_subject(task_type, order_id),
                 contract.encode(order),
                 {contract.H_MSG_ID: order_id},
                 self._timeout_s,

@@ -34,7 +34,15 @@ _COMPARED_STREAM = (
     "num_replicas",
     "allow_direct",
 )
-_COMPARED_CONSUMER = ("ack_policy", "ack_wait", "max_deliver", "filter_subject", "max_ack_pending", "backoff")
+_COMPARED_CONSUMER = (
+    "ack_policy",
+    "ack_wait",
+    "max_deliver",
+    "filter_subject",
+    "filter_subjects",
+    "max_ack_pending",
+    "backoff",
+)
 
 
 class BrokerConfigError(Exception):
@@ -99,6 +107,8 @@ def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
             # A full stream refuses new orders (the ingest answers 503) rather than dropping old ones.
             discard=jsapi.DiscardPolicy.NEW,
             num_replicas=settings.stream_replicas,
+            # Direct gets find a queued order by its subject (orders.*.<id>) without a status record.
+            allow_direct=True,
         ),
         jsapi.StreamConfig(
             name=contract.DLQ_STREAM,
@@ -205,6 +215,7 @@ async def ensure_layout(js: JetStreamContext, settings: Settings) -> None:
 
 def consumer_config(settings: Settings, task_type: str) -> jsapi.ConsumerConfig:
     split = settings.split_types
+    filters = contract.consumer_filters(task_type, split)
     return jsapi.ConsumerConfig(
         durable_name=contract.consumer_name(task_type, split),
         ack_policy=jsapi.AckPolicy.EXPLICIT,
@@ -213,7 +224,9 @@ def consumer_config(settings: Settings, task_type: str) -> jsapi.ConsumerConfig:
         # Attempts are counted and dead-lettered by the worker (outcome.py), not by the server:
         # a server-side max_deliver would strand the last failed message in a work-queue stream.
         max_deliver=-1,
-        filter_subject=contract.consumer_filter(task_type, split),
+        # One filter as `filter_subject`, several as `filter_subjects` (nats-server 2.10+).
+        filter_subject=filters[0] if len(filters) == 1 else None,
+        filter_subjects=filters if len(filters) > 1 else None,
         max_ack_pending=settings.max_ack_pending,
         # No `backoff`: it would override ack_wait for redeliveries; retries use nak(delay).
     )
@@ -238,6 +251,8 @@ async def ensure_consumer(js: JetStreamContext, settings: Settings, task_type: s
             log.warning("%s — updated", _describe(f"consumer {want.durable_name}", diffs))
     except NotFoundError:
         info = await js.add_consumer(contract.STREAM, want)
-        log.info("created consumer %s (filter %s)", want.durable_name, want.filter_subject)
+        log.info(
+            "created consumer %s (filter %s)", want.durable_name, want.filter_subject or want.filter_subjects
+        )
     ack_wait = info.config.ack_wait or settings.ack_wait_s
     return ConsumerHandle(task_type, want.durable_name, float(ack_wait))

@@ -53,16 +53,25 @@ def consumer_name(task_type: str, split: bool) -> str:
     return f"{DURABLE}-{task_type}" if split else DURABLE
 
 
-def consumer_filter(task_type: str, split: bool) -> str:
-    return f"{SUBJECT_PREFIX}{task_type}" if split else STREAM_SUBJECTS[0]
+def consumer_filters(task_type: str, split: bool) -> list[str]:
+    """What one task type's consumer takes: everything, or `orders.<type>` and `orders.<type>.>`
+    (orders are published per order, `orders.<type>.<id>`; the bare `orders.<type>` keeps messages
+    stored before that change flowing)."""
+    if not split:
+        return [STREAM_SUBJECTS[0]]
+    return [f"{SUBJECT_PREFIX}{task_type}", f"{SUBJECT_PREFIX}{task_type}.>"]
 
 
-def order_subject(task_type: str) -> str:
-    return SUBJECT_PREFIX + task_type
+def order_subject(task_type: str, order_id: str) -> str:
+    """One subject per order, so a queued order can be found by id (a direct get of
+    `orders.*.<id>`) without a status record."""
+    return f"{SUBJECT_PREFIX}{task_type}.{order_id}"
 
 
 def task_type_of(subject: str) -> str:
-    return subject[len(SUBJECT_PREFIX) :] if subject.startswith(SUBJECT_PREFIX) else subject
+    """`orders.<type>.<id>` (or the older `orders.<type>`) -> `<type>`."""
+    rest = subject[len(SUBJECT_PREFIX) :] if subject.startswith(SUBJECT_PREFIX) else subject
+    return rest.split(".", 1)[0]
 
 
 def valid_order_id(value: str) -> bool:

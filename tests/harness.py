@@ -254,7 +254,7 @@ async def publish_orders(
         js = nc.jetstream()
         futures = [
             await js.publish_async(
-                contract.order_subject(task_type),
+                contract.order_subject(task_type, order_id),
                 contract.encode(contract.Order(order_id, 1, 1, username, time.time())),
                 headers={contract.H_MSG_ID: order_id},
             )
