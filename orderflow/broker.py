@@ -5,7 +5,9 @@ config, say exactly what differs; refuse to start on differences JetStream canno
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,8 @@ _COMPARED_STREAM = (
     "discard",
     "num_replicas",
     "allow_direct",
+    "allow_msg_schedules",
+    "sources",
 )
 _COMPARED_CONSUMER = (
     "ack_policy",
@@ -49,7 +53,12 @@ class BrokerConfigError(Exception):
     """The server's existing stream/consumer cannot be brought to orderflow's config."""
 
 
-async def connect(settings: Settings, name: str, **extra: Any) -> Client:
+async def connect(
+    settings: Settings,
+    name: str,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    **extra: Any,
+) -> Client:
     """Connect with endless reconnects: a NATS restart must never need a service restart."""
 
     async def on_disconnected() -> None:
@@ -58,6 +67,8 @@ async def connect(settings: Settings, name: str, **extra: Any) -> Client:
 
     async def on_reconnected() -> None:
         log.info("NATS reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?")
+        if on_reconnect is not None:
+            await on_reconnect()
 
     async def on_error(exc: Exception) -> None:
         log.debug("NATS error: %r", exc)
@@ -78,12 +89,17 @@ async def connect(settings: Settings, name: str, **extra: Any) -> Client:
     return nc
 
 
-async def connect_retrying(settings: Settings, name: str, stop: asyncio.Event | None = None) -> Client:
+async def connect_retrying(
+    settings: Settings,
+    name: str,
+    stop: asyncio.Event | None = None,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
     """Keep trying the first connection (a pod may start before NATS does)."""
     delay = 0.2
     while True:
         try:
-            return await connect(settings, name)
+            return await connect(settings, name, on_reconnect)
         except Exception as exc:  # nats raises several unrelated types for "not there yet"
             if stop is not None and stop.is_set():
                 raise
@@ -97,6 +113,20 @@ async def connect_retrying(settings: Settings, name: str, stop: asyncio.Event | 
 def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
     return [
         jsapi.StreamConfig(
+            name=contract.RETRIES_STREAM,
+            subjects=list(contract.RETRIES_SUBJECTS),
+            retention=jsapi.RetentionPolicy.LIMITS,
+            storage=jsapi.StorageType.FILE,
+            # Message scheduling needs discard-old and roll-ups (nats-server). A schedule lives here
+            # until it fires; the fired copy is sourced into ORDERS within milliseconds.
+            discard=jsapi.DiscardPolicy.OLD,
+            allow_rollup_hdrs=True,
+            allow_msg_schedules=True,
+            max_age=max(86400.0, 2 * settings.retry_max_s),
+            duplicate_window=settings.duplicate_window_s,
+            num_replicas=settings.stream_replicas,
+        ),
+        jsapi.StreamConfig(
             name=contract.STREAM,
             subjects=list(contract.STREAM_SUBJECTS),
             retention=jsapi.RetentionPolicy.WORK_QUEUE,
@@ -109,6 +139,18 @@ def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
             num_replicas=settings.stream_replicas,
             # Direct gets find a queued order by its subject (orders.*.<id>) without a status record.
             allow_direct=True,
+            # Long retry delays wait as scheduled messages in ORDER_RETRIES, not as ack-pending
+            # here; when one fires, its copy comes back as orders.<type>.<id>.
+            sources=[
+                jsapi.StreamSource(
+                    name=contract.RETRIES_STREAM,
+                    subject_transforms=[
+                        jsapi.SubjectTransform(
+                            src=contract.RETRY_PREFIX + ">", dest=contract.SUBJECT_PREFIX + ">"
+                        )
+                    ],
+                )
+            ],
         ),
         jsapi.StreamConfig(
             name=contract.DLQ_STREAM,
@@ -134,6 +176,11 @@ def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
 def _norm(value: Any) -> Any:
     if hasattr(value, "value"):  # enums
         return value.value
+    if isinstance(value, list) and value and isinstance(value[0], jsapi.StreamSource):
+        return [
+            (s.name, s.filter_subject or None, [(t.src, t.dest) for t in s.subject_transforms or []])
+            for s in value
+        ]
     if isinstance(value, float):
         return round(value, 3)
     if value in (None, 0, -1, []):  # unset and "unlimited" read back in several spellings
@@ -177,40 +224,66 @@ async def ensure_stream(js: JetStreamContext, want: jsapi.StreamConfig) -> None:
     log.warning("%s — updated", _describe(f"stream {want.name}", diffs))
 
 
-async def ensure_status_bucket(js: JetStreamContext, settings: Settings) -> None:
-    want = jsapi.KeyValueConfig(
-        bucket=contract.STATUS_BUCKET,
-        history=1,
-        ttl=settings.status_ttl_s,
-        storage=jsapi.StorageType.FILE,
-        replicas=settings.stream_replicas,
-        direct=True,
-    )
+def bucket_configs(settings: Settings) -> list[jsapi.KeyValueConfig]:
+    def bucket(name: str, ttl_s: float, storage: jsapi.StorageType, replicas: int) -> jsapi.KeyValueConfig:
+        return jsapi.KeyValueConfig(
+            bucket=name, history=1, ttl=ttl_s, storage=storage, replicas=replicas, direct=True
+        )
+
+    r = settings.stream_replicas
+    return [
+        bucket(contract.STATUS_BUCKET, settings.status_ttl_s, jsapi.StorageType.FILE, r),
+        # Markers for orders cancelled before any worker got them; one lives as long as a status.
+        bucket(contract.CANCELS_BUCKET, settings.status_ttl_s, jsapi.StorageType.FILE, r),
+        # Who is alive, and since when: refreshed every 2 s, forgotten 6 s after the last refresh.
+        # Memory is enough: after a NATS restart every live worker is back in it within seconds.
+        bucket(contract.WORKERS_BUCKET, 6.0, jsapi.StorageType.MEMORY, r),
+    ]
+
+
+async def ensure_bucket(js: JetStreamContext, want: jsapi.KeyValueConfig) -> None:
     try:
-        info = await js.stream_info("KV_" + contract.STATUS_BUCKET)
+        info = await js.stream_info("KV_" + want.bucket)
     except NotFoundError:
         await js.create_key_value(want)
-        log.info("created KV bucket %s", contract.STATUS_BUCKET)
+        log.info("created KV bucket %s", want.bucket)
         return
     have = info.config
-    if _norm(have.max_age) != _norm(settings.status_ttl_s) or have.num_replicas != settings.stream_replicas:
-        cfg = have.evolve(max_age=settings.status_ttl_s, num_replicas=settings.stream_replicas)
+    if _norm(have.max_age) != _norm(want.ttl) or have.num_replicas != want.replicas:
+        cfg = have.evolve(max_age=want.ttl, num_replicas=want.replicas)
         await js.update_stream(cfg)
         log.warning(
             "KV %s: ttl %rs / replicas %r on the server, orderflow wants %rs / %r — updated",
-            contract.STATUS_BUCKET,
+            want.bucket,
             have.max_age,
             have.num_replicas,
-            settings.status_ttl_s,
-            settings.stream_replicas,
+            want.ttl,
+            want.replicas,
         )
 
 
-async def ensure_layout(js: JetStreamContext, settings: Settings) -> None:
+@dataclass(frozen=True)
+class Layout:
+    """What the server's JetStream can do for us, learned while ensuring the layout."""
+
+    schedules: bool  # ORDERS takes scheduled messages (nats-server 2.12+)
+
+
+async def ensure_layout(js: JetStreamContext, settings: Settings) -> Layout:
     """Streams and KV, idempotently. Safe to run from every pod at start-up."""
     for cfg in stream_configs(settings):
         await ensure_stream(js, cfg)
-    await ensure_status_bucket(js, settings)
+    for bucket in bucket_configs(settings):
+        await ensure_bucket(js, bucket)
+    info = await js.stream_info(contract.RETRIES_STREAM)
+    schedules = bool(info.config.allow_msg_schedules)
+    if not schedules:
+        log.warning(
+            "stream %s does not take scheduled messages (nats-server older than 2.12?): "
+            "long retry delays stay nak(delay) and count as ack-pending",
+            contract.RETRIES_STREAM,
+        )
+    return Layout(schedules)
 
 
 def consumer_config(settings: Settings, task_type: str) -> jsapi.ConsumerConfig:
@@ -237,22 +310,86 @@ class ConsumerHandle:
     task_type: str
     name: str
     ack_wait_s: float  # as the server has it: heartbeats are paced from this
+    priority: bool  # pulls may carry a priority: the consumer has orderflow's prioritized group
 
 
-async def ensure_consumer(js: JetStreamContext, settings: Settings, task_type: str) -> ConsumerHandle:
+class JetStreamApiError(Exception):
+    pass
+
+
+async def _api(nc: Client, subject: str, request: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A JetStream API call with its raw JSON answer (nats-py's dataclasses drop fields it does not
+    know, such as the consumer's priority groups)."""
+    reply = await nc.request(f"$JS.API.{subject}", json.dumps(request or {}).encode(), timeout=5.0)
+    answer: dict[str, Any] = json.loads(reply.data or b"{}")
+    error = answer.get("error")
+    if error:
+        raise JetStreamApiError(f"{error.get('description', error)} (code {error.get('err_code')})")
+    return answer
+
+
+def _priority_diffs(have: dict[str, Any], want: bool) -> list[tuple[str, Any, Any]]:
+    groups = have.get("priority_groups") or []
+    policy = have.get("priority_policy") or "none"
+    want_groups = [contract.PRIORITY_GROUP] if want else []
+    want_policy = "prioritized" if want else "none"
+    out: list[tuple[str, Any, Any]] = []
+    if groups != want_groups:
+        out.append(("priority_groups", groups, want_groups))
+    if policy != want_policy:
+        out.append(("priority_policy", policy, want_policy))
+    return out
+
+
+async def ensure_consumer(nc: Client, settings: Settings, task_type: str) -> ConsumerHandle:
+    """The task type's durable pull consumer, created or brought to orderflow's config. With
+    ORDERFLOW_PRIORITY=auto it gets the priority group; a server that cannot (older than 2.12)
+    gets the consumer without it, said once, and the worker pulls as before."""
     want = consumer_config(settings, task_type)
-    assert want.durable_name is not None
+    name = want.durable_name
+    assert name is not None
+    want_priority = settings.priority == "auto"
     try:
-        info = await js.consumer_info(contract.STREAM, want.durable_name)
-        diffs = _diff(want, info.config, _COMPARED_CONSUMER)
-        if diffs:
-            # ack_wait, max_deliver, max_ack_pending, backoff are editable; filter changes need 2.10+.
-            info = await js.add_consumer(contract.STREAM, want)
-            log.warning("%s — updated", _describe(f"consumer {want.durable_name}", diffs))
-    except NotFoundError:
-        info = await js.add_consumer(contract.STREAM, want)
-        log.info(
-            "created consumer %s (filter %s)", want.durable_name, want.filter_subject or want.filter_subjects
+        have: dict[str, Any] | None = (await _api(nc, f"CONSUMER.INFO.{contract.STREAM}.{name}"))["config"]
+    except JetStreamApiError as exc:
+        if "(code 10014)" not in str(exc):  # consumer not found
+            raise
+        have = None
+    if have is not None:
+        diffs = _diff(want, jsapi.ConsumerConfig.from_response(dict(have)), _COMPARED_CONSUMER)
+        diffs += _priority_diffs(have, want_priority)
+        if not diffs:
+            return _handle(task_type, name, have, settings)
+    config: dict[str, Any] = {**want.as_dict(), "name": name}
+    if want_priority:
+        config.update(priority_groups=[contract.PRIORITY_GROUP], priority_policy="prioritized")
+    create = f"CONSUMER.CREATE.{contract.STREAM}.{name}"
+    try:
+        info = await _api(nc, create, {"stream_name": contract.STREAM, "config": config})
+    except JetStreamApiError as exc:
+        if not want_priority or "priority" not in str(exc).lower():
+            raise
+        log.warning(
+            "consumer %s: this server has no prioritized priority groups (%s); pulling without priority",
+            name,
+            exc,
         )
-    ack_wait = info.config.ack_wait or settings.ack_wait_s
-    return ConsumerHandle(task_type, want.durable_name, float(ack_wait))
+        config.pop("priority_groups")
+        config.pop("priority_policy")
+        info = await _api(nc, create, {"stream_name": contract.STREAM, "config": config})
+    if have is None:
+        log.info("created consumer %s (filter %s)", name, want.filter_subject or want.filter_subjects)
+    else:
+        log.warning("%s — updated", _describe(f"consumer {name}", diffs))
+    handle = _handle(task_type, name, info["config"], settings)
+    if want_priority and not handle.priority:
+        log.warning("consumer %s has no priority group on this server; pulling without priority", name)
+    return handle
+
+
+def _handle(task_type: str, name: str, config: dict[str, Any], settings: Settings) -> ConsumerHandle:
+    ack_wait_ns = config.get("ack_wait") or int(settings.ack_wait_s * 1e9)
+    priority = config.get("priority_policy") == "prioritized" and contract.PRIORITY_GROUP in (
+        config.get("priority_groups") or []
+    )
+    return ConsumerHandle(task_type, name, ack_wait_ns / 1e9, priority)

@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 PREFIX = "ORDERFLOW_"
 Service = Literal["ingest", "worker", "cli"]
+PriorityMode = Literal["auto", "off"]
 DEFAULT_HTTP_PORT: dict[str, int] = {"ingest": 8080, "worker": 9090, "cli": 0}
 _TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
@@ -48,7 +49,7 @@ class TaskType:
 
 @dataclass(frozen=True)
 class Settings:
-    service: str = "cli"
+    service: Service = "cli"
     # NATS
     nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
     nats_user: str | None = None
@@ -56,6 +57,9 @@ class Settings:
     nats_token: str | None = field(default=None, repr=False)
     nats_creds_file: str | None = None
     connect_timeout_s: float = 5.0
+    # How long a service's last step, draining its NATS connection (flushing acks, naks and
+    # publishes), may take. The chart's grace periods count it once.
+    nats_drain_timeout_s: float = 5.0
     # stream layout
     stream_replicas: int = 1
     duplicate_window_s: float = 120.0
@@ -86,12 +90,21 @@ class Settings:
     ack_wait_s: float = 30.0
     task_timeout_s: float = 3600.0
     drain_timeout_s: float = 60.0
+    # Failed attempts (handler error, timeout) before dead-lettering; hand-backs, lease deferrals
+    # and late deliveries are not attempts. ORDERFLOW_MAX_ATTEMPTS is the clearer alias.
     max_deliver: int = 5
+    # Runs whose worker died mid-job (SIGKILL, OOM) before dead-lettering.
+    max_crashes: int = 3
+    # A safety cap on deliveries of any kind.
+    max_deliveries: int = 100
     retry_base_s: float = 1.0
     retry_max_s: float = 300.0
     fetch_expiry_s: float = 1.0
     max_ack_pending: int = 20_000
     consumer_info_interval_s: float = 5.0
+    # Pull priority by age (consumer priority groups, nats-server 2.12): the oldest workers take
+    # the work first, so when load falls the newest run dry and are the ones to scale away.
+    priority: PriorityMode = "auto"
     handlers: tuple[str, ...] = ("worker.demo",)
     worker_id: str = ""
     work_s: WorkRange = WorkRange(0.5, 0.5)
@@ -100,6 +113,10 @@ class Settings:
     pod_namespace: str | None = None
     pod_deletion_cost: str = "auto"  # auto (on inside a cluster) | on | off
     pod_deletion_cost_min_interval_s: float = 5.0
+    # Kubernetes' own variable (not ORDERFLOW_*): set inside a pod, with the API server's address.
+    kubernetes_service_host: str | None = None
+    # prometheus_client's own switch, set by the multi-process ingest's supervisor for its children.
+    prometheus_multiproc_dir: str | None = None
 
     # --- derived, never configured twice --------------------------------------------------
     @property
@@ -108,15 +125,8 @@ class Settings:
         return len(self.task_types) > 1
 
     @property
-    def handback_lead_s(self) -> float:
-        """How long before the drain deadline the still-running jobs are handed back (nak)."""
-        return min(2.0, self.drain_timeout_s * 0.1)
-
-    def task_type(self, name: str) -> TaskType | None:
-        for t in self.task_types:
-            if t.name == name:
-                return t
-        return None
+    def max_attempts(self) -> int:
+        return self.max_deliver
 
     def nats_options(self) -> dict[str, Any]:
         opts: dict[str, Any] = {"servers": list(self.nats_urls)}
@@ -200,6 +210,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NATS_TOKEN": ("nats_token", str),
     "NATS_CREDS_FILE": ("nats_creds_file", str),
     "CONNECT_TIMEOUT_S": ("connect_timeout_s", _number(float, 0.1)),
+    "NATS_DRAIN_TIMEOUT_S": ("nats_drain_timeout_s", _number(float, 0.1, 60)),
     "STREAM_REPLICAS": ("stream_replicas", _number(int, 1, 5)),
     "DUPLICATE_WINDOW_S": ("duplicate_window_s", _number(float, 120)),
     "STREAM_MAX_MSGS": ("stream_max_msgs", _number(int, -1)),
@@ -224,11 +235,14 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "TASK_TIMEOUT_S": ("task_timeout_s", _number(float, 0.01)),
     "DRAIN_TIMEOUT_S": ("drain_timeout_s", _number(float, 1, 86400)),
     "MAX_DELIVER": ("max_deliver", _number(int, 1, 1000)),
+    "MAX_CRASHES": ("max_crashes", _number(int, 1, 1000)),
+    "MAX_DELIVERIES": ("max_deliveries", _number(int, 2, 100_000)),
     "RETRY_BASE_S": ("retry_base_s", _number(float, 0.01)),
     "RETRY_MAX_S": ("retry_max_s", _number(float, 0.01)),
     "FETCH_EXPIRY_S": ("fetch_expiry_s", _number(float, 0.1, 30)),
     "MAX_ACK_PENDING": ("max_ack_pending", _number(int, -1)),
     "CONSUMER_INFO_INTERVAL_S": ("consumer_info_interval_s", _number(float, 0.1)),
+    "PRIORITY": ("priority", _choice("auto", "off")),
     "HANDLERS": ("handlers", _list),
     "WORKER_ID": ("worker_id", str),
     "WORK_S": ("work_s", parse_work),
@@ -239,7 +253,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POD_DELETION_COST_MIN_INTERVAL_S": ("pod_deletion_cost_min_interval_s", _number(float, 0)),
 }
 # TASK_TYPES is parsed after CONCURRENCY and TASK_TIMEOUT_S, whose values are its defaults.
-KNOWN = {*_PARSERS, "TASK_TYPES"}
+# MAX_ATTEMPTS is MAX_DELIVER's clearer name (failed attempts, not deliveries); either works.
+KNOWN = {*_PARSERS, "TASK_TYPES", "MAX_ATTEMPTS"}
 
 
 def _task_types(raw: str, concurrency: int, timeout_s: float) -> tuple[TaskType, ...]:
@@ -279,6 +294,19 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
         )
     except ValueError as exc:
         problems.append(f"{PREFIX}TASK_TYPES={env.get(PREFIX + 'TASK_TYPES')!r}: {exc}")
+    raw_attempts = env.get(PREFIX + "MAX_ATTEMPTS")
+    if raw_attempts:
+        try:
+            attempts = _number(int, 1, 1000)(raw_attempts)
+        except ValueError as exc:
+            problems.append(f"{PREFIX}MAX_ATTEMPTS={raw_attempts!r}: {exc}")
+        else:
+            if "max_deliver" in values and values["max_deliver"] != attempts:
+                problems.append(
+                    f"{PREFIX}MAX_ATTEMPTS={attempts} and {PREFIX}MAX_DELIVER={values['max_deliver']} "
+                    "disagree (they are one setting; give one)"
+                )
+            values["max_deliver"] = attempts
     unknown = sorted(k for k in env if k.startswith(PREFIX) and k[len(PREFIX) :] not in KNOWN)
     problems += [f"{k}: unknown setting (typo?)" for k in unknown]
     retry_base = values.get("retry_base_s", defaults["retry_base_s"])
@@ -288,6 +316,8 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
         problems.append(f"{PREFIX}NATS_USER and {PREFIX}NATS_PASSWORD go together")
     if problems:
         raise ConfigError(problems)
+    values["kubernetes_service_host"] = env.get("KUBERNETES_SERVICE_HOST") or None
+    values["prometheus_multiproc_dir"] = env.get("PROMETHEUS_MULTIPROC_DIR") or None
     if not values.get("worker_id"):
         values["worker_id"] = values.get("pod_name") or f"{socket.gethostname()}-{os.getpid()}"
     return Settings(**values)

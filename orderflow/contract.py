@@ -24,6 +24,20 @@ RUNS_PREFIX = "orderflow.runs."
 RUNS_SUBJECTS = ("orderflow.runs.>",)
 CONTROL_CANCEL = "orderflow.control.cancel"
 DURABLE = "workers"
+# Cancel markers: an order cancelled before any worker got it. Every worker watches this bucket.
+CANCELS_BUCKET = "ORDER_CANCELS"
+# Live workers and when each started: the order of their pull priorities (oldest first).
+WORKERS_BUCKET = "ORDER_WORKERS"
+# The consumers' priority group: pulls carry a priority from the worker's rank.
+PRIORITY_GROUP = "orderflow"
+# Retries that wait longer than a few ack waits are scheduled messages (nats-server 2.12) in a stream
+# of their own (scheduling needs discard-old, and ORDERS must refuse rather than drop when full):
+# published on orderflow.schedule.<type>.<id>, fired at the retry time to orderflow.retry.<type>.<id>,
+# which ORDERS sources as orders.<type>.<id>.
+RETRIES_STREAM = "ORDER_RETRIES"
+SCHEDULE_PREFIX = "orderflow.schedule."
+RETRY_PREFIX = "orderflow.retry."
+RETRIES_SUBJECTS = ("orderflow.schedule.>", "orderflow.retry.>")
 
 # Headers. Nats-Msg-Id is JetStream's own de-duplication key (duplicate_window).
 H_MSG_ID = "Nats-Msg-Id"
@@ -33,8 +47,23 @@ H_ATTEMPTS = "Orderflow-Attempts"
 H_ORDER_ID = "Orderflow-Order-Id"
 H_SUBJECT = "Orderflow-Subject"
 H_WORKER = "Orderflow-Worker"
+# "A status record may exist for this order: read it before running" (keyed orders, DLQ replays,
+# rescheduled retries). A generated id cannot have one, so its first delivery skips the read.
+H_STATUS_CHECK = "Orderflow-Status-Check"
+# Deliveries of this order before this message (a rescheduled retry is a new message).
+# A DLQ replay: runs again with fresh counts, whatever the old record says (dead, failed).
+H_REPLAY = "Orderflow-Replay"
+H_DELIVERIES = "Orderflow-Deliveries"
+H_FAILED_ATTEMPTS = "Orderflow-Failed-Attempts"
+H_HANDBACKS = "Orderflow-Handbacks"
+H_CRASHES = "Orderflow-Crashes"
+# JetStream message scheduling (ADR-51, nats-server 2.12).
+H_SCHEDULE = "Nats-Schedule"
+H_SCHEDULE_TARGET = "Nats-Schedule-Target"
 
 MAX_BODY_BYTES = 16 * 1024
+# A checkpoint lives in the order's status record; KV values are cheap below this.
+MAX_CHECKPOINT_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY = 128
 MAX_USERNAME = 64
 QUANTITY_MIN, QUANTITY_MAX = 0, 100
@@ -94,8 +123,18 @@ class FieldError(msgspec.Struct, frozen=True):
     message: str
 
 
+# The one empty checkpoint (msgspec omits a default only when it is this very object).
+NO_CHECKPOINT = msgspec.Raw()
+
+
 class StatusRecord(msgspec.Struct, omit_defaults=True):
-    """The value kept in KV ORDER_STATUS under the order id."""
+    """The value kept in KV ORDER_STATUS under the order id. Times are epoch seconds.
+
+    Counts carry over from run to run: `attempts` are failed attempts (a handler error or a
+    timeout; what ORDERFLOW_MAX_DELIVER bounds), `deliveries` every delivery of the order,
+    `handbacks` drains that returned it unfinished, `crashes` runs whose worker died. While a run
+    is alive its worker holds a lease (`lease_until`); its last checkpoint travels with the record
+    until the order is done."""
 
     order_id: str
     status: str
@@ -106,16 +145,31 @@ class StatusRecord(msgspec.Struct, omit_defaults=True):
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    deliveries: int = 0
+    handbacks: int = 0
+    crashes: int = 0
+    lease_until: float | None = None
+    checkpoint: msgspec.Raw = NO_CHECKPOINT  # the state as JSON; empty: none
+    checkpoint_at: float | None = None
+    retry_at: float | None = None
+    # the retry waits as a scheduled message (the delivery that wrote this was acked)
+    scheduled: bool = False
+    # seconds the order's runs have used so far (all runs, redone work included)
+    run_s: float = 0.0
 
 
-class RunRecord(msgspec.Struct, frozen=True):
+class RunRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     """One line of a handler run's history in ORDER_RUNS."""
 
     order_id: str
-    event: str  # start | done | error | cancelled
+    event: str  # start | done | error | interrupted
     worker_id: str
     attempt: int
     at: float
+    # the demo handler's simulated progress at this event (seconds of work done; `start`: where the
+    # run resumed from), and its job's total length
+    progress_s: float | None = None
+    length_s: float | None = None
 
 
 _encoder = msgspec.json.Encoder()

@@ -19,6 +19,16 @@ TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800
 ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
 
 
+def _work_done(registry: CollectorRegistry) -> Counter:
+    # One definition for both services: in direct mode the ingest does the work inline.
+    return Counter(
+        "orderflow_work_done",
+        "Jobs finished, by status (done|error): the seed's Work Done.",
+        ["status"],
+        registry=registry,
+    )
+
+
 class IngestMetrics:
     """With ORDERFLOW_INGEST_PROCESSES > 1 the supervisor sets PROMETHEUS_MULTIPROC_DIR for its
     children: values then live in shared files and `exposition` sums every process, so a scrape
@@ -65,12 +75,7 @@ class IngestMetrics:
             multiprocess_mode="livesum",
         )
         # direct mode does the work inline: the seed's "Work Done" comes from the ingest then.
-        self.work_done = Counter(
-            "orderflow_work_done",
-            "Jobs finished, by status (done|error): the seed's Work Done.",
-            ["status"],
-            registry=registry,
-        )
+        self.work_done = _work_done(registry)
         self.shutting_down = Gauge(
             "orderflow_shutting_down",
             "1 while the ingest is shutting down (readiness 503).",
@@ -82,25 +87,21 @@ class IngestMetrics:
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self.work_done = Counter(
-            "orderflow_work_done",
-            "Jobs finished, by status (done|error): the seed's Work Done.",
-            ["status"],
-            registry=registry,
-        )
+        self.work_done = _work_done(registry)
         self.in_flight = Gauge(
             "orderflow_tasks_in_flight", "Jobs running now, by task type.", ["type"], registry=registry
         )
         self.task_duration = Histogram(
             "orderflow_task_duration_seconds",
-            "Job run time by task type and outcome (done, retry, poison, dead, timeout, cancelled, handed_back).",
+            "Time from delivery to settlement, by task type and outcome (done, retry, timeout, poison, "
+            "dead, cancelled, handed_back, already_done, running_elsewhere, unstarted, ...).",
             ["type", "outcome"],
             buckets=TASK_BUCKETS,
             registry=registry,
         )
         self.attempts = Histogram(
             "orderflow_task_attempts",
-            "Delivery count of each message a slot started (1 = first delivery).",
+            "Deliveries of each order whose handler started, this one included (1 = first delivery).",
             buckets=ATTEMPT_BUCKETS,
             registry=registry,
         )
@@ -118,7 +119,8 @@ class WorkerMetrics:
         )
         self.handed_back = Counter(
             "orderflow_drain_handed_back",
-            "Jobs naked back to the queue by a drain (deadline reached or forced) or never started.",
+            "Jobs given back to the queue by a drain (deadline reached or forced) or delivered after "
+            "fetching stopped; none of these is a failed attempt.",
             registry=registry,
         )
         self.slot_restarts = Counter(
@@ -140,11 +142,44 @@ class WorkerMetrics:
             registry=registry,
         )
         self.heartbeats = Counter(
-            "orderflow_heartbeats", "in_progress acknowledgements sent for running jobs.", registry=registry
+            "orderflow_heartbeats",
+            "in_progress acknowledgements sent for running jobs (by the heartbeat ticker, and with each lease or checkpoint write).",
+            registry=registry,
         )
         self.cancelled = Counter("orderflow_cancelled", "Jobs cancelled on request.", registry=registry)
         self.deduplicated = Counter(
             "orderflow_deduplicated",
             "Messages acked without running because the order was already done or cancelled.",
+            registry=registry,
+        )
+        self.checkpoints = Counter(
+            "orderflow_checkpoints", "Checkpoints stored by running jobs.", registry=registry
+        )
+        self.crashes = Counter(
+            "orderflow_crashes",
+            "Runs found dead on their next delivery (their worker was killed mid-job: SIGKILL, OOM).",
+            registry=registry,
+        )
+        self.work_redone = Counter(
+            "orderflow_work_redone_seconds",
+            "Job time lost to interruptions, to be run again: since the last checkpoint (or the start) "
+            "of each handed-back job, and of each run found dead (a lower bound), by cause.",
+            ["cause"],
+            registry=registry,
+        )
+        self.event_loop_lag = Gauge(
+            "orderflow_event_loop_lag_seconds",
+            "How late the event loop ran a callback the watchdog thread scheduled (a blocked loop stops heartbeats).",
+            registry=registry,
+        )
+        self.pod_deletion_cost = Gauge(
+            "orderflow_pod_deletion_cost",
+            "The pod-deletion-cost this worker wants: 0 idle, else the seconds of work a kill would lose, "
+            "rounded down to a power of two.",
+            registry=registry,
+        )
+        self.pull_priority = Gauge(
+            "orderflow_pull_priority",
+            "This worker's pull priority (0 = the oldest worker, served first; -1 = no priority group).",
             registry=registry,
         )

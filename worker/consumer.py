@@ -1,26 +1,34 @@
-"""The fetch loop: pull exactly as many messages as the pool has free slots.
+"""The fetch loop: pull exactly as many messages as the pool has free, unreserved slots.
 
 JetStream facts this relies on:
 - A pull consumer only delivers against a pull request (`$JS.API.CONSUMER.MSG.NEXT`): batch=n,
-  expires=t. The server delivers up to n messages as they come, and when the request expires
-  unfilled it sends a `408 Request Timeout` status (409 for other ends, e.g. max_waiting).
-- nats-py's `fetch()` can return after the first message while its request stays open on the
-  server; the rest of that batch then arrives later into the subscription with no slot to run it
-  (num_ack_pending > slots). So this loop keeps its own books: slots reserved by the open request
-  are counted until each is delivered or the request ends, and a request never asks for more than
-  the free, unreserved slots.
-- After a NATS restart an open request is gone without a status: a client-side deadline
-  (expiry + grace) releases its reservation.
+  expires=t. The server delivers up to n messages to the request's reply subject as they come (a
+  delivery keeps its stream subject, so it does not say which request it served), and when a
+  request ends unfilled it sends a status message to that reply subject: `408 Request Timeout`
+  (expired), `409` (e.g. max_waiting exceeded), `400`, `404`, each with
+  `Nats-Pending-Messages`, the part of the batch it did not deliver; `100` is an idle heartbeat.
+  A request that is filled ends without a status. So the books are one exact count: a request
+  reserves its batch, each delivery and each undelivered remainder releases its share, and a new
+  request never asks for more than the free, unreserved slots. (nats-py's `fetch()` can return
+  while its request stays open on the server; the rest of the batch then arrives with no slot.)
+- After a NATS restart an open request is gone without a status: a reconnect releases every
+  reservation, and so does silence for longer than expiry + grace.
+- Priority groups (nats-server 2.11; the `prioritized` policy since 2.12): a request may carry
+  `"group"` and `"priority"` (0-9). The server serves the lowest number first while its requests
+  have batch left, and a higher one whenever no lower one is waiting: with each worker pulling at
+  its rank, the oldest workers take the work and the newest run dry when load falls. A rank
+  change applies to the next request; the open ones keep their books.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
+from collections.abc import Callable
 
-import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -30,104 +38,143 @@ from worker.pool import Pool
 
 log = logging.getLogger(__name__)
 
-_STATUS = "Status"
-_GRACE_S = 1.0
-
 
 class FetchLoop:
-    def __init__(self, nc: Client, consumer: str, pool: Pool, expiry_s: float) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        consumer: str,
+        pool: Pool,
+        expiry_s: float,
+        grace_s: float,
+        on_unstarted: Callable[[Msg], None],
+    ) -> None:
         self._nc = nc
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{contract.STREAM}.{consumer}"
         self._pool = pool
         self._expiry_s = expiry_s
+        self._grace_s = grace_s
+        self._on_unstarted = on_unstarted
         self._sub: Subscription | None = None
-        self._reserved = 0  # slots promised to the open pull request
-        self._request_deadline = 0.0
-        self.handed_back_unstarted = 0
-        self._handing_back: set[asyncio.Task[None]] = set()
+        self._prefix = ""
+        self._ids = itertools.count()
+        self.reserved = 0  # slots promised to open requests
+        self._batches: dict[str, int] = {}  # open requests' batches by reply token
+        self._quiet_until = 0.0  # monotonic: no delivery or status since; then nothing is open
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._refused: str | None = None  # the server refused a request (400): say so, back off
+        self.priority: int | None = None  # the pull priority (None: no priority group)
+        self.unstarted = 0
+        pool.on_free = self._wakeup.set
 
     async def run(self, stop: asyncio.Event) -> None:
         if self._sub is None:
-            inbox = self._nc.new_inbox()
-            self._sub = await self._nc.subscribe(inbox)
-        sub = self._sub
-        self._reserved = 0  # a restarted loop starts with clean books
-        while not stop.is_set():
-            if self._reserved == 0:
-                free = await self._pool.wait_for_free_slot()
-                if stop.is_set():
-                    break
-                if free <= 0:
-                    continue
-                await self._request(sub.subject, free)
-            try:
-                msg = await sub.next_msg(timeout=max(0.01, self._request_deadline - time.monotonic()))
-            except (TimeoutError, nats.errors.TimeoutError):
-                # No status came (server restarted, connection lost): the request is gone.
-                self._reserved = 0
-                continue
-            except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-                await asyncio.sleep(0.2)
-                self._reserved = 0
-                continue
-            self._on_message(msg, stop)
-
-    async def _request(self, inbox: str, batch: int) -> None:
-        expires_ns = int(self._expiry_s * 1e9)
-        payload = json.dumps({"batch": batch, "expires": expires_ns}).encode()
-        self._reserved = batch
-        self._request_deadline = time.monotonic() + self._expiry_s + _GRACE_S
+            self._prefix = self._nc.new_inbox() + "."
+            self._sub = await self._nc.subscribe(self._prefix + "*", cb=self._on_message)
+        self.reset()  # a restarted loop starts with clean books
+        waiting_for_stop = asyncio.ensure_future(stop.wait())
+        waiting_for_stop.add_done_callback(lambda _: self._wakeup.set())
         try:
-            await self._nc.publish(self._next_subject, payload, reply=inbox)
+            while not stop.is_set():
+                self._wakeup.clear()
+                if self._refused is not None:
+                    log.error("pull request refused by the server: %s; retrying in 1 s", self._refused)
+                    self._refused = None
+                    await asyncio.sleep(1.0)
+                if self.reserved and time.monotonic() > self._quiet_until:
+                    self.reset()  # silence: the server has forgotten the requests
+                unreserved = self._pool.free_slots - self.reserved
+                threshold = 1 if not self.reserved else max(1, self._pool.capacity // 2)
+                if unreserved >= threshold:
+                    await self._request(unreserved)
+                    continue
+                try:
+                    async with asyncio.timeout_at(_loop_time(self._quiet_until) if self.reserved else None):
+                        await self._wakeup.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            waiting_for_stop.cancel()
+
+    def reset(self) -> None:
+        """After a reconnect: the server has forgotten every open request."""
+        self.reserved = 0
+        self._batches.clear()
+        self._wakeup.set()
+
+    def _heard(self) -> None:
+        self._quiet_until = time.monotonic() + self._expiry_s + self._grace_s
+
+    async def _request(self, batch: int) -> None:
+        token = str(next(self._ids))
+        request: dict[str, object] = {"batch": batch, "expires": int(self._expiry_s * 1e9)}
+        if self.priority is not None:
+            request["group"] = contract.PRIORITY_GROUP
+            request["priority"] = self.priority
+        self.reserved += batch
+        self._batches[token] = batch
+        self._heard()
+        try:
+            await self._nc.publish(
+                self._next_subject, json.dumps(request).encode(), reply=self._prefix + token
+            )
         except Exception as exc:
             log.debug("pull request failed: %r", exc)
-            self._reserved = 0
+            self.reserved = max(0, self.reserved - batch)
+            self._batches.pop(token, None)
             await asyncio.sleep(0.2)
 
-    def _on_message(self, msg: Msg, stop: asyncio.Event) -> None:
-        status = msg.headers.get(_STATUS) if msg.headers else None
-        if status is not None and not msg.reply:
-            if status != "100":  # 100 = idle heartbeat; 404/408/409 end the request
-                self._reserved = 0
+    async def _on_message(self, msg: Msg) -> None:
+        if not msg.reply:  # a status: 100 idle heartbeat; 400/404/408/409 end the request
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            batch = self._batches.pop(msg.subject[len(self._prefix) :], None)
+            if status == "100" or batch is None:
+                return
+            self._heard()
+            pending = headers.get("Nats-Pending-Messages", "")
+            undelivered = min(batch, int(pending)) if pending.isdigit() else batch
+            self.reserved = max(0, self.reserved - undelivered)
+            self._wakeup.set()
+            if status == "400":
+                self._refused = headers.get("Description", "400")
+            elif status not in ("404", "408"):
+                log.debug("pull request ended: %s %s", status, headers.get("Description"))
             return
-        if self._reserved > 0:
-            self._reserved -= 1
-        if stop.is_set() or self._pool.free_slots <= 0:
-            # A delivery for a request we no longer hold slots for (late after a restart).
-            task = asyncio.create_task(self.hand_back(msg))
-            self._handing_back.add(task)
-            task.add_done_callback(self._handing_back.discard)
+        self._heard()
+        if self.reserved > 0:
+            self.reserved -= 1
+        if self._stopping or self._pool.free_slots <= 0:
+            # Delivered after this worker stopped fetching, or for a request whose books a
+            # reconnect cleared and whose slots are taken since: give it back unstarted.
+            self.unstarted += 1
+            self._on_unstarted(msg)
             return
         self._pool.start(msg)
 
-    async def hand_back(self, msg: Msg) -> None:
-        """Give back a message that was fetched but never started: immediate redelivery."""
-        self.handed_back_unstarted += 1
-        try:
-            await msg.nak()
-        except Exception as exc:  # it comes back after ack_wait anyway
-            log.debug("hand back failed: %r", exc)
-
-    async def close(self) -> int:
-        """After the loop stopped: wait out the open request (at most expiry + grace) and hand back
-        whatever it still brings, so nothing sits un-acked until ack_wait."""
-        if self._sub is None:
-            return 0
-        count = 0
-        deadline = time.monotonic() + (self._expiry_s + _GRACE_S if self._reserved else 0.05)
-        while True:
+    async def close(self) -> None:
+        """After the loop stopped: wait out the open requests (at most expiry + grace) and hand back
+        whatever they still bring, so nothing sits un-acked until ack_wait."""
+        self._stopping = True
+        deadline = time.monotonic() + self._expiry_s + self._grace_s
+        while self.reserved and time.monotonic() < deadline:
+            self._wakeup.clear()
             try:
-                msg = await self._sub.next_msg(timeout=max(0.01, deadline - time.monotonic()))
-            except (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError):
+                async with asyncio.timeout_at(_loop_time(deadline)):
+                    await self._wakeup.wait()
+            except TimeoutError:
                 break
-            if msg.reply and msg.reply.startswith("$JS.ACK."):
-                await self.hand_back(msg)
-                count += 1
-                self._reserved = max(0, self._reserved - 1)
-            elif msg.headers and msg.headers.get(_STATUS) != "100":
-                self._reserved = 0
-            if self._reserved == 0:
-                deadline = min(deadline, time.monotonic() + 0.05)
-        await self._sub.unsubscribe()
-        self._sub = None
-        return count
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception as exc:  # the connection may be gone already
+                log.debug("unsubscribe failed: %r", exc)
+            self._sub = None
+
+
+def _loop_time(monotonic_deadline: float) -> float:
+    """A time.monotonic() deadline on the event loop's clock (the same clock under both asyncio and
+    uvloop, but say so once)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic_deadline - time.monotonic())

@@ -2,15 +2,25 @@
 
 ORDERFLOW_WORK_S (fixed `0.5` or range `1-30`) and ORDERFLOW_WORK_FAIL_RATE shape it. It records a
 run record on start and on completion, so tests and the chaos ledger can count real runs.
+
+A job of a second or more checkpoints its simulated progress every 2 s, or every 10 % of its length
+if that is shorter, and resumes from its checkpoint: a scale-down costs it at most one step. When
+a drain hands it back it checkpoints what it did since the last step while it unwinds. Shorter
+jobs do not checkpoint: a checkpoint is a stored write, dearer than redoing under a second of work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
+from typing import Any
 
 from orderflow.config import Settings
-from worker.handlers import Job, Registry
+from worker.handlers import CheckpointError, Job, Registry
+
+CHECKPOINT_MIN_LENGTH_S = 1.0
+CHECKPOINT_EVERY_S = 2.0
 
 
 class SimulatedFailure(Exception):
@@ -22,15 +32,37 @@ def register(registry: Registry, settings: Settings) -> None:
     fail_rate = settings.work_fail_rate
 
     async def demo(job: Job) -> None:
-        await job.record("start")
-        duration = random.uniform(work.min_s, work.max_s)
-        if duration > 0:
-            await asyncio.sleep(duration)
+        resume: dict[str, Any] = job.resume_from if isinstance(job.resume_from, dict) else {}
+        length = float(resume.get("length_s") or random.uniform(work.min_s, work.max_s))
+        done = float(resume.get("done_s") or 0.0)
+        await job.record_progress("start", done, length)
+        step = min(CHECKPOINT_EVERY_S, length / 10) if length >= CHECKPOINT_MIN_LENGTH_S else length
+        since = time.monotonic()
+        try:
+            while done < length:
+                chunk = min(step, length - done)
+                since = time.monotonic()
+                await asyncio.sleep(chunk)
+                done += chunk
+                if done < length and length >= CHECKPOINT_MIN_LENGTH_S:
+                    await _checkpoint(job, length, done)
+        except asyncio.CancelledError:
+            # Handed back (or cancelled): keep the part of the step already done.
+            partial = min(length, done + (time.monotonic() - since))
+            if length >= CHECKPOINT_MIN_LENGTH_S:
+                await _checkpoint(job, length, partial)
+            await job.record_progress("interrupted", partial, length)
+            raise
         if fail_rate and random.random() < fail_rate:
-            await job.record("error")
+            await job.record_progress("error", done, length)
             raise SimulatedFailure(f"simulated failure (ORDERFLOW_WORK_FAIL_RATE={fail_rate:g})")
-        await job.record("done")
+        await job.record_progress("done", done, length)
 
-    for task_type in settings.task_types:
-        if task_type.name not in registry:
-            registry.add(task_type.name, demo)
+    registry.fallback(demo)
+
+
+async def _checkpoint(job: Job, length: float, done: float) -> None:
+    try:
+        await job.checkpoint({"length_s": length, "done_s": round(done, 3)})
+    except CheckpointError:  # NATS away for a moment: the next step tries again
+        pass

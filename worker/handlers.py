@@ -10,15 +10,19 @@ A handler module has `register(registry, settings)`; ORDERFLOW_HANDLERS lists th
         registry.add("invoice", send_invoice)
 
 Raise PoisonError for input that can never succeed (terminated, not retried); any other exception
-is retried with backoff until ORDERFLOW_MAX_DELIVER, then dead-lettered.
+is a failed attempt, retried with backoff until ORDERFLOW_MAX_DELIVER, then dead-lettered.
+
+A long job checkpoints: `await job.checkpoint(state)` stores a small JSON-serialisable state with
+the order (confirmed by JetStream); the order's next run, after a hand-back, a crash or a retry,
+starts with it as `job.resume_from` (None on a first run). When a drain hands the job back, the
+handler is cancelled a moment before the deadline; a checkpoint made while it unwinds
+(`except asyncio.CancelledError: await job.checkpoint(state); raise`) is awaited within a bound.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from orderflow.config import Settings
 from orderflow.contract import Order
@@ -28,17 +32,58 @@ class PoisonError(Exception):
     """The input can never be processed: terminate the message, do not retry."""
 
 
-@dataclass
-class Job:
-    """What a handler sees of one delivery."""
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be stored: not JSON-serialisable, too large, or NATS unreachable."""
 
-    order: Order
-    task_type: str
-    attempt: int  # JetStream delivery count, 1 on the first delivery
-    worker_id: str
-    # Appends a run record (start/done/...) to ORDER_RUNS; handlers that want their runs counted
-    # (the demo handler does) call it.
-    record: Callable[[str], Awaitable[None]] = field(repr=False)
+
+class _Control(Protocol):
+    async def checkpoint(self, state: Any) -> None: ...
+    async def record(self, event: str, progress_s: float | None, length_s: float | None) -> None: ...
+
+
+class Job:
+    """What a handler sees of one run of an order."""
+
+    __slots__ = ("_control", "delivery", "failed_attempts", "order", "resume_from", "task_type", "worker_id")
+
+    def __init__(
+        self,
+        order: Order,
+        task_type: str,
+        failed_attempts: int,
+        delivery: int,
+        worker_id: str,
+        resume_from: Any,
+        control: _Control,
+    ) -> None:
+        self.order = order
+        self.task_type = task_type
+        self.failed_attempts = failed_attempts  # failed attempts before this run
+        self.delivery = delivery  # deliveries of this order so far, this one included
+        self.worker_id = worker_id
+        self.resume_from = resume_from  # the last checkpoint's state, None on a first run
+        self._control = control
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first try, n after n-1 failed attempts (hand-backs and crashes don't count)."""
+        return self.failed_attempts + 1
+
+    async def checkpoint(self, state: Any) -> None:
+        """Store `state` (JSON-serialisable, at most 64 KiB) as the point to resume from; returns
+        once JetStream has it. Raises CheckpointError; the job itself carries on either way."""
+        await self._control.checkpoint(state)
+
+    async def record(self, event: str) -> None:
+        """Append a run record (start/done/...) to ORDER_RUNS; the demo handler's runs are counted."""
+        await self._control.record(event, None, None)
+
+    async def record_progress(self, event: str, progress_s: float, length_s: float) -> None:
+        """A run record that also says how far the job got (the chaos ledger's work-redone figure)."""
+        await self._control.record(event, progress_s, length_s)
+
+    def __repr__(self) -> str:
+        return f"Job({self.order.order_id!r}, attempt={self.attempt}, delivery={self.delivery})"
 
 
 class Handler(Protocol):
@@ -46,19 +91,38 @@ class Handler(Protocol):
 
 
 class Registry:
+    """Task type -> handler. A module may also offer a catch-all (`fallback`) for every configured
+    type that no module registers explicitly; an explicit registration always wins, whatever the
+    order of ORDERFLOW_HANDLERS."""
+
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._fallback: tuple[str, Handler] | None = None
+        self._loading = "?"
 
     def add(self, task_type: str, handler: Handler) -> None:
         if task_type in self._handlers:
             raise ValueError(f"task type {task_type!r} already has a handler")
         self._handlers[task_type] = handler
 
+    def fallback(self, handler: Handler) -> None:
+        """Run `handler` for every configured type without an explicit one (the demo's way)."""
+        if self._fallback is not None:
+            raise ValueError(
+                f"two catch-all handlers: {self._fallback[0]} and {self._loading}; list only one of them"
+            )
+        self._fallback = (self._loading, handler)
+
     def get(self, task_type: str) -> Handler:
-        return self._handlers[task_type]
+        found = self._handlers.get(task_type)
+        if found is not None:
+            return found
+        if self._fallback is not None:
+            return self._fallback[1]
+        raise KeyError(task_type)
 
     def __contains__(self, task_type: object) -> bool:
-        return task_type in self._handlers
+        return task_type in self._handlers or self._fallback is not None
 
 
 def load_handlers(settings: Settings) -> Registry:
@@ -69,6 +133,7 @@ def load_handlers(settings: Settings) -> Registry:
         register = getattr(module, "register", None)
         if register is None:
             raise ValueError(f"handler module {name!r} has no register(registry, settings)")
+        registry._loading = name
         register(registry, settings)
     missing = [t.name for t in settings.task_types if t.name not in registry]
     if missing:

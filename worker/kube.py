@@ -1,15 +1,17 @@
-"""Keep this pod's `controller.kubernetes.io/pod-deletion-cost` in step with its load (SPEC §3).
+"""Keep this pod's `controller.kubernetes.io/pod-deletion-cost` in step with the work a kill would
+lose.
 
 When a ReplicaSet scales down it deletes the pods with the lowest deletion cost first (among pods
 in the same phase/readiness rank; the annotation is a tie-breaker the controller honours since
-Kubernetes 1.22). A worker marks itself busy while any slot runs a job and idle otherwise, so an
-autoscaler's scale-down takes idle pods and leaves the ones with long jobs running.
+Kubernetes 1.22). The cost is the work at stake (worker/hooks.py `PodLoad`): 0 when idle, the
+same as a pod without the annotation; else the seconds of job time since each running job's last
+checkpoint, summed and rounded down to a power of two. So an autoscaler's scale-down takes idle
+pods first, then the ones with the least work to lose. Together with pull priorities (the oldest
+workers take the work, worker/ranks.py) the newest pods run dry when load falls.
 
-Costs: idle = 0, the same as a pod without the annotation (a freshly started pod is idle too, so
-idle pods and new pods rank equally); busy = 100, any positive number would do. The cost is
-binary on purpose: patching on every job start/end would put load on the API server, so the
-keeper patches only on idle<->busy transitions, at most once per
-`pod_deletion_cost_min_interval_s`, and the latest state wins when the load flaps faster.
+The Kubernetes docs warn against updating the annotation often: the power-of-two steps change it a
+few times an hour per job, the keeper patches only when the value changed, at most once per
+`pod_deletion_cost_min_interval_s`, and the latest value wins when the load moves faster.
 
 API calls run in a thread (the `kubernetes` client is synchronous) with a request timeout; errors
 are logged and retried on the next change or after a back-off, never raised into the worker.
@@ -20,35 +22,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from orderflow.config import Settings
+from orderflow.lifecycle import wait_any
 
 log = logging.getLogger(__name__)
 
 ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 IDLE_COST = 0
-BUSY_COST = 100
 TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 REQUEST_TIMEOUT_S = 5.0
 # After a failed API call, wait at least this long before trying again (even with a 0 interval).
 ERROR_BACKOFF_S = 1.0
 
 
-def in_cluster(environ: Mapping[str, str], token_path: Path = TOKEN_PATH) -> bool:
+def in_cluster(settings: Settings, token_path: Path = TOKEN_PATH) -> bool:
     """True inside a pod that has an API server address and a mounted service account token."""
-    return bool(environ.get("KUBERNETES_SERVICE_HOST")) and token_path.is_file()
+    return bool(settings.kubernetes_service_host) and token_path.is_file()
 
 
 class PodDeletionCostKeeper:
-    """Patches this pod's deletion cost on idle<->busy transitions, rate-limited, in the background.
+    """Patches this pod's deletion cost when it changes, rate-limited, in the background.
 
-    `update()` is called (from the event loop's thread) on every job start and end and only
-    records the desired state; `run()` is the background task that talks to the API server.
+    `update()` is called (from the event loop's thread) whenever the work at stake may have
+    changed and only records the desired cost; `run()` is the background task that talks to the
+    API server.
     """
 
     def __init__(
@@ -64,20 +65,15 @@ class PodDeletionCostKeeper:
         self.namespace = namespace
         self.min_interval_s = min_interval_s
         self._api = api
-        self._desired_busy = False
-        self._applied_busy: bool | None = None  # None: unknown (not read yet, or a patch failed)
+        self._desired = IDLE_COST
+        self._applied: int | None = None  # None: unknown (not read yet, or a patch failed)
         self._last_attempt = float("-inf")
         self._changed = asyncio.Event()
         self.patches = 0  # successful patches, for logs and tests
         self.errors = 0
 
     @classmethod
-    def from_settings(
-        cls,
-        settings: Settings,
-        environ: Mapping[str, str] | None = None,
-        token_path: Path = TOKEN_PATH,
-    ) -> PodDeletionCostKeeper | None:
+    def from_settings(cls, settings: Settings, token_path: Path = TOKEN_PATH) -> PodDeletionCostKeeper | None:
         """The keeper for this pod, or None when the feature is off or cannot work here.
 
         `auto` turns it on only inside a cluster; `on` also outside one (with an explicit
@@ -86,8 +82,7 @@ class PodDeletionCostKeeper:
         mode = settings.pod_deletion_cost
         if mode == "off":
             return None
-        env = os.environ if environ is None else environ
-        if mode == "auto" and not in_cluster(env, token_path):
+        if mode == "auto" and not in_cluster(settings, token_path):
             log.info("pod-deletion-cost: off (not running inside a Kubernetes pod)")
             return None
         if not settings.pod_name or not settings.pod_namespace:
@@ -98,48 +93,45 @@ class PodDeletionCostKeeper:
             return None
         return cls(settings.pod_name, settings.pod_namespace, settings.pod_deletion_cost_min_interval_s)
 
-    # --- called by the pool -------------------------------------------------------------------
-    def update(self, busy_slots: int, total_slots: int) -> None:
-        """Record the load; cheap and synchronous. Only an idle<->busy change wakes `run()`."""
-        busy = busy_slots > 0
-        if busy != self._desired_busy:
-            self._desired_busy = busy
+    # --- called by the worker ------------------------------------------------------------------
+    def update(self, cost: int) -> None:
+        """Record the desired cost; cheap and synchronous. Only a change wakes `run()`."""
+        if cost != self._desired:
+            self._desired = cost
             self._changed.set()
 
     # --- background task ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Patch on transitions until `stop`; then mark the pod idle once more if needed."""
         try:
-            self._applied_busy = await self._read_current()
-            if self._applied_busy != self._desired_busy:
+            self._applied = await self._read_current()
+            if self._applied != self._desired:
                 self._changed.set()
             while not stop.is_set():
-                await _wait_either(self._changed, stop, None)
+                await wait_any(self._changed.wait(), stop.wait())
                 if stop.is_set():
                     break
                 self._changed.clear()
                 # Rate limit: no patch before last attempt + interval. Changes in the meantime
-                # only move _desired_busy, so the state at the end of the wait is what we patch.
+                # only move _desired, so the value at the end of the wait is what we patch.
                 wait_s = self._last_attempt + self._interval() - time.monotonic()
-                if wait_s > 0 and await _wait_either(stop, None, wait_s):
+                if wait_s > 0 and await wait_any(stop.wait(), timeout_s=wait_s):
                     break  # stop during the wait
-                if self._desired_busy != self._applied_busy:
-                    if not await self._patch(self._desired_busy):
+                if self._desired != self._applied:
+                    if not await self._patch(self._desired):
                         self._changed.set()  # retry after the (back-off) interval
         finally:
             # A terminating pod is no longer a scale-down candidate, so this is housekeeping: the
             # annotation should say what the pod does, and a restarted container starts idle.
-            if self._applied_busy is not False:
+            if self._applied != IDLE_COST:
                 with contextlib.suppress(Exception):
-                    await self._patch(False)
+                    await self._patch(IDLE_COST)
             log.info("pod-deletion-cost: stopped after %d patches, %d errors", self.patches, self.errors)
 
     def _interval(self) -> float:
-        return (
-            max(self.min_interval_s, ERROR_BACKOFF_S) if self._applied_busy is None else self.min_interval_s
-        )
+        return max(self.min_interval_s, ERROR_BACKOFF_S) if self._applied is None else self.min_interval_s
 
-    async def _read_current(self) -> bool | None:
+    async def _read_current(self) -> int | None:
         """What the annotation says now (a container restart keeps the pod and its annotation)."""
         try:
             pod = await asyncio.to_thread(
@@ -157,12 +149,11 @@ class PodDeletionCostKeeper:
         annotations = (pod.metadata.annotations if pod.metadata else None) or {}
         raw = annotations.get(ANNOTATION)
         try:
-            return int(raw or IDLE_COST) > IDLE_COST
+            return int(raw or IDLE_COST)
         except ValueError:
             return None  # somebody wrote garbage: overwrite it
 
-    async def _patch(self, busy: bool) -> bool:
-        cost = BUSY_COST if busy else IDLE_COST
+    async def _patch(self, cost: int) -> bool:
         body = {"metadata": {"annotations": {ANNOTATION: str(cost)}}}
         self._last_attempt = time.monotonic()
         try:
@@ -176,10 +167,10 @@ class PodDeletionCostKeeper:
             )
         except Exception as exc:
             self.errors += 1
-            self._applied_busy = None
+            self._applied = None
             log.warning("pod-deletion-cost: patch to %d failed: %s", cost, _short(exc))
             return False
-        self._applied_busy = busy
+        self._applied = cost
         self.patches += 1
         log.debug("pod-deletion-cost: %s/%s -> %d", self.namespace, self.pod_name, cost)
         return True
@@ -191,19 +182,6 @@ class PodDeletionCostKeeper:
             config.load_incluster_config()  # type: ignore[no-untyped-call]
             self._api = client.CoreV1Api()
         return self._api
-
-
-async def _wait_either(a: asyncio.Event, b: asyncio.Event | None, timeout_s: float | None) -> bool:
-    """Wait for `a` (or `b`) to be set, up to timeout_s. True if `a` is set."""
-    waits = [asyncio.ensure_future(a.wait())]
-    if b is not None:
-        waits.append(asyncio.ensure_future(b.wait()))
-    try:
-        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-    return a.is_set()
 
 
 def _short(exc: Exception) -> str:

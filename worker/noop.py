@@ -11,6 +11,4 @@ async def noop(job: Job) -> None:
 
 
 def register(registry: Registry, settings: Settings) -> None:
-    for task_type in settings.task_types:
-        if task_type.name not in registry:
-            registry.add(task_type.name, noop)
+    registry.fallback(noop)

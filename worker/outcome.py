@@ -1,28 +1,36 @@
-"""The one place that maps a job's result to ack / nak / term / dead letter, and its status.
+"""The one place that writes an order's status and acks, naks, terms, reschedules or dead-letters
+its message. Nothing else in the worker writes ORDER_STATUS.
 
 JetStream facts this relies on:
-- `nak(delay)` redelivers after `delay`; a bare nak redelivers at once (used only to hand back).
+- `nak(delay)` redelivers after `delay`; a bare nak redelivers at once (used to hand back).
 - `term` stops redelivery for good; in a work-queue stream it also removes the message.
-- An acked message is never redelivered, so "done" is written (confirmed) *before* the ack: a crash
-  between the two leaves a redelivery that dedupes on the done status instead of a lost status.
+- An acked message is never redelivered, so `done` is stored (confirmed) *before* the ack, and
+  the ack itself need not be confirmed: a lost ack redelivers into the done-dedupe.
+- A `nak(delay)` keeps its message ack-pending for the whole delay (nats-server 2.15), so a long
+  retry delay would count as work in progress for the autoscaler. Such a retry leaves the
+  consumer instead: a scheduled message (`Nats-Schedule: @at <time>`, nats-server 2.12, stream
+  `allow_msg_schedules`) that the server copies to its target at the retry time (without its
+  Nats-Msg-Id) and then purges, and the original is
+  acked. Scheduling needs a discard-old stream (ORDERS is discard-new: full means refuse), so the
+  schedule lives in ORDER_RETRIES (`orderflow.schedule.<type>.<id>`), fires to
+  `orderflow.retry.<type>.<id>`, and ORDERS sources that back as `orders.<type>.<id>`. The copy
+  carries the counts and `Orderflow-Status-Check`, so its worker reads the status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import enum
 import logging
 import random
 import time
 from dataclasses import dataclass
 
-from nats.aio.msg import Msg
+import msgspec
 
 from orderflow import contract
-from orderflow.config import Settings
-from orderflow.metrics import WorkerMetrics
-from orderflow.natsmux import Requester
-from worker.status import StatusStore
+from worker.transport import Message, Meta, Transport, header
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +45,15 @@ class Kind(enum.Enum):
     HANDED_BACK = "handed_back"
     ALREADY_DONE = "already_done"
     ALREADY_CANCELLED = "already_cancelled"
+    ALREADY_FINAL = "already_final"  # dead or failed before, and not a replay
+    SUPERSEDED = "superseded"  # a retry of it is already scheduled
     RUNNING_ELSEWHERE = "running_elsewhere"
+    SLOT_CRASHED = "slot_crashed"
+    UNSTARTED = "unstarted"  # delivered after this worker stopped fetching
+
+
+# Outcomes that end a run the handler was running, and what they cost.
+FAILED = frozenset({Kind.RETRY, Kind.TIMEOUT, Kind.POISON, Kind.SLOT_CRASHED})
 
 
 @dataclass(frozen=True)
@@ -47,22 +63,100 @@ class Outcome:
     delay_s: float | None = None  # RUNNING_ELSEWHERE: when to look again
 
 
-@dataclass
+@dataclass(frozen=True)
+class Limits:
+    max_attempts: int
+    max_crashes: int
+    max_deliveries: int
+    retry_base_s: float
+    retry_max_s: float
+    reschedule_after_s: float
+
+
+class Books:
+    """An order's counts and checkpoint, carried from run to run in its status record (and in a
+    rescheduled retry's headers)."""
+
+    __slots__ = ("checkpoint", "checkpoint_at", "crashes", "failed", "handbacks", "run_s")
+
+    def __init__(
+        self,
+        failed: int = 0,
+        handbacks: int = 0,
+        crashes: int = 0,
+        checkpoint: msgspec.Raw | None = None,
+        checkpoint_at: float | None = None,
+        run_s: float = 0.0,
+    ) -> None:
+        self.failed = failed
+        self.handbacks = handbacks
+        self.crashes = crashes
+        self.checkpoint = checkpoint
+        self.checkpoint_at = checkpoint_at
+        self.run_s = run_s
+
+    @classmethod
+    def of(cls, record: contract.StatusRecord) -> Books:
+        return cls(
+            record.attempts,
+            record.handbacks,
+            record.crashes,
+            record.checkpoint if len(record.checkpoint) else None,
+            record.checkpoint_at,
+            record.run_s,
+        )
+
+    @classmethod
+    def from_headers(cls, msg: Message) -> Books:
+        def number(name: str) -> int:
+            raw = header(msg, name, "0")
+            return int(raw) if raw.isdigit() else 0
+
+        return cls(
+            number(contract.H_FAILED_ATTEMPTS), number(contract.H_HANDBACKS), number(contract.H_CRASHES)
+        )
+
+
 class Delivery:
-    """What the settler needs to know about one delivery."""
+    """One delivery of an order, as the pipeline and the settler see it."""
 
-    msg: Msg
-    order_id: str
-    task_type: str
-    attempt: int
-    started_at: float
+    __slots__ = (
+        "books",
+        "deliveries",
+        "lease_at",
+        "meta",
+        "msg",
+        "order_id",
+        "run_started",
+        "started_at",
+        "task_type",
+    )
+
+    def __init__(self, msg: Message, meta: Meta, task_type: str) -> None:
+        self.msg = msg
+        self.meta = meta
+        self.task_type = task_type
+        self.order_id = ""
+        # every delivery of the order so far, this one included (a rescheduled retry is a new
+        # message: its header says how many came before)
+        base = header(msg, contract.H_DELIVERIES, "0")
+        self.deliveries = meta.delivered + (int(base) if base.isdigit() else 0)
+        self.books = Books.from_headers(msg)
+        self.started_at = time.time()
+        self.run_started: float | None = None  # when the handler started (epoch s)
+        self.lease_at: float | None = None  # monotonic time of the last lease write
+
+    @property
+    def attempt(self) -> int:
+        """The attempt number a handler sees: 1 + the failed attempts before it."""
+        return self.books.failed + 1
 
 
-def retry_delay_s(attempt: int, base_s: float, max_s: float, rand: float | None = None) -> float:
-    """Exponential in the delivery count, with jitter in [50%, 100%]: attempt n+1 never waits less
-    than attempt n, and a burst of failures does not come back as a burst."""
+def retry_delay_s(failed: int, base_s: float, max_s: float, rand: float | None = None) -> float:
+    """Exponential in the failed attempts, jittered in [50 %, 100 %]: retry n+1 never waits less than
+    retry n, and a burst of failures does not come back as a burst."""
     r = random.random() if rand is None else rand
-    exponential: float = base_s * 2.0 ** max(0, attempt - 1)
+    exponential: float = base_s * 2.0 ** max(0, failed - 1)
     return min(max_s, exponential) * (0.5 + 0.5 * r)
 
 
@@ -70,90 +164,193 @@ def _short(error: str | None) -> str | None:
     return None if error is None else error[:500]
 
 
-def status_record(
-    d: Delivery, status: str, worker_id: str, error: str | None = None
-) -> contract.StatusRecord:
-    """The KV ORDER_STATUS value for a delivery, as this worker sees it now."""
-    now = time.time()
-    return contract.StatusRecord(
-        d.order_id,
-        status,
-        d.attempt,
-        now,
-        worker_id=worker_id,
-        task_type=d.task_type,
-        started_at=d.started_at,
-        finished_at=now if status in contract.FINAL_STATUSES else None,
-        error=_short(error),
-    )
+def _rfc3339(epoch_s: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch_s, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Settler:
     def __init__(
-        self, requests: Requester, status: StatusStore, settings: Settings, metrics: WorkerMetrics
+        self,
+        transport: Transport,
+        worker_id: str,
+        limits: Limits,
+        lease_s: float,
+        schedules: bool = False,
     ) -> None:
-        self._requests = requests
-        self._status = status
-        self._max_deliver = settings.max_deliver
-        self._retry_base_s = settings.retry_base_s
-        self._retry_max_s = settings.retry_max_s
-        self._worker_id = settings.worker_id
-        self._metrics = metrics
+        self._t = transport
+        self._worker_id = worker_id
+        self._limits = limits
+        self._lease_s = lease_s
+        self.schedules = schedules  # the stream takes scheduled messages (nats-server 2.12+)
 
-    def _record(self, d: Delivery, status: str, error: str | None = None) -> contract.StatusRecord:
-        return status_record(d, status, self._worker_id, error)
+    # --- records ----------------------------------------------------------------------------
+    def record(
+        self,
+        d: Delivery,
+        status: str,
+        error: str | None = None,
+        *,
+        retry_at: float | None = None,
+        scheduled: bool = False,
+    ) -> contract.StatusRecord:
+        """The ORDER_STATUS value for a delivery as this worker sees it now. A `processing` record
+        is a lease; a final one drops the checkpoint."""
+        now = time.time()
+        b = d.books
+        final = status in contract.FINAL_STATUSES
+        run_s = b.run_s + (now - d.run_started if d.run_started is not None else 0.0)
+        return contract.StatusRecord(
+            d.order_id,
+            status,
+            b.failed,
+            now,
+            worker_id=self._worker_id,
+            task_type=d.task_type,
+            started_at=d.run_started,
+            finished_at=now if final else None,
+            error=_short(error),
+            deliveries=d.deliveries,
+            handbacks=b.handbacks,
+            crashes=b.crashes,
+            lease_until=now + self._lease_s if status == "processing" else None,
+            checkpoint=b.checkpoint if b.checkpoint is not None and not final else contract.NO_CHECKPOINT,
+            checkpoint_at=None if final else b.checkpoint_at,
+            retry_at=retry_at,
+            scheduled=scheduled,
+            run_s=round(run_s, 3),
+        )
 
+    async def lease(self, d: Delivery, confirm: bool) -> None:
+        """Hold (or refresh) the order's lease: `processing` until now + lease_s. Every lease write
+        also restarts the message's ack_wait clock (in_progress), so a lease never outlives it: a
+        dead holder's lease has lapsed by the time its message comes back."""
+        d.lease_at = time.monotonic()
+        await self._t.in_progress(d.msg)
+        await self._t.put_status(self.record(d, "processing"), confirm)
+
+    async def checkpoint(self, d: Delivery, state: msgspec.Raw) -> None:
+        d.books.checkpoint = state
+        d.books.checkpoint_at = time.time()
+        d.lease_at = time.monotonic()
+        await self._t.in_progress(d.msg)
+        await self._put_confirmed(self.record(d, "processing"), attempts=4)
+
+    # --- the mapping --------------------------------------------------------------------------
     async def settle(self, d: Delivery, outcome: Outcome) -> Kind:
         """Acknowledge the delivery as the outcome says. Returns what was actually done."""
         kind = outcome.kind
-        if kind in (Kind.RETRY, Kind.TIMEOUT) and d.attempt >= self._max_deliver:
-            kind = Kind.DEAD
+        t = self._t
+        b = d.books
+        if kind in FAILED:
+            b.failed += 1
+            if kind is not Kind.POISON and b.failed >= self._limits.max_attempts:
+                reason = f"failed {b.failed} attempts; last: {outcome.error}"
+                return await self._dead_letter(d, reason)
         if kind is Kind.DONE:
-            await self._put_final(self._record(d, "done"))
-            await self._ack(d)
-        elif kind is Kind.ALREADY_DONE:
-            await self._ack(d)
-        elif kind is Kind.ALREADY_CANCELLED:
-            await d.msg.term()
-        elif kind in (Kind.RETRY, Kind.TIMEOUT):
-            delay = retry_delay_s(d.attempt, self._retry_base_s, self._retry_max_s)
-            # Confirmed before the nak: the next worker must not find this worker's lease.
-            await self._put_final(self._record(d, "queued", outcome.error))
-            await d.msg.nak(delay=delay)
+            await self._put_confirmed(self.record(d, "done"))
+            await t.ack(d.msg)
+        elif kind is Kind.ALREADY_DONE or kind is Kind.SUPERSEDED:
+            await t.ack(d.msg)
+        elif kind is Kind.ALREADY_FINAL:
+            await t.term(d.msg)
+        elif kind is Kind.ALREADY_CANCELLED or kind is Kind.CANCELLED:
+            error = "cancelled on request" if kind is Kind.CANCELLED else "cancelled before it ran"
+            await self._put_confirmed(self.record(d, "cancelled", error))
+            await t.term(d.msg)
+            await t.forget_cancel(d.order_id)
+        elif kind in (Kind.RETRY, Kind.TIMEOUT, Kind.SLOT_CRASHED):
+            delay = retry_delay_s(b.failed, self._limits.retry_base_s, self._limits.retry_max_s)
+            if kind is Kind.SLOT_CRASHED:
+                delay = min(delay, 1.0)
+            if delay > self._limits.reschedule_after_s and self.schedules:
+                await self._reschedule(d, delay, outcome.error)
+            else:
+                # Confirmed before the nak: the next worker must not find this worker's lease.
+                await self._put_confirmed(
+                    self.record(d, "queued", outcome.error, retry_at=time.time() + delay)
+                )
+                await t.nak(d.msg, delay)
             log.info(
-                "order %s attempt %d failed (%s); retry in %.2fs", d.order_id, d.attempt, outcome.error, delay
+                "order %s attempt %d failed (%s); retry in %.2fs", d.order_id, b.failed, outcome.error, delay
             )
         elif kind is Kind.POISON:
-            await self._put_final(self._record(d, "failed", outcome.error))
-            await d.msg.term()
+            await self._put_confirmed(self.record(d, "failed", outcome.error))
+            await t.term(d.msg)
             log.warning("order %s is poison (%s); terminated", d.order_id, outcome.error)
         elif kind is Kind.DEAD:
-            if not await self._dead_letter(d, outcome.error or "failed"):
-                return Kind.RETRY
-        elif kind is Kind.CANCELLED:
-            await self._put_final(self._record(d, "cancelled", "cancelled on request"))
-            await d.msg.term()
+            return await self._dead_letter(d, outcome.error or "dead")
         elif kind is Kind.HANDED_BACK:
-            await self._put_final(self._record(d, "queued", f"handed back by {self._worker_id}"))
+            b.handbacks += 1
+            await self._put_confirmed(self.record(d, "queued", f"handed back by {self._worker_id}"))
             # Immediate redelivery: another worker picks it up now instead of after ack_wait.
-            await d.msg.nak()
+            await t.nak(d.msg)
         elif kind is Kind.RUNNING_ELSEWHERE:
             # Leave the status (and the lease) to the worker running it; look again later.
-            await d.msg.nak(delay=outcome.delay_s)
+            await t.nak(d.msg, outcome.delay_s)
             log.warning("order %s delivered again while %s; deferred", d.order_id, outcome.error)
+        elif kind is Kind.UNSTARTED:
+            await self._return_unstarted(d)
         return kind
 
-    async def _put_final(self, record: contract.StatusRecord) -> None:
-        """A final status (and the `queued` of a retry or hand-back) must be stored before the
-        message is acked, termed or naked. Through a NATS restart
-        keep trying: the job stays in its slot meanwhile, so heartbeats keep it from redelivery."""
-        delay = 0.1
-        for attempt in range(12):
+    async def _return_unstarted(self, d: Delivery) -> None:
+        """A delivery this worker will not run (it stopped fetching): record that it ended cleanly,
+        so the next delivery does not take it for a run that died, then nak it."""
+        previous: contract.StatusRecord | None = None
+        if d.meta.delivered > 1 or header(d.msg, contract.H_STATUS_CHECK):
             try:
-                await self._status.put(record, confirm=True)
+                previous = await self._t.get_status(d.order_id)
+            except Exception as exc:
+                log.debug("status of %s unread (%r)", d.order_id, exc)
+        live_elsewhere = (
+            previous is not None
+            and previous.status == "processing"
+            and previous.worker_id != self._worker_id
+            and (previous.lease_until or 0) > time.time()
+        )
+        final = previous is not None and previous.status in contract.FINAL_STATUSES
+        if not (live_elsewhere or final):
+            if previous is not None:
+                d.books = Books.of(previous)
+            try:
+                await self._t.put_status(
+                    self.record(d, "queued", f"returned unstarted by {self._worker_id}"), True
+                )
+            except Exception as exc:  # the next delivery then waits its orphan grace: still correct
+                log.debug("unstarted record of %s not stored (%r)", d.order_id, exc)
+        await self._t.nak(d.msg)
+
+    async def _reschedule(self, d: Delivery, delay_s: float, error: str | None) -> None:
+        retry_at = time.time() + delay_s
+        tail = f"{d.task_type}.{d.order_id}"
+        headers = {k: v for k, v in (d.msg.headers or {}).items() if not k.startswith("Nats-")}
+        headers.update(
+            {
+                contract.H_SCHEDULE: f"@at {_rfc3339(retry_at)}",
+                contract.H_SCHEDULE_TARGET: contract.RETRY_PREFIX + tail,
+                contract.H_STATUS_CHECK: "1",
+                contract.H_DELIVERIES: str(d.deliveries),
+                contract.H_FAILED_ATTEMPTS: str(d.books.failed),
+                contract.H_HANDBACKS: str(d.books.handbacks),
+                contract.H_CRASHES: str(d.books.crashes),
+                # A second reschedule of the same attempt (this one's ack got lost) is a duplicate.
+                contract.H_MSG_ID: f"{d.order_id}.retry.{d.books.failed}",
+            }
+        )
+        await self._t.publish(contract.SCHEDULE_PREFIX + tail, d.msg.data, headers)
+        await self._put_confirmed(self.record(d, "queued", error, retry_at=retry_at, scheduled=True))
+        await self._t.ack(d.msg)
+
+    async def _put_confirmed(self, record: contract.StatusRecord, attempts: int = 12) -> None:
+        """A status that must be stored before the message is acked, termed or naked. Through a
+        NATS restart keep trying: the job stays in its slot meanwhile, so heartbeats keep it from
+        redelivery."""
+        delay = 0.1
+        for attempt in range(attempts):
+            try:
+                await self._t.put_status(record, confirm=True)
                 return
             except Exception as exc:
-                if attempt == 11:
+                if attempt == attempts - 1:
                     raise
                 log.info(
                     "order %s: status %s not stored yet (%r); retrying", record.order_id, record.status, exc
@@ -161,36 +358,34 @@ class Settler:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _ack(self, d: Delivery) -> None:
-        try:
-            await self._requests.ack_sync(d.msg)
-        except Exception as exc:
-            # The done status is already stored: if this ack is lost, the redelivery dedupes on it.
-            log.info("order %s: ack not confirmed (%r); sending a plain ack", d.order_id, exc)
-            await d.msg.ack()
-
-    async def _dead_letter(self, d: Delivery, error: str) -> bool:
-        headers = dict(d.msg.headers or {})
-        headers.pop(contract.H_MSG_ID, None)  # the DLQ has its own duplicate window
+    async def _dead_letter(self, d: Delivery, error: str) -> Kind:
+        headers = {k: v for k, v in (d.msg.headers or {}).items() if k != contract.H_MSG_ID}
         headers.update(
             {
                 contract.H_ERROR: _short(error) or "",
-                contract.H_ATTEMPTS: str(d.attempt),
+                contract.H_ATTEMPTS: str(d.books.failed),
+                contract.H_DELIVERIES: str(d.deliveries),
+                contract.H_CRASHES: str(d.books.crashes),
+                contract.H_HANDBACKS: str(d.books.handbacks),
                 contract.H_ORDER_ID: d.order_id,
                 contract.H_SUBJECT: d.msg.subject,
                 contract.H_WORKER: self._worker_id,
             }
         )
         try:
-            await self._requests.js_publish(contract.DLQ_PREFIX + d.task_type, d.msg.data, headers)
+            await self._t.publish(f"{contract.DLQ_PREFIX}{d.task_type}.{d.order_id}", d.msg.data, headers)
         except Exception as exc:
             # Never term what is not safely in the DLQ: try again later.
-            delay = retry_delay_s(d.attempt, self._retry_base_s, self._retry_max_s)
+            # The record keeps the counts, so the next delivery dead-letters it again at once.
+            delay = retry_delay_s(d.books.failed, self._limits.retry_base_s, self._limits.retry_max_s)
             log.error("order %s: dead-letter publish failed (%s); nak %.1fs", d.order_id, exc, delay)
-            await d.msg.nak(delay=delay)
-            return False
-        self._metrics.dead_letters.inc()
-        await self._put_final(self._record(d, "dead", error))
-        await d.msg.term()
-        log.warning("order %s dead-lettered after %d attempts: %s", d.order_id, d.attempt, error)
-        return True
+            try:
+                await self._t.put_status(self.record(d, "queued", f"dead-letter pending: {error}"), True)
+            except Exception as put_exc:
+                log.debug("order %s: pending dead-letter not recorded (%r)", d.order_id, put_exc)
+            await self._t.nak(d.msg, delay)
+            return Kind.RETRY
+        await self._put_confirmed(self.record(d, "dead", error))
+        await self._t.term(d.msg)
+        log.warning("order %s dead-lettered: %s", d.order_id, error)
+        return Kind.DEAD

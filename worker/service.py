@@ -1,4 +1,5 @@
-"""The worker process: pools + fetch loops per task type, control subjects, probes, and the drain."""
+"""The worker process: a pipeline, pool and fetch loop per task type, the control subject, health,
+ranks, and the drain."""
 
 from __future__ import annotations
 
@@ -7,30 +8,44 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from prometheus_client import CollectorRegistry
 
-from orderflow import broker, contract, httpserver
+from orderflow import broker, contract
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
 from orderflow.metrics import WorkerMetrics
 from orderflow.natsmux import Requester
+from worker.cancels import CancelMarkers
 from worker.consumer import FetchLoop
 from worker.handlers import Registry, load_handlers
+from worker.health import LoopWatch, ProbeServer
+from worker.hooks import Hooks, MetricsHook, PodLoad
+from worker.job import JobPipeline, Recovery, Run
 from worker.kube import PodDeletionCostKeeper
-from worker.outcome import Kind, Settler
+from worker.outcome import Kind, Limits, Settler
 from worker.pool import Pool
-from worker.status import StatusStore
+from worker.ranks import MAX_PRIORITY, Ranks
+from worker.timing import Timing
+from worker.transport import NatsTransport
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class TypeRunner:
+    """One task type: its consumer, pipeline, pool and fetch loop."""
+
+    task_type: str
+    consumer: broker.ConsumerHandle
+    pipeline: JobPipeline
+    pool: Pool
+    loop: FetchLoop
 
 
 class WorkerService:
@@ -39,100 +54,141 @@ class WorkerService:
         self.metrics = WorkerMetrics(registry or CollectorRegistry())
         self.handlers: Registry = load_handlers(settings)  # fail fast on a missing handler
         self.lifecycle = Lifecycle()
-        self.pools: list[Pool] = []
-        self.loops: list[FetchLoop] = []
+        self.timing = Timing.derive(settings)
+        self.runners: list[TypeRunner] = []
         self.nc: Client | None = None
         self.ready = False
         self.draining = False
+        self.cancels = CancelMarkers()
+        self.load = PodLoad()
+        self.watch: LoopWatch | None = None
+        self._keeper: PodDeletionCostKeeper | None = None
         self._stop_fetching = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
-        self._on_load_change: Callable[[], None] = lambda: None
+        self._fetchers: list[asyncio.Task[None]] = []
+        self._ranks: Ranks | None = None
+        self._recovering: asyncio.Task[None] | None = None
 
-    # --- HTTP: probes and metrics -------------------------------------------------------------
-    def http_app(self) -> Starlette:
-        async def healthz(request: Request) -> Response:
-            return JSONResponse({"status": "ok"})
+    # --- health -------------------------------------------------------------------------------
+    def _live(self) -> str | None:
+        watch = self.watch
+        if watch is not None and watch.blocked_s > self.timing.loop_block_limit_s:
+            return f"event loop blocked for {watch.blocked_s:.1f}s"
+        return None
 
-        async def readyz(request: Request) -> Response:
-            if self.draining:
-                return JSONResponse({"status": "not-ready", "reason": "draining"}, 503)
-            if not self.ready or self.nc is None or not self.nc.is_connected:
-                return JSONResponse({"status": "not-ready", "reason": "NATS not connected"}, 503)
-            return JSONResponse({"status": "ready"})
+    def _ready(self) -> str | None:
+        if self.draining:
+            return "draining"
+        if not self.ready or self.nc is None or not self.nc.is_connected:
+            return "NATS not connected"
+        return self._live()
 
-        async def metrics(request: Request) -> Response:
-            return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-        return Starlette(
-            routes=[
-                Route("/healthz", healthz),
-                Route("/readyz", readyz),
-                Route("/metrics", metrics),
-            ]
-        )
-
-    # --- start ------------------------------------------------------------------------------
+    # --- start ----------------------------------------------------------------------------------
     async def run(self) -> int:
         s = self.settings
         self.lifecycle.install()
-        server = httpserver.make_server(self.http_app(), s.log_level)
-        sock = httpserver.bind(s.http_host, s.http_port)
-        http = asyncio.create_task(server.serve(sockets=[sock]), name="http")
+        self.watch = LoopWatch(asyncio.get_running_loop()).start()
+        self.metrics.event_loop_lag.set_function(lambda: self.watch.lag_s if self.watch else 0.0)
+        probes = ProbeServer(s.http_host, s.http_port, self.metrics.registry, self._live, self._ready).start()
         try:
-            self.nc = await broker.connect_retrying(s, f"worker-{s.worker_id}", self.lifecycle.stop)
-        except Exception:
-            server.should_exit = True
-            await http
-            return 0 if self.lifecycle.stop.is_set() else 1
-        try:
-            await self._start(self.nc)
-        except broker.BrokerConfigError as exc:
-            log.error("%s", exc)
-            server.should_exit = True
-            await http
-            return 1
-        self.ready = True
-        slots = ", ".join(f"{p.task_type.name}={p.capacity}" for p in self.pools)
-        log.info("worker %s ready: slots %s, http :%d", s.worker_id, slots, s.http_port)
-        await self.lifecycle.stop.wait()
-        await self.drain()
-        server.should_exit = True
-        await http
-        return 0
+            try:
+                self.nc = await broker.connect_retrying(
+                    s, f"worker-{s.worker_id}", self.lifecycle.stop, on_reconnect=self._on_reconnect
+                )
+            except Exception:
+                return 0 if self.lifecycle.stop.is_set() else 1
+            try:
+                await self._start(self.nc)
+            except broker.BrokerConfigError as exc:
+                log.error("%s", exc)
+                return 1
+            self.ready = True
+            slots = ", ".join(f"{r.task_type}={r.pool.capacity}" for r in self.runners)
+            log.info("worker %s ready: slots %s, http :%d", s.worker_id, slots, probes.port)
+            await self.lifecycle.stop.wait()
+            await self.drain()
+            return 0
+        finally:
+            await probes.stop()
+            self.watch.stop()
 
     async def _start(self, nc: Client) -> None:
         s = self.settings
         js = nc.jetstream(timeout=5.0)
-        await broker.ensure_layout(js, s)
-        requests = await Requester(nc).start()
-        status = StatusStore(nc, requests)
-        settler = Settler(requests, status, s, self.metrics)
-        self._on_load_change = self._kube_keeper()
+        layout = await broker.ensure_layout(js, s)
+        transport = NatsTransport(nc, await Requester(nc).start())
+        recovery = Recovery(self.timing.recovery_window_s)
+        recovery.open()  # a fresh worker may meet a restored consumer too
+        self._keeper = PodDeletionCostKeeper.from_settings(s)
+        if self._keeper is not None:
+            self.load.on_change = self._keeper.update
+        self.metrics.pod_deletion_cost.set_function(self.load.cost)
         for task_type in s.task_types:
-            handle = await broker.ensure_consumer(js, s, task_type.name)
+            consumer = await broker.ensure_consumer(nc, s, task_type.name)
             # Paced from ack_wait as the server has it (an operator may have edited it).
-            heartbeat_s = max(0.1, handle.ack_wait_s / 3)
-            pool = Pool(
-                task_type,
+            timing = Timing.derive(s, consumer.ack_wait_s)
+            self.timing = timing
+            limits = Limits(
+                s.max_deliver,
+                s.max_crashes,
+                s.max_deliveries,
+                s.retry_base_s,
+                s.retry_max_s,
+                timing.reschedule_after_s,
+            )
+            settler = Settler(transport, s.worker_id, limits, timing.lease_s, layout.schedules)
+            hooks = Hooks(MetricsHook(self.metrics, task_type.name), self.load)
+            pipeline = JobPipeline(
+                task_type.name,
                 self.handlers.get(task_type.name),
                 settler,
-                status,
-                self.metrics,
+                transport,
+                hooks,
+                timing,
+                limits,
                 s.worker_id,
-                heartbeat_s,
-                s.max_deliver,
-                on_load_change=lambda: self._on_load_change(),
-                lease_s=0.75 * handle.ack_wait_s,
+                self.cancels.__contains__,
+                recovery,
             )
-            loop = FetchLoop(nc, handle.name, pool, s.fetch_expiry_s)
-            self.pools.append(pool)
-            self.loops.append(loop)
-            self._spawn(f"heartbeat-{task_type.name}", pool.heartbeat)
-            self._spawn(f"timeouts-{task_type.name}", pool.enforce_timeouts)
-            self._spawn(f"fetch-{task_type.name}", self._supervised(f"fetch-{task_type.name}", loop))
-            self._spawn(f"consumer-info-{handle.name}", functools.partial(self._sample, js, handle.name))
+            pool = Pool(task_type.name, task_type.concurrency, task_type.timeout_s, pipeline, timing)
+            pipeline.bind(pool)
+            loop = FetchLoop(
+                nc, consumer.name, pool, timing.fetch_expiry_s, timing.fetch_grace_s, pipeline.give_back
+            )
+            if consumer.priority:
+                # Every pull to a prioritized consumer names the group; until its rank is known a
+                # new worker takes the last place (it is the newest).
+                loop.priority = MAX_PRIORITY
+            self.runners.append(TypeRunner(task_type.name, consumer, pipeline, pool, loop))
+            self.metrics.in_flight.labels(task_type.name).set_function(_counter(pool.running))
+            self.metrics.pool_slots.labels(task_type.name).set(pool.capacity)
+            self._spawn(f"ticker-{task_type.name}", pool.ticker)
+            self._fetchers.append(
+                asyncio.create_task(
+                    self._supervised(f"fetch-{task_type.name}", loop), name=f"fetch-{task_type.name}"
+                )
+            )
+            self._spawn(f"consumer-info-{consumer.name}", functools.partial(self._sample, js, consumer.name))
+        self._spawn("cancel-markers", lambda: self.cancels.watch(js))
+        if any(r.consumer.priority for r in self.runners):
+            ranks = self._ranks = Ranks(
+                s.worker_id, self.timing.rank_refresh_s, self.timing.rank_ttl_s, self._set_priority
+            )
+            self._spawn("ranks", lambda: ranks.run(js))
+        else:
+            self.metrics.pull_priority.set(-1)
+        if self._keeper is not None:
+            keeper = self._keeper
+            self._spawn("pod-deletion-cost", lambda: keeper.run(self._stop_fetching))
+            self._spawn("pod-deletion-cost-refresh", self._refresh_cost)
         self.metrics.draining.set(0)
         await nc.subscribe(contract.CONTROL_CANCEL, cb=self._on_cancel)
+        # A stream or consumer leader change (a cluster failover) may come with redeliveries a
+        # restored consumer did not know were running: treat it like a reconnect.
+        await nc.subscribe(f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{contract.STREAM}", cb=self._on_leader)
+        await nc.subscribe(
+            f"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{contract.STREAM}.*", cb=self._on_leader
+        )
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         async def body() -> None:
@@ -140,19 +196,22 @@ class WorkerService:
 
         self._background.append(asyncio.create_task(body(), name=name))
 
-    def _supervised(self, name: str, loop: FetchLoop) -> Callable[[], Awaitable[None]]:
-        async def supervise() -> None:
-            while not self._stop_fetching.is_set():
-                try:
-                    await loop.run(self._stop_fetching)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    self.metrics.slot_restarts.labels("fetch").inc()
-                    log.exception("%s crashed; restarting it", name)
-                    await asyncio.sleep(0.5)
+    async def _supervised(self, name: str, loop: FetchLoop) -> None:
+        while not self._stop_fetching.is_set():
+            try:
+                await loop.run(self._stop_fetching)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.metrics.slot_restarts.labels("fetch").inc()
+                log.exception("%s crashed; restarting it", name)
+                await asyncio.sleep(0.5)
 
-        return supervise
+    def _set_priority(self, rank: int) -> None:
+        for r in self.runners:
+            if r.consumer.priority:
+                r.loop.priority = rank
+        self.metrics.pull_priority.set(rank)
 
     async def _sample(self, js: JetStreamContext, consumer: str) -> None:
         pending = self.metrics.consumer_pending.labels(consumer)
@@ -164,74 +223,99 @@ class WorkerService:
                 ack_pending.set(info.num_ack_pending or 0)
             await asyncio.sleep(self.settings.consumer_info_interval_s)
 
-    def _kube_keeper(self) -> Callable[[], None]:
-        """Keep this pod's deletion cost in step with its load (only inside a cluster)."""
-        keeper = PodDeletionCostKeeper.from_settings(self.settings)
-        if keeper is None:
-            return lambda: None
-        total = sum(t.concurrency for t in self.settings.task_types)
-        self._spawn("pod-deletion-cost", lambda: keeper.run(self._stop_fetching))
+    async def _refresh_cost(self) -> None:
+        """The work at stake grows while jobs run: look again every interval."""
+        assert self._keeper is not None
+        while True:
+            self._keeper.update(self.load.cost())
+            await asyncio.sleep(max(0.5, self.settings.pod_deletion_cost_min_interval_s))
 
-        def update() -> None:
-            keeper.update(sum(len(p.running) for p in self.pools), total)
+    # --- recovery -----------------------------------------------------------------------------
+    async def _on_reconnect(self) -> None:
+        for r in self.runners:
+            r.loop.reset()
+        self._recover("reconnected")
 
-        return update
+    async def _on_leader(self, msg: Msg) -> None:
+        self._recover("JetStream leader elected")
 
-    # --- control ----------------------------------------------------------------------------
+    def _recover(self, why: str) -> None:
+        if self._recovering is not None and not self._recovering.done():
+            return
+        running = sum(len(r.pool.running) for r in self.runners)
+        log.info(
+            "%s: re-leasing %d running jobs; reading status before running for %.0fs",
+            why,
+            running,
+            self.timing.recovery_window_s,
+        )
+
+        async def recover() -> None:
+            await asyncio.gather(*(r.pipeline.recover() for r in self.runners))
+
+        self._recovering = asyncio.create_task(recover())
+
+    # --- control ------------------------------------------------------------------------------
     async def _on_cancel(self, msg: Msg) -> None:
         order_id = msg.data.decode(errors="replace").strip()
-        for pool in self.pools:
-            job = pool.find(order_id)
-            if job is not None:
-                pool.stop_job(job, Kind.CANCELLED)
-                log.info("cancelling order %s on request", order_id)
-                if msg.reply:
-                    await msg.respond(f"cancelled by {self.settings.worker_id}".encode())
-                return
+        self.cancels.add(order_id)
+        for r in self.runners:
+            for slot in r.pool:
+                if isinstance(slot, Run) and slot.delivery.order_id == order_id:
+                    r.pool.stop(slot, Kind.CANCELLED)
+                    log.info("cancelling order %s on request", order_id)
+                    if msg.reply:
+                        await msg.respond(f"cancelled by {self.settings.worker_id}".encode())
+                    return
 
-    # --- drain (SPEC §3) --------------------------------------------------------------------
+    # --- drain ----------------------------------------------------------------------------------
     async def drain(self) -> None:
         s = self.settings
+        t = self.timing
         started = time.monotonic()
         deadline = started + s.drain_timeout_s
-        hand_back_at = deadline - s.handback_lead_s
-        running_at_start = sum(len(p.running) for p in self.pools)
+        hand_back_at = deadline - t.handback_lead_s
+        pools = [r.pool for r in self.runners]
+        running_at_start = sum(len(p.running) for p in pools)
         self.draining = True
         self.metrics.draining.set(1)
         log.info("draining: %d jobs running, %.0fs budget", running_at_start, s.drain_timeout_s)
+        if self._ranks is not None and self.nc is not None:
+            await self._ranks.leave(self.nc.jetstream())
 
         # Phase 1: stop fetching at once. A pull request already out ends within fetch_expiry_s;
-        # what it still brings is handed back unstarted.
+        # what it still brings is given back unstarted.
         self._stop_fetching.set()
-        for pool in self.pools:
-            pool.wake()
-        fetchers = [t for t in self._background if t.get_name().startswith("fetch-")]
-        await asyncio.wait(fetchers, timeout=s.fetch_expiry_s + 2.0)
-        for t in fetchers:
-            t.cancel()
-        await asyncio.gather(*(loop.close() for loop in self.loops), return_exceptions=True)
-        unstarted = sum(loop.handed_back_unstarted for loop in self.loops)
+        if self._fetchers:
+            await asyncio.wait(self._fetchers, timeout=t.fetch_expiry_s + 2.0)
+        for task in self._fetchers:
+            task.cancel()
+        await asyncio.gather(*(r.loop.close() for r in self.runners), return_exceptions=True)
+        unstarted = sum(r.loop.unstarted for r in self.runners)
 
         # Phase 2: let running jobs finish; heartbeats keep flowing. Ends early on a second signal.
-        idle = asyncio.gather(*(p.wait_idle() for p in self.pools))
+        idle = asyncio.gather(*(p.wait_idle() for p in pools))
         await wait_any(idle, self.lifecycle.force.wait(), timeout_s=max(0.0, hand_back_at - time.monotonic()))
 
         # Phase 3: hand back what still runs, so another worker starts it now, not after ack_wait.
-        stopping = [job for p in self.pools for job in p.running.values()]
-        for pool in self.pools:
-            for job in list(pool.running.values()):
-                pool.stop_job(job, Kind.HANDED_BACK)
-        tasks = [job.task for job in stopping if job.task is not None]
+        # Each handler is cancelled and gets unwind_s to checkpoint while it unwinds.
+        stopping = [slot for p in pools for slot in p]
+        for p in pools:
+            for slot in p:
+                p.stop(slot, Kind.HANDED_BACK, unwind_s=t.unwind_s)
+        tasks = [slot.task for slot in stopping if slot.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=max(1.0, deadline - time.monotonic()))
 
-        # Phase 4: heartbeats and samplers off, then drain the connection (flushes acks and naks).
-        for t in self._background:
-            t.cancel()
+        # Phase 4: tickers and watchers off, then drain the connection (flushes acks and naks).
+        for task in self._background:
+            task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._keeper is not None:
+            self._keeper.update(0)
         if self.nc is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.drain(), timeout=5.0)
+                await asyncio.wait_for(self.nc.drain(), timeout=t.nats_drain_timeout_s)
         self.metrics.draining.set(0)
         log.info(
             "drained in %.1fs: %d running at SIGTERM, %d handed back at the deadline, %d fetched but never started",
@@ -240,3 +324,7 @@ class WorkerService:
             len(stopping),
             unstarted,
         )
+
+
+def _counter(running: Mapping[int, object]) -> Callable[[], float]:
+    return lambda: float(len(running))

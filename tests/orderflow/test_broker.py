@@ -21,12 +21,12 @@ def test_layout_is_created_once_and_a_second_run_changes_nothing(
         async with connect(nats_server.url) as nc:
             js = nc.jetstream()
             await broker.ensure_layout(js, settings)
-            handle = await broker.ensure_consumer(js, settings, "default")
-            assert (handle.name, handle.ack_wait_s) == ("workers", 30.0)
+            handle = await broker.ensure_consumer(nc, settings, "default")
+            assert (handle.name, handle.ack_wait_s, handle.priority) == ("workers", 30.0, True)
             caplog.clear()
             with caplog.at_level(logging.INFO, logger="orderflow.broker"):
                 await broker.ensure_layout(js, settings)
-                await broker.ensure_consumer(js, settings, "default")
+                await broker.ensure_consumer(nc, settings, "default")
             assert caplog.records == []
             info = await js.stream_info(contract.STREAM)
             assert info.config.retention == jsapi.RetentionPolicy.WORK_QUEUE
@@ -45,13 +45,13 @@ def test_an_editable_difference_is_updated_and_named(
         async with connect(nats_server.url) as nc:
             js = nc.jetstream()
             await broker.ensure_layout(js, settings)
-            await broker.ensure_consumer(js, settings, "default")
+            await broker.ensure_consumer(nc, settings, "default")
             bigger = load_settings(
                 "worker", {"ORDERFLOW_ACK_WAIT_S": "45", "ORDERFLOW_DUPLICATE_WINDOW_S": "300"}
             )
             with caplog.at_level(logging.WARNING, logger="orderflow.broker"):
                 await broker.ensure_layout(js, bigger)
-                handle = await broker.ensure_consumer(js, bigger, "default")
+                handle = await broker.ensure_consumer(nc, bigger, "default")
             text = caplog.text
             assert "stream ORDERS: duplicate_window is 120.0 on the server, orderflow wants 300.0" in text
             assert "consumer workers: ack_wait is 30.0 on the server, orderflow wants 45.0" in text
@@ -73,5 +73,32 @@ def test_a_difference_jetstream_cannot_edit_stops_start_up_with_a_clear_message(
                 await broker.ensure_layout(js, settings)
             assert "retention is 'limits' on the server, orderflow wants 'workqueue'" in str(err.value)
             assert "cannot change" in str(err.value)
+
+    run(main())
+
+
+def test_a_consumer_without_the_priority_group_gets_it_and_off_takes_it_away(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """1. A consumer made by an older orderflow (no priority group) exists with work on it.
+    2. The worker's start-up adds the group (JetStream can edit it), says exactly what differed,
+       and keeps the consumer's messages.
+    3. ORDERFLOW_PRIORITY=off takes it away again, and the handle says pulls carry no priority."""
+    settings = load_settings("worker", {"ORDERFLOW_NATS_URL": nats_server.url})
+    off = load_settings("worker", {"ORDERFLOW_NATS_URL": nats_server.url, "ORDERFLOW_PRIORITY": "off"})
+
+    async def main() -> None:
+        async with connect(nats_server.url) as nc:
+            js = nc.jetstream()
+            await broker.ensure_layout(js, settings)
+            await js.add_consumer(contract.STREAM, broker.consumer_config(settings, "default"))
+            await js.publish("orders.default.o-1", b"{}")
+            with caplog.at_level(logging.WARNING, logger="orderflow.broker"):
+                handle = await broker.ensure_consumer(nc, settings, "default")
+            assert handle.priority
+            assert "priority_policy is 'none' on the server, orderflow wants 'prioritized'" in caplog.text
+            info = await js.consumer_info(contract.STREAM, "workers")
+            assert info.num_pending == 1
+            assert not (await broker.ensure_consumer(nc, off, "default")).priority
 
     run(main())

@@ -36,7 +36,15 @@ def test_values_are_parsed_and_derived() -> None:
     assert s.work_s == WorkRange(1, 30)
     assert s.task_types == (TaskType("default", 8, 3600.0), TaskType("report", 2, 60.0))
     assert s.split_types
-    assert s.handback_lead_s == 1.0
+    assert (s.max_attempts, s.max_crashes, s.max_deliveries) == (5, 3, 100)
+
+
+def test_max_attempts_is_max_delivers_clearer_name() -> None:
+    assert load_settings("worker", {"ORDERFLOW_MAX_ATTEMPTS": "7"}).max_deliver == 7
+    assert load_settings("worker", {"ORDERFLOW_MAX_DELIVER": "7"}).max_attempts == 7
+    with pytest.raises(ConfigError) as err:
+        load_settings("worker", {"ORDERFLOW_MAX_ATTEMPTS": "7", "ORDERFLOW_MAX_DELIVER": "4"})
+    assert "ORDERFLOW_MAX_ATTEMPTS=7 and ORDERFLOW_MAX_DELIVER=4 disagree" in str(err.value)
 
 
 def test_every_bad_value_is_reported_with_its_name() -> None:

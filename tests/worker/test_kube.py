@@ -20,7 +20,9 @@ import pytest
 from kubernetes import client
 
 from orderflow.config import load_settings
-from worker.kube import ANNOTATION, BUSY_COST, IDLE_COST, PodDeletionCostKeeper
+from worker.kube import ANNOTATION, IDLE_COST, PodDeletionCostKeeper
+
+BUSY_COST = 64  # some work at stake (seconds, rounded down to a power of two)
 
 POD, NAMESPACE = "worker-abc", "orderflow"
 POD_PATH = f"/api/v1/namespaces/{NAMESPACE}/pods/{POD}"
@@ -169,13 +171,13 @@ def test_idle_busy_busy_idle_patches_once_per_transition(
         task = asyncio.create_task(k.run(stop))
         await asyncio.sleep(0.1)
         assert stub_api.costs == []
-        k.update(1, 16)
+        k.update(BUSY_COST)
         await until(lambda: len(stub_api.costs) == 1)
-        k.update(2, 16)
-        k.update(1, 16)
+        k.update(BUSY_COST)
+        k.update(BUSY_COST)
         await asyncio.sleep(0.3)
         assert stub_api.costs == [BUSY_COST]
-        k.update(0, 16)
+        k.update(IDLE_COST)
         await until(lambda: len(stub_api.costs) == 2)
         stop.set()
         await asyncio.wait_for(task, 5)
@@ -186,6 +188,35 @@ def test_idle_busy_busy_idle_patches_once_per_transition(
     assert first.content_type == "application/merge-patch+json"
     assert second.at - first.at >= 0.2 - 0.01
     assert stub_api.state.annotations == {ANNOTATION: str(IDLE_COST)}
+
+
+def test_a_growing_cost_is_patched_again_no_sooner_than_the_interval(
+    stub_api: StubApiServer, core_api: client.CoreV1Api
+) -> None:
+    """
+    1. A job starts with little at stake (1): patched at once.
+    2. Its work at stake grows (2, 4, 8 within the interval): one more patch, with the latest value,
+       after the interval; nothing in between.
+    """
+    k = keeper(core_api, min_interval_s=0.3)
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(k.run(stop))
+        k.update(1)
+        await until(lambda: len(stub_api.costs) == 1)
+        for cost in (2, 4, 8):
+            k.update(cost)
+            await asyncio.sleep(0.02)
+        await until(lambda: len(stub_api.costs) == 2)
+        await asyncio.sleep(0.4)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert stub_api.costs == [1, 8, IDLE_COST]
+    first, second, _ = stub_api.state.patches
+    assert second.at - first.at >= 0.3 - 0.01
 
 
 def test_rapid_flapping_is_coalesced_and_the_last_state_wins(
@@ -201,18 +232,18 @@ def test_rapid_flapping_is_coalesced_and_the_last_state_wins(
     async def scenario() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(k.run(stop))
-        k.update(3, 16)
+        k.update(BUSY_COST)
         await until(lambda: len(stub_api.costs) == 1)
         for i in range(50):  # flips much faster than the interval: the keeper wakes on each
-            k.update(i % 2, 16)
+            k.update(BUSY_COST if i % 2 else IDLE_COST)
             await asyncio.sleep(0)
-        k.update(1, 16)
+        k.update(BUSY_COST)
         await asyncio.sleep(0.6)
         assert stub_api.costs == [BUSY_COST]
         for i in range(50):
-            k.update((i + 1) % 2, 16)
+            k.update(BUSY_COST if (i + 1) % 2 else IDLE_COST)
             await asyncio.sleep(0)
-        k.update(0, 16)
+        k.update(IDLE_COST)
         await until(lambda: len(stub_api.costs) == 2)
         await asyncio.sleep(0.6)
         stop.set()
@@ -230,7 +261,7 @@ def test_stop_while_busy_marks_the_pod_idle(stub_api: StubApiServer, core_api: c
     async def scenario() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(k.run(stop))
-        k.update(1, 16)
+        k.update(BUSY_COST)
         await until(lambda: len(stub_api.costs) == 1)
         stop.set()  # well inside the 10 s interval: the final patch is not rate-limited
         await asyncio.wait_for(task, 5)
@@ -270,7 +301,7 @@ def test_api_errors_are_logged_and_retried_without_crashing(
     async def scenario() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(k.run(stop))
-        k.update(2, 16)
+        k.update(BUSY_COST)
         await until(lambda: k.errors >= 2)
         assert not task.done()
         stub_api.fail(None)
@@ -290,7 +321,7 @@ def test_an_unreachable_api_server_does_not_block_stop() -> None:
     async def scenario() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(k.run(stop))
-        k.update(1, 16)
+        k.update(BUSY_COST)
         await until(lambda: k.errors >= 2)
         stop.set()
         await asyncio.wait_for(task, 10)
@@ -303,17 +334,19 @@ def test_an_unreachable_api_server_does_not_block_stop() -> None:
 
 
 # --- when is it on ------------------------------------------------------------------------------
-def settings(**env: str) -> Any:
-    return load_settings("worker", {f"ORDERFLOW_{k.upper()}": v for k, v in env.items()})
+def settings(environ: dict[str, str] | None = None, **env: str) -> Any:
+    return load_settings(
+        "worker", {**(environ or {}), **{f"ORDERFLOW_{k.upper()}": v for k, v in env.items()}}
+    )
 
 
 def test_off_outside_a_cluster(tmp_path: Path) -> None:
-    s = settings(pod_name=POD, pod_namespace=NAMESPACE)
     token = tmp_path / "token"
-    assert PodDeletionCostKeeper.from_settings(s, environ={}, token_path=token) is None
+    s = settings(pod_name=POD, pod_namespace=NAMESPACE)
+    assert PodDeletionCostKeeper.from_settings(s, token_path=token) is None
     # An API server address alone is not enough: no service account token is mounted.
-    env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
-    assert PodDeletionCostKeeper.from_settings(s, environ=env, token_path=token) is None
+    s = settings({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, pod_name=POD, pod_namespace=NAMESPACE)
+    assert PodDeletionCostKeeper.from_settings(s, token_path=token) is None
 
 
 def test_on_inside_a_cluster_with_pod_identity(tmp_path: Path) -> None:
@@ -321,26 +354,24 @@ def test_on_inside_a_cluster_with_pod_identity(tmp_path: Path) -> None:
     token.write_text("stub-token")
     env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}
     k = PodDeletionCostKeeper.from_settings(
-        settings(pod_name=POD, pod_namespace=NAMESPACE, pod_deletion_cost_min_interval_s="7"),
-        environ=env,
+        settings(env, pod_name=POD, pod_namespace=NAMESPACE, pod_deletion_cost_min_interval_s="7"),
         token_path=token,
     )
     assert k is not None
     assert (k.pod_name, k.namespace, k.min_interval_s) == (POD, NAMESPACE, 7.0)
     # Without the downward-API pod name/namespace it cannot know which pod to patch.
-    assert PodDeletionCostKeeper.from_settings(settings(), environ=env, token_path=token) is None
+    assert PodDeletionCostKeeper.from_settings(settings(env), token_path=token) is None
 
 
 def test_off_when_configured_off_even_in_a_cluster(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("stub-token")
-    s = settings(pod_name=POD, pod_namespace=NAMESPACE, pod_deletion_cost="off")
-    assert (
-        PodDeletionCostKeeper.from_settings(s, environ={"KUBERNETES_SERVICE_HOST": "x"}, token_path=token)
-        is None
+    s = settings(
+        {"KUBERNETES_SERVICE_HOST": "x"}, pod_name=POD, pod_namespace=NAMESPACE, pod_deletion_cost="off"
     )
+    assert PodDeletionCostKeeper.from_settings(s, token_path=token) is None
 
 
 def test_on_forces_it_outside_a_cluster(tmp_path: Path) -> None:
     s = settings(pod_name=POD, pod_namespace=NAMESPACE, pod_deletion_cost="on")
-    assert PodDeletionCostKeeper.from_settings(s, environ={}, token_path=tmp_path / "none") is not None
+    assert PodDeletionCostKeeper.from_settings(s, token_path=tmp_path / "none") is not None

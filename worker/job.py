@@ -1,0 +1,416 @@
+"""One delivery's life: admission (should it run at all?), the run, and the outcome it hands to the
+settler (worker/outcome.py, the only place that writes status or acks).
+
+Admission turns facts into a verdict, one rule each, in this order (`admit`, a pure function):
+ 1. cancelled (a cancel marker, or the status says so)      -> term, never run
+ 2. already done                                            -> ack, never run (the done-dedupe)
+ 3. dead or failed before, and not a DLQ replay             -> term
+ 4. its retry is already scheduled as a newer message       -> ack this leftover
+ 5. `processing` with a live lease held by another worker   -> defer until the lease ends
+    (a redelivery after a NATS restart while its first run is alive; costs no attempt)
+ 6. `processing` with a lapsed lease, or held by this worker id while not running here, or no
+    record at all on a redelivery once the orphan grace is over -> the previous run died: a crash
+ 7. crashes >= ORDERFLOW_MAX_CRASHES, deliveries > ORDERFLOW_MAX_DELIVERIES, failed attempts
+    >= ORDERFLOW_MAX_DELIVER                                 -> dead-letter
+ 8. otherwise                                               -> run
+
+What it costs (issue #11): a status record can only exist for a redelivery, a message that says
+so (`Orderflow-Status-Check`: keyed orders, replays, rescheduled retries) or within the recovery
+window after a reconnect; only those read it and write their lease before running. A first
+delivery of a generated id reads nothing and writes its lease only once its job has run for
+`lease_after_s`: a short job's one stored write is its `done`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from orderflow import contract
+from worker.handlers import CheckpointError, Handler, Job, PoisonError
+from worker.hooks import Hooks, at_stake_s
+from worker.outcome import Books, Delivery, Kind, Limits, Outcome, Settler
+from worker.pool import Pool, Slot
+from worker.timing import Timing
+from worker.transport import Message, Meta, Transport, header
+
+log = logging.getLogger(__name__)
+
+_checkpoint_encoder = msgspec.json.Encoder()
+_any = msgspec.json.Decoder()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: Outcome | None = None  # settle without running
+    crash: bool = False  # the previous run died: counted in the books
+    orphan: bool = False  # no record of an earlier delivery yet: wait and look again
+    lost_s: float = 0.0  # the dead run's work since its last checkpoint (a lower bound)
+
+
+def admit(
+    d: Delivery,
+    previous: contract.StatusRecord | None,
+    *,
+    cancelled: bool,
+    worker_id: str,
+    running_here: bool,
+    limits: Limits,
+    lease_s: float,
+    orphan_checked: bool = False,
+    now: float | None = None,
+) -> Verdict:
+    """The rules above. Takes the order's books over from its status record (d.books)."""
+    t = time.time() if now is None else now
+    replay = bool(header(d.msg, contract.H_REPLAY))
+    if cancelled or (previous is not None and previous.status == "cancelled"):
+        return Verdict(Outcome(Kind.ALREADY_CANCELLED))
+    crash, lost = False, 0.0
+    if previous is not None:
+        status = previous.status
+        if status == "done":
+            return Verdict(Outcome(Kind.ALREADY_DONE))
+        if status in ("dead", "failed") and not replay:
+            return Verdict(Outcome(Kind.ALREADY_FINAL))
+        if status == "queued" and previous.scheduled and d.books.failed < previous.attempts:
+            return Verdict(Outcome(Kind.SUPERSEDED))
+        if not replay:
+            carried = Books.of(previous)
+            carried.failed = max(carried.failed, d.books.failed)
+            carried.handbacks = max(carried.handbacks, d.books.handbacks)
+            carried.crashes = max(carried.crashes, d.books.crashes)
+            d.books = carried
+        if status == "processing":
+            lease_end = previous.lease_until or previous.updated_at + lease_s
+            holder = previous.worker_id
+            if running_here:
+                return Verdict(Outcome(Kind.RUNNING_ELSEWHERE, "running here under another delivery", 1.0))
+            if holder != worker_id and lease_end > t:
+                return Verdict(Outcome(Kind.RUNNING_ELSEWHERE, f"running on {holder}", lease_end - t + 0.5))
+            crash = True  # lapsed, or our own id from a previous life of this worker
+            start = max(previous.started_at or 0.0, previous.checkpoint_at or 0.0)
+            lost = max(0.0, previous.updated_at - start) if start else 0.0
+    elif d.meta.delivered > 1:
+        # Delivered before and nothing recorded: its first run died young (before its lease was
+        # written), or is alive on a worker that has not yet re-leased it after a reconnect.
+        if not orphan_checked:
+            return Verdict(orphan=True)
+        crash = True
+    if crash:
+        d.books.crashes += 1
+    b = d.books
+    if b.crashes >= limits.max_crashes:
+        return Verdict(
+            Outcome(Kind.DEAD, f"its worker died {b.crashes} times while running it"), crash, lost_s=lost
+        )
+    if d.deliveries > limits.max_deliveries:
+        return Verdict(
+            Outcome(Kind.DEAD, f"delivered {d.deliveries} times without a result"), crash, lost_s=lost
+        )
+    if b.failed >= limits.max_attempts:
+        return Verdict(Outcome(Kind.DEAD, f"failed {b.failed} attempts"), crash, lost_s=lost)
+    return Verdict(None, crash, lost_s=lost)
+
+
+class Run(Slot):
+    """One slot's job: the pool's slot plus the delivery and what its heartbeats need."""
+
+    __slots__ = ("delivery", "last_beat", "lock", "timeout_s")
+
+    def __init__(self, key: int, timeout_s: float, delivery: Delivery) -> None:
+        super().__init__(key, time.monotonic() + timeout_s)
+        self.timeout_s = timeout_s
+        self.delivery = delivery
+        self.last_beat = self.started
+        self.lock: asyncio.Lock | None = None  # checkpoints of one job, one at a time
+
+
+class Recovery:
+    """After a (re)connect or a JetStream leader change, for `window_s`: every delivery reads its
+    status before running and writes its lease at once."""
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.until = 0.0
+
+    def open(self) -> None:
+        self.until = time.monotonic() + self.window_s
+
+    @property
+    def active(self) -> bool:
+        return time.monotonic() < self.until
+
+
+class JobPipeline:
+    """One task type's job path. The pool calls `open`, `run`, `beat` and `crashed`."""
+
+    def __init__(
+        self,
+        task_type: str,
+        handler: Handler,
+        settler: Settler,
+        transport: Transport,
+        hooks: Hooks,
+        timing: Timing,
+        limits: Limits,
+        worker_id: str,
+        is_cancelled: Callable[[str], bool],
+        recovery: Recovery,
+    ) -> None:
+        self.task_type = task_type
+        self._handler = handler
+        self._settler = settler
+        self._t = transport
+        self._hooks = hooks
+        self._timing = timing
+        self._limits = limits
+        self._worker_id = worker_id
+        self._is_cancelled = is_cancelled
+        self._recovery = recovery
+        # the pool's running jobs, by stream sequence (bound once the pool exists)
+        self.runs: dict[int, Run] = {}
+
+    def bind(self, pool: Pool) -> None:
+        self.runs = pool.running  # type: ignore[assignment]
+
+    # --- the pool's side ------------------------------------------------------------------
+    def open(self, msg: Message, timeout_s: float) -> Run | None:
+        meta = Meta(msg.reply)
+        current = self.runs.get(meta.seq)
+        if current is not None:
+            self._adopt(current, msg, meta)
+            return None
+        return Run(meta.seq, timeout_s, Delivery(msg, meta, self.task_type))
+
+    def _adopt(self, run: Run, msg: Message, meta: Meta) -> None:
+        """The message of a job running here came again (a NATS restart): keep the one run, follow
+        the newest delivery (its heartbeats and its ack go there), tell the server it is alive."""
+        d = run.delivery
+        d.msg, d.meta = msg, meta
+        d.deliveries = max(d.deliveries, meta.delivered)
+        run.last_beat = time.monotonic()
+        self._hooks.adopted(d)
+        log.warning("order %s redelivered while it runs here; the running job adopts it", d.order_id)
+        _background(self._t.in_progress(msg))
+
+    async def run(self, run: Run) -> None:
+        await self._process(run)
+
+    async def beat(self, run: Run, now: float) -> None:
+        """From the pool's ticker: in_progress when the last is heartbeat_s old, and the lease
+        (first written once the job has run lease_after_s, then refreshed with every heartbeat)."""
+        d = run.delivery
+        t = self._timing
+        first_lease = (
+            d.lease_at is None and d.run_started is not None and now - run.started >= t.lease_after_s
+        )
+        if not first_lease and now - run.last_beat < t.heartbeat_s:
+            return
+        run.last_beat = now
+        self._hooks.heartbeat(d)
+        if d.order_id and d.run_started is not None and not run.settling:
+            await self._settler.lease(d, confirm=False)  # in_progress with it
+        else:
+            await self._t.in_progress(d.msg)
+
+    def crashed(self, run: Run, exc: BaseException) -> None:
+        """The supervisor found the job's task dead of an error that escaped the handler contract:
+        count a failed attempt and give the message back (not after ack_wait)."""
+        d = run.delivery
+        self._hooks.crashed("slot")
+        log.error("slot crashed on order %s; restarting it", d.order_id or "?", exc_info=exc)
+        if not run.settling:
+            outcome = Outcome(Kind.SLOT_CRASHED, f"slot crashed: {type(exc).__name__}: {exc}")
+            _background(self._settle(run, outcome))
+
+    def give_back(self, msg: Message) -> None:
+        """A delivery the fetch loop will not start (it stopped fetching): the settler records that
+        it ended cleanly and naks it; not an attempt."""
+        d = Delivery(msg, Meta(msg.reply), self.task_type)
+        try:
+            d.order_id = contract.decode_order(msg.data).order_id
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            d.order_id = header(msg, contract.H_MSG_ID) or f"seq-{d.meta.seq}"
+
+        async def settle() -> None:
+            kind = await self._settler.settle(d, Outcome(Kind.UNSTARTED))
+            self._hooks.settled(d, kind, time.time() - d.started_at)
+
+        _background(settle())
+
+    async def recover(self) -> None:
+        """After a reconnect or a leader change: tell the server every running job is alive and
+        re-write its lease now, before another worker can take a redelivery of it."""
+        self._recovery.open()
+        for run in list(self.runs.values()):
+            d = run.delivery
+            if run.settling:
+                continue
+            try:
+                run.last_beat = time.monotonic()
+                if d.order_id and d.run_started is not None:
+                    await self._settler.lease(d, confirm=True)
+                else:
+                    await self._t.in_progress(d.msg)
+            except Exception as exc:
+                log.debug("re-lease of %s failed: %r", d.order_id, exc)
+
+    # --- one job ----------------------------------------------------------------------------
+    async def _process(self, run: Run) -> None:
+        d = run.delivery
+        msg = d.msg
+        try:
+            order = contract.decode_order(msg.data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            d.order_id = header(msg, contract.H_MSG_ID) or f"seq-{d.meta.seq}"
+            await self._settle(run, Outcome(Kind.POISON, f"undecodable order: {exc}"))
+            return
+        d.order_id = order.order_id
+
+        eager = d.meta.delivered > 1 or self._recovery.active
+        check = eager or bool(header(msg, contract.H_STATUS_CHECK))
+        verdict = Verdict()
+        if self._is_cancelled(order.order_id):
+            verdict = Verdict(Outcome(Kind.ALREADY_CANCELLED))
+        elif check:
+            verdict = await self._admit(d)
+            if verdict.orphan:
+                await self._t.in_progress(msg)
+                await asyncio.sleep(self._timing.orphan_grace_s)
+                verdict = await self._admit(d, orphan_checked=True)
+        if verdict.crash:
+            self._hooks.crash_found(d, verdict.lost_s)
+            log.warning(
+                "order %s: its previous run died (crash %d of %d)",
+                d.order_id,
+                d.books.crashes,
+                self._limits.max_crashes,
+            )
+        if verdict.outcome is not None:
+            await self._settle(run, verdict.outcome)
+            return
+
+        d.run_started = time.time()
+        if eager:
+            run.last_beat = time.monotonic()
+            await self._settler.lease(d, confirm=True)
+        self._hooks.started(d)
+        resume = _any.decode(d.books.checkpoint) if d.books.checkpoint is not None else None
+        job = Job(
+            order, d.task_type, d.books.failed, d.deliveries, self._worker_id, resume, _Control(self, run)
+        )
+        try:
+            await self._handler(job)
+            outcome = Outcome(Kind.DONE)
+        except PoisonError as exc:
+            outcome = Outcome(Kind.POISON, str(exc) or type(exc).__name__)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if run.stop_reason is None:
+                if current is not None and current.cancelling():
+                    raise  # the whole worker is being torn down
+                outcome = Outcome(Kind.RETRY, "CancelledError raised inside the handler")
+            else:
+                while current is not None and current.cancelling():
+                    current.uncancel()  # stopped on purpose (once, or cut short): settle it
+                outcome = self._stopped(run)
+        except Exception as exc:
+            outcome = Outcome(Kind.RETRY, f"{type(exc).__name__}: {exc}")
+        await self._settle(run, outcome)
+
+    async def _admit(self, d: Delivery, orphan_checked: bool = False) -> Verdict:
+        try:
+            previous = await self._t.get_status(d.order_id)
+        except Exception as exc:
+            return Verdict(Outcome(Kind.RUNNING_ELSEWHERE, f"status unreadable ({type(exc).__name__})", 1.0))
+        return admit(
+            d,
+            previous,
+            cancelled=False,
+            worker_id=self._worker_id,
+            running_here=any(
+                r.delivery.order_id == d.order_id and r.delivery is not d for r in self.runs.values()
+            ),
+            limits=self._limits,
+            lease_s=self._timing.lease_s,
+            orphan_checked=orphan_checked,
+        )
+
+    def _stopped(self, run: Run) -> Outcome:
+        reason = run.stop_reason
+        assert reason is not None
+        if reason is Kind.TIMEOUT:
+            return Outcome(Kind.TIMEOUT, f"timed out after {run.timeout_s:g}s")
+        return Outcome(reason)
+
+    async def _settle(self, run: Run, outcome: Outcome) -> None:
+        run.settling = True
+        d = run.delivery
+        kind = await self._settler.settle(d, outcome)
+        self._hooks.settled(d, kind, time.time() - d.started_at)
+
+    # --- what a handler's Job calls ------------------------------------------------------------
+    async def checkpoint(self, run: Run, state: Any) -> None:
+        try:
+            raw = _checkpoint_encoder.encode(state)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise CheckpointError(f"checkpoint state is not JSON-serialisable: {exc}") from None
+        if len(raw) > contract.MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(
+                f"checkpoint of {len(raw)} bytes is over the {contract.MAX_CHECKPOINT_BYTES}-byte limit"
+            )
+        d = run.delivery
+        if run.lock is None:
+            run.lock = asyncio.Lock()
+        async with run.lock:
+            try:
+                run.last_beat = time.monotonic()
+                await self._settler.checkpoint(d, msgspec.Raw(raw))
+            except Exception as exc:
+                raise CheckpointError(f"checkpoint not stored: {type(exc).__name__}: {exc}") from exc
+        self._hooks.heartbeat(d)  # it sent an in_progress too
+        self._hooks.checkpointed(d)
+
+    async def record_run(
+        self, run: Run, event: str, progress_s: float | None, length_s: float | None
+    ) -> None:
+        d = run.delivery
+        await self._t.record_run(
+            contract.RunRecord(
+                d.order_id, event, self._worker_id, d.attempt, time.time(), progress_s, length_s
+            )
+        )
+
+    def at_stake_s(self, now: float) -> float:
+        return sum(at_stake_s(r.delivery, now) for r in self.runs.values())
+
+
+class _Control:
+    """The Job's line back to its run."""
+
+    __slots__ = ("_pipeline", "_run")
+
+    def __init__(self, pipeline: JobPipeline, run: Run) -> None:
+        self._pipeline = pipeline
+        self._run = run
+
+    async def checkpoint(self, state: Any) -> None:
+        await self._pipeline.checkpoint(self._run, state)
+
+    async def record(self, event: str, progress_s: float | None, length_s: float | None) -> None:
+        await self._pipeline.record_run(self._run, event, progress_s, length_s)
+
+
+_side_tasks: set[asyncio.Task[None]] = set()
+
+
+def _background(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _side_tasks.add(task)
+    task.add_done_callback(_side_tasks.discard)

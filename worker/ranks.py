@@ -1,0 +1,98 @@
+"""This worker's rank among the live workers, by age: 0 for the oldest, capped at 9 (the highest
+pull priority JetStream takes). Each worker keeps an entry in KV ORDER_WORKERS (key = its id,
+value = when it started), refreshed every `refresh_s`; a worker that stops deletes it, one that
+dies is forgotten `ttl_s` after its last refresh (the bucket's max age, and locally the same).
+Every worker watches the bucket, so a rank follows the others' comings and goings within seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+
+from nats.js import JetStreamContext
+
+from orderflow import contract
+
+log = logging.getLogger(__name__)
+
+MAX_PRIORITY = 9
+_KEY_UNSAFE = re.compile(r"[^-/_=.a-zA-Z0-9]")
+
+
+def rank_of(me: tuple[float, str], others: list[tuple[float, str]]) -> int:
+    """How many live workers are older than `me` (ties broken by id), capped at MAX_PRIORITY."""
+    return min(MAX_PRIORITY, sum(1 for o in others if o < me))
+
+
+class Ranks:
+    def __init__(
+        self, worker_id: str, refresh_s: float, ttl_s: float, on_change: Callable[[int], None]
+    ) -> None:
+        self.key = _KEY_UNSAFE.sub("_", worker_id)
+        self.started_at = time.time()
+        self.refresh_s = refresh_s
+        self.ttl_s = ttl_s
+        self.rank: int | None = None
+        self._on_change = on_change
+        self._seen: dict[str, tuple[float, float]] = {}  # key -> (started_at, seen at, monotonic)
+
+    async def run(self, js: JetStreamContext) -> None:
+        """Until cancelled: keep this worker's entry fresh and its rank up to date."""
+        kv = await js.key_value(contract.WORKERS_BUCKET)
+        follow = asyncio.ensure_future(self._follow(js))
+        try:
+            value = json.dumps({"started_at": self.started_at}).encode()
+            while True:
+                try:
+                    await kv.put(self.key, value)
+                except Exception as exc:
+                    log.debug("rank entry not refreshed: %r", exc)
+                self._seen[self.key] = (self.started_at, time.monotonic())
+                self._update()
+                await asyncio.sleep(self.refresh_s)
+        finally:
+            follow.cancel()
+
+    async def _follow(self, js: JetStreamContext) -> None:
+        while True:
+            try:
+                kv = await js.key_value(contract.WORKERS_BUCKET)
+                async for entry in await kv.watchall():
+                    if entry is None:
+                        continue
+                    if entry.operation in ("DEL", "PURGE"):
+                        self._seen.pop(entry.key, None)
+                    else:
+                        with contextlib.suppress(ValueError, TypeError, KeyError):
+                            started = float(json.loads(entry.value or b"{}")["started_at"])
+                            self._seen[entry.key] = (started, time.monotonic())
+                    self._update()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("ranks: watch failed (%r); again in 1 s", exc)
+                await asyncio.sleep(1.0)
+
+    def _update(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, (_, seen) in self._seen.items() if now - seen > self.ttl_s and k != self.key]:
+            del self._seen[key]
+        others = [(started, key) for key, (started, _) in self._seen.items() if key != self.key]
+        rank = rank_of((self.started_at, self.key), others)
+        if rank != self.rank:
+            if self.rank is not None:
+                log.info("pull priority %d -> %d (%d other workers alive)", self.rank, rank, len(others))
+            self.rank = rank
+            self._on_change(rank)
+
+    async def leave(self, js: JetStreamContext) -> None:
+        """On the way out: younger workers move up now, not after the TTL."""
+        with contextlib.suppress(Exception):
+            kv = await js.key_value(contract.WORKERS_BUCKET)
+            await kv.delete(self.key)

@@ -1,0 +1,96 @@
+"""Every duration the worker derives, in one frozen object built from the settings and the
+consumer's ack_wait as the server has it (an operator may have edited it).
+
+The arithmetic, all of it (ack_wait = A, defaults A = 30 s):
+
+- heartbeat_s = A/3: a running job sends `in_progress` when its last one is this old; the ticker
+  looks every `tick_s` (<= A/6), so a live job is never silent for more than A/2 and JetStream
+  never redelivers it while it runs.
+- lease_s = 0.75 A: a `processing` record is a lease held until `lease_until`. The holder
+  refreshes it with every heartbeat (at least every A/2), so a live lease never lapses; a dead
+  holder's message comes back only A after its last heartbeat, by when its lease (0.75 A) has
+  lapsed, so the next worker takes the job at once and counts a crash.
+- lease_after_s = min(1 s, A/3): a first delivery writes no lease until its job has run this
+  long (a short job's only stored write is its `done`). The first tick after it sends
+  `in_progress` too: at delivery, JetStream persists the message's *publish* time as the
+  delivery's timestamp, so after a nats-server restart a job that queued for long would be
+  redelivered at once; a job that outlives the restart must have refreshed it.
+- recovery_window_s = max(5 s, A/3): after a (re)connect or a stream/consumer leader change a
+  restored consumer may redeliver what its lost state did not record, even as a first delivery;
+  inside the window every delivery reads the status before it runs, and every running job
+  re-writes its lease at once.
+- orphan_grace_s = 2 s: a redelivery with no status record at all may be a job whose first run
+  died young, or one still alive on a worker that has not yet reconnected; waiting this long
+  for its lease to appear tells the two apart (reconnects take ~0.5 s).
+- tick_s = min(1 s, A/6): the pool's one ticker (heartbeats, leases).
+- handback_lead_s = min(2 s, 10 % of the drain budget): running jobs are handed back this long
+  before the drain deadline; unwind_s = half of it is what a handler gets to checkpoint while it
+  unwinds, the rest is for the confirmed `queued` write and the nak.
+- reschedule_after_s = 3 A: a retry that waits longer than this leaves the consumer as a scheduled
+  message (nats-server 2.12) instead of sitting ack-pending for the whole delay.
+- loop_block_limit_s = A/4: liveness fails when the event loop has not run for this long; with
+  the chart's probe timing the container restarts before A runs out (heartbeats stop when the
+  loop is blocked, so the job would otherwise be redelivered while it still runs).
+- rank_refresh_s = 2 s, rank_ttl_s = 3 x that: a worker's entry in ORDER_WORKERS, refreshed, and
+  forgotten by the others when it stops.
+- fetch_grace_s = 1 s: after a NATS restart an open pull request is gone without a status, so a
+  request's reservation is released `fetch_expiry_s + fetch_grace_s` after it was sent.
+- nats_drain_timeout_s: the connection drain at the very end, the one value the ingest, the
+  worker and the chart share (Settings).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orderflow.config import Settings
+
+
+@dataclass(frozen=True)
+class Timing:
+    ack_wait_s: float
+    heartbeat_s: float
+    tick_s: float
+    lease_s: float
+    lease_after_s: float
+    recovery_window_s: float
+    orphan_grace_s: float
+    drain_timeout_s: float
+    handback_lead_s: float
+    unwind_s: float
+    reschedule_after_s: float
+    loop_block_limit_s: float
+    rank_refresh_s: float
+    rank_ttl_s: float
+    fetch_expiry_s: float
+    fetch_grace_s: float
+    nats_drain_timeout_s: float
+
+    @classmethod
+    def derive(cls, settings: Settings, ack_wait_s: float | None = None) -> Timing:
+        a = ack_wait_s if ack_wait_s is not None else settings.ack_wait_s
+        heartbeat = max(0.1, a / 3)
+        lead = min(2.0, settings.drain_timeout_s * 0.1)
+        return cls(
+            ack_wait_s=a,
+            heartbeat_s=heartbeat,
+            tick_s=max(0.05, min(1.0, a / 6)),
+            lease_s=0.75 * a,
+            lease_after_s=min(1.0, heartbeat),
+            recovery_window_s=max(5.0, a / 3),
+            orphan_grace_s=2.0,
+            drain_timeout_s=settings.drain_timeout_s,
+            handback_lead_s=lead,
+            unwind_s=lead / 2,
+            reschedule_after_s=3 * a,
+            loop_block_limit_s=a / 4,
+            rank_refresh_s=2.0,
+            rank_ttl_s=6.0,
+            fetch_expiry_s=settings.fetch_expiry_s,
+            fetch_grace_s=1.0,
+            nats_drain_timeout_s=settings.nats_drain_timeout_s,
+        )
+
+    def timeout_tick_s(self, timeout_s: float) -> float:
+        """The hard-timeout sweep of a pool: a tenth of its timeout, at most every second."""
+        return max(0.01, min(1.0, timeout_s / 10))
