@@ -148,31 +148,38 @@ Null values are skipped: the application's default applies.
 {{- end }}
 
 {{/*
+The NATS connection drain budget, seconds (config.natsDrainTimeoutS, ORDERFLOW_NATS_DRAIN_TIMEOUT_S):
+one value read by both services and by both grace periods below, whole seconds for the arithmetic.
+*/}}
+{{- define "orderflow.natsDrainSeconds" -}}
+{{- .Values.config.natsDrainTimeoutS | float64 | ceil | int -}}
+{{- end }}
+
+{{/*
 Worker terminationGracePeriodSeconds, derived from the drain timeout and never set on its own
-(SPEC §6). After SIGTERM the worker:
+(docs/kubernetes.md, "Shutdown timing"). After SIGTERM the worker:
   1. stops fetching and keeps heart-beating its running jobs for up to drainTimeoutS; the jobs
      still running handback_lead = min(2 s, 10% of drainTimeoutS) before that deadline are naked
      back to the queue, so the drain phase ends by drainTimeoutS at the latest;
-  2. drains its NATS connection (flushes the acks/naks just sent): natsDrainMarginS;
+  2. drains its NATS connection (flushes the acks/naks just sent) within natsDrainTimeoutS;
   3. exits 0. safetyMarginS covers process start-up of the shutdown path, logging, a slow node.
-  grace = ceil(drainTimeoutS) + natsDrainMarginS + safetyMarginS
+  grace = ceil(worker.config.drainTimeoutS) + ceil(config.natsDrainTimeoutS) + worker.termination.safetyMarginS
   defaults: 60 + 5 + 5 = 70 s.
 The kubelet sends SIGKILL at the end of the grace period: if it were shorter than the drain, a
 long job would be killed instead of handed back and would only return after ack_wait.
 */}}
 {{- define "orderflow.worker.terminationGracePeriodSeconds" -}}
 {{- $drain := .Values.worker.config.drainTimeoutS | float64 -}}
-{{- $t := .Values.worker.termination -}}
-{{- add (ceil $drain | int) ($t.natsDrainMarginS | int) ($t.safetyMarginS | int) -}}
+{{- add (ceil $drain | int) (include "orderflow.natsDrainSeconds" . | int) (.Values.worker.termination.safetyMarginS | int) -}}
 {{- end }}
 
 {{/*
 Ingest terminationGracePeriodSeconds. After SIGTERM the ingest answers /readyz with 503 at once and
 keeps serving for shutdownDelayS (time for the endpoint removal to reach every kube-proxy and
 ingress), then stops accepting and finishes in-flight requests within shutdownTimeoutS, then
-drains its NATS connection; marginS covers that drain and the exit.
-  grace = ceil(shutdownDelayS + shutdownTimeoutS) + marginS
-  defaults: ceil(5 + 10) + 5 = 20 s.
+drains its NATS connection within natsDrainTimeoutS and exits; safetyMarginS covers the exit.
+  grace = ceil(shutdownDelayS + shutdownTimeoutS) + ceil(config.natsDrainTimeoutS) + ingest.termination.safetyMarginS
+  defaults: ceil(5 + 10) + 5 + 5 = 25 s.
 There is deliberately no preStop sleep: the application's own shutdown delay does that job and
 a preStop sleep would add to it (the kubelet runs preStop before sending SIGTERM).
 */}}
@@ -180,7 +187,40 @@ a preStop sleep would add to it (the kubelet runs preStop before sending SIGTERM
 {{- $c := .Values.ingest.config -}}
 {{- $delay := $c.shutdownDelayS | float64 -}}
 {{- $timeout := $c.shutdownTimeoutS | float64 -}}
-{{- add (ceil (addf $delay $timeout) | int) (.Values.ingest.termination.marginS | int) -}}
+{{- add (ceil (addf $delay $timeout) | int) (include "orderflow.natsDrainSeconds" . | int) (.Values.ingest.termination.safetyMarginS | int) -}}
+{{- end }}
+
+{{/*
+Worker liveness probe, derived from worker.config.ackWaitS (A) so that a worker whose event loop
+is blocked (a handler making a sync call) is restarted before any of its jobs is redelivered to a
+second worker while the blocked one may still run it:
+  - a running job is never silent for more than A/2 (in_progress when its last one is A/3 old,
+    checked every A/6: worker/pool.py), so when the loop blocks at t = 0 every job's message has
+    at least A/2 left before JetStream redelivers it (A after the job's last heartbeat);
+  - /healthz answers 503 once the loop has not run for loop_block_limit = A/4 (worker/timing.py);
+  - the kubelet sees the failureThreshold-th failed probe at most periodSeconds x failureThreshold
+    later, each probe taking up to timeoutSeconds;
+  - it then sends SIGTERM, which a blocked loop cannot act on, and SIGKILL after the probe-level
+    terminationGracePeriodSeconds. The dead process's connection closes, no heartbeat ever follows.
+  restart by  A/4 + periodSeconds x failureThreshold + timeoutSeconds + terminationGracePeriodSeconds
+  which must stay below A/2 (a stricter bound than "below A": it also covers the heartbeat gap). Hence
+  periodSeconds = the largest whole number with
+    periodSeconds x failureThreshold < A/4 - timeoutSeconds - terminationGracePeriodSeconds,
+  i.e. ceil((A/4 - timeoutSeconds - grace) / failureThreshold) - 1, capped at maxPeriodSeconds.
+  defaults (A = 30, failureThreshold 2, timeout 1, grace 1): ceil(5.5 / 2) - 1 = 2 s; restart by
+  7.5 + 4 + 1 + 1 = 13.5 s < 15 s. Rendering fails when no period of at least 1 s fits.
+This is the consumer's ack wait as configured here; an operator who edits ack_wait on the server
+(the worker paces its heartbeats from the server's value) must re-derive these numbers.
+*/}}
+{{- define "orderflow.worker.livenessPeriodSeconds" -}}
+{{- $p := .Values.worker.livenessProbe -}}
+{{- $ack := .Values.worker.config.ackWaitS | float64 -}}
+{{- $slack := subf (divf $ack 4.0) (addf ($p.timeoutSeconds | float64) ($p.terminationGracePeriodSeconds | float64)) -}}
+{{- $period := sub (ceil (divf $slack ($p.failureThreshold | float64)) | int) 1 -}}
+{{- if lt $period 1 }}
+{{- fail (printf "worker.config.ackWaitS=%v is too short for a liveness probe that restarts a blocked worker before its jobs' ack wait runs out: it needs ackWaitS/4 > livenessProbe.timeoutSeconds (%v) + terminationGracePeriodSeconds (%v) + failureThreshold (%v) x 1 s; raise ackWaitS or lower those (see _helpers.tpl)" .Values.worker.config.ackWaitS $p.timeoutSeconds $p.terminationGracePeriodSeconds $p.failureThreshold) }}
+{{- end }}
+{{- min $period ($p.maxPeriodSeconds | int) -}}
 {{- end }}
 
 {{/* Pod-level security defaults shared by every pod of the chart, including the test pod. */}}
