@@ -210,7 +210,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NATS_TOKEN": ("nats_token", str),
     "NATS_CREDS_FILE": ("nats_creds_file", str),
     "CONNECT_TIMEOUT_S": ("connect_timeout_s", _number(float, 0.1)),
-    "NATS_DRAIN_TIMEOUT_S": ("nats_drain_timeout_s", _number(float, 0.1, 60)),
+    "NATS_DRAIN_TIMEOUT_S": ("nats_drain_timeout_s", _number(float, 0.1, 600)),
     "STREAM_REPLICAS": ("stream_replicas", _number(int, 1, 5)),
     "DUPLICATE_WINDOW_S": ("duplicate_window_s", _number(float, 120)),
     "STREAM_MAX_MSGS": ("stream_max_msgs", _number(int, -1)),
