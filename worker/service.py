@@ -294,7 +294,7 @@ class WorkerService:
         unstarted = sum(r.loop.unstarted for r in self.runners)
 
         # Phase 2: let running jobs finish; heartbeats keep flowing. Ends early on a second signal.
-        idle = asyncio.gather(*(p.wait_idle() for p in pools))
+        idle = asyncio.gather(*(p.wait_idle() for p in pools), return_exceptions=True)
         await wait_any(idle, self.lifecycle.force.wait(), timeout_s=max(0.0, hand_back_at - time.monotonic()))
 
         # Phase 3: hand back what still runs, so another worker starts it now, not after ack_wait.
