@@ -89,6 +89,7 @@ for component in ingest worker; do
         say "up to date $image: $((size / 1000000)) MB"
         continue
     fi
+    previous="$("$engine" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
     log="$(mktemp)"
     if ! "$engine" build "${build_flags[@]}" --build-arg "BASE_IMAGE=$base" \
         --label "org.orderflow.inputs=$digest" --label "org.orderflow.base=$base" \
@@ -98,6 +99,11 @@ for component in ingest worker; do
         fail "build $image" "$engine build -f Dockerfile.$component (log above)"
     fi
     rm -f "$log"
+    # The image this tag named before, now untagged: remove it (only it; refused while in use).
+    if [[ -n "$previous" && "$previous" != "$("$engine" image inspect --format '{{.Id}}' "$image")" ]] \
+        && [[ -z "$("$engine" image inspect --format '{{join .RepoTags ","}}' "$previous" 2>/dev/null)" ]]; then
+        "$engine" rmi "$previous" >/dev/null 2>&1 || true
+    fi
     size="$("$engine" image inspect --format '{{.Size}}' "$image")"
     say "built $image on $base: $((size / 1000000)) MB ($((SECONDS - step)) s)"
 done
