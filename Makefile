@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: install tools bench-tools run test test-fast lint dashboards bench-ingest bench-worker bench-e2e clean
+.PHONY: install tools bench-tools run test test-fast test-images images lint dashboards bench-ingest bench-worker bench-e2e clean
 
 install: $(VENV)/.installed  ## create .venv and install orderflow with its dev tools
 
@@ -14,9 +14,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $@
 
-tools: install  ## helm, kubectl, promtool, prometheus into .tools/bin (cached)
+tools: install  ## helm, kubectl, promtool, prometheus into .tools/bin (cached); podman where it can be installed
 	bash scripts/tools/k8s.sh
 	bash scripts/tools/prometheus.sh
+	bash scripts/tools/podman.sh --if-possible
 
 bench-tools:  ## wrk and hey (Debian packages) for the benchmarks
 	bash scripts/tools/bench.sh
@@ -26,6 +27,14 @@ run: install  ## the whole system locally: NATS (JetStream), the ingest on :8080
 
 test: install tools lint  ## lint, then every test against real nats-server / uvicorn / worker processes
 	$(BIN)/python -m pytest
+
+# tests/images is part of `make test` (testpaths): it builds the images itself (scripts/images/build.sh,
+# cached), and skips with the reason where podman cannot run, except with CI set, where it fails.
+test-images: install tools  ## the images and the chart's manifests, run with podman against a real nats-server
+	$(BIN)/python -m pytest tests/images
+
+images:  ## build orderflow/ingest and orderflow/worker (podman, or docker where a daemon answers; cached)
+	bash scripts/images/build.sh
 
 test-fast: install  ## skip the slow lifecycle scenarios
 	$(BIN)/python -m pytest -m "not slow"

@@ -1,0 +1,285 @@
+"""The chart's and the dev overlay's own Deployments run: rendered (helm template, kubectl
+kustomize) with values that point at the local images and at a real nats-server on the host,
+changed only where podman 4.3 cannot follow (podman_kube), and played with
+`podman kube play --network host`. An order flows through the played pods, and stopping the pods
+with their own terminationGracePeriodSeconds drains them like a kubelet would."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from harness import REPO, NatsServer, count_events, find_binary, free_port, http, run, run_records, wait_until
+from podman_engine import SUMMARY, TEST_TAG, Images, Podman, StepFailed, top
+from podman_kube import (
+    Doc,
+    deployments,
+    env_literal,
+    for_podman,
+    grace_period_s,
+    namespace_of,
+    pod_names,
+    probe_endpoints,
+    secrets_for,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+# The demo job of the drained order: long enough to be running when the pod is stopped, shorter
+# than the drain budget, so it finishes during the drain.
+JOB_S = 8
+
+
+@dataclass
+class Workload:
+    deployment: Doc
+    pod: str
+    container: str
+    port: int
+    probes: list[tuple[str, str, str, int]]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def workload(deployment: Doc) -> Workload:
+    """One played pod of a rendered Deployment, its probe wiring checked on the render itself:
+    every probe's port resolves to the port the service is told to listen on."""
+    spec = deployment["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    [pod] = pod_names(deployment)  # one replica: under host networking two would share a port
+    port = env_literal(container, "ORDERFLOW_HTTP_PORT")
+    probes = probe_endpoints(deployment)
+    assert port is not None, f"{deployment['metadata']['name']}: ORDERFLOW_HTTP_PORT is not a literal"
+    assert probes and {p[3] for p in probes} == {int(port)}, (probes, port)
+    return Workload(deployment, pod, f"{pod}-{container['name']}", int(port), probes)
+
+
+def probes_pass(podman: Podman, w: Workload) -> bool:
+    """The kubelet's probes, requested by the test (podman 4.3 runs none of them here)."""
+    state = podman.inspect("container", w.container)["State"]
+    if state["Status"] != "running":
+        raise AssertionError(
+            f"{w.container} is {state['Status']} (exit {state['ExitCode']}):\n{podman.logs(w.container)[-3000:]}"
+        )
+    try:
+        return all(
+            http("GET", f"http://127.0.0.1:{port}{path}", timeout=2)[0] == 200
+            for _, _, path, port in w.probes
+        )
+    except OSError:
+        return False
+
+
+def assert_pod_spec_applied(podman: Podman, w: Workload) -> None:
+    """runAsUser/runAsGroup, readOnlyRootFilesystem, capabilities drop ALL,
+    allowPrivilegeEscalation false and the memory limit, as podman applied them to the played
+    container; the image's command is PID 1."""
+    inspected = podman.inspect("container", w.container)
+    assert inspected["Config"]["User"] == "10001:10001"
+    assert inspected["HostConfig"]["ReadonlyRootfs"] is True
+    assert "no-new-privileges" in inspected["HostConfig"]["SecurityOpt"]
+    [container] = w.deployment["spec"]["template"]["spec"]["containers"]
+    limit = container["resources"]["limits"]["memory"]
+    assert inspected["HostConfig"]["Memory"] == memory_bytes(limit), (
+        limit,
+        inspected["HostConfig"]["Memory"],
+    )
+    [pid1] = [r for r in top(podman, w.container, "pid", "huser", "capeff", "args") if r[0] == "1"]
+    assert pid1[1:3] == ["10001", "none"], pid1
+    assert pid1[3].startswith("python -m "), pid1
+
+
+def memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, factor in units.items():
+        if quantity.endswith(suffix):
+            return int(quantity[: -len(suffix)]) * factor
+    return int(quantity)
+
+
+def play_and_drain(
+    podman: Podman, docs: list[Doc], default_ns: str, nats: NatsServer, tmp_path: Path, what: str
+) -> None:
+    """1. The rendered Deployments are checked (probe ports, referenced Secrets) and changed for
+       podman; the Secrets they reference become podman secrets; `podman kube play --network host`.
+    2. Both pods pass their probes (requested by the test) with the securityContext applied.
+    3. An order POSTed to the played ingest runs on the played worker (worker id = pod name,
+       from the downward API); while it runs, `podman pod stop -t <its grace period>` stops the
+       worker pod: SIGTERM, the job finishes in the drain, exit 0 within the grace period.
+    4. The order is done once; the ingest pod stops within its grace period with exit 0 too.
+    5. `podman kube down` removes both pods."""
+    found = {d["metadata"]["name"].rsplit("-", 1)[1]: d for d in deployments(docs)}
+    ingest, worker = workload(found["ingest"]), workload(found["worker"])
+    secrets = secrets_for(docs)
+    play = tmp_path / "play.yaml"
+    play.write_text(yaml.safe_dump_all([for_podman(d, default_ns) for d in found.values()], sort_keys=False))
+    try:
+        for name, payload in secrets.items():
+            (tmp_path / f"{name}.json").write_bytes(payload)
+            podman.run(f"store Secret {name}", "secret", "rm", name, check=False)
+            podman.run(f"store Secret {name}", "secret", "create", name, str(tmp_path / f"{name}.json"))
+        podman.run(f"podman kube play ({what})", "kube", "play", "--network", "host", str(play), timeout=300)
+        for w in (ingest, worker):
+            wait_until(functools.partial(probes_pass, podman, w), 90, f"{w.pod} probes", interval=0.3)
+            assert_pod_spec_applied(podman, w)
+        env = podman.inspect("container", worker.container)["Config"]["Env"]
+        assert f"ORDERFLOW_POD_NAMESPACE={namespace_of(found['worker'], default_ns)}" in env
+        assert f"ORDERFLOW_NATS_URL={nats.url}" in env, "the URL reached the pod through secretKeyRef"
+
+        status, _, body = http(
+            "POST", ingest.url + "/orders", b'{"product_id": 1, "count": 2, "username": "kube"}'
+        )
+        assert status == 200, body
+        order_id = json.loads(body)["order_id"]
+
+        def order_status() -> str:
+            code, _, got = http("GET", f"{ingest.url}/orders/{order_id}")
+            return str(json.loads(got)["status"]) if code == 200 else ""
+
+        wait_until(
+            lambda: order_status() == "processing", 60, "the order running on the played worker", interval=0.1
+        )
+        stop_sent_at: dict[str, float] = {}
+        for w in (worker, ingest):  # the worker first: the ingest still answers GET /orders meanwhile
+            grace_s = grace_period_s(w.deployment)
+            stop_sent_at[w.pod] = time.time()
+            started = time.monotonic()
+            podman.run(
+                f"podman pod stop -t {grace_s} {w.pod}",
+                "pod",
+                "stop",
+                "-t",
+                str(grace_s),
+                w.pod,
+                timeout=grace_s + 60,
+            )
+            took_s = time.monotonic() - started
+            state = podman.inspect("container", w.container)["State"]
+            SUMMARY.append(
+                f"images: {what}: {w.pod} stopped in {took_s:.1f} s (grace {grace_s} s), exit {state['ExitCode']}"
+            )
+            logs = podman.logs(w.container)
+            assert state["ExitCode"] == 0, logs[-3000:]
+            assert took_s < grace_s, f"{w.pod}: {took_s:.1f} s, killed at the grace period"
+            assert "received SIGTERM" in logs, logs[-3000:]
+            if w is worker:
+                assert order_status() == "done"
+        records = run(run_records(nats.url))
+        assert count_events(records, "done") == {order_id: 1}
+        assert [(r.event, r.worker_id) for r in records[order_id]] == [
+            ("start", worker.pod),
+            ("done", worker.pod),
+        ]
+        # The job was running when the stop began and finished after it: during the drain.
+        start, done = records[order_id]
+        assert start.at < stop_sent_at[worker.pod] < done.at, (start.at, stop_sent_at, done.at)
+    finally:
+        down = podman.run("podman kube down", "kube", "down", str(play), check=False, timeout=120)
+        for name in secrets:
+            podman.run(f"remove secret {name}", "secret", "rm", name, check=False)
+    assert down.returncode == 0, down.stderr
+    for w in (ingest, worker):
+        assert not podman.exists("pod", w.pod), f"{w.pod} left behind by podman kube down"
+
+
+def test_the_charts_deployments_play_in_podman_serve_an_order_and_drain(
+    podman: Podman, images: Images, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    release = f"t{uuid.uuid4().hex[:8]}"
+    values = {
+        "nats": {"url": nats_server.url},
+        "ingest": {
+            "replicaCount": 1,
+            "port": free_port(),
+            "image": {"repository": "orderflow/ingest", "tag": TEST_TAG},
+        },
+        "worker": {
+            "replicaCount": 1,
+            "port": free_port(),
+            "image": {"repository": "orderflow/worker", "tag": TEST_TAG},
+            "config": {"workS": str(JOB_S), "drainTimeoutS": 30},
+        },
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    out = render(
+        [
+            find_binary("helm"),
+            "template",
+            release,
+            str(REPO / "charts" / "orderflow"),
+            "--namespace",
+            "shop",
+            "-f",
+            str(tmp_path / "values.yaml"),
+        ]
+    )
+    play_and_drain(podman, out, "shop", nats_server, tmp_path, "chart")
+
+
+def test_the_dev_overlays_deployments_play_in_podman_serve_an_order_and_drain(
+    podman: Podman, images: Images, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """The overlay as a user would point it elsewhere: an overlay of their own on top of it with
+    the NATS URL (the Secret generator, merged), the image tag, free ports and a longer demo job."""
+    ports = {"ingest": free_port(), "worker": free_port()}
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    patches: list[dict[str, Any]] = []
+    for component, port in ports.items():
+        json6902 = [
+            {"op": "test", "path": "/spec/template/spec/containers/0/ports/0/name", "value": "http"},
+            {
+                "op": "replace",
+                "path": "/spec/template/spec/containers/0/ports/0/containerPort",
+                "value": port,
+            },
+        ]
+        env = [{"name": "ORDERFLOW_HTTP_PORT", "value": str(port)}]
+        if component == "worker":
+            env.append({"name": "ORDERFLOW_WORK_S", "value": str(JOB_S)})
+        merge = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": f"orderflow-{component}"},
+            "spec": {"template": {"spec": {"containers": [{"name": component, "env": env}]}}},
+        }
+        patches += [
+            {
+                "target": {"kind": "Deployment", "name": f"orderflow-{component}"},
+                "patch": yaml.safe_dump(json6902),
+            },
+            {"patch": yaml.safe_dump(merge)},
+        ]
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        # kustomize takes a relative path only
+        "resources": [os.path.relpath(REPO / "kustomize" / "overlays" / "dev", overlay)],
+        "namePrefix": f"t{uuid.uuid4().hex[:8]}-",
+        "images": [{"name": f"orderflow/{c}", "newTag": TEST_TAG} for c in ports],
+        "secretGenerator": [
+            {"name": "orderflow-nats", "behavior": "merge", "literals": [f"url={nats_server.url}"]}
+        ],
+        "patches": patches,
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    out = render([find_binary("kubectl"), "kustomize", str(overlay)])
+    play_and_drain(podman, out, "default", nats_server, tmp_path, "dev overlay")
+
+
+def render(cmd: list[str]) -> list[Doc]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        raise StepFailed(f"render: `{' '.join(cmd)}` exited {proc.returncode}:\n{proc.stderr}")
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
