@@ -30,7 +30,9 @@ class FakeMsg:
         published_at: float | None = None,
     ) -> None:
         self.subject = contract.order_subject(task_type, order_id)
-        self.data = data if data is not None else contract.encode(contract.Order(order_id, 1, 2, "m", time.time()))
+        self.data = (
+            data if data is not None else contract.encode(contract.Order(order_id, 1, 2, "m", time.time()))
+        )
         self.headers = headers
         ts = int((published_at if published_at is not None else time.time()) * 1e9)
         self.reply = f"$JS.ACK.ORDERS.workers.{delivered}.{seq}.{seq}.{ts}.0"
@@ -102,7 +104,9 @@ def settings(**env: Any) -> Settings:
 
 def limits(s: Settings | None = None, reschedule_after_s: float = 90.0) -> Limits:
     s = s or settings()
-    return Limits(s.max_deliver, s.max_crashes, s.max_deliveries, s.retry_base_s, s.retry_max_s, reschedule_after_s)
+    return Limits(
+        s.max_deliver, s.max_crashes, s.max_deliveries, s.retry_base_s, s.retry_max_s, reschedule_after_s
+    )
 
 
 def fast_timing(ack_wait_s: float = 30.0, **overrides: float) -> Timing:

@@ -73,7 +73,9 @@ def test_4_the_leftover_of_a_scheduled_retry_is_acked() -> None:
     rescheduled = record("queued", attempts=3, scheduled=True, retry_at=NOW + 100)
     assert kind(verdict(delivery(2), rescheduled)) is Kind.SUPERSEDED
     # The scheduled copy itself carries the count in its headers: it runs.
-    copy = delivery(1, {contract.H_STATUS_CHECK: "1", contract.H_FAILED_ATTEMPTS: "3", contract.H_DELIVERIES: "4"})
+    copy = delivery(
+        1, {contract.H_STATUS_CHECK: "1", contract.H_FAILED_ATTEMPTS: "3", contract.H_DELIVERIES: "4"}
+    )
     assert verdict(copy, rescheduled).outcome is None
     assert (copy.books.failed, copy.deliveries) == (3, 5)
 
@@ -102,7 +104,12 @@ def test_5_the_same_order_running_here_under_another_delivery_is_deferred() -> N
 def test_6_a_lapsed_lease_is_a_crash_with_the_work_it_lost() -> None:
     d = delivery(3)
     previous = record(
-        "processing", worker_id="other", lease_until=NOW - 1, started_at=NOW - 60, checkpoint_at=NOW - 11, crashes=1
+        "processing",
+        worker_id="other",
+        lease_until=NOW - 1,
+        started_at=NOW - 60,
+        checkpoint_at=NOW - 11,
+        crashes=1,
     )
     v = verdict(d, previous)
     assert v.outcome is None and v.crash

@@ -1,0 +1,390 @@
+"""One task type's job path in process: the real JobPipeline, Pool, Settler and hooks against the
+stand-in transport. Each test drives deliveries into the pool and reads what reached "NATS"."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+from standin import FakeMsg, StandInTransport, fast_timing, limits, settings
+
+from orderflow import contract
+from worker.handlers import CheckpointError, Job
+from worker.hooks import Hook, Hooks
+from worker.job import JobPipeline, Recovery
+from worker.outcome import Delivery, Kind, Settler
+from worker.pool import Pool
+from worker.timing import Timing
+
+
+class Recorder(Hook):
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def started(self, d: Delivery) -> None:
+        self.events.append(("started", d.order_id))
+
+    def crash_found(self, d: Delivery, lost_s: float) -> None:
+        self.events.append(("crash", d.order_id))
+
+    def adopted(self, d: Delivery) -> None:
+        self.events.append(("adopted", d.order_id))
+
+    def settled(self, d: Delivery, kind: Kind, seconds: float) -> None:
+        self.events.append((kind.value, d.order_id))
+
+    def crashed(self, where: str) -> None:
+        self.events.append(("crashed", where))
+
+
+Handler = Callable[[Job], Coroutine[Any, Any, None]]
+
+
+class Rig:
+    def __init__(
+        self,
+        handler: Handler,
+        timing: Timing | None = None,
+        timeout_s: float = 60.0,
+        cancelled: frozenset[str] = frozenset(),
+        recovering: bool = False,
+        **env: object,
+    ) -> None:
+        self.t = StandInTransport()
+        self.timing = timing or fast_timing()
+        s = settings(**env)
+        lim = limits(s, self.timing.reschedule_after_s)
+        self.settler = Settler(self.t, "me", lim, self.timing.lease_s, schedules=True)
+        self.hooks = Recorder()
+        recovery = Recovery(self.timing.recovery_window_s)
+        if recovering:
+            recovery.open()
+        self.pipeline = JobPipeline(
+            "default", handler, self.settler, self.t, Hooks(self.hooks), self.timing, lim, "me",
+            cancelled.__contains__, recovery,
+        )  # fmt: skip
+        self.pool = Pool("default", 4, timeout_s, self.pipeline, self.timing)
+        self.pipeline.bind(self.pool)
+
+    async def until_idle(self, timeout_s: float = 5.0) -> None:
+        await asyncio.sleep(0)
+        await asyncio.wait_for(self.pool.wait_idle(), timeout_s)
+        for _ in range(5):  # side tasks (a crashed slot's settle) finish right after
+            await asyncio.sleep(0.01)
+
+
+async def noop(job: Job) -> None:
+    return None
+
+
+def test_a_first_delivery_of_a_short_job_reads_nothing_and_stores_only_its_done() -> None:
+    async def main() -> Rig:
+        rig = Rig(noop)
+        rig.pool.start(FakeMsg("o-1"))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert rig.t.ops() == ["put:done", "ack"]
+    assert rig.hooks.events == [("started", "o-1"), ("done", "o-1")]
+
+
+def test_a_redelivery_reads_its_record_and_holds_the_lease_before_running() -> None:
+    async def main() -> Rig:
+        rig = Rig(noop)
+        rig.t.records["o-1"] = contract.StatusRecord("o-1", "queued", handbacks=1)
+        rig.pool.start(FakeMsg("o-1", delivered=2))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert rig.t.ops() == ["get", "in_progress", "put:processing", "put:done", "ack"]
+    assert rig.t.calls[2][2] == ("processing", True)  # the eager lease is confirmed
+    assert (rig.t.records["o-1"].handbacks, rig.t.records["o-1"].deliveries) == (1, 2)
+
+
+def test_inside_the_recovery_window_even_a_first_delivery_reads_its_status() -> None:
+    async def main() -> Rig:
+        rig = Rig(noop, recovering=True)
+        rig.t.records["o-1"] = contract.StatusRecord("o-1", "done")
+        rig.pool.start(FakeMsg("o-1"))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert rig.t.ops() == ["get", "ack"]  # the done-dedupe
+    assert rig.hooks.events == [("already_done", "o-1")]
+
+
+def test_a_keyed_order_is_read_on_its_first_delivery_but_leases_lazily() -> None:
+    async def main() -> Rig:
+        rig = Rig(noop)
+        rig.pool.start(FakeMsg("k-1", headers={contract.H_STATUS_CHECK: "1"}))
+        await rig.until_idle()
+        return rig
+
+    assert asyncio.run(main()).t.ops() == ["get", "put:done", "ack"]
+
+
+def test_a_cancel_marker_terms_a_first_delivery_unrun() -> None:
+    ran: list[str] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.order.order_id)
+
+    async def main() -> Rig:
+        rig = Rig(handler, cancelled=frozenset({"o-1"}))
+        rig.pool.start(FakeMsg("o-1"))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert ran == [] and rig.t.ops() == ["put:cancelled", "term", "forget_cancel"]
+
+
+def test_a_long_job_writes_its_lease_once_it_has_run_lease_after_s_then_with_each_heartbeat() -> None:
+    async def slow(job: Job) -> None:
+        await asyncio.sleep(0.9)
+
+    async def main() -> Rig:
+        timing = fast_timing(ack_wait_s=0.6)  # heartbeat 0.2 s, lease after 0.2 s, tick 0.1 s
+        rig = Rig(slow, timing=timing)
+        rig.pool.start(FakeMsg("o-1"))
+        ticker = asyncio.create_task(rig.pool.ticker())
+        await rig.until_idle()
+        ticker.cancel()
+        return rig
+
+    rig = asyncio.run(main())
+    ops = rig.t.ops()
+    assert ops[:2] == ["in_progress", "put:processing"]
+    assert ops[-2:] == ["put:done", "ack"]
+    leases = [c for c in rig.t.calls if c[0] == "put" and c[2] == ("processing", False)]
+    assert 3 <= len(leases) <= 5  # ~0.2, 0.4, 0.6, 0.8 s
+    assert ops.count("in_progress") == len(leases)  # every lease restarts the ack clock
+
+
+def test_a_checkpoint_made_while_unwinding_a_hand_back_is_stored_and_the_next_run_resumes() -> None:
+    seen: list[Any] = []
+
+    async def cursor(job: Job) -> None:
+        seen.append(job.resume_from)
+        i = (job.resume_from or {}).get("i", 0)
+        try:
+            while i < 10:
+                await asyncio.sleep(0.02)
+                i += 1
+                if i % 3 == 0:
+                    await job.checkpoint({"i": i})
+        except asyncio.CancelledError:
+            await job.checkpoint({"i": i})
+            raise
+
+    async def main() -> Rig:
+        rig = Rig(cursor)
+        rig.pool.start(FakeMsg("o-1"))
+        await asyncio.sleep(0.11)  # i reaches 5: checkpoint 3 is stored, 4-5 are not yet
+        [slot] = list(rig.pool)
+        rig.pool.stop(slot, Kind.HANDED_BACK, unwind_s=1.0)
+        await rig.until_idle()
+        rig.pool.start(FakeMsg("o-1", delivered=2))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert seen[0] is None and seen[1] == {"i": 5}
+    record = rig.t.records["o-1"]
+    assert (record.status, record.handbacks, record.attempts) == ("done", 1, 0)
+    assert ("handed_back", "o-1") in rig.hooks.events
+
+
+def test_a_handler_that_ignores_the_hand_back_is_cut_short_after_the_unwind_bound() -> None:
+    async def stubborn(job: Job) -> None:
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            await asyncio.sleep(60)  # "checkpointing" forever
+
+    async def main() -> tuple[Rig, float]:
+        rig = Rig(stubborn)
+        rig.pool.start(FakeMsg("o-1"))
+        await asyncio.sleep(0.05)
+        [slot] = list(rig.pool)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        rig.pool.stop(slot, Kind.HANDED_BACK, unwind_s=0.2)
+        await rig.until_idle()
+        return rig, loop.time() - t0
+
+    rig, took = asyncio.run(main())
+    assert 0.15 < took < 1.0
+    assert rig.t.ops()[-2:] == ["put:queued", "nak"]
+
+
+@pytest.mark.parametrize(
+    ("state", "message"),
+    [({"f": object()}, "not JSON-serialisable"), ({"x": "y" * 70_000}, "over the 65536-byte limit")],
+)
+def test_a_bad_checkpoint_raises_inside_the_handler_and_the_job_carries_on(state: Any, message: str) -> None:
+    errors: list[str] = []
+
+    async def handler(job: Job) -> None:
+        try:
+            await job.checkpoint(state)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+
+    async def main() -> Rig:
+        rig = Rig(handler)
+        rig.pool.start(FakeMsg("o-1"))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert len(errors) == 1 and message in errors[0]
+    assert rig.t.ops() == ["put:done", "ack"]
+
+
+def test_a_failing_handler_is_a_failed_attempt_with_its_error() -> None:
+    async def boom(job: Job) -> None:
+        raise RuntimeError("card declined")
+
+    async def main() -> Rig:
+        rig = Rig(boom)
+        rig.pool.start(FakeMsg("o-1"))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    record = rig.t.records["o-1"]
+    assert (record.status, record.attempts, record.error) == ("queued", 1, "RuntimeError: card declined")
+    assert rig.t.ops()[-1] == "nak"
+
+
+def test_a_cancelled_error_from_inside_the_handler_is_a_failure_not_a_stop() -> None:
+    async def handler(job: Job) -> None:
+        raise asyncio.CancelledError
+
+    async def main() -> Rig:
+        rig = Rig(handler)
+        rig.pool.start(FakeMsg("o-1"))
+        await rig.until_idle()
+        return rig
+
+    assert asyncio.run(main()).t.records["o-1"].error == "CancelledError raised inside the handler"
+
+
+def test_the_hard_timeout_stops_the_job_as_a_failed_attempt() -> None:
+    async def slow(job: Job) -> None:
+        await asyncio.sleep(10)
+
+    async def main() -> Rig:
+        rig = Rig(slow, timeout_s=0.1)
+        rig.pool.start(FakeMsg("o-1"))
+        ticker = asyncio.create_task(rig.pool.ticker())
+        await rig.until_idle()
+        ticker.cancel()
+        return rig
+
+    rig = asyncio.run(main())
+    record = rig.t.records["o-1"]
+    assert (record.attempts, record.error) == (1, "timed out after 0.1s")
+
+
+def test_a_redelivery_of_a_running_job_is_adopted_not_run_twice() -> None:
+    runs: list[int] = []
+    release = asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        runs.append(job.delivery)
+        await release.wait()
+
+    async def main() -> Rig:
+        rig = Rig(handler)
+        rig.pool.start(FakeMsg("o-1", seq=7))
+        await asyncio.sleep(0.01)
+        rig.pool.start(FakeMsg("o-1", seq=7, delivered=2))
+        await asyncio.sleep(0.01)
+        release.set()
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert runs == [1]
+    assert ("adopted", "o-1") in rig.hooks.events
+    assert rig.t.records["o-1"].deliveries == 2
+
+
+def test_a_redelivery_with_no_record_waits_its_grace_then_counts_a_crash() -> None:
+    async def main() -> Rig:
+        rig = Rig(noop)
+        rig.pool.start(FakeMsg("o-1", delivered=2))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert rig.t.ops()[:3] == ["get", "in_progress", "get"]
+    assert rig.t.records["o-1"].crashes == 1
+    assert ("crash", "o-1") in rig.hooks.events
+
+
+def test_a_redelivery_whose_holder_re_leases_within_the_grace_is_deferred() -> None:
+    import time
+
+    async def main() -> Rig:
+        rig = Rig(noop, timing=fast_timing(orphan_grace_s=0.2))
+        rig.pool.start(FakeMsg("o-1", delivered=2))
+        await asyncio.sleep(0.05)
+        # the holder reconnects and writes its lease
+        rig.t.records["o-1"] = contract.StatusRecord(
+            "o-1", "processing", worker_id="x", lease_until=time.time() + 5
+        )
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert rig.t.ops()[-1] == "nak"
+    assert rig.hooks.events == [("running_elsewhere", "o-1")]
+
+
+def test_a_slot_that_dies_of_a_base_exception_is_a_failed_attempt_and_the_message_goes_back() -> None:
+    class Escape(BaseException):
+        pass
+
+    async def handler(job: Job) -> None:
+        raise Escape
+
+    async def main() -> Rig:
+        rig = Rig(handler)
+        rig.pool.start(FakeMsg("o-1"))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert ("crashed", "slot") in rig.hooks.events
+    assert rig.t.ops()[-2:] == ["put:queued", "nak"]
+    assert rig.t.calls[-1][2] <= 1.0
+    assert rig.pool.free_slots == 4
+
+
+def test_recovery_re_leases_every_running_job_at_once() -> None:
+    release = asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        await release.wait()
+
+    async def main() -> Rig:
+        rig = Rig(handler)
+        for i in range(3):
+            rig.pool.start(FakeMsg(f"o-{i}", seq=i + 1))
+        await asyncio.sleep(0.01)
+        await rig.pipeline.recover()
+        release.set()
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    confirmed = [c for c in rig.t.calls if c[0] == "put" and c[2] == ("processing", True)]
+    assert len(confirmed) == 3
