@@ -87,7 +87,7 @@ class Job:
 
 
 class Handler(Protocol):
-    async def __call__(self, job: Job) -> None: ...
+    async def __call__(self, job: Job, /) -> None: ...
 
 
 class Registry:
