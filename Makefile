@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: install tools bench-tools run test test-fast test-images images lint dashboards bench-ingest bench-worker bench-e2e clean
+.PHONY: install tools bench-tools run test test-fast test-images images lint dashboards bench-ingest bench-worker bench-jobpath bench-e2e clean
 
 install: $(VENV)/.installed  ## create .venv and install orderflow with its dev tools
 
@@ -52,6 +52,9 @@ bench-ingest: install bench-tools  ## POST /orders vs a bare Starlette endpoint 
 
 bench-worker: install bench-tools  ## no-op jobs/s vs a raw fetch+ack loop and FastStream
 	$(BIN)/python -m bench.worker
+
+bench-jobpath: install  ## the worker's own cost per job, in process (no sockets): seconds
+	$(BIN)/python -m bench.jobpath
 
 bench-e2e: install  ## NATS + P ingest + W workers under k6 at a constant rate; --find-max via ARGS
 	$(BIN)/python -m bench.e2e $(ARGS)

@@ -23,16 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
-from typing import Any
 
 import nats
 from nats.js.errors import NotFoundError
 
 from bench.common import free_port, stop
 from orderflow import broker, contract
-from orderflow.config import TaskType, load_settings
+from orderflow.config import load_settings
 from orderflow.dev import nats_server_command
 
 REPO = Path(__file__).resolve().parent.parent
@@ -50,10 +48,13 @@ async def reset_and_fill(url: str, count: int, raw_consumer: bool) -> None:
             pass
     await broker.ensure_layout(js, settings)
     if raw_consumer:
-        await broker.ensure_consumer(js, settings, "default")
+        await broker.ensure_consumer(nc, settings, "default")
     payloads = [contract.encode(contract.Order(f"b{i}", 1, 1, "bench", time.time())) for i in range(count)]
     for start in range(0, count, 2000):
-        futures = [await js.publish_async("orders.default", p) for p in payloads[start : start + 2000]]
+        futures = [
+            await js.publish_async(f"orders.default.b{start + i}", p)
+            for i, p in enumerate(payloads[start : start + 2000])
+        ]
         await asyncio.gather(*futures)
     await nc.close()
 
@@ -96,84 +97,6 @@ def contender(name: str, url: str, concurrency: int) -> subprocess.Popen[bytes]:
     else:
         cmd = [sys.executable, "-m", "bench.faststream_consumer", url, "faststream"]
     return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-# --- the pool's own cost, in process, with stand-ins for NATS (no I/O at all) -------------------
-class _StubMsg:
-    """Stands in for a JetStream message: the pool only reads these attributes."""
-
-    __slots__ = ("_ackd", "data", "headers", "metadata", "reply", "subject")
-
-    def __init__(self, i: int, data: bytes) -> None:
-        self.data = data
-        self.reply = f"$JS.ACK.ORDERS.workers.1.{i}.{i}.0.0"
-        self.subject = "orders.default"
-        self.headers = None
-        self._ackd = False
-        self.metadata = types.SimpleNamespace(num_delivered=1, sequence=types.SimpleNamespace(stream=i))
-
-    async def in_progress(self) -> None:
-        return None
-
-    async def nak(self, delay: float | None = None) -> None:
-        return None
-
-
-class _StubStatus:
-    async def get(self, order_id: str) -> None:
-        return None
-
-    async def put(self, record: Any, confirm: bool = False) -> None:
-        return None
-
-    async def record_run(self, *args: Any) -> None:
-        return None
-
-
-class _StubSettler:
-    async def settle(self, d: Any, outcome: Any) -> Any:
-        return outcome.kind
-
-
-async def pool_overhead_us(jobs: int, capacity: int) -> tuple[float, float]:
-    from prometheus_client import CollectorRegistry
-
-    from orderflow.metrics import WorkerMetrics
-    from worker.pool import Pool
-
-    async def noop(job: Any) -> None:
-        return None
-
-    pool = Pool(
-        TaskType("default", capacity, 60.0),
-        noop,
-        _StubSettler(),
-        _StubStatus(),  # type: ignore[arg-type]
-        WorkerMetrics(CollectorRegistry()),
-        "bench",
-        10.0,
-        5,
-    )
-    data = contract.encode(contract.Order("b1", 1, 1, "bench", 0.0))
-    msgs = [_StubMsg(i, data) for i in range(jobs)]
-    start = time.perf_counter()
-    for msg in msgs:
-        if pool.free_slots <= 0:
-            await pool.wait_for_free_slot()
-        pool.start(msg)  # type: ignore[arg-type]
-    await pool.wait_idle()
-    per_job = (time.perf_counter() - start) / jobs * 1e6
-
-    # For scale: the same number of bare asyncio tasks running a no-op, as many at a time.
-    sem = asyncio.Semaphore(capacity)
-
-    async def bare() -> None:
-        async with sem:
-            return None
-
-    start = time.perf_counter()
-    await asyncio.gather(*(bare() for _ in range(jobs)))
-    return per_job, (time.perf_counter() - start) / jobs * 1e6
 
 
 def main() -> int:
@@ -219,7 +142,10 @@ def main() -> int:
     med = {n: statistics.median(v) for n, v in rates.items()}
     import uvloop  # the worker runs on uvloop
 
-    per_job, bare_task = uvloop.run(pool_overhead_us(100_000, args.concurrency))
+    from bench.jobpath import bare_tasks_us, job_path_us
+
+    per_job, _ = uvloop.run(job_path_us(100_000, args.concurrency))
+    bare_task = uvloop.run(bare_tasks_us(100_000, args.concurrency))
     print()
     for name in names:
         print(f"{name:>20}: {med[name]:8.0f} jobs/s (median of {args.rounds})")
@@ -230,7 +156,7 @@ def main() -> int:
             f"orderflow / FastStream: {med['orderflow worker'] / med['FastStream pull']:.2f}x   (goal >= 1.5x)"
         )
     print(
-        f"pool overhead per job (in process, no I/O): {per_job:.1f} us   (goal <= 10 us; "
+        f"job path per job (in process, stand-in transport, bench/jobpath.py): {per_job:.1f} us   ("
         f"a bare asyncio task + semaphore: {bare_task:.1f} us)"
     )
     return 0

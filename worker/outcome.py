@@ -108,6 +108,9 @@ class Books:
 
     @classmethod
     def from_headers(cls, msg: Message) -> Books:
+        if not msg.headers:  # the common case: an order as the ingest stored it
+            return cls()
+
         def number(name: str) -> int:
             raw = header(msg, name, "0")
             return int(raw) if raw.isdigit() else 0
@@ -139,8 +142,8 @@ class Delivery:
         self.order_id = ""
         # every delivery of the order so far, this one included (a rescheduled retry is a new
         # message: its header says how many came before)
-        base = header(msg, contract.H_DELIVERIES, "0")
-        self.deliveries = meta.delivered + (int(base) if base.isdigit() else 0)
+        base = header(msg, contract.H_DELIVERIES, "0") if msg.headers else "0"
+        self.deliveries = meta.delivered + (int(base) if base != "0" and base.isdigit() else 0)
         self.books = Books.from_headers(msg)
         self.started_at = time.time()
         self.run_started: float | None = None  # when the handler started (epoch s)
