@@ -10,6 +10,8 @@ Admission turns facts into a verdict, one rule each, in this order (`admit`, a p
     (a redelivery after a NATS restart while its first run is alive; costs no attempt)
  6. `processing` with a lapsed lease, or held by this worker id while not running here, or no
     record at all on a redelivery once the orphan grace is over -> the previous run died: a crash
+    (no record for a message published before a NATS restart also waits the grace: a restored
+    consumer may resend a running job as a first delivery; found by the chaos rehearsal)
  7. crashes >= ORDERFLOW_MAX_CRASHES, deliveries > ORDERFLOW_MAX_DELIVERIES, failed attempts
     >= ORDERFLOW_MAX_DELIVER                                 -> dead-letter
  8. otherwise                                               -> run
@@ -64,6 +66,7 @@ def admit(
     limits: Limits,
     lease_s: float,
     orphan_checked: bool = False,
+    suspect: bool = False,
     now: float | None = None,
 ) -> Verdict:
     """The rules above. Takes the order's books over from its status record (d.books)."""
@@ -96,12 +99,14 @@ def admit(
             crash = True  # lapsed, or our own id from a previous life of this worker
             start = max(previous.started_at or 0.0, previous.checkpoint_at or 0.0)
             lost = max(0.0, previous.updated_at - start) if start else 0.0
-    elif d.meta.delivered > 1:
+    elif d.meta.delivered > 1 or suspect:
         # Delivered before and nothing recorded: its first run died young (before its lease was
-        # written), or is alive on a worker that has not yet re-leased it after a reconnect.
+        # written), or is alive on a worker that has not yet re-leased it after a reconnect. After
+        # a NATS restart the restored consumer may even have lost the earlier delivery and send
+        # it again as a first one (`suspect`: published before the recovery window opened).
         if not orphan_checked:
             return Verdict(orphan=True)
-        crash = True
+        crash = d.meta.delivered > 1
     if crash:
         d.books.crashes += 1
     b = d.books
@@ -138,9 +143,15 @@ class Recovery:
     def __init__(self, window_s: float) -> None:
         self.window_s = window_s
         self.until = 0.0
+        self.opened_at = 0.0  # epoch s: messages published before it may have run before
 
     def open(self) -> None:
         self.until = time.monotonic() + self.window_s
+        self.opened_at = time.time()
+
+    def suspects(self, d: Delivery) -> bool:
+        """Inside the window, a message published before it opened may be running elsewhere."""
+        return self.active and d.meta.published_at < self.opened_at
 
     @property
     def active(self) -> bool:
@@ -248,10 +259,9 @@ class JobPipeline:
         """After a reconnect or a leader change: tell the server every running job is alive and
         re-write its lease now, before another worker can take a redelivery of it."""
         self._recovery.open()
-        for run in list(self.runs.values()):
+
+        async def release(run: Run) -> None:
             d = run.delivery
-            if run.settling:
-                continue
             try:
                 run.last_beat = time.monotonic()
                 if d.order_id and d.run_started is not None:
@@ -260,6 +270,9 @@ class JobPipeline:
                     await self._t.in_progress(d.msg)
             except Exception as exc:
                 log.debug("re-lease of %s failed: %r", d.order_id, exc)
+
+        # all at once: one round trip, well inside another worker's orphan grace
+        await asyncio.gather(*(release(r) for r in list(self.runs.values()) if not r.settling))
 
     # --- one job ----------------------------------------------------------------------------
     async def _process(self, run: Run) -> None:
@@ -340,6 +353,7 @@ class JobPipeline:
             limits=self._limits,
             lease_s=self._timing.lease_s,
             orphan_checked=orphan_checked,
+            suspect=self._recovery.suspects(d),
         )
 
     def _stopped(self, run: Run) -> Outcome:

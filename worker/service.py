@@ -118,7 +118,6 @@ class WorkerService:
         layout = await broker.ensure_layout(js, s)
         transport = NatsTransport(nc, await Requester(nc).start())
         recovery = Recovery(self.timing.recovery_window_s)
-        recovery.open()  # a fresh worker may meet a restored consumer too
         self._keeper = PodDeletionCostKeeper.from_settings(s)
         if self._keeper is not None:
             self.load.on_change = self._keeper.update

@@ -129,6 +129,15 @@ def test_6_a_redelivery_with_no_record_waits_once_then_counts_a_crash() -> None:
     assert v.crash and d.books.crashes == 1 and v.outcome is None
 
 
+def test_6_after_a_nats_restart_a_first_delivery_with_no_record_also_waits_but_is_no_crash() -> None:
+    """A restored consumer may have lost the delivery of a job still running elsewhere and send it
+    again as a first delivery (seen in the chaos rehearsal)."""
+    d = delivery(1)
+    assert verdict(d, None, suspect=True).orphan
+    v = verdict(d, None, suspect=True, orphan_checked=True)
+    assert v.outcome is None and not v.crash and d.books.crashes == 0
+
+
 def test_6_hand_backs_and_retries_leave_records_so_their_redelivery_is_no_crash() -> None:
     d = delivery(4)
     v = verdict(d, record("queued", handbacks=3, attempts=0))

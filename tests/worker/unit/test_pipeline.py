@@ -105,6 +105,27 @@ def test_a_redelivery_reads_its_record_and_holds_the_lease_before_running() -> N
     assert (rig.t.records["o-1"].handbacks, rig.t.records["o-1"].deliveries) == (1, 2)
 
 
+def test_inside_the_recovery_window_an_old_first_delivery_with_no_record_waits_for_a_lease() -> None:
+    async def main() -> Rig:
+        rig = Rig(noop, recovering=True)
+        rig.pool.start(FakeMsg("o-1", published_at=0.0))  # published before the restart
+        rig.pool.start(FakeMsg("o-2", seq=2))  # published after it: runs at once
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert rig.t.ops("o-1") == [
+        "get",
+        "in_progress",
+        "get",
+        "in_progress",
+        "put:processing",
+        "put:done",
+        "ack",
+    ]
+    assert rig.t.ops("o-2") == ["get", "in_progress", "put:processing", "put:done", "ack"]
+
+
 def test_inside_the_recovery_window_even_a_first_delivery_reads_its_status() -> None:
     async def main() -> Rig:
         rig = Rig(noop, recovering=True)
