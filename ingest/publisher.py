@@ -12,13 +12,12 @@ import enum
 import logging
 import time
 
-import msgspec
 from nats.aio.client import Client
 
 from orderflow import contract
 from orderflow.config import Settings
 from orderflow.metrics import IngestMetrics
-from orderflow.natsmux import Requester, RequestTimeout
+from orderflow.natsmux import JetStreamError, NoResponders, Requester, RequestTimeout, read_puback
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +48,6 @@ class Publisher:
         self._inflight_gauge = metrics.publish_inflight if metrics.multiprocess else None
         if self._inflight_gauge is None:
             metrics.publish_inflight.set_function(lambda: requests.in_flight)
-
-    @property
-    def connected(self) -> bool:
-        return bool(self._nc.is_connected)
 
     async def publish(self, order: contract.Order, task_type: str) -> Published:
         result = await self._publish(order, task_type)
@@ -98,14 +93,12 @@ class Publisher:
         finally:
             if gauge is not None:
                 gauge.dec()
-        data = reply.data
-        if not data:
-            # A status-only reply: 503 No Responders (JetStream not there for this subject).
-            return Published.UNAVAILABLE
-        if b'"error"' in data:
-            log.warning("JetStream refused order %s: %s", order_id, data[:200].decode(errors="replace"))
+        try:
+            duplicate = read_puback(reply)
+        except NoResponders:
+            return Published.UNAVAILABLE  # JetStream not there for this subject
+        except JetStreamError as exc:
+            log.warning("JetStream refused order %s: %s", order_id, exc)
             return Published.REJECTED
         self._observe(time.monotonic() - start)
-        if b'"duplicate"' in data and msgspec.json.decode(data).get("duplicate") is True:
-            return Published.DUPLICATE
-        return Published.STORED
+        return Published.DUPLICATE if duplicate else Published.STORED

@@ -1,8 +1,13 @@
 """uvicorn run from our own event loop, with our own signal handling (lifecycle.py decides when to
-stop, uvicorn only serves). SO_REUSEPORT lets several ingest processes share one port."""
+stop, uvicorn only serves). SO_REUSEPORT lets several ingest processes share one port.
+
+`Server.start()` binds and `Server.stop()` runs uvicorn's own shutdown (stop accepting, close idle
+connections, wait for in-flight requests up to the graceful timeout), so that a service's lifecycle
+can call each phase in its own order. No ASGI lifespan: services set up before they serve."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 from collections.abc import Generator
@@ -16,6 +21,23 @@ class Server(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         # lifecycle.Lifecycle owns SIGTERM/SIGINT; uvicorn's handlers would race it.
         yield
+
+    async def start(self, sock: socket.socket) -> None:
+        """Listen on `sock` and serve (uvicorn's startup without its tick loop)."""
+        if not self.config.loaded:
+            self.config.load()
+        self.lifespan = self.config.lifespan_class(self.config)
+        await self.startup(sockets=[sock])
+
+    async def stop(self, force: asyncio.Event) -> None:
+        """Stop accepting, let in-flight requests finish within the graceful timeout; `force`
+        (a second signal) cuts the wait short."""
+        forcing = asyncio.create_task(force.wait())
+        forcing.add_done_callback(lambda _: setattr(self, "force_exit", True))
+        try:
+            await self.shutdown()
+        finally:
+            forcing.cancel()
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -34,7 +56,7 @@ def make_server(app: Any, log_level: str, graceful_timeout_s: float | None = Non
         app,
         log_level=log_level,
         access_log=False,
-        lifespan="on",
+        lifespan="off",
         loop="none",  # the caller's loop (uvloop when installed)
         http="auto",  # httptools when installed
         timeout_graceful_shutdown=None if graceful_timeout_s is None else max(1, round(graceful_timeout_s)),
@@ -51,6 +73,4 @@ def new_event_loop_policy() -> None:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
         return
-    import asyncio
-
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

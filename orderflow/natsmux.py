@@ -21,6 +21,7 @@ import itertools
 import time
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -31,7 +32,20 @@ class RequestTimeout(Exception):
 
 
 class JetStreamError(Exception):
-    """The server refused (an `error` PubAck) or nothing serves the subject (503)."""
+    """The server refused (an `error` PubAck) or nothing serves the subject (503).
+
+    `err_code` is JetStream's own error code (10077 a stream limit with discard=new, 10023
+    insufficient resources, 10008 JetStream temporarily unavailable, ...), 0 for a no-responders
+    status; `description` is the server's text."""
+
+    def __init__(self, message: str, err_code: int = 0, description: str = "") -> None:
+        super().__init__(message)
+        self.err_code = err_code
+        self.description = description
+
+
+class NoResponders(JetStreamError):
+    """A status-only 503 reply: no stream (or no stream leader, mid-election) serves the subject."""
 
 
 class Requester:
@@ -108,7 +122,7 @@ class Requester:
     ) -> bytes:
         """Publish and wait for the PubAck; returns its raw JSON. Raises JetStreamError."""
         reply = await self.request(subject, payload, headers, timeout_s)
-        check_puback(reply)
+        read_puback(reply)
         return bytes(reply.data)
 
     async def direct_get(self, stream: str, subject: str, timeout_s: float | None = None) -> bytes | None:
@@ -130,10 +144,24 @@ class Requester:
         msg._ackd = True  # nats-py's own flag, so msg.ack() etc. refuse a double ack
 
 
-def check_puback(reply: Msg) -> None:
+def read_puback(reply: Msg) -> bool:
+    """The one reader of a PubAck: True if it is a duplicate (the same Nats-Msg-Id was stored
+    inside the duplicate window), False if newly stored. Raises NoResponders for a status-only 503
+    and JetStreamError for an `error` PubAck. The common answer is recognised by its bytes; JSON
+    is parsed only for an error or a duplicate."""
     data = reply.data
     if not data:
         status = (reply.headers or {}).get("Status", "?")
-        raise JetStreamError(f"no JetStream stream answered (status {status})")
+        raise NoResponders(f"no JetStream stream answered (status {status})")
     if b'"error"' in data:
-        raise JetStreamError(data[:300].decode(errors="replace"))
+        error = _error_of(data)
+        raise JetStreamError(data[:300].decode(errors="replace"), error[0], error[1])
+    return b'"duplicate"' in data and msgspec.json.decode(data).get("duplicate") is True
+
+
+def _error_of(data: bytes) -> tuple[int, str]:
+    try:
+        error = msgspec.json.decode(data).get("error") or {}
+        return int(error.get("err_code") or 0), str(error.get("description") or "")
+    except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+        return 0, data[:200].decode(errors="replace")
