@@ -37,6 +37,7 @@ class QueuedOrders:
     async def __call__(self, order: contract.Order, task_type: str) -> tuple[int, bytes]:
         publisher = self.state.publisher
         if publisher is None:
+            self.state.refusals.note("nats_down", "not connected yet")
             return 503, responses.KAPUT
         result = await publisher.publish(order, task_type)
         if result.stored:

@@ -16,6 +16,7 @@ from nats.aio.client import Client
 
 from orderflow import contract
 from orderflow.config import Settings
+from orderflow.logsummary import SummaryLog
 from orderflow.metrics import IngestMetrics
 from orderflow.natsmux import JetStreamError, NoResponders, Requester, RequestTimeout, read_puback
 
@@ -35,9 +36,52 @@ class Published(enum.Enum):
         return self in (Published.STORED, Published.DUPLICATE)
 
 
+# Why a publish was refused (the `reason` of orderflow_orders_refused_total; docs/ingest.md).
+REASONS = (
+    "nats_down",
+    "jetstream_unavailable",
+    "publish_timeout",
+    "stream_full",
+    "storage_full",
+    "rejected",
+    "overloaded",
+)
+# JetStream error codes (nats-server's errors.json) a PubAck can carry.
+_JS_CLUSTER_NOT_AVAILABLE = 10008  # JetStream system temporarily unavailable
+_JS_INSUFFICIENT_RESOURCES = 10023
+_JS_STORAGE_RESOURCES_EXCEEDED = 10047
+_JS_STREAM_STORE_FAILED = 10077  # "maximum bytes/messages exceeded" with discard=new, or an I/O error
+
+
+class Refusals:
+    """Every 503 of POST /orders: counted by reason, logged as one summary line per interval."""
+
+    def __init__(self, metrics: IngestMetrics, interval_s: float) -> None:
+        self._counters = {r: metrics.orders_refused.labels(r) for r in REASONS}
+        self._log = SummaryLog(log, "orders refused (503)", interval_s)
+
+    def note(self, reason: str, detail: str) -> None:
+        self._counters[reason].inc()
+        self._log.note(f"{reason}: {detail}")
+
+
+def _refusal_of(exc: JetStreamError) -> tuple[Published, str]:
+    code = exc.err_code
+    if code == _JS_CLUSTER_NOT_AVAILABLE:
+        return Published.UNAVAILABLE, "jetstream_unavailable"
+    if code in (_JS_INSUFFICIENT_RESOURCES, _JS_STORAGE_RESOURCES_EXCEEDED):
+        return Published.REJECTED, "storage_full"
+    if code == _JS_STREAM_STORE_FAILED and "maximum" in exc.description:
+        return Published.REJECTED, "stream_full"
+    return Published.REJECTED, "rejected"
+
+
 class Publisher:
-    def __init__(self, nc: Client, requests: Requester, settings: Settings, metrics: IngestMetrics) -> None:
+    def __init__(
+        self, nc: Client, requests: Requester, settings: Settings, metrics: IngestMetrics, refusals: Refusals
+    ) -> None:
         self._nc = nc
+        self._refusals = refusals
         self._requests = requests
         self._timeout_s = settings.publish_timeout_s
         self._max_inflight = settings.max_inflight_publishes
@@ -50,18 +94,23 @@ class Publisher:
             metrics.publish_inflight.set_function(lambda: requests.in_flight)
 
     async def publish(self, order: contract.Order, task_type: str) -> Published:
-        result = await self._publish(order, task_type)
+        result, refusal = await self._publish(order, task_type)
         self._counters[result].inc()
+        if refusal:
+            self._refusals.note(*refusal)
         return result
 
-    async def _publish(self, order: contract.Order, task_type: str) -> Published:
+    async def _publish(
+        self, order: contract.Order, task_type: str
+    ) -> tuple[Published, tuple[str, str] | None]:
         nc = self._nc
         # While disconnected nats-py would buffer the publish and we would only learn of it at the
         # timeout; answer 503 at once instead.
         if not nc.is_connected:
-            return Published.UNAVAILABLE
-        if self._requests.in_flight >= self._max_inflight:
-            return Published.OVERLOADED
+            return Published.UNAVAILABLE, ("nats_down", "not connected")
+        in_flight = self._requests.in_flight
+        if in_flight >= self._max_inflight:
+            return Published.OVERLOADED, ("overloaded", f"{in_flight} publishes in flight")
         order_id = order.order_id
         # The queued status goes alongside the publish, fire-and-forget, as a KV *create*
         # (expected last subject sequence 0): it can never overwrite a worker's later status.
@@ -86,19 +135,18 @@ class Publisher:
                 self._timeout_s,
             )
         except RequestTimeout:
-            return Published.TIMEOUT
+            return Published.TIMEOUT, ("publish_timeout", f"no PubAck within {self._timeout_s:g}s")
         except Exception as exc:  # connection closed or reconnecting under us
-            log.debug("publish of %s failed: %r", order_id, exc)
-            return Published.UNAVAILABLE
+            return Published.UNAVAILABLE, ("nats_down", repr(exc))
         finally:
             if gauge is not None:
                 gauge.dec()
         try:
             duplicate = read_puback(reply)
         except NoResponders:
-            return Published.UNAVAILABLE  # JetStream not there for this subject
+            return Published.UNAVAILABLE, ("jetstream_unavailable", "no stream answered")
         except JetStreamError as exc:
-            log.warning("JetStream refused order %s: %s", order_id, exc)
-            return Published.REJECTED
+            result, reason = _refusal_of(exc)
+            return result, (reason, exc.description or str(exc))
         self._observe(time.monotonic() - start)
-        return Published.DUPLICATE if duplicate else Published.STORED
+        return (Published.DUPLICATE if duplicate else Published.STORED), None

@@ -9,6 +9,7 @@ import logging
 from prometheus_client import CollectorRegistry
 
 from ingest.app import create_app
+from ingest.edge import edge
 from ingest.state import IngestState
 from orderflow import httpserver
 from orderflow.config import Settings
@@ -19,8 +20,11 @@ log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings) -> int:
-    state = IngestState(settings, IngestMetrics(CollectorRegistry(), settings.prometheus_multiproc_dir))
-    server = httpserver.make_server(create_app(state), settings.log_level, settings.shutdown_timeout_s)
+    metrics = IngestMetrics(CollectorRegistry(), settings.prometheus_multiproc_dir)
+    state = IngestState(settings, metrics)
+    server = httpserver.make_server(
+        create_app(state), settings.log_level, settings.shutdown_timeout_s, edge(settings, metrics)
+    )
     lifecycle = Lifecycle()
     lifecycle.install()
 

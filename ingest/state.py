@@ -10,7 +10,7 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
 from ingest.ids import IdSource
-from ingest.publisher import Publisher
+from ingest.publisher import Publisher, Refusals
 from orderflow import broker, contract
 from orderflow.config import Settings
 from orderflow.metrics import IngestMetrics
@@ -33,6 +33,7 @@ class IngestState:
         self.nc: Client | None = None
         self.requests: Requester | None = None
         self.publisher: Publisher | None = None
+        self.refusals = Refusals(metrics, settings.refusal_log_interval_s)
         self.shutting_down = False
         self._fatal: str | None = None
         self._stream_problem: str | None = "checking the stream"
@@ -81,7 +82,7 @@ class IngestState:
                 log.warning("JetStream not ready (%s); retrying", exc)
                 await asyncio.sleep(1.0)
         self.requests = await Requester(nc, s.publish_timeout_s).start()
-        self.publisher = Publisher(nc, self.requests, s, self.metrics)
+        self.publisher = Publisher(nc, self.requests, s, self.metrics, self.refusals)
         self._stream_problem = None
         self.nc = nc
         self._stream_check = asyncio.create_task(self._check_stream(nc), name="stream-check")
