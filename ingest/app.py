@@ -78,8 +78,12 @@ class IngestApp:
 
 def create_app(state: IngestState) -> IngestApp:
     accept = DirectOrders(state) if state.settings.mode == "direct" else QueuedOrders(state)
+    orders = OrdersEndpoint(state, accept)
     app = Starlette(
         routes=[
+            # POST goes to the hot path before Starlette (IngestApp); these routes give the
+            # other methods their 405 with `Allow: POST`.
+            *(Route(path, orders, methods=["POST"]) for path in PATHS),
             Route("/orders/{order_id}", routes.get_order, methods=["GET"]),
             *probes.routes(state),
             Route("/openapi.json", routes.openapi, methods=["GET"]),
@@ -87,4 +91,4 @@ def create_app(state: IngestState) -> IngestApp:
     )
     app.state.ingest = state
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    return IngestApp(app, state, OrdersEndpoint(state, accept))
+    return IngestApp(app, state, orders)

@@ -19,7 +19,7 @@ from ingest.state import IngestState
 from orderflow import contract
 
 ROUTE = "/orders"
-PATHS = (ROUTE,)
+PATHS = (ROUTE, ROUTE + "/")  # `/orders/` is `/orders`
 
 Accept = Callable[[contract.Order, str], Awaitable[tuple[int, bytes]]]
 

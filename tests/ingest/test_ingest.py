@@ -219,3 +219,35 @@ def test_openapi_describes_the_order_contract(ingest: Service) -> None:
         "count",
         "username",
     ]
+
+
+def test_wrong_methods_on_known_paths_answer_405_with_allow(ingest: Service) -> None:
+    for method, path, allowed in [
+        ("GET", "/orders", {"POST"}),
+        ("PUT", "/orders/", {"POST"}),
+        ("DELETE", "/orders/some-order", {"GET", "HEAD"}),
+        ("POST", "/healthz", {"GET", "HEAD"}),
+        ("POST", "/readyz", {"GET", "HEAD"}),
+        ("PUT", "/metrics", {"GET", "HEAD"}),
+        ("POST", "/openapi.json", {"GET", "HEAD"}),
+    ]:
+        status, headers, _ = http(method, ingest.url + path, b"{}" if method != "GET" else None)
+        assert status == 405, (method, path)
+        assert set(headers["allow"].split(", ")) == allowed, (method, path)
+    assert ingest.get("/nowhere")[0] == 404
+    assert ingest.metric('orderflow_http_requests_total{method="GET",route="/orders",status="405"}') == 1
+
+
+def test_orders_with_a_trailing_slash_is_orders(ingest: Service, nats_server: NatsServer) -> None:
+    status, _, body = http("POST", ingest.url + "/orders/", json.dumps(ORDER).encode())
+    assert status == 200 and json.loads(body)["result"] == "created"
+    assert [m["order_id"] for m in run(stream_messages(nats_server.url))] == [json.loads(body)["order_id"]]
+    assert ingest.metric('orderflow_http_requests_total{method="POST",route="/orders",status="200"}') == 1
+
+
+def test_generated_ids_are_random_not_a_counter(ingest: Service) -> None:
+    ids = [post(ingest, ORDER)[2]["order_id"] for _ in range(5)]
+    assert len(set(ids)) == 5
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)  # 128 bits, hex
+    # No shared prefix beyond chance: consecutive ids do not reveal each other.
+    assert len({i[:8] for i in ids}) == 5
