@@ -110,7 +110,10 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {
                     "200": {
-                        "description": "the order's status",
+                        "description": "the order's status: its status record, or `queued` while only its "
+                        "message is in the stream. Timestamps are ISO 8601 UTC with the number of epoch "
+                        "seconds beside them (`updated_at` and `updated_at_s`); whatever counts the record "
+                        "carries (attempts, deliveries, ...) are shown as stored.",
                         "content": {
                             _json: {
                                 "schema": {
@@ -120,7 +123,9 @@ OPENAPI: dict[str, Any] = {
                                         "order_id": {"type": "string"},
                                         "status": {"enum": list(contract.STATUSES)},
                                         "attempts": {"type": "integer"},
-                                        "updated_at": {"type": "number"},
+                                        "updated_at": {"type": "string", "format": "date-time"},
+                                        "updated_at_s": {"type": "number"},
+                                        "task_type": {"type": "string"},
                                     },
                                 }
                             }

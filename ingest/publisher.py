@@ -112,15 +112,8 @@ class Publisher:
         if in_flight >= self._max_inflight:
             return Published.OVERLOADED, ("overloaded", f"{in_flight} publishes in flight")
         order_id = order.order_id
-        # The queued status goes alongside the publish, fire-and-forget, as a KV *create*
-        # (expected last subject sequence 0): it can never overwrite a worker's later status.
-        await nc.publish(
-            contract.STATUS_SUBJECT_PREFIX + order_id,
-            contract.encode(
-                contract.StatusRecord(order_id, "queued", 0, order.created_at, task_type=task_type)
-            ),
-            headers={contract.H_EXPECTED_LAST_SUBJECT_SEQ: "0"},
-        )
+        # No `queued` status record: the order's own message (orders.<type>.<id>) says it is
+        # queued (orderflow/lookup.py), so one stored write per order here, not two.
         start = time.monotonic()
         gauge = self._inflight_gauge
         if gauge is not None:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from ingest import responses
 from ingest.openapi import OPENAPI
 from ingest.state import IngestState
-from orderflow import contract
+from orderflow import contract, lookup
 
 _JSON = "application/json"
-_STATUS_STREAM = "KV_" + contract.STATUS_BUCKET
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -34,23 +32,21 @@ def _unavailable(state: IngestState) -> Response:
 
 
 async def get_order(request: Request) -> Response:
+    """The order's status record (KV), else `queued` from its message in ORDERS, else 404; shown
+    with ISO 8601 UTC timestamps and their numbers (`updated_at` and `updated_at_s`)."""
     state = _state(request)
     order_id = request.path_params["order_id"]
     if not contract.valid_order_id(order_id):
         return Response(responses.not_found(order_id), 404, media_type=_JSON)
-    if state.requests is None or not state.connected:
+    if state.lookup is None or not state.connected:
         return _unavailable(state)
     try:
-        data = await state.requests.direct_get(_STATUS_STREAM, contract.STATUS_SUBJECT_PREFIX + order_id)
-    except Exception:
+        record = await state.lookup.find(order_id)
+    except Exception:  # NATS trouble or a record that is not ours: the client may retry
         return _unavailable(state)
-    if data is None:
+    if record is None:
         return Response(responses.not_found(order_id), 404, media_type=_JSON)
-    try:
-        record = contract.decode_status(data)
-    except msgspec.MsgspecError:
-        return _unavailable(state)
-    return _json(record)
+    return _json(lookup.render(record))
 
 
 async def openapi(request: Request) -> Response:

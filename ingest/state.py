@@ -13,6 +13,7 @@ from ingest.ids import IdSource
 from ingest.publisher import Publisher, Refusals
 from orderflow import broker, contract
 from orderflow.config import Settings
+from orderflow.lookup import OrderLookup
 from orderflow.metrics import IngestMetrics
 from orderflow.natsmux import Requester
 
@@ -33,6 +34,7 @@ class IngestState:
         self.nc: Client | None = None
         self.requests: Requester | None = None
         self.publisher: Publisher | None = None
+        self.lookup: OrderLookup | None = None
         self.refusals = Refusals(metrics, settings.refusal_log_interval_s)
         self.shutting_down = False
         self._fatal: str | None = None
@@ -82,6 +84,7 @@ class IngestState:
                 log.warning("JetStream not ready (%s); retrying", exc)
                 await asyncio.sleep(1.0)
         self.requests = await Requester(nc, s.publish_timeout_s).start()
+        self.lookup = OrderLookup(self.requests, s.publish_timeout_s)
         self.publisher = Publisher(nc, self.requests, s, self.metrics, self.refusals)
         self._stream_problem = None
         self.nc = nc

@@ -10,6 +10,8 @@ JetStream facts used by the helpers below:
   `{"error": ...}`; with no stream on the subject the server answers a 503 status (no data).
 - `$JS.API.DIRECT.GET.<stream>.<subject>` returns the last message on a subject (KV get) with
   its headers, or a 404 status; a deleted KV key is a message with `KV-Operation: DEL|PURGE`.
+  A subject with wildcards goes in the body instead (`$JS.API.DIRECT.GET.<stream>` with
+  `{"last_by_subj": "orders.*.<id>"}`): a published subject cannot carry wildcards.
 - An empty publish to a message's ack subject is an ACK; with a reply it is confirmed (ack_sync).
 """
 
@@ -137,6 +139,19 @@ class Requester:
         if headers.get("KV-Operation") in ("DEL", "PURGE"):
             return None
         return bytes(reply.data)
+
+    async def direct_get_last(self, stream: str, subjects: str, timeout_s: float | None = None) -> Msg | None:
+        """The last message of `stream` on `subjects` (wildcards allowed, e.g. `orders.*.<id>`),
+        with its headers (Nats-Subject, Nats-Sequence, Nats-Time-Stamp), or None."""
+        payload = b'{"last_by_subj":' + msgspec.json.encode(subjects) + b"}"
+        reply = await self.request(f"$JS.API.DIRECT.GET.{stream}", payload, None, timeout_s)
+        headers: dict[str, Any] = reply.headers or {}
+        status = headers.get("Status")
+        if status == "404":
+            return None
+        if status is not None:
+            raise JetStreamError(f"direct get {subjects}: status {status} {headers.get('Description', '')}")
+        return reply
 
     async def ack_sync(self, msg: Msg, timeout_s: float | None = None) -> None:
         """Acknowledge a JetStream message and wait for the server to confirm it."""
