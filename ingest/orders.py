@@ -15,13 +15,15 @@ from urllib.parse import parse_qs
 from starlette.types import Receive, Scope, Send
 
 from ingest import responses
+from ingest.keys import Claim, Outcome
 from ingest.state import IngestState
 from orderflow import contract
 
 ROUTE = "/orders"
 PATHS = (ROUTE, ROUTE + "/")  # `/orders/` is `/orders`
 
-Accept = Callable[[contract.Order, str], Awaitable[tuple[int, bytes]]]
+# (order, task type, whether the client gave an Idempotency-Key) -> (status, body)
+Accept = Callable[[contract.Order, str, bool], Awaitable[tuple[int, bytes]]]
 
 
 class _Disconnected(Exception):
@@ -29,19 +31,42 @@ class _Disconnected(Exception):
 
 
 class QueuedOrders:
-    """Queued mode: 200 only once JetStream has stored the order, else 503 (+ Retry-After)."""
+    """Queued mode: 200 only once JetStream has stored the order, else 503 (+ Retry-After). A keyed
+    order (Idempotency-Key) first claims its key (ingest/keys.py); an order without one pays for
+    nothing but its publish."""
 
     def __init__(self, state: IngestState) -> None:
         self.state = state
+        self._keyed = {o: state.metrics.idempotent_requests.labels(o.value) for o in Outcome}
 
-    async def __call__(self, order: contract.Order, task_type: str) -> tuple[int, bytes]:
+    async def __call__(self, order: contract.Order, task_type: str, keyed: bool) -> tuple[int, bytes]:
         publisher = self.state.publisher
-        if publisher is None:
+        keys = self.state.keys
+        if publisher is None or keys is None:
             self.state.refusals.note("nats_down", "not connected yet")
             return 503, responses.KAPUT
-        result = await publisher.publish(order, task_type)
+        if not keyed:
+            result = await publisher.publish(order, task_type)
+            return (200, responses.created(order.order_id)) if result.stored else (503, responses.KAPUT)
+        try:
+            claim = await keys.claim(order, task_type)
+        except Exception as exc:  # the key store or the lookup did not answer
+            self.state.refusals.note("nats_down", f"Idempotency-Key lookup failed: {exc!r}")
+            claim = Claim(Outcome.UNAVAILABLE)
+        self._keyed[claim.outcome].inc()
+        outcome = claim.outcome
+        if outcome is Outcome.REPLAY:
+            return 200, responses.created(order.order_id)
+        if outcome is Outcome.MISMATCH:
+            return 422, responses.key_reused(order.order_id)
+        if outcome is Outcome.IN_FLIGHT:
+            return 409, responses.key_in_flight(order.order_id)
+        if outcome is Outcome.UNAVAILABLE:
+            return 503, responses.KAPUT
+        result = await publisher.publish(order, task_type, status_check=True)
         if result.stored:
             return 200, responses.created(order.order_id)
+        await keys.failed(claim)
         return 503, responses.KAPUT
 
 
@@ -62,7 +87,7 @@ class OrdersEndpoint:
         except _Disconnected:
             return  # the client left before sending its body; there is no one to answer
         headers = [responses.JSON, (b"content-length", str(len(body)).encode())]
-        if status == 503:
+        if status == 503 or status == 409:
             headers.append((b"retry-after", self._retry_after))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -105,4 +130,4 @@ class OrdersEndpoint:
         order = contract.validate_order(body, key or state.new_id())
         if isinstance(order, list):
             return 400, responses.invalid(order)
-        return await self.accept(order, task_type)
+        return await self.accept(order, task_type, key is not None)

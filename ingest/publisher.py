@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from typing import NamedTuple
 
 from nats.aio.client import Client
 
@@ -76,6 +77,13 @@ def _refusal_of(exc: JetStreamError) -> tuple[Published, str]:
     return Published.REJECTED, "rejected"
 
 
+class Sent(NamedTuple):
+    result: Published
+    refusal: tuple[str, str] | None  # (reason, detail) when not stored
+    puback: bytes = b""  # the PubAck's JSON when stored
+    err_code: int = 0  # JetStream's error code when it refused
+
+
 class Publisher:
     def __init__(
         self, nc: Client, requests: Requester, settings: Settings, metrics: IngestMetrics, refusals: Refusals
@@ -93,53 +101,52 @@ class Publisher:
         if self._inflight_gauge is None:
             metrics.publish_inflight.set_function(lambda: requests.in_flight)
 
-    async def publish(self, order: contract.Order, task_type: str) -> Published:
-        result, refusal = await self._publish(order, task_type)
-        self._counters[result].inc()
-        if refusal:
-            self._refusals.note(*refusal)
-        return result
+    async def publish(self, order: contract.Order, task_type: str, status_check: bool = False) -> Published:
+        """Store the order on `orders.<type>.<id>` with Nats-Msg-Id = its id (a retried order is a
+        duplicate inside the duplicate window). `status_check` marks it for the worker: a status
+        record may exist for this id (a client's Idempotency-Key), read it before running."""
+        order_id = order.order_id
+        headers = {contract.H_MSG_ID: order_id}
+        if status_check:
+            headers[contract.H_STATUS_CHECK] = "1"
+        # No `queued` status record: the order's own message says it is queued
+        # (orderflow/lookup.py), so one stored write per order here, not two.
+        sent = await self.send(contract.order_subject(task_type, order_id), contract.encode(order), headers)
+        self._counters[sent.result].inc()
+        if sent.refusal is not None:
+            self._refusals.note(*sent.refusal)
+        return sent.result
 
-    async def _publish(
-        self, order: contract.Order, task_type: str
-    ) -> tuple[Published, tuple[str, str] | None]:
+    async def send(self, subject: str, payload: bytes, headers: dict[str, str]) -> Sent:
+        """One JetStream write, answered by its PubAck within the publish budget."""
         nc = self._nc
         # While disconnected nats-py would buffer the publish and we would only learn of it at the
         # timeout; answer 503 at once instead.
         if not nc.is_connected:
-            return Published.UNAVAILABLE, ("nats_down", "not connected")
+            return Sent(Published.UNAVAILABLE, ("nats_down", "not connected"))
         in_flight = self._requests.in_flight
         if in_flight >= self._max_inflight:
-            return Published.OVERLOADED, ("overloaded", f"{in_flight} publishes in flight")
-        order_id = order.order_id
-        # No `queued` status record: the order's own message (orders.<type>.<id>) says it is
-        # queued (orderflow/lookup.py), so one stored write per order here, not two.
+            return Sent(Published.OVERLOADED, ("overloaded", f"{in_flight} publishes in flight"))
         start = time.monotonic()
         gauge = self._inflight_gauge
         if gauge is not None:
             gauge.inc()
         try:
-            # JetStream's PubAck is the reply to a plain publish on a stream subject;
-            # Nats-Msg-Id makes a retried order a duplicate inside the duplicate window.
-            reply = await self._requests.request(
-                contract.order_subject(task_type, order_id),
-                contract.encode(order),
-                {contract.H_MSG_ID: order_id},
-                self._timeout_s,
-            )
+            # JetStream's PubAck is the reply to a plain publish on a stream subject.
+            reply = await self._requests.request(subject, payload, headers, self._timeout_s)
         except RequestTimeout:
-            return Published.TIMEOUT, ("publish_timeout", f"no PubAck within {self._timeout_s:g}s")
+            return Sent(Published.TIMEOUT, ("publish_timeout", f"no PubAck within {self._timeout_s:g}s"))
         except Exception as exc:  # connection closed or reconnecting under us
-            return Published.UNAVAILABLE, ("nats_down", repr(exc))
+            return Sent(Published.UNAVAILABLE, ("nats_down", repr(exc)))
         finally:
             if gauge is not None:
                 gauge.dec()
         try:
             duplicate = read_puback(reply)
         except NoResponders:
-            return Published.UNAVAILABLE, ("jetstream_unavailable", "no stream answered")
+            return Sent(Published.UNAVAILABLE, ("jetstream_unavailable", "no stream answered"))
         except JetStreamError as exc:
             result, reason = _refusal_of(exc)
-            return result, (reason, exc.description or str(exc))
+            return Sent(result, (reason, exc.description or str(exc)), err_code=exc.err_code)
         self._observe(time.monotonic() - start)
-        return (Published.DUPLICATE if duplicate else Published.STORED), None
+        return Sent(Published.DUPLICATE if duplicate else Published.STORED, None, reply.data)

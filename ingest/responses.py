@@ -30,3 +30,23 @@ def not_found(order_id: str) -> bytes:
 def unknown_type(types: set[str]) -> bytes:
     names = ", ".join(sorted(types))
     return invalid([contract.FieldError("type", f"unknown task type; one of: {names}")])
+
+
+def key_reused(key: str) -> bytes:
+    return contract.encode(
+        {
+            "result": "idempotency-key-reused",
+            "order_id": key,
+            "message": "this Idempotency-Key was used with a different request body",
+        }
+    )
+
+
+def key_in_flight(key: str) -> bytes:
+    return contract.encode(
+        {
+            "result": "in-flight",
+            "order_id": key,
+            "message": "a request with this Idempotency-Key is still being processed; retry later",
+        }
+    )

@@ -10,6 +10,7 @@ from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
 from ingest.ids import IdSource
+from ingest.keys import IdempotencyKeys
 from ingest.publisher import Publisher, Refusals
 from orderflow import broker, contract
 from orderflow.config import Settings
@@ -35,6 +36,7 @@ class IngestState:
         self.requests: Requester | None = None
         self.publisher: Publisher | None = None
         self.lookup: OrderLookup | None = None
+        self.keys: IdempotencyKeys | None = None
         self.refusals = Refusals(metrics, settings.refusal_log_interval_s)
         self.shutting_down = False
         self._fatal: str | None = None
@@ -86,6 +88,9 @@ class IngestState:
         self.requests = await Requester(nc, s.publish_timeout_s).start()
         self.lookup = OrderLookup(self.requests, s.publish_timeout_s)
         self.publisher = Publisher(nc, self.requests, s, self.metrics, self.refusals)
+        self.keys = IdempotencyKeys(
+            self.requests, self.publisher, self.lookup, self.refusals, s.publish_timeout_s
+        )
         self._stream_problem = None
         self.nc = nc
         self._stream_check = asyncio.create_task(self._check_stream(nc), name="stream-check")

@@ -1,5 +1,5 @@
 """NATS connection and JetStream layout: streams ORDERS, ORDERS_DLQ, ORDER_RUNS, KV ORDER_STATUS and
-the durable pull consumers, created or updated idempotently. When the server holds a different
+ORDER_KEYS, the durable pull consumers, created or updated idempotently. When the server holds a different
 config, say exactly what differs; refuse to start on differences JetStream cannot edit."""
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ _COMPARED_CONSUMER = (
     "max_ack_pending",
     "backoff",
 )
+
+
+# Idempotency-Key records (ingest/keys.py): key -> {fingerprint, order_id, at, claim}.
+KEYS_BUCKET = "ORDER_KEYS"
+KEYS_SUBJECT_PREFIX = "$KV.ORDER_KEYS."
 
 
 class BrokerConfigError(Exception):
@@ -177,33 +182,38 @@ async def ensure_stream(js: JetStreamContext, want: jsapi.StreamConfig) -> None:
     log.warning("%s — updated", _describe(f"stream {want.name}", diffs))
 
 
-async def ensure_status_bucket(js: JetStreamContext, settings: Settings) -> None:
+async def ensure_bucket(js: JetStreamContext, bucket: str, ttl_s: float, settings: Settings) -> None:
+    """A KV bucket with one value per key, entries living ttl_s, direct gets allowed."""
     want = jsapi.KeyValueConfig(
-        bucket=contract.STATUS_BUCKET,
+        bucket=bucket,
         history=1,
-        ttl=settings.status_ttl_s,
+        ttl=ttl_s,
         storage=jsapi.StorageType.FILE,
         replicas=settings.stream_replicas,
         direct=True,
     )
     try:
-        info = await js.stream_info("KV_" + contract.STATUS_BUCKET)
+        info = await js.stream_info("KV_" + bucket)
     except NotFoundError:
         await js.create_key_value(want)
-        log.info("created KV bucket %s", contract.STATUS_BUCKET)
+        log.info("created KV bucket %s", bucket)
         return
     have = info.config
-    if _norm(have.max_age) != _norm(settings.status_ttl_s) or have.num_replicas != settings.stream_replicas:
-        cfg = have.evolve(max_age=settings.status_ttl_s, num_replicas=settings.stream_replicas)
+    if _norm(have.max_age) != _norm(ttl_s) or have.num_replicas != settings.stream_replicas:
+        cfg = have.evolve(max_age=ttl_s, num_replicas=settings.stream_replicas)
         await js.update_stream(cfg)
         log.warning(
             "KV %s: ttl %rs / replicas %r on the server, orderflow wants %rs / %r — updated",
-            contract.STATUS_BUCKET,
+            bucket,
             have.max_age,
             have.num_replicas,
-            settings.status_ttl_s,
+            ttl_s,
             settings.stream_replicas,
         )
+
+
+async def ensure_status_bucket(js: JetStreamContext, settings: Settings) -> None:
+    await ensure_bucket(js, contract.STATUS_BUCKET, settings.status_ttl_s, settings)
 
 
 async def ensure_layout(js: JetStreamContext, settings: Settings) -> None:
@@ -211,6 +221,7 @@ async def ensure_layout(js: JetStreamContext, settings: Settings) -> None:
     for cfg in stream_configs(settings):
         await ensure_stream(js, cfg)
     await ensure_status_bucket(js, settings)
+    await ensure_bucket(js, KEYS_BUCKET, settings.idempotency_ttl_s, settings)
 
 
 def consumer_config(settings: Settings, task_type: str) -> jsapi.ConsumerConfig:

@@ -33,6 +33,7 @@ H_ATTEMPTS = "Orderflow-Attempts"
 H_ORDER_ID = "Orderflow-Order-Id"
 H_SUBJECT = "Orderflow-Subject"
 H_WORKER = "Orderflow-Worker"
+H_STATUS_CHECK = "Orderflow-Status-Check"  # "1": a status record may exist, read it before running
 
 MAX_BODY_BYTES = 16 * 1024
 MAX_IDEMPOTENCY_KEY = 128

@@ -72,6 +72,13 @@ class IngestMetrics:
             ["reason"],
             registry=registry,
         )
+        self.idempotent_requests = Counter(
+            "orderflow_idempotent_requests",
+            "Orders with an Idempotency-Key, by outcome: new, retry (an earlier attempt failed), "
+            "replay (answered from the key record), mismatch (422), in_flight (409), unavailable (503).",
+            ["outcome"],
+            registry=registry,
+        )
         self.http_request_timeouts = Counter(
             "orderflow_http_request_timeouts",
             "Connections closed because a request was not received in time, by phase (headers|body).",
