@@ -8,6 +8,7 @@ dataclass. Measured in bench/ingest.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
@@ -16,6 +17,7 @@ from typing import NamedTuple
 from nats.aio.client import Client
 
 from orderflow import contract
+from orderflow.broker import Link
 from orderflow.config import Settings
 from orderflow.logsummary import SummaryLog
 from orderflow.metrics import IngestMetrics
@@ -77,6 +79,11 @@ def _refusal_of(exc: JetStreamError) -> tuple[Published, str]:
     return Published.REJECTED, "rejected"
 
 
+# Between attempts while connected but no stream answers (a leader election takes a second or two).
+RETRY_PAUSE_S = 0.05
+MAX_RETRY_PAUSE_S = 0.4
+
+
 class Sent(NamedTuple):
     result: Published
     refusal: tuple[str, str] | None  # (reason, detail) when not stored
@@ -86,9 +93,17 @@ class Sent(NamedTuple):
 
 class Publisher:
     def __init__(
-        self, nc: Client, requests: Requester, settings: Settings, metrics: IngestMetrics, refusals: Refusals
+        self,
+        nc: Client,
+        link: Link,
+        requests: Requester,
+        settings: Settings,
+        metrics: IngestMetrics,
+        refusals: Refusals,
     ) -> None:
         self._nc = nc
+        self._link = link
+        self._trouble_since: float | None = None  # the first failover-like failure since a success
         self._refusals = refusals
         self._requests = requests
         self._timeout_s = settings.publish_timeout_s
@@ -118,10 +133,44 @@ class Publisher:
         return sent.result
 
     async def send(self, subject: str, payload: bytes, headers: dict[str, str]) -> Sent:
-        """One JetStream write, answered by its PubAck within the publish budget."""
+        """One JetStream write, answered by its PubAck within the publish budget.
+
+        A write that fails because of a failover is tried again inside the same budget, with the
+        same headers (so the same Nats-Msg-Id: JetStream stores it once, whichever attempt got
+        through): the connection lost or reconnecting (wait until it is back), no stream answering
+        (no responders: a stream leader being elected) or JetStream temporarily unavailable (a
+        short, growing pause). Only while the trouble is younger than the budget: in a long outage
+        every write fails at once (503), as it would without retries, instead of each request
+        waiting out its budget. A timeout is not retried (it has used the budget), nor is a refusal
+        (a full stream stays full)."""
+        deadline = time.monotonic() + self._timeout_s
+        pause_s = RETRY_PAUSE_S
+        while True:
+            sent = await self._attempt(subject, payload, headers, deadline)
+            if sent.result is not Published.UNAVAILABLE:
+                if sent.result.stored:
+                    self._trouble_since = None
+                return sent
+            now = time.monotonic()
+            started = self._link.down_since or self._trouble_since
+            if started is None:
+                started = self._trouble_since = now
+            remaining = deadline - now
+            if remaining <= 0 or now - started >= self._timeout_s:
+                return sent
+            if not self._nc.is_connected:
+                try:
+                    await asyncio.wait_for(self._link.up.wait(), remaining)
+                except TimeoutError:
+                    return sent
+            else:
+                await asyncio.sleep(min(pause_s, remaining))
+                pause_s = min(2 * pause_s, MAX_RETRY_PAUSE_S)
+
+    async def _attempt(self, subject: str, payload: bytes, headers: dict[str, str], deadline: float) -> Sent:
         nc = self._nc
         # While disconnected nats-py would buffer the publish and we would only learn of it at the
-        # timeout; answer 503 at once instead.
+        # timeout; wait for the connection (send) or answer 503 instead.
         if not nc.is_connected:
             return Sent(Published.UNAVAILABLE, ("nats_down", "not connected"))
         in_flight = self._requests.in_flight
@@ -133,10 +182,10 @@ class Publisher:
             gauge.inc()
         try:
             # JetStream's PubAck is the reply to a plain publish on a stream subject.
-            reply = await self._requests.request(subject, payload, headers, self._timeout_s)
+            reply = await self._requests.request(subject, payload, headers, max(deadline - start, 0.001))
         except RequestTimeout:
             return Sent(Published.TIMEOUT, ("publish_timeout", f"no PubAck within {self._timeout_s:g}s"))
-        except Exception as exc:  # connection closed or reconnecting under us
+        except Exception as exc:  # ConnectionLost: the connection went down under the request
             return Sent(Published.UNAVAILABLE, ("nats_down", repr(exc)))
         finally:
             if gauge is not None:

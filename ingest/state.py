@@ -33,6 +33,7 @@ class IngestState:
         self.task_types = {t.name for t in settings.task_types}
         self.new_id = IdSource()
         self.nc: Client | None = None
+        self.link = broker.Link()
         self.requests: Requester | None = None
         self.publisher: Publisher | None = None
         self.lookup: OrderLookup | None = None
@@ -71,7 +72,7 @@ class IngestState:
         """Connect (retrying until NATS is there or `stop` is set) and ensure the stream layout.
         A layout JetStream cannot reach is fatal: readiness says why until an operator acts."""
         s = self.settings
-        nc = await broker.connect_retrying(s, f"ingest-{s.worker_id}", stop)
+        nc = await broker.connect_retrying(s, f"ingest-{s.worker_id}", stop, self.link)
         js = nc.jetstream(timeout=s.publish_timeout_s)
         while True:
             try:
@@ -86,8 +87,9 @@ class IngestState:
                 log.warning("JetStream not ready (%s); retrying", exc)
                 await asyncio.sleep(1.0)
         self.requests = await Requester(nc, s.publish_timeout_s).start()
+        self.link.on_lost(self.requests.connection_lost)
         self.lookup = OrderLookup(self.requests, s.publish_timeout_s)
-        self.publisher = Publisher(nc, self.requests, s, self.metrics, self.refusals)
+        self.publisher = Publisher(nc, self.link, self.requests, s, self.metrics, self.refusals)
         self.keys = IdempotencyKeys(
             self.requests, self.publisher, self.lookup, self.refusals, s.publish_timeout_s
         )

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import nats
-from nats.aio.client import Client
+from nats.aio.client import Client, Server
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js.errors import NotFoundError
@@ -54,15 +56,78 @@ class BrokerConfigError(Exception):
     """The server's existing stream/consumer cannot be brought to orderflow's config."""
 
 
-async def connect(settings: Settings, name: str, **extra: Any) -> Client:
+# A server is tried again no sooner than this after its last attempt (nats-py's
+# reconnect_time_wait, applied per server by Link.pick).
+RECONNECT_WAIT_S = 0.5
+
+
+class Link:
+    """The NATS connection as the services see it beyond nats-py's flags: `up` while connected,
+    `down_since` during an outage, listeners told at once when the connection is lost (so a request
+    waiting for a reply that can no longer come fails now, not at its timeout), and the choice of
+    the next server when reconnecting.
+
+    Failover (nats-py 2.16 facts): on a lost connection nats-py shuffles its pool (servers given plus
+    those the cluster advertised in INFO `connect_urls`) and, by default, sleeps
+    `reconnect_time_wait` before a server it tried "recently" — and may pick the dead server first,
+    waiting a whole `connect_timeout` on a host that no longer answers. `pick` is its
+    `reconnect_to_server_handler`: the server tried longest ago goes first (the one just lost goes
+    last), any server not tried within RECONNECT_WAIT_S is tried at once, so a dead node costs
+    no wait when other nodes are listed; one server alone is retried every RECONNECT_WAIT_S."""
+
+    def __init__(
+        self, reconnect_wait_s: float = RECONNECT_WAIT_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.up = asyncio.Event()
+        self.down_since: float | None = None
+        self._wait_s = reconnect_wait_s
+        self._clock = clock
+        self._listeners: list[Callable[[], None]] = []
+        self._current: str | None = None
+        self._tried: dict[str, float] = {}
+
+    def on_lost(self, listener: Callable[[], None]) -> None:
+        self._listeners.append(listener)
+
+    def connected(self, netloc: str | None) -> None:
+        self._current = netloc
+        self.down_since = None
+        self.up.set()
+
+    def lost(self) -> None:
+        now = self._clock()
+        self.up.clear()
+        if self.down_since is None:
+            self.down_since = now
+        if self._current is not None:
+            # Last in line, but due at once if it is the only one (a blip, a quick restart).
+            self._tried[self._current] = now - self._wait_s
+        for listener in self._listeners:
+            listener()
+
+    def pick(self, servers: list[Server], info: dict[str, Any]) -> tuple[Server | None, float]:
+        if not servers:
+            return None, self._wait_s
+        now = self._clock()
+        best = min(servers, key=lambda s: self._tried.get(s.uri.netloc, float("-inf")))
+        delay = max(0.0, self._tried.get(best.uri.netloc, float("-inf")) + self._wait_s - now)
+        self._tried[best.uri.netloc] = now + delay
+        return best, delay
+
+
+async def connect(settings: Settings, name: str, link: Link | None = None, **extra: Any) -> Client:
     """Connect with endless reconnects: a NATS restart must never need a service restart."""
+    link = link or Link()
 
     async def on_disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
             log.warning("NATS disconnected; reconnecting")
+        link.lost()
 
     async def on_reconnected() -> None:
-        log.info("NATS reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?")
+        url = nc.connected_url
+        log.info("NATS reconnected to %s", url.netloc if url else "?")
+        link.connected(url.netloc if url else None)
 
     async def on_error(exc: Exception) -> None:
         log.debug("NATS error: %r", exc)
@@ -72,7 +137,8 @@ async def connect(settings: Settings, name: str, **extra: Any) -> Client:
         "connect_timeout": settings.connect_timeout_s,
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 0.5,
+        "reconnect_time_wait": RECONNECT_WAIT_S,
+        "reconnect_to_server_handler": link.pick,
         "disconnected_cb": on_disconnected,
         "reconnected_cb": on_reconnected,
         "error_cb": on_error,
@@ -80,15 +146,18 @@ async def connect(settings: Settings, name: str, **extra: Any) -> Client:
         **extra,
     }
     nc: Client = await nats.connect(**options)
+    link.connected(nc.connected_url.netloc if nc.connected_url else None)
     return nc
 
 
-async def connect_retrying(settings: Settings, name: str, stop: asyncio.Event | None = None) -> Client:
+async def connect_retrying(
+    settings: Settings, name: str, stop: asyncio.Event | None = None, link: Link | None = None
+) -> Client:
     """Keep trying the first connection (a pod may start before NATS does)."""
     delay = 0.2
     while True:
         try:
-            return await connect(settings, name)
+            return await connect(settings, name, link)
         except Exception as exc:  # nats raises several unrelated types for "not there yet"
             if stop is not None and stop.is_set():
                 raise

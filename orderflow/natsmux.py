@@ -33,6 +33,12 @@ class RequestTimeout(Exception):
     pass
 
 
+class ConnectionLost(Exception):
+    """The connection went down while the request waited: its reply can no longer come (a reply
+    is delivered on the connection that sent the request). Whether the request itself reached the
+    server is unknown; a JetStream publish retried with the same Nats-Msg-Id is safe."""
+
+
 class JetStreamError(Exception):
     """The server refused (an `error` PubAck) or nothing serves the subject (503).
 
@@ -74,6 +80,13 @@ class Requester:
             if not future.done():
                 future.set_exception(RequestTimeout())
         self._pending.clear()
+
+    def connection_lost(self) -> None:
+        """Fail every waiting request at once (broker.Link calls this when the connection drops)."""
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost())
 
     @property
     def in_flight(self) -> int:
