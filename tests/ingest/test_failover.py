@@ -26,7 +26,7 @@ async def stored_ids(url: str) -> list[str]:
         ids = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             try:
-                ids.append(json.loads((await js.get_msg(contract.STREAM, seq)).data)["order_id"])
+                ids.append(json.loads((await js.get_msg(contract.STREAM, seq)).data or b"{}")["order_id"])
             except Exception:
                 continue
         return ids
