@@ -17,8 +17,8 @@ from typing import NamedTuple
 from nats.aio.client import Client
 
 from orderflow import contract
-from orderflow.broker import Link
 from orderflow.config import Settings
+from orderflow.link import Link
 from orderflow.logsummary import SummaryLog
 from orderflow.metrics import IngestMetrics
 from orderflow.natsmux import JetStreamError, NoResponders, Requester, RequestTimeout, read_puback

@@ -14,6 +14,7 @@ from ingest.keys import IdempotencyKeys
 from ingest.publisher import Publisher, Refusals
 from orderflow import broker, contract
 from orderflow.config import Settings
+from orderflow.link import Link
 from orderflow.lookup import OrderLookup
 from orderflow.metrics import IngestMetrics
 from orderflow.natsmux import Requester
@@ -33,7 +34,7 @@ class IngestState:
         self.task_types = {t.name for t in settings.task_types}
         self.new_id = IdSource()
         self.nc: Client | None = None
-        self.link = broker.Link()
+        self.link = Link()
         self.requests: Requester | None = None
         self.publisher: Publisher | None = None
         self.lookup: OrderLookup | None = None

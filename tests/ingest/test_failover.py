@@ -14,7 +14,7 @@ from harness import NatsServer, Service, connect, http, run
 from nats.aio.client import Server
 
 from orderflow import contract
-from orderflow.broker import Link
+from orderflow.link import Link
 
 ORDER = b'{"product_id": "33", "count": "3", "username": "maksim.konovalov"}'
 
