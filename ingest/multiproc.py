@@ -1,7 +1,7 @@
 """Several ingest processes on one port (SO_REUSEPORT), each with its own NATS connection.
 
 The parent only supervises: it forwards SIGTERM/SIGINT to every child (each runs the full
-shutdown sequence of server.py) and exits with the worst child's code.
+shutdown sequence of server.py) and exits with the first failed child's code (0 if none failed).
 """
 
 from __future__ import annotations
@@ -46,7 +46,11 @@ def _supervise(settings: Settings, env: dict[str, str], metrics_dir: str) -> int
     ]
     log.info("started %d ingest processes on port %d", len(children), settings.http_port)
 
+    stopping = False
+
     def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             if child.poll() is None:
                 child.send_signal(sig)
@@ -57,12 +61,19 @@ def _supervise(settings: Settings, env: dict[str, str], metrics_dir: str) -> int
     while children:
         for child in list(children):
             code = child.poll()
-            if code is not None:
-                children.remove(child)
-                codes.append(code)
-                mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]
-                if code != 0 and not codes[:-1]:
-                    log.error("ingest process %d exited with %d; stopping the others", child.pid, code)
-                    forward(signal.SIGTERM, None)
+            if code is None:
+                continue
+            children.remove(child)
+            mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]
+            if stopping and code in (-signal.SIGTERM, -signal.SIGINT):
+                # Still starting (imports) when the forwarded signal came, before it could install
+                # its handler: it was not listening yet (bind_when_ready), so nothing was lost.
+                code = 0
+            codes.append(code)
+            if code != 0 and not stopping:
+                log.error("ingest process %d exited with %d; stopping the others", child.pid, code)
+                forward(signal.SIGTERM, None)
         time.sleep(0.2)
-    return max(codes, default=0)
+    # The first failure decides; a child killed by a signal exits as a shell reports it (128 + N).
+    first = next((c for c in codes if c != 0), 0)
+    return 128 - first if first < 0 else first

@@ -31,6 +31,19 @@ _invalid = {
 }
 _json = "application/json"
 
+
+def _key_problem(result: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["result", "order_id", "message"],
+        "properties": {
+            "result": {"const": result},
+            "order_id": {"type": "string"},
+            "message": {"type": "string"},
+        },
+    }
+
+
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "orderflow ingest", "version": "1"},
@@ -39,6 +52,10 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "operationId": "createOrder",
                 "summary": "Accept an order; 200 only once JetStream has stored it.",
+                "description": "With an Idempotency-Key (IETF httpapi draft semantics) the key is the order "
+                "id; a repeat with the same body answers 200 with the same id and stores nothing, for "
+                "ORDERFLOW_IDEMPOTENCY_TTL_S (24 h); the same key with another body answers 422; the same "
+                "key while its first request is still in flight answers 409.",
                 "parameters": [
                     {
                         "name": "Idempotency-Key",
@@ -89,7 +106,18 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                     "400": {"description": "invalid", "content": {_json: {"schema": _invalid}}},
+                    "409": {
+                        "description": "a request with this Idempotency-Key is still in flight; retry after "
+                        "Retry-After seconds",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": {_json: {"schema": _key_problem("in-flight")}},
+                    },
                     "413": {"description": f"body over {contract.MAX_BODY_BYTES} bytes"},
+                    "422": {
+                        "description": "this Idempotency-Key was used with a different request body; "
+                        "nothing was stored",
+                        "content": {_json: {"schema": _key_problem("idempotency-key-reused")}},
+                    },
                     "500": {
                         "description": "direct mode over capacity",
                         "content": {_json: {"schema": _kaput}},
@@ -110,7 +138,10 @@ OPENAPI: dict[str, Any] = {
                 ],
                 "responses": {
                     "200": {
-                        "description": "the order's status",
+                        "description": "the order's status: its status record, or `queued` while only its "
+                        "message is in the stream. Timestamps are ISO 8601 UTC with the number of epoch "
+                        "seconds beside them (`updated_at` and `updated_at_s`); whatever counts the record "
+                        "carries (attempts, deliveries, ...) are shown as stored.",
                         "content": {
                             _json: {
                                 "schema": {
@@ -120,7 +151,9 @@ OPENAPI: dict[str, Any] = {
                                         "order_id": {"type": "string"},
                                         "status": {"enum": list(contract.STATUSES)},
                                         "attempts": {"type": "integer"},
-                                        "updated_at": {"type": "number"},
+                                        "updated_at": {"type": "string", "format": "date-time"},
+                                        "updated_at_s": {"type": "number"},
+                                        "task_type": {"type": "string"},
                                     },
                                 }
                             }

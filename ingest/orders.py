@@ -1,48 +1,84 @@
 """POST /orders, the hot path, as a plain ASGI handler in front of Starlette: no router, middleware
 chain, Request or Response objects per order (bench/ingest shows what that buys). It counts its
-own responses in the same metrics the Starlette routes use."""
+own responses in the same metrics the Starlette routes use.
+
+The request is read and validated here; what accepting an order means is the mode's: queued
+(`QueuedOrders`, publish and wait for the PubAck) or direct (ingest/direct.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.types import Receive, Scope, Send
 
+from ingest import responses
+from ingest.keys import Claim, Outcome
+from ingest.state import IngestState
 from orderflow import contract
 
-if TYPE_CHECKING:
-    from ingest.app import IngestState
-
 ROUTE = "/orders"
-_JSON = (b"content-type", b"application/json")
-_KAPUT = b'{"result":"server-kaput"}'
-_TOO_LARGE = contract.encode({"result": "too-large", "limit_bytes": contract.MAX_BODY_BYTES})
-_BAD_KEY = contract.FieldError(
-    "Idempotency-Key", "must be 1..128 characters of letters, digits, '-', '_', '=' and inner dots"
-)
+PATHS = (ROUTE, ROUTE + "/")  # `/orders/` is `/orders`
+
+# (order, task type, whether the client gave an Idempotency-Key) -> (status, body)
+Accept = Callable[[contract.Order, str, bool], Awaitable[tuple[int, bytes]]]
 
 
 class _Disconnected(Exception):
     pass
 
 
-def _invalid(errors: Any) -> tuple[int, bytes]:
-    return 400, contract.encode({"result": "invalid", "errors": errors})
+class QueuedOrders:
+    """Queued mode: 200 only once JetStream has stored the order, else 503 (+ Retry-After). A keyed
+    order (Idempotency-Key) first claims its key (ingest/keys.py); an order without one pays for
+    nothing but its publish."""
+
+    def __init__(self, state: IngestState) -> None:
+        self.state = state
+        self._keyed = {o: state.metrics.idempotent_requests.labels(o.value) for o in Outcome}
+
+    async def __call__(self, order: contract.Order, task_type: str, keyed: bool) -> tuple[int, bytes]:
+        publisher = self.state.publisher
+        keys = self.state.keys
+        if publisher is None or keys is None:
+            self.state.refusals.note("nats_down", "not connected yet")
+            return 503, responses.KAPUT
+        if not keyed:
+            result = await publisher.publish(order, task_type)
+            return (200, responses.created(order.order_id)) if result.stored else (503, responses.KAPUT)
+        try:
+            claim = await keys.claim(order, task_type)
+        except Exception as exc:  # the key store or the lookup did not answer
+            self.state.refusals.note("nats_down", f"Idempotency-Key lookup failed: {exc!r}")
+            claim = Claim(Outcome.UNAVAILABLE)
+        self._keyed[claim.outcome].inc()
+        outcome = claim.outcome
+        if outcome is Outcome.REPLAY:
+            return 200, responses.created(order.order_id)
+        if outcome is Outcome.MISMATCH:
+            return 422, responses.key_reused(order.order_id)
+        if outcome is Outcome.IN_FLIGHT:
+            return 409, responses.key_in_flight(order.order_id)
+        if outcome is Outcome.UNAVAILABLE:
+            return 503, responses.KAPUT
+        result = await publisher.publish(order, task_type, status_check=True)
+        if result.stored:
+            return 200, responses.created(order.order_id)
+        await keys.failed(claim)
+        return 503, responses.KAPUT
 
 
 class OrdersEndpoint:
-    def __init__(self, state: IngestState) -> None:
+    def __init__(self, state: IngestState, accept: Accept) -> None:
         self.state = state
+        self.accept = accept
         metrics = state.metrics
         self._by_status: dict[int, Any] = {}
         self._requests = metrics.http_requests
         self._observe = metrics.http_duration.labels(ROUTE).observe
         self._retry_after = str(state.settings.retry_after_s).encode()
-        self._types = {t.name for t in state.settings.task_types}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
@@ -50,8 +86,8 @@ class OrdersEndpoint:
             status, body = await self._handle(scope, receive)
         except _Disconnected:
             return  # the client left before sending its body; there is no one to answer
-        headers = [_JSON, (b"content-length", str(len(body)).encode())]
-        if status == 503:
+        headers = [responses.JSON, (b"content-length", str(len(body)).encode())]
+        if status == 503 or status == 409:
             headers.append((b"retry-after", self._retry_after))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
@@ -68,17 +104,16 @@ class OrdersEndpoint:
             if name == b"idempotency-key":
                 key = value.decode("latin-1")
             elif name == b"content-length" and value.isdigit() and int(value) > contract.MAX_BODY_BYTES:
-                return 413, _TOO_LARGE
+                return 413, responses.TOO_LARGE
         if key is not None and not contract.valid_order_id(key):
-            return _invalid([_BAD_KEY])
+            return 400, responses.invalid([responses.BAD_KEY])
         task_type = state.default_type
         if scope["query_string"]:
             query = parse_qs(scope["query_string"].decode("latin-1"))
             if "type" in query:
                 task_type = query["type"][0]
-                if task_type not in self._types:
-                    names = ", ".join(sorted(self._types))
-                    return _invalid([contract.FieldError("type", f"unknown task type; one of: {names}")])
+                if task_type not in state.task_types:
+                    return 400, responses.unknown_type(state.task_types)
 
         body = b""
         more = True
@@ -88,31 +123,11 @@ class OrdersEndpoint:
                 raise _Disconnected
             chunk = message.get("body", b"")
             if len(body) + len(chunk) > contract.MAX_BODY_BYTES:
-                return 413, _TOO_LARGE
+                return 413, responses.TOO_LARGE
             body += chunk
             more = message.get("more_body", False)
 
         order = contract.validate_order(body, key or state.new_id())
         if isinstance(order, list):
-            return _invalid(order)
-        if state.direct is not None:
-            return await self._direct(order)
-        publisher = state.publisher
-        if publisher is None:
-            return 503, _KAPUT
-        result = await publisher.publish(order, task_type)
-        if result.stored:
-            return 200, b'{"result":"created","order_id":"' + order.order_id.encode() + b'"}'
-        return 503, _KAPUT
-
-    async def _direct(self, order: contract.Order) -> tuple[int, bytes]:
-        """The seed's part 1: do the work inline, answer 500 above the box's capacity."""
-        state = self.state
-        assert state.direct is not None
-        if not state.direct.take():
-            state.metrics.work_done.labels("error").inc()
-            return 500, _KAPUT
-        work = state.settings.work_s
-        await asyncio.sleep(random.uniform(work.min_s, work.max_s))
-        state.metrics.work_done.labels("done").inc()
-        return 200, contract.encode({"result": "created", "order_id": order.order_id})
+            return 400, responses.invalid(order)
+        return await self.accept(order, task_type, key is not None)

@@ -8,17 +8,20 @@ dataclass. Measured in bench/ingest.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
+from typing import NamedTuple
 
-import msgspec
 from nats.aio.client import Client
 
 from orderflow import contract
 from orderflow.config import Settings
+from orderflow.link import Link
+from orderflow.logsummary import SummaryLog
 from orderflow.metrics import IngestMetrics
-from orderflow.natsmux import Requester, RequestTimeout
+from orderflow.natsmux import JetStreamError, NoResponders, Requester, RequestTimeout, read_puback
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +39,72 @@ class Published(enum.Enum):
         return self in (Published.STORED, Published.DUPLICATE)
 
 
+# Why a publish was refused (the `reason` of orderflow_orders_refused_total; docs/ingest.md).
+REASONS = (
+    "nats_down",
+    "jetstream_unavailable",
+    "publish_timeout",
+    "stream_full",
+    "storage_full",
+    "rejected",
+    "overloaded",
+)
+# JetStream error codes (nats-server's errors.json) a PubAck can carry.
+_JS_CLUSTER_NOT_AVAILABLE = 10008  # JetStream system temporarily unavailable
+_JS_INSUFFICIENT_RESOURCES = 10023
+_JS_STORAGE_RESOURCES_EXCEEDED = 10047
+_JS_STREAM_STORE_FAILED = 10077  # "maximum bytes/messages exceeded" with discard=new, or an I/O error
+
+
+class Refusals:
+    """Every 503 of POST /orders: counted by reason, logged as one summary line per interval."""
+
+    def __init__(self, metrics: IngestMetrics, interval_s: float) -> None:
+        self._counters = {r: metrics.orders_refused.labels(r) for r in REASONS}
+        self._log = SummaryLog(log, "orders refused (503)", interval_s)
+
+    def note(self, reason: str, detail: str) -> None:
+        self._counters[reason].inc()
+        self._log.note(f"{reason}: {detail}")
+
+
+def _refusal_of(exc: JetStreamError) -> tuple[Published, str]:
+    code = exc.err_code
+    if code == _JS_CLUSTER_NOT_AVAILABLE:
+        return Published.UNAVAILABLE, "jetstream_unavailable"
+    if code in (_JS_INSUFFICIENT_RESOURCES, _JS_STORAGE_RESOURCES_EXCEEDED):
+        return Published.REJECTED, "storage_full"
+    if code == _JS_STREAM_STORE_FAILED and "maximum" in exc.description:
+        return Published.REJECTED, "stream_full"
+    return Published.REJECTED, "rejected"
+
+
+# Between attempts while connected but no stream answers (a leader election takes a second or two).
+RETRY_PAUSE_S = 0.05
+MAX_RETRY_PAUSE_S = 0.4
+
+
+class Sent(NamedTuple):
+    result: Published
+    refusal: tuple[str, str] | None  # (reason, detail) when not stored
+    puback: bytes = b""  # the PubAck's JSON when stored
+    err_code: int = 0  # JetStream's error code when it refused
+
+
 class Publisher:
-    def __init__(self, nc: Client, requests: Requester, settings: Settings, metrics: IngestMetrics) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        link: Link,
+        requests: Requester,
+        settings: Settings,
+        metrics: IngestMetrics,
+        refusals: Refusals,
+    ) -> None:
         self._nc = nc
+        self._link = link
+        self._trouble_since: float | None = None  # the first failover-like failure since a success
+        self._refusals = refusals
         self._requests = requests
         self._timeout_s = settings.publish_timeout_s
         self._max_inflight = settings.max_inflight_publishes
@@ -50,62 +116,86 @@ class Publisher:
         if self._inflight_gauge is None:
             metrics.publish_inflight.set_function(lambda: requests.in_flight)
 
-    @property
-    def connected(self) -> bool:
-        return bool(self._nc.is_connected)
+    async def publish(self, order: contract.Order, task_type: str, status_check: bool = False) -> Published:
+        """Store the order on `orders.<type>.<id>` with Nats-Msg-Id = its id (a retried order is a
+        duplicate inside the duplicate window). `status_check` marks it for the worker: a status
+        record may exist for this id (a client's Idempotency-Key), read it before running."""
+        order_id = order.order_id
+        headers = {contract.H_MSG_ID: order_id}
+        if status_check:
+            headers[contract.H_STATUS_CHECK] = "1"
+        # No `queued` status record: the order's own message says it is queued
+        # (orderflow/lookup.py), so one stored write per order here, not two.
+        sent = await self.send(contract.order_subject(task_type, order_id), contract.encode(order), headers)
+        self._counters[sent.result].inc()
+        if sent.refusal is not None:
+            self._refusals.note(*sent.refusal)
+        return sent.result
 
-    async def publish(self, order: contract.Order, task_type: str) -> Published:
-        result = await self._publish(order, task_type)
-        self._counters[result].inc()
-        return result
+    async def send(self, subject: str, payload: bytes, headers: dict[str, str]) -> Sent:
+        """One JetStream write, answered by its PubAck within the publish budget.
 
-    async def _publish(self, order: contract.Order, task_type: str) -> Published:
+        A write that fails because of a failover is tried again inside the same budget, with the
+        same headers (so the same Nats-Msg-Id: JetStream stores it once, whichever attempt got
+        through): the connection lost or reconnecting (wait until it is back), no stream answering
+        (no responders: a stream leader being elected) or JetStream temporarily unavailable (a
+        short, growing pause). Only while the trouble is younger than the budget: in a long outage
+        every write fails at once (503), as it would without retries, instead of each request
+        waiting out its budget. A timeout is not retried (it has used the budget), nor is a refusal
+        (a full stream stays full)."""
+        deadline = time.monotonic() + self._timeout_s
+        pause_s = RETRY_PAUSE_S
+        while True:
+            sent = await self._attempt(subject, payload, headers, deadline)
+            if sent.result is not Published.UNAVAILABLE:
+                if sent.result.stored:
+                    self._trouble_since = None
+                return sent
+            now = time.monotonic()
+            started = self._link.down_since or self._trouble_since
+            if started is None:
+                started = self._trouble_since = now
+            remaining = deadline - now
+            if remaining <= 0 or now - started >= self._timeout_s:
+                return sent
+            if not self._nc.is_connected:
+                try:
+                    await asyncio.wait_for(self._link.up.wait(), remaining)
+                except TimeoutError:
+                    return sent
+            else:
+                await asyncio.sleep(min(pause_s, remaining))
+                pause_s = min(2 * pause_s, MAX_RETRY_PAUSE_S)
+
+    async def _attempt(self, subject: str, payload: bytes, headers: dict[str, str], deadline: float) -> Sent:
         nc = self._nc
         # While disconnected nats-py would buffer the publish and we would only learn of it at the
-        # timeout; answer 503 at once instead.
+        # timeout; wait for the connection (send) or answer 503 instead.
         if not nc.is_connected:
-            return Published.UNAVAILABLE
-        if self._requests.in_flight >= self._max_inflight:
-            return Published.OVERLOADED
-        order_id = order.order_id
-        # The queued status goes alongside the publish, fire-and-forget, as a KV *create*
-        # (expected last subject sequence 0): it can never overwrite a worker's later status.
-        await nc.publish(
-            contract.STATUS_SUBJECT_PREFIX + order_id,
-            contract.encode(
-                contract.StatusRecord(order_id, "queued", 0, order.created_at, task_type=task_type)
-            ),
-            headers={contract.H_EXPECTED_LAST_SUBJECT_SEQ: "0"},
-        )
+            return Sent(Published.UNAVAILABLE, ("nats_down", "not connected"))
+        in_flight = self._requests.in_flight
+        if in_flight >= self._max_inflight:
+            return Sent(Published.OVERLOADED, ("overloaded", f"{in_flight} publishes in flight"))
         start = time.monotonic()
         gauge = self._inflight_gauge
         if gauge is not None:
             gauge.inc()
         try:
-            # JetStream's PubAck is the reply to a plain publish on a stream subject;
-            # Nats-Msg-Id makes a retried order a duplicate inside the duplicate window.
-            reply = await self._requests.request(
-                contract.order_subject(task_type, order_id),
-                contract.encode(order),
-                {contract.H_MSG_ID: order_id},
-                self._timeout_s,
-            )
+            # JetStream's PubAck is the reply to a plain publish on a stream subject.
+            reply = await self._requests.request(subject, payload, headers, max(deadline - start, 0.001))
         except RequestTimeout:
-            return Published.TIMEOUT
-        except Exception as exc:  # connection closed or reconnecting under us
-            log.debug("publish of %s failed: %r", order_id, exc)
-            return Published.UNAVAILABLE
+            return Sent(Published.TIMEOUT, ("publish_timeout", f"no PubAck within {self._timeout_s:g}s"))
+        except Exception as exc:  # ConnectionLost: the connection went down under the request
+            return Sent(Published.UNAVAILABLE, ("nats_down", repr(exc)))
         finally:
             if gauge is not None:
                 gauge.dec()
-        data = reply.data
-        if not data:
-            # A status-only reply: 503 No Responders (JetStream not there for this subject).
-            return Published.UNAVAILABLE
-        if b'"error"' in data:
-            log.warning("JetStream refused order %s: %s", order_id, data[:200].decode(errors="replace"))
-            return Published.REJECTED
+        try:
+            duplicate = read_puback(reply)
+        except NoResponders:
+            return Sent(Published.UNAVAILABLE, ("jetstream_unavailable", "no stream answered"))
+        except JetStreamError as exc:
+            result, reason = _refusal_of(exc)
+            return Sent(result, (reason, exc.description or str(exc)), err_code=exc.err_code)
         self._observe(time.monotonic() - start)
-        if b'"duplicate"' in data and msgspec.json.decode(data).get("duplicate") is True:
-            return Published.DUPLICATE
-        return Published.STORED
+        return Sent(Published.DUPLICATE if duplicate else Published.STORED, None, reply.data)

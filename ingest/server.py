@@ -1,51 +1,72 @@
-"""Run the ingest: serve, and on SIGTERM follow SPEC §2's sequence."""
+"""The ingest's one lifecycle, top to bottom (SPEC §2): connect, bind, serve; on SIGTERM readiness
+503 and the shutdown delay, stop accepting, finish requests, drain NATS, exit."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from prometheus_client import CollectorRegistry
+
 from ingest.app import create_app
+from ingest.edge import edge
+from ingest.state import IngestState
 from orderflow import httpserver
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
+from orderflow.metrics import IngestMetrics
 
 log = logging.getLogger(__name__)
 
 
 async def serve(settings: Settings) -> int:
-    app = create_app(settings)
-    state = app.state
-    server = httpserver.make_server(app, settings.log_level, settings.shutdown_timeout_s)
+    metrics = IngestMetrics(CollectorRegistry(), settings.prometheus_multiproc_dir)
+    state = IngestState(settings, metrics)
+    server = httpserver.make_server(
+        create_app(state), settings.log_level, settings.shutdown_timeout_s, edge(settings, metrics)
+    )
     lifecycle = Lifecycle()
     lifecycle.install()
-    if settings.bind_when_ready and settings.mode == "queued":
-        # One of several processes on a shared port: do not take connections before NATS is there.
-        connecting = asyncio.create_task(state.connect())
-        await wait_any(asyncio.shield(connecting), lifecycle.stop.wait())
-        if not connecting.done():
-            connecting.cancel()
-            return 0
-    sock = httpserver.bind(settings.http_host, settings.http_port)
-    serving = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
-    log.info("ingest (%s mode) listening on %s:%d", settings.mode, settings.http_host, settings.http_port)
-    await wait_any(lifecycle.stop.wait(), asyncio.shield(serving))
-    if serving.done():  # start-up failed (lifespan error, port taken)
-        return 1 if not lifecycle.stop.is_set() else 0
 
-    # Phase 1: readiness 503 at once; keep serving while the endpoints controllers and kube-proxy
-    # take this pod out of rotation (requests still arrive for a few seconds after SIGTERM).
-    state.shutting_down = True
-    state.metrics.shutting_down.set(1)
+    # 1. Connect once (queued mode). Until connected /readyz answers 503; a process behind a
+    # shared port (bind_when_ready) does not even listen before, so SO_REUSEPORT never hands it a
+    # connection it would answer 503.
+    connecting: asyncio.Task[None] | None = None
+    if settings.mode == "queued":
+        connecting = asyncio.create_task(state.connect(lifecycle.stop), name="nats-connect")
+        if settings.bind_when_ready:
+            await wait_any(asyncio.shield(connecting), lifecycle.stop.wait())
+            if not connecting.done():
+                connecting.cancel()
+                return 0
+    else:
+        log.info("direct mode: work inline, capacity %g RPS", settings.rate_limit_rps)
+
+    # 2. Bind and serve until the first signal.
+    try:
+        await server.start(httpserver.bind(settings.http_host, settings.http_port))
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.http_host, settings.http_port, exc)
+        if connecting is not None:
+            connecting.cancel()
+        await state.close()
+        return 1
+    log.info("ingest (%s mode) listening on %s:%d", settings.mode, settings.http_host, settings.http_port)
+    await lifecycle.stop.wait()
+
+    # 3. Readiness 503 at once; keep serving while the endpoints controllers and kube-proxy take
+    # this pod out of rotation (requests still arrive for a few seconds after SIGTERM).
+    state.begin_shutdown()
     log.info("shutting down: readiness 503, serving %.1fs more", settings.shutdown_delay_s)
     await wait_any(lifecycle.force.wait(), timeout_s=settings.shutdown_delay_s)
 
-    # Phase 2: stop accepting; uvicorn finishes in-flight requests within shutdown_timeout_s,
-    # then the lifespan drains the NATS connection. A second signal cuts this short.
-    server.should_exit = True
-    force = asyncio.create_task(lifecycle.force.wait())
-    force.add_done_callback(lambda _: setattr(server, "force_exit", True))
-    await serving
-    force.cancel()
+    # 4. Stop accepting; finish in-flight requests within shutdown_timeout_s (a second signal
+    # cuts this short).
+    await server.stop(lifecycle.force)
+
+    # 5. Drain the NATS connection (nats_drain_timeout_s): what is buffered is flushed.
+    if connecting is not None and not connecting.done():
+        connecting.cancel()
+    await state.close()
     log.info("ingest stopped")
     return 0

@@ -1,5 +1,5 @@
 """NATS connection and JetStream layout: streams ORDERS, ORDERS_DLQ, ORDER_RUNS, KV ORDER_STATUS and
-the durable pull consumers, created or updated idempotently. When the server holds a different
+ORDER_KEYS, the durable pull consumers, created or updated idempotently. When the server holds a different
 config, say exactly what differs; refuse to start on differences JetStream cannot edit."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from nats.js.errors import NotFoundError
 
 from orderflow import contract
 from orderflow.config import Settings
+from orderflow.link import RECONNECT_WAIT_S, Link
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ _COMPARED_CONSUMER = (
 )
 
 
+# Idempotency-Key records (ingest/keys.py): key -> {fingerprint, order_id, at, claim}.
+KEYS_BUCKET = "ORDER_KEYS"
+KEYS_SUBJECT_PREFIX = "$KV.ORDER_KEYS."
+
+
 class BrokerConfigError(Exception):
     """The server's existing stream/consumer cannot be brought to orderflow's config."""
 
@@ -56,17 +62,22 @@ class BrokerConfigError(Exception):
 async def connect(
     settings: Settings,
     name: str,
+    link: Link | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
     **extra: Any,
 ) -> Client:
     """Connect with endless reconnects: a NATS restart must never need a service restart."""
+    link = link or Link()
 
     async def on_disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
             log.warning("NATS disconnected; reconnecting")
+        link.lost()
 
     async def on_reconnected() -> None:
-        log.info("NATS reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?")
+        url = nc.connected_url
+        log.info("NATS reconnected to %s", url.netloc if url else "?")
+        link.connected(url.netloc if url else None)
         if on_reconnect is not None:
             await on_reconnect()
 
@@ -78,7 +89,8 @@ async def connect(
         "connect_timeout": settings.connect_timeout_s,
         "allow_reconnect": True,
         "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 0.5,
+        "reconnect_time_wait": RECONNECT_WAIT_S,
+        "reconnect_to_server_handler": link.pick,
         "disconnected_cb": on_disconnected,
         "reconnected_cb": on_reconnected,
         "error_cb": on_error,
@@ -86,6 +98,7 @@ async def connect(
         **extra,
     }
     nc: Client = await nats.connect(**options)
+    link.connected(nc.connected_url.netloc if nc.connected_url else None)
     return nc
 
 
@@ -93,13 +106,14 @@ async def connect_retrying(
     settings: Settings,
     name: str,
     stop: asyncio.Event | None = None,
+    link: Link | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
     """Keep trying the first connection (a pod may start before NATS does)."""
     delay = 0.2
     while True:
         try:
-            return await connect(settings, name, on_reconnect)
+            return await connect(settings, name, link, on_reconnect)
         except Exception as exc:  # nats raises several unrelated types for "not there yet"
             if stop is not None and stop.is_set():
                 raise
@@ -238,6 +252,8 @@ def bucket_configs(settings: Settings) -> list[jsapi.KeyValueConfig]:
         # Who is alive, and since when: refreshed every 2 s, forgotten 6 s after the last refresh.
         # Memory is enough: after a NATS restart every live worker is back in it within seconds.
         bucket(contract.WORKERS_BUCKET, 6.0, jsapi.StorageType.MEMORY, r),
+        # Idempotency-Key records (ingest/keys.py): one per keyed order, for the key's lifetime.
+        bucket(KEYS_BUCKET, settings.idempotency_ttl_s, jsapi.StorageType.FILE, r),
     ]
 
 

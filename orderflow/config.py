@@ -73,12 +73,26 @@ class Settings:
     http_host: str = "0.0.0.0"
     http_port: int = 8080
     log_level: str = "info"
+    # Receipt deadlines (uvicorn has none): the request head within header_timeout_s of its first
+    # byte (of the connection, for a first request), the body within body_timeout_s of the head.
+    # 10 s fits a 16 KiB body at 1.6 KB/s, a poor mobile uplink.
+    http_header_timeout_s: float = 5.0
+    http_body_timeout_s: float = 10.0
+    # Open connections per process; past it a new connection is answered 503 and closed.
+    http_max_connections: int = 4096
+    # prometheus_client's own switch (not ORDERFLOW_*): set by ingest/multiproc.py for its children.
+    prometheus_multiproc_dir: str | None = None
     # ingest
     mode: str = "queued"
     rate_limit_rps: float = 50.0
     publish_timeout_s: float = 2.0
     max_inflight_publishes: int = 10_000
     retry_after_s: int = 1
+    # Idempotency-Key records (KV ORDER_KEYS) live this long: a repeat within it is answered
+    # from the record, not only inside JetStream's duplicate window.
+    idempotency_ttl_s: float = 86400.0
+    # Refused orders (503) are logged as one summary line per interval, never one per request.
+    refusal_log_interval_s: float = 10.0
     shutdown_delay_s: float = 5.0
     shutdown_timeout_s: float = 10.0
     ingest_processes: int = 1
@@ -115,8 +129,6 @@ class Settings:
     pod_deletion_cost_min_interval_s: float = 5.0
     # Kubernetes' own variable (not ORDERFLOW_*): set inside a pod, with the API server's address.
     kubernetes_service_host: str | None = None
-    # prometheus_client's own switch, set by the multi-process ingest's supervisor for its children.
-    prometheus_multiproc_dir: str | None = None
 
     # --- derived, never configured twice --------------------------------------------------
     @property
@@ -221,11 +233,16 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HTTP_HOST": ("http_host", str),
     "HTTP_PORT": ("http_port", _number(int, 0, 65535)),
     "LOG_LEVEL": ("log_level", _choice("debug", "info", "warning", "error")),
+    "HTTP_HEADER_TIMEOUT_S": ("http_header_timeout_s", _number(float, 0.1, 600)),
+    "HTTP_BODY_TIMEOUT_S": ("http_body_timeout_s", _number(float, 0.1, 3600)),
+    "HTTP_MAX_CONNECTIONS": ("http_max_connections", _number(int, 1, 1_000_000)),
     "MODE": ("mode", _choice("queued", "direct")),
     "RATE_LIMIT_RPS": ("rate_limit_rps", _number(float, 0.1)),
     "PUBLISH_TIMEOUT_S": ("publish_timeout_s", _number(float, 0.05, 60)),
     "MAX_INFLIGHT_PUBLISHES": ("max_inflight_publishes", _number(int, 1)),
     "RETRY_AFTER_S": ("retry_after_s", _number(int, 1, 3600)),
+    "IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", _number(float, 1)),
+    "REFUSAL_LOG_INTERVAL_S": ("refusal_log_interval_s", _number(float, 0.1, 3600)),
     "SHUTDOWN_DELAY_S": ("shutdown_delay_s", _number(float, 0, 300)),
     "SHUTDOWN_TIMEOUT_S": ("shutdown_timeout_s", _number(float, 0.1, 600)),
     "INGEST_PROCESSES": ("ingest_processes", _number(int, 1, 256)),

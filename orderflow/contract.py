@@ -50,9 +50,9 @@ H_WORKER = "Orderflow-Worker"
 # "A status record may exist for this order: read it before running" (keyed orders, DLQ replays,
 # rescheduled retries). A generated id cannot have one, so its first delivery skips the read.
 H_STATUS_CHECK = "Orderflow-Status-Check"
-# Deliveries of this order before this message (a rescheduled retry is a new message).
 # A DLQ replay: runs again with fresh counts, whatever the old record says (dead, failed).
 H_REPLAY = "Orderflow-Replay"
+# Deliveries of this order before this message (a rescheduled retry is a new message).
 H_DELIVERIES = "Orderflow-Deliveries"
 H_FAILED_ATTEMPTS = "Orderflow-Failed-Attempts"
 H_HANDBACKS = "Orderflow-Handbacks"

@@ -74,6 +74,32 @@ class IngestMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self.orders_refused = Counter(
+            "orderflow_orders_refused",
+            "Orders answered 503 (not stored), by reason: nats_down, jetstream_unavailable, "
+            "publish_timeout, stream_full (a stream limit), storage_full (JetStream out of storage), "
+            "rejected (another JetStream error), overloaded (too many publishes in flight).",
+            ["reason"],
+            registry=registry,
+        )
+        self.idempotent_requests = Counter(
+            "orderflow_idempotent_requests",
+            "Orders with an Idempotency-Key, by outcome: new, retry (an earlier attempt failed), "
+            "replay (answered from the key record), mismatch (422), in_flight (409), unavailable (503).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.http_request_timeouts = Counter(
+            "orderflow_http_request_timeouts",
+            "Connections closed because a request was not received in time, by phase (headers|body).",
+            ["phase"],
+            registry=registry,
+        )
+        self.http_connections_refused = Counter(
+            "orderflow_http_connections_refused",
+            "Connections answered 503 and closed because the process had its maximum open.",
+            registry=registry,
+        )
         # direct mode does the work inline: the seed's "Work Done" comes from the ingest then.
         self.work_done = _work_done(registry)
         self.shutting_down = Gauge(

@@ -10,6 +10,8 @@ JetStream facts used by the helpers below:
   `{"error": ...}`; with no stream on the subject the server answers a 503 status (no data).
 - `$JS.API.DIRECT.GET.<stream>.<subject>` returns the last message on a subject (KV get) with
   its headers, or a 404 status; a deleted KV key is a message with `KV-Operation: DEL|PURGE`.
+  A subject with wildcards goes in the body instead (`$JS.API.DIRECT.GET.<stream>` with
+  `{"last_by_subj": "orders.*.<id>"}`): a published subject cannot carry wildcards.
 - An empty publish to a message's ack subject is an ACK; with a reply it is confirmed (ack_sync).
 """
 
@@ -21,6 +23,7 @@ import itertools
 import time
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -30,8 +33,27 @@ class RequestTimeout(Exception):
     pass
 
 
+class ConnectionLost(Exception):
+    """The connection went down while the request waited: its reply can no longer come (a reply
+    is delivered on the connection that sent the request). Whether the request itself reached the
+    server is unknown; a JetStream publish retried with the same Nats-Msg-Id is safe."""
+
+
 class JetStreamError(Exception):
-    """The server refused (an `error` PubAck) or nothing serves the subject (503)."""
+    """The server refused (an `error` PubAck) or nothing serves the subject (503).
+
+    `err_code` is JetStream's own error code (10077 a stream limit with discard=new, 10023
+    insufficient resources, 10008 JetStream temporarily unavailable, ...), 0 for a no-responders
+    status; `description` is the server's text."""
+
+    def __init__(self, message: str, err_code: int = 0, description: str = "") -> None:
+        super().__init__(message)
+        self.err_code = err_code
+        self.description = description
+
+
+class NoResponders(JetStreamError):
+    """A status-only 503 reply: no stream (or no stream leader, mid-election) serves the subject."""
 
 
 class Requester:
@@ -58,6 +80,13 @@ class Requester:
             if not future.done():
                 future.set_exception(RequestTimeout())
         self._pending.clear()
+
+    def connection_lost(self) -> None:
+        """Fail every waiting request at once (broker.Link calls this when the connection drops)."""
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost())
 
     @property
     def in_flight(self) -> int:
@@ -108,7 +137,7 @@ class Requester:
     ) -> bytes:
         """Publish and wait for the PubAck; returns its raw JSON. Raises JetStreamError."""
         reply = await self.request(subject, payload, headers, timeout_s)
-        check_puback(reply)
+        read_puback(reply)
         return bytes(reply.data)
 
     async def direct_get(self, stream: str, subject: str, timeout_s: float | None = None) -> bytes | None:
@@ -124,16 +153,43 @@ class Requester:
             return None
         return bytes(reply.data)
 
+    async def direct_get_last(self, stream: str, subjects: str, timeout_s: float | None = None) -> Msg | None:
+        """The last message of `stream` on `subjects` (wildcards allowed, e.g. `orders.*.<id>`),
+        with its headers (Nats-Subject, Nats-Sequence, Nats-Time-Stamp), or None."""
+        payload = b'{"last_by_subj":' + msgspec.json.encode(subjects) + b"}"
+        reply = await self.request(f"$JS.API.DIRECT.GET.{stream}", payload, None, timeout_s)
+        headers: dict[str, Any] = reply.headers or {}
+        status = headers.get("Status")
+        if status == "404":
+            return None
+        if status is not None:
+            raise JetStreamError(f"direct get {subjects}: status {status} {headers.get('Description', '')}")
+        return reply
+
     async def ack_sync(self, msg: Msg, timeout_s: float | None = None) -> None:
         """Acknowledge a JetStream message and wait for the server to confirm it."""
         await self.request(msg.reply, b"", None, timeout_s)
         msg._ackd = True  # nats-py's own flag, so msg.ack() etc. refuse a double ack
 
 
-def check_puback(reply: Msg) -> None:
+def read_puback(reply: Msg) -> bool:
+    """The one reader of a PubAck: True if it is a duplicate (the same Nats-Msg-Id was stored
+    inside the duplicate window), False if newly stored. Raises NoResponders for a status-only 503
+    and JetStreamError for an `error` PubAck. The common answer is recognised by its bytes; JSON
+    is parsed only for an error or a duplicate."""
     data = reply.data
     if not data:
         status = (reply.headers or {}).get("Status", "?")
-        raise JetStreamError(f"no JetStream stream answered (status {status})")
+        raise NoResponders(f"no JetStream stream answered (status {status})")
     if b'"error"' in data:
-        raise JetStreamError(data[:300].decode(errors="replace"))
+        error = _error_of(data)
+        raise JetStreamError(data[:300].decode(errors="replace"), error[0], error[1])
+    return b'"duplicate"' in data and msgspec.json.decode(data).get("duplicate") is True
+
+
+def _error_of(data: bytes) -> tuple[int, str]:
+    try:
+        error = msgspec.json.decode(data).get("error") or {}
+        return int(error.get("err_code") or 0), str(error.get("description") or "")
+    except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+        return 0, data[:200].decode(errors="replace")

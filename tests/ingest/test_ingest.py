@@ -44,6 +44,22 @@ async def stream_messages(url: str) -> list[dict[str, Any]]:
         return out
 
 
+async def status_records(url: str) -> dict[str, bytes]:
+    async with connect(url) as nc:
+        kv = await nc.jetstream().key_value(contract.STATUS_BUCKET)
+        try:
+            keys = await kv.keys()
+        except Exception:  # no keys at all
+            return {}
+        return {k: (await kv.get(k)).value or b"" for k in keys}
+
+
+async def put_status(url: str, order_id: str, record: dict[str, Any]) -> None:
+    async with connect(url) as nc:
+        kv = await nc.jetstream().key_value(contract.STATUS_BUCKET)
+        await kv.put(order_id, json.dumps(record).encode())
+
+
 @pytest.fixture
 def ingest(spawn: Any) -> Service:
     svc: Service = spawn("ingest")
@@ -56,19 +72,28 @@ def test_a_200_means_the_order_is_in_the_stream(ingest: Service, nats_server: Na
     stored = run(stream_messages(nats_server.url))
     assert [m["order_id"] for m in stored] == [body["order_id"]]
     assert stored[0]["product_id"] == 33 and stored[0]["count"] == 3  # normalised from strings
+    # Queued is read from the stream: the ingest writes no status record (one stored write per
+    # order; it used to write a `queued` record beside the publish).
+    assert run(status_records(nats_server.url)) == {}
     status, _, got = http("GET", f"{ingest.url}/orders/{body['order_id']}")[0:3]
-    assert status == 200 and json.loads(got)["status"] == "queued"
+    shown = json.loads(got)
+    assert status == 200 and shown["status"] == "queued" and shown["order_id"] == body["order_id"]
+    assert shown["task_type"] == "default" and shown["attempts"] == 0
+    assert shown["updated_at"].endswith("Z") and abs(shown["updated_at_s"] - time.time()) < 60
 
 
 def test_an_idempotent_retry_adds_nothing_and_returns_the_same_id(
     ingest: Service, nats_server: NatsServer
 ) -> None:
     first = post(ingest, ORDER, {"Idempotency-Key": "order-42"})
-    again = post(ingest, ORDER, {"Idempotency-Key": "order-42"})
+    again = post(ingest, {**ORDER, "count": 3}, {"Idempotency-Key": "order-42"})  # "3" and 3 are one body
     assert first[0] == again[0] == 200
     assert first[2]["order_id"] == again[2]["order_id"] == "order-42"
     assert len(run(stream_messages(nats_server.url))) == 1
-    assert ingest.metric('orderflow_orders_published_total{result="duplicate"}') == 1
+    # The repeat is answered from the key record and publishes nothing at all (it used to publish
+    # again and rely on JetStream's duplicate window, which lasts two minutes, not 24 hours).
+    assert ingest.metric("orderflow_orders_published_total") == 1
+    assert ingest.metric('orderflow_idempotent_requests_total{outcome="replay"}') == 1
 
 
 INVALID_BODIES: list[tuple[Any, str]] = [
@@ -219,3 +244,71 @@ def test_openapi_describes_the_order_contract(ingest: Service) -> None:
         "count",
         "username",
     ]
+
+
+def test_wrong_methods_on_known_paths_answer_405_with_allow(ingest: Service) -> None:
+    for method, path, allowed in [
+        ("GET", "/orders", {"POST"}),
+        ("PUT", "/orders/", {"POST"}),
+        ("DELETE", "/orders/some-order", {"GET", "HEAD"}),
+        ("POST", "/healthz", {"GET", "HEAD"}),
+        ("POST", "/readyz", {"GET", "HEAD"}),
+        ("PUT", "/metrics", {"GET", "HEAD"}),
+        ("POST", "/openapi.json", {"GET", "HEAD"}),
+    ]:
+        status, headers, _ = http(method, ingest.url + path, b"{}" if method != "GET" else None)
+        assert status == 405, (method, path)
+        assert set(headers["allow"].split(", ")) == allowed, (method, path)
+    assert ingest.get("/nowhere")[0] == 404
+    assert ingest.metric('orderflow_http_requests_total{method="GET",route="/orders",status="405"}') == 1
+
+
+def test_orders_with_a_trailing_slash_is_orders(ingest: Service, nats_server: NatsServer) -> None:
+    status, _, body = http("POST", ingest.url + "/orders/", json.dumps(ORDER).encode())
+    assert status == 200 and json.loads(body)["result"] == "created"
+    assert [m["order_id"] for m in run(stream_messages(nats_server.url))] == [json.loads(body)["order_id"]]
+    assert ingest.metric('orderflow_http_requests_total{method="POST",route="/orders",status="200"}') == 1
+
+
+def test_generated_ids_are_random_not_a_counter(ingest: Service) -> None:
+    ids = [post(ingest, ORDER)[2]["order_id"] for _ in range(5)]
+    assert len(set(ids)) == 5
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)  # 128 bits, hex
+    # No shared prefix beyond chance: consecutive ids do not reveal each other.
+    assert len({i[:8] for i in ids}) == 5
+
+
+def test_get_order_shows_the_status_record_with_iso_timestamps_and_every_count(
+    ingest: Service, nats_server: NatsServer
+) -> None:
+    """1. A status record as a worker writes it, with fields this ingest does not know by name
+       (counts, a lease, a checkpoint): every field is shown, every timestamp as ISO 8601 UTC
+       beside its number;
+    2. the record wins over the order's message in the stream;
+    3. an order nobody knows is a 404."""
+    _, _, created = post(ingest, ORDER)
+    order_id = created["order_id"]
+    record = {
+        "order_id": order_id,
+        "status": "processing",
+        "attempts": 1,
+        "deliveries": 2,
+        "handbacks": 1,
+        "crashes": 0,
+        "updated_at": 1767225600.25,
+        "started_at": 1767225599.0,
+        "lease_until": 1767225622.5,
+        "checkpoint": {"step": 3},
+        "worker_id": "w-1",
+    }
+    run(put_status(nats_server.url, order_id, record))
+    status, _, got = http("GET", f"{ingest.url}/orders/{order_id}")
+    shown = json.loads(got)
+    assert status == 200
+    assert shown["status"] == "processing" and shown["worker_id"] == "w-1"
+    assert (shown["attempts"], shown["deliveries"], shown["handbacks"], shown["crashes"]) == (1, 2, 1, 0)
+    assert shown["checkpoint"] == {"step": 3}
+    assert shown["updated_at"] == "2026-01-01T00:00:00.250Z" and shown["updated_at_s"] == 1767225600.25
+    assert shown["started_at"] == "2025-12-31T23:59:59.000Z" and shown["started_at_s"] == 1767225599.0
+    assert shown["lease_until"] == "2026-01-01T00:00:22.500Z"
+    assert http("GET", f"{ingest.url}/orders/nobody-knows-this-one")[0] == 404

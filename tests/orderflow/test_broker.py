@@ -32,6 +32,8 @@ def test_layout_is_created_once_and_a_second_run_changes_nothing(
             assert info.config.retention == jsapi.RetentionPolicy.WORK_QUEUE
             assert info.config.duplicate_window >= 120
             assert (await js.stream_info(contract.DLQ_STREAM)).config.subjects == ["dlq.orders.>"]
+            keys = (await js.stream_info("KV_" + broker.KEYS_BUCKET)).config
+            assert keys.max_age == settings.idempotency_ttl_s == 86400 and keys.allow_direct
 
     run(main())
 

@@ -78,3 +78,23 @@ def test_a_service_refuses_to_start_on_bad_config_with_one_clear_message() -> No
     assert proc.returncode == 2
     assert "ORDERFLOW_RATE_LIMIT_RPS='lots': not a number" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_ingest_settings_and_the_multiprocess_dir_are_read_once_into_settings() -> None:
+    s = load_settings("ingest", {})
+    assert s.nats_drain_timeout_s == 5.0 and s.prometheus_multiproc_dir is None
+    s = load_settings(
+        "ingest",
+        {
+            "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics",
+            "ORDERFLOW_NATS_DRAIN_TIMEOUT_S": "2.5",
+            "ORDERFLOW_HTTP_HEADER_TIMEOUT_S": "3",
+            "ORDERFLOW_HTTP_BODY_TIMEOUT_S": "8",
+            "ORDERFLOW_HTTP_MAX_CONNECTIONS": "100",
+            "ORDERFLOW_IDEMPOTENCY_TTL_S": "3600",
+            "ORDERFLOW_REFUSAL_LOG_INTERVAL_S": "30",
+        },
+    )
+    assert s.prometheus_multiproc_dir == "/tmp/metrics"
+    assert (s.nats_drain_timeout_s, s.http_header_timeout_s, s.http_body_timeout_s) == (2.5, 3, 8)
+    assert (s.http_max_connections, s.idempotency_ttl_s, s.refusal_log_interval_s) == (100, 3600, 30)

@@ -1,0 +1,165 @@
+"""Idempotency-Key (the IETF httpapi draft, Stripe's behaviour): a key record per client key in KV
+ORDER_KEYS (max_age ORDERFLOW_IDEMPOTENCY_TTL_S, 24 h), so that a repeat is answered from the record
+for a day, not only inside JetStream's 2-minute duplicate window.
+
+The record {fingerprint, order_id, at, claim} is written as a KV *create* (expected last subject
+sequence 0) before the order is published. Whoever creates it owns the key; everyone else reads it:
+
+| the record says                                           | answer                                   |
+|-----------------------------------------------------------|------------------------------------------|
+| another body (fingerprint differs)                        | 422, nothing stored                      |
+| same body, the order exists (status record or message)    | 200 with the same order id, nothing new  |
+| same body, no order yet, written < in_flight_s ago        | 409: the first request is still in flight|
+| same body, no order, older (or marked failed)             | take it over (compare-and-set), publish  |
+
+`in_flight_s` is the publish budget plus a second for clocks of different pods: no request that
+wrote a record publishes for longer. A publish that fails marks the record failed (best effort),
+so a retry after Retry-After need not wait for that age. The `claim` nonce tells a writer its own
+record from another's (a create whose PubAck was lost and is retried finds its own record).
+The fingerprint is of the validated order (task type, product_id, count, username): bodies that
+differ only in spelling ("3" and 3, key order, whitespace, ignored fields) are the same request.
+Only keyed requests pay for this; the common path (no key) writes nothing more."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import time
+
+import msgspec
+
+from ingest.publisher import Publisher, Refusals
+from orderflow import broker, contract
+from orderflow.lookup import OrderLookup
+from orderflow.natsmux import Requester
+
+log = logging.getLogger(__name__)
+
+KEYS_STREAM = "KV_" + broker.KEYS_BUCKET
+_JS_WRONG_LAST_SEQUENCE = 10071  # nats-server's JSStreamWrongLastSequenceErrF
+_CLOCK_MARGIN_S = 1.0
+
+
+class KeyRecord(msgspec.Struct, omit_defaults=True):
+    fingerprint: str
+    order_id: str
+    at: float  # epoch s when the record was written (or taken over)
+    claim: str  # a nonce of the request that wrote it
+    failed: bool = False  # its publish failed: no request is in flight for it
+
+
+_decode_record = msgspec.json.Decoder(KeyRecord)
+
+
+class Outcome(enum.Enum):
+    NEW = "new"  # the key is ours: publish
+    RETRY = "retry"  # an earlier request with this key failed; the key is ours now: publish
+    REPLAY = "replay"  # the order exists: 200 with its id, nothing stored
+    MISMATCH = "mismatch"  # 422
+    IN_FLIGHT = "in_flight"  # 409
+    UNAVAILABLE = "unavailable"  # the key store cannot answer: 503
+
+
+def fingerprint(order: contract.Order, task_type: str) -> str:
+    canonical = f"{task_type}\0{order.product_id}\0{order.count}\0{order.username}".encode()
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def judge(record: KeyRecord, fingerprint: str, order_exists: bool, now: float, in_flight_s: float) -> Outcome:
+    """What an existing key record means for a request with `fingerprint` (the table above)."""
+    if record.fingerprint != fingerprint:
+        return Outcome.MISMATCH
+    if order_exists:
+        return Outcome.REPLAY
+    if not record.failed and now - record.at < in_flight_s:
+        return Outcome.IN_FLIGHT
+    return Outcome.RETRY
+
+
+class Claim(msgspec.Struct):
+    outcome: Outcome
+    seq: int = 0  # the key record's sequence (ours for NEW/RETRY)
+    record: KeyRecord | None = None
+
+
+class IdempotencyKeys:
+    def __init__(
+        self,
+        requests: Requester,
+        publisher: Publisher,
+        lookup: OrderLookup,
+        refusals: Refusals,
+        publish_timeout_s: float,
+    ) -> None:
+        self._requests = requests
+        self._publisher = publisher
+        self._lookup = lookup
+        self._refusals = refusals
+        self._in_flight_s = publish_timeout_s + _CLOCK_MARGIN_S
+
+    async def claim(self, order: contract.Order, task_type: str) -> Claim:
+        key = order.order_id
+        mine = KeyRecord(fingerprint(order, task_type), key, time.time(), os.urandom(8).hex())
+        for _ in range(3):  # a record can expire between our create and our read
+            seq = await self._write(key, mine, expected_seq=0)
+            if seq > 0:
+                return Claim(Outcome.NEW, seq, mine)
+            if seq < 0:
+                return Claim(Outcome.UNAVAILABLE)
+            found = await self._read(key)
+            if found is None:
+                continue
+            record, seq = found
+            if record.claim == mine.claim:
+                return Claim(Outcome.NEW, seq, record)  # our own create, whose PubAck was lost
+            if record.fingerprint != mine.fingerprint:
+                return Claim(Outcome.MISMATCH, seq, record)
+            exists = await self._lookup.exists(key)
+            outcome = judge(record, mine.fingerprint, exists, time.time(), self._in_flight_s)
+            if outcome is not Outcome.RETRY:
+                return Claim(outcome, seq, record)
+            # Take the key over by compare-and-set: of two retries, one wins, the other sees 409.
+            taken = await self._write(key, mine, expected_seq=seq)
+            if taken > 0:
+                return Claim(Outcome.RETRY, taken, mine)
+            return Claim(Outcome.IN_FLIGHT if taken == 0 else Outcome.UNAVAILABLE)
+        return Claim(Outcome.UNAVAILABLE)
+
+    async def failed(self, claim: Claim) -> None:
+        """The publish after a claim failed: say so in the record (best effort), so the client's
+        retry need not wait for the in-flight window."""
+        if claim.record is None or claim.seq <= 0:
+            return
+        record = msgspec.structs.replace(claim.record, failed=True)
+        try:
+            await self._write(record.order_id, record, expected_seq=claim.seq, note=False)
+        except Exception as exc:  # the record simply ages out of the window instead
+            log.debug("could not mark key %s failed: %r", record.order_id, exc)
+
+    async def _write(self, key: str, record: KeyRecord, expected_seq: int, note: bool = True) -> int:
+        """The record's new sequence; 0 if the expected last sequence did not match (someone else's
+        record is there); -1 if the key store did not answer (a refusal, noted)."""
+        sent = await self._publisher.send(
+            broker.KEYS_SUBJECT_PREFIX + key,
+            contract.encode(record),
+            {contract.H_EXPECTED_LAST_SUBJECT_SEQ: str(expected_seq)},
+        )
+        if sent.result.stored:
+            seq = msgspec.json.decode(sent.puback).get("seq")
+            return int(seq) if isinstance(seq, int) and seq > 0 else 1
+        if sent.err_code == _JS_WRONG_LAST_SEQUENCE:
+            return 0
+        if note and sent.refusal is not None:
+            self._refusals.note(*sent.refusal)
+        return -1
+
+    async def _read(self, key: str) -> tuple[KeyRecord, int] | None:
+        msg = await self._requests.direct_get_last(KEYS_STREAM, broker.KEYS_SUBJECT_PREFIX + key)
+        if msg is None:
+            return None
+        headers = msg.headers or {}
+        if headers.get("KV-Operation") in ("DEL", "PURGE"):
+            return None
+        return _decode_record.decode(msg.data), int(headers.get("Nats-Sequence", "0"))

@@ -1,0 +1,52 @@
+"""Every answer body of the ingest's API, written once (SPEC §2). Bodies are bytes, ready to send."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from orderflow import contract
+
+JSON = (b"content-type", b"application/json")
+
+KAPUT = b'{"result":"server-kaput"}'
+TOO_LARGE = contract.encode({"result": "too-large", "limit_bytes": contract.MAX_BODY_BYTES})
+BAD_KEY = contract.FieldError(
+    "Idempotency-Key", "must be 1..128 characters of letters, digits, '-', '_', '=' and inner dots"
+)
+
+
+def created(order_id: str) -> bytes:
+    return b'{"result":"created","order_id":"' + order_id.encode() + b'"}'
+
+
+def invalid(errors: Sequence[contract.FieldError]) -> bytes:
+    return contract.encode({"result": "invalid", "errors": errors})
+
+
+def not_found(order_id: str) -> bytes:
+    return contract.encode({"result": "not-found", "order_id": order_id})
+
+
+def unknown_type(types: set[str]) -> bytes:
+    names = ", ".join(sorted(types))
+    return invalid([contract.FieldError("type", f"unknown task type; one of: {names}")])
+
+
+def key_reused(key: str) -> bytes:
+    return contract.encode(
+        {
+            "result": "idempotency-key-reused",
+            "order_id": key,
+            "message": "this Idempotency-Key was used with a different request body",
+        }
+    )
+
+
+def key_in_flight(key: str) -> bytes:
+    return contract.encode(
+        {
+            "result": "in-flight",
+            "order_id": key,
+            "message": "a request with this Idempotency-Key is still being processed; retry later",
+        }
+    )

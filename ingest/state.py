@@ -1,0 +1,132 @@
+"""IngestState: what the routes need, built once per process; its NATS link and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from nats.aio.client import Client
+from prometheus_client import CollectorRegistry
+
+from ingest.ids import IdSource
+from ingest.keys import IdempotencyKeys
+from ingest.publisher import Publisher, Refusals
+from orderflow import broker, contract
+from orderflow.config import Settings
+from orderflow.link import Link
+from orderflow.lookup import OrderLookup
+from orderflow.metrics import IngestMetrics
+from orderflow.natsmux import Requester
+
+log = logging.getLogger(__name__)
+
+# The stream check is a JetStream API request: made on this period by one task, never per probe,
+# so a probe storm cannot turn into an API storm.
+STREAM_CHECK_INTERVAL_S = 1.0
+
+
+class IngestState:
+    def __init__(self, settings: Settings, metrics: IngestMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.default_type = settings.task_types[0].name
+        self.task_types = {t.name for t in settings.task_types}
+        self.new_id = IdSource()
+        self.nc: Client | None = None
+        self.link = Link()
+        self.requests: Requester | None = None
+        self.publisher: Publisher | None = None
+        self.lookup: OrderLookup | None = None
+        self.keys: IdempotencyKeys | None = None
+        self.refusals = Refusals(metrics, settings.refusal_log_interval_s)
+        self.shutting_down = False
+        self._fatal: str | None = None
+        self._stream_problem: str | None = "checking the stream"
+        self._stream_check: asyncio.Task[None] | None = None
+
+    # --- probes (orderflow.probes.Probed) ---------------------------------------------------
+    @property
+    def exposition(self) -> CollectorRegistry:
+        return self.metrics.exposition
+
+    def liveness_problem(self) -> str | None:
+        return None
+
+    def readiness_problem(self) -> str | None:
+        if self.shutting_down:
+            return "shutting down"
+        if self._fatal:
+            return self._fatal
+        if self.settings.mode == "direct":
+            return None  # direct mode does not need NATS to answer
+        if self.nc is None or not self.nc.is_connected:
+            return "NATS not connected"
+        return self._stream_problem
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and bool(self.nc.is_connected)
+
+    # --- the NATS link ------------------------------------------------------------------------
+    async def connect(self, stop: asyncio.Event) -> None:
+        """Connect (retrying until NATS is there or `stop` is set) and ensure the stream layout.
+        A layout JetStream cannot reach is fatal: readiness says why until an operator acts."""
+        s = self.settings
+        nc = await broker.connect_retrying(s, f"ingest-{s.worker_id}", stop, self.link)
+        js = nc.jetstream(timeout=s.publish_timeout_s)
+        while True:
+            try:
+                await broker.ensure_layout(js, s)
+                break
+            except broker.BrokerConfigError as exc:
+                log.error("%s", exc)
+                self._fatal = str(exc)
+                await nc.close()
+                return
+            except Exception as exc:
+                log.warning("JetStream not ready (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+        self.requests = await Requester(nc, s.publish_timeout_s).start()
+        self.link.on_lost(self.requests.connection_lost)
+        self.lookup = OrderLookup(self.requests, s.publish_timeout_s)
+        self.publisher = Publisher(nc, self.link, self.requests, s, self.metrics, self.refusals)
+        self.keys = IdempotencyKeys(
+            self.requests, self.publisher, self.lookup, self.refusals, s.publish_timeout_s
+        )
+        self._stream_problem = None
+        self.nc = nc
+        self._stream_check = asyncio.create_task(self._check_stream(nc), name="stream-check")
+        log.info("connected to NATS; stream %s ready", contract.STREAM)
+
+    async def _check_stream(self, nc: Client) -> None:
+        js = nc.jetstream(timeout=STREAM_CHECK_INTERVAL_S)
+        while True:
+            await asyncio.sleep(STREAM_CHECK_INTERVAL_S)
+            if not nc.is_connected:
+                continue  # readiness already says so
+            try:
+                await js.stream_info(contract.STREAM)
+                self._stream_problem = None
+            except Exception as exc:
+                self._stream_problem = f"stream {contract.STREAM} unreachable: {type(exc).__name__}"
+
+    def begin_shutdown(self) -> None:
+        self.shutting_down = True
+        self.metrics.shutting_down.set(1)
+
+    async def close(self) -> None:
+        """Drain the NATS connection: what is buffered is flushed, replies still in flight arrive."""
+        if self._stream_check is not None:
+            self._stream_check.cancel()
+        if self.requests is not None:
+            await self.requests.stop()
+        nc = self.nc
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.drain(), timeout=self.settings.nats_drain_timeout_s)
+                log.info("NATS connection drained")
+            except Exception as exc:
+                log.warning("NATS drain did not finish in %gs (%r)", self.settings.nats_drain_timeout_s, exc)
+                with contextlib.suppress(Exception):
+                    await nc.close()

@@ -1,0 +1,114 @@
+"""Where an order stands, from what JetStream holds (no `queued` record is written):
+
+1. its status record in KV ORDER_STATUS (a direct get: one round trip, cheaper than nats-py's
+   kv.get), written by workers (processing, done, failed, dead, cancelled, a retry's queued);
+2. else its message in ORDERS (`orders.<type>.<id>`, a direct get of `orders.*.<id>`): queued;
+3. else, one more look at the status record: a worker stores its final status *before* it acks
+   (and so removes) the message, so a record that appeared between steps 1 and 2 is found now;
+4. else unknown.
+
+`render()` is how the HTTP API (and the CLI) show a record: every timestamp (a `*_at` or
+`*_until` number, epoch seconds in KV) as ISO 8601 UTC, with the number kept as `<name>_s`;
+every other field as stored, whatever fields the record carries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+
+from orderflow import contract
+from orderflow.natsmux import Requester
+
+STATUS_STREAM = "KV_" + contract.STATUS_BUCKET
+
+
+class BadRecord(Exception):
+    """A status record that is not a JSON object with an order id and a status."""
+
+
+def iso(epoch_s: float) -> str:
+    return (
+        dt.datetime.fromtimestamp(epoch_s, dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def _is_timestamp(name: str, value: Any) -> bool:
+    return (
+        (name.endswith("_at") or name.endswith("_until"))
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    )
+
+
+def render(record: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in record.items():
+        if _is_timestamp(name, value):
+            out[name] = iso(value)
+            out[name + "_s"] = value
+        else:
+            out[name] = value
+    return out
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    try:
+        record = msgspec.json.decode(data)
+    except msgspec.DecodeError as exc:
+        raise BadRecord(str(exc)) from None
+    if not isinstance(record, dict) or "order_id" not in record or "status" not in record:
+        raise BadRecord("not a status record")
+    return record
+
+
+def queued_from_message(msg: Msg) -> dict[str, Any]:
+    """The order's message in ORDERS as a record: queued, since the stream was given it."""
+    headers = msg.headers or {}
+    order = msgspec.json.decode(msg.data) if msg.data else {}
+    created_at = order.get("created_at") if isinstance(order, dict) else None
+    record: dict[str, Any] = {
+        "order_id": order.get("order_id") if isinstance(order, dict) else None,
+        "status": "queued",
+        "attempts": 0,
+        "task_type": contract.task_type_of(headers.get("Nats-Subject", "")),
+    }
+    if isinstance(created_at, int | float):
+        record["updated_at"] = record["created_at"] = created_at
+    return record
+
+
+class OrderLookup:
+    def __init__(self, requests: Requester, timeout_s: float | None = None) -> None:
+        self._requests = requests
+        self._timeout_s = timeout_s
+
+    async def status_record(self, order_id: str) -> dict[str, Any] | None:
+        data = await self._requests.direct_get(
+            STATUS_STREAM, contract.STATUS_SUBJECT_PREFIX + order_id, self._timeout_s
+        )
+        return None if data is None else decode_record(data)
+
+    async def message(self, order_id: str) -> Msg | None:
+        return await self._requests.direct_get_last(
+            contract.STREAM, contract.order_subject("*", order_id), self._timeout_s
+        )
+
+    async def find(self, order_id: str) -> dict[str, Any] | None:
+        """The order's record (raw: numeric timestamps), or None if JetStream knows no such order.
+        Raises natsmux.RequestTimeout / JetStreamError on NATS trouble, BadRecord on a bad record."""
+        record = await self.status_record(order_id)
+        if record is not None:
+            return record
+        msg = await self.message(order_id)
+        if msg is not None:
+            record = queued_from_message(msg)
+            record["order_id"] = order_id
+            return record
+        return await self.status_record(order_id)
+
+    async def exists(self, order_id: str) -> bool:
+        return await self.find(order_id) is not None

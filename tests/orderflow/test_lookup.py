@@ -1,0 +1,94 @@
+"""orderflow/lookup.py: where an order stands (status record, else its message, else a second look)
+and how a record is shown (ISO 8601 UTC beside every numeric timestamp)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from orderflow import lookup
+from orderflow.natsmux import Requester
+
+
+class StandInRequests:
+    """A stand-in for natsmux.Requester (named as such): answers from the lists it is given, in
+    order, one per call, and records what was asked."""
+
+    def __init__(self, records: list[bytes | None], messages: list[Msg | None]) -> None:
+        self.records = records
+        self.messages = messages
+        self.asked: list[str] = []
+
+    async def direct_get(self, stream: str, subject: str, timeout_s: float | None = None) -> bytes | None:
+        self.asked.append(f"{stream} {subject}")
+        return self.records.pop(0)
+
+    async def direct_get_last(self, stream: str, subjects: str, timeout_s: float | None = None) -> Msg | None:
+        self.asked.append(f"{stream} {subjects}")
+        return self.messages.pop(0)
+
+
+def find(requests: StandInRequests, order_id: str) -> dict[str, Any] | None:
+    stand_in: Any = requests
+    source: Requester = stand_in
+    return asyncio.run(lookup.OrderLookup(source).find(order_id))
+
+
+def message(subject: str, data: dict[str, Any]) -> Msg:
+    return Msg(None, subject="_INBOX.x", data=json.dumps(data).encode(), headers={"Nats-Subject": subject})  # type: ignore[arg-type]
+
+
+def test_the_status_record_comes_first_and_the_stream_is_not_asked() -> None:
+    requests = StandInRequests([b'{"order_id":"a","status":"done","attempts":0}'], [])
+    assert find(requests, "a") == {"order_id": "a", "status": "done", "attempts": 0}
+    assert requests.asked == ["KV_ORDER_STATUS $KV.ORDER_STATUS.a"]
+
+
+def test_without_a_record_the_message_in_orders_means_queued() -> None:
+    msg = message(
+        "orders.invoice.a", {"order_id": "a", "product_id": 1, "count": 1, "username": "m", "created_at": 5.0}
+    )
+    requests = StandInRequests([None], [msg])
+    assert find(requests, "a") == {
+        "order_id": "a",
+        "status": "queued",
+        "attempts": 0,
+        "task_type": "invoice",
+        "updated_at": 5.0,
+        "created_at": 5.0,
+    }
+    assert requests.asked[1] == "ORDERS orders.*.a"
+
+
+def test_a_record_written_between_the_two_reads_is_found_by_a_second_look() -> None:
+    """The worker stores `done` before it acks (removes) the message: record absent, then the
+    message gone, then the record there."""
+    requests = StandInRequests([None, b'{"order_id":"a","status":"done"}'], [None])
+    assert find(requests, "a") == {"order_id": "a", "status": "done"}
+    assert find(StandInRequests([None, None], [None]), "a") is None
+
+
+def test_render_shows_every_field_and_every_timestamp_as_iso_utc_beside_its_number() -> None:
+    shown = lookup.render(
+        {
+            "order_id": "a",
+            "status": "done",
+            "updated_at": 0.5,
+            "lease_until": 60,
+            "finished_at": None,
+            "n_at": True,
+        }
+    )
+    assert shown == {
+        "order_id": "a",
+        "status": "done",
+        "updated_at": "1970-01-01T00:00:00.500Z",
+        "updated_at_s": 0.5,
+        "lease_until": "1970-01-01T00:01:00.000Z",
+        "lease_until_s": 60,
+        "finished_at": None,
+        "n_at": True,
+    }
