@@ -244,9 +244,15 @@ def run(coro: Any) -> Any:
 
 # --- JetStream views for assertions ----------------------------------------------------------
 async def publish_orders(
-    url: str, count: int, prefix: str = "o", username: str = "m", task_type: str = "default"
+    url: str,
+    count: int,
+    prefix: str = "o",
+    username: str = "m",
+    task_type: str = "default",
+    keyed: bool = False,
 ) -> list[str]:
-    """Publish valid orders straight to the stream (as the ingest would), ids prefix-0..N."""
+    """Publish valid orders straight to the stream (as the ingest would), ids prefix-0..N; `keyed`
+    as the ingest stores an order with an Idempotency-Key (its worker reads its status first)."""
     from orderflow import contract
 
     ids = [f"{prefix}-{i}" for i in range(count)]
@@ -256,7 +262,7 @@ async def publish_orders(
             await js.publish_async(
                 contract.order_subject(task_type, order_id),
                 contract.encode(contract.Order(order_id, 1, 1, username, time.time())),
-                headers={contract.H_MSG_ID: order_id},
+                headers={contract.H_MSG_ID: order_id, **({contract.H_STATUS_CHECK: "1"} if keyed else {})},
             )
             for order_id in ids
         ]

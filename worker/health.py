@@ -12,15 +12,13 @@ ack_wait). `/readyz` and `/metrics` answer from the same thread, so a probe neve
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from orderflow import probes
 
 log = logging.getLogger(__name__)
 
@@ -78,46 +76,22 @@ class LoopWatch:
                 log.warning("event loop running again")
 
 
-Answer = tuple[int, dict[str, object]]
-
-
 class _Server6(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
 class ProbeServer:
-    """/healthz, /readyz and /metrics on the worker's port, served from a thread."""
+    """/healthz, /readyz and /metrics (orderflow/probes.py, as the ingest answers them) on the
+    worker's port, served from a thread."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        registry: CollectorRegistry,
-        live: Callable[[], str | None],
-        ready: Callable[[], str | None],
-    ) -> None:
-        # live/ready return None when fine, else the reason; both are read from the server thread
-        # and only look at plain attributes.
-        probe_server = self
-
+    def __init__(self, host: str, port: int, state: probes.Probed) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._json(probe_server.answer(live(), "ok", "unhealthy"))
-                elif path == "/readyz":
-                    self._json(probe_server.answer(ready(), "ready", "not-ready"))
-                else:
-                    self._json((404, {"status": "not-found"}))
-
-            def _json(self, answer: Answer) -> None:
-                self._send(answer[0], json.dumps(answer[1]).encode(), "application/json")
-
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                found = probes.answer(state, self.path.split("?", 1)[0])
+                status, headers, body = found if found is not None else (404, [], b'{"status":"not-found"}')
                 self.send_response(status)
-                self.send_header("Content-Type", content_type)
+                for name, value in headers:
+                    self.send_header(name.decode(), value.decode())
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -130,12 +104,6 @@ class ProbeServer:
         self._server.daemon_threads = True
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="probes", daemon=True)
-
-    @staticmethod
-    def answer(problem: str | None, good: str, bad: str) -> Answer:
-        if problem is None:
-            return 200, {"status": good}
-        return 503, {"status": bad, "reason": problem}
 
     def start(self) -> ProbeServer:
         self._thread.start()

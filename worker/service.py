@@ -69,19 +69,23 @@ class WorkerService:
         self._ranks: Ranks | None = None
         self._recovering: asyncio.Task[None] | None = None
 
-    # --- health -------------------------------------------------------------------------------
-    def _live(self) -> str | None:
+    # --- health (orderflow/probes.Probed, read from the probe thread) ---------------------------
+    @property
+    def exposition(self) -> CollectorRegistry:
+        return self.metrics.registry
+
+    def liveness_problem(self) -> str | None:
         watch = self.watch
         if watch is not None and watch.blocked_s > self.timing.loop_block_limit_s:
             return f"event loop blocked for {watch.blocked_s:.1f}s"
         return None
 
-    def _ready(self) -> str | None:
+    def readiness_problem(self) -> str | None:
         if self.draining:
             return "draining"
         if not self.ready or self.nc is None or not self.nc.is_connected:
             return "NATS not connected"
-        return self._live()
+        return self.liveness_problem()
 
     # --- start ----------------------------------------------------------------------------------
     async def run(self) -> int:
@@ -89,7 +93,7 @@ class WorkerService:
         self.lifecycle.install()
         self.watch = LoopWatch(asyncio.get_running_loop()).start()
         self.metrics.event_loop_lag.set_function(lambda: self.watch.lag_s if self.watch else 0.0)
-        probes = ProbeServer(s.http_host, s.http_port, self.metrics.registry, self._live, self._ready).start()
+        probes = ProbeServer(s.http_host, s.http_port, self).start()
         try:
             try:
                 self.nc = await broker.connect_retrying(

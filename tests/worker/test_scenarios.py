@@ -360,14 +360,15 @@ def test_an_order_alive_on_another_worker_is_deferred_until_its_lease_expires(
     nats_server: NatsServer, spawn: Any
 ) -> None:
     """1. ack_wait 2 s, so a lease lasts 1.5 s. "ghost" holds a fresh lease on order o-0 (as a
-       worker running it would, when a NATS restart redelivers it elsewhere).
+       worker running it would, when a NATS restart redelivers it elsewhere). The orders are
+       keyed, so even their first delivery reads the status (a generated id cannot have one).
     2. The worker receiving o-0 does not run it while the lease is fresh; once it has expired
        (the holder stopped heart-beating: it died) the order runs, once.
     3. A stale lease (the holder is long dead) does not hold anything up."""
     w = spawn("worker", ACK_WAIT_S=2, WORK_S="0.1", MAX_DELIVER=10).wait_ready()
     run(_claim(nats_server.url, "o-0", "ghost", age_s=0))
     claimed_at = time.time()
-    run(publish_orders(nats_server.url, 1))
+    run(publish_orders(nats_server.url, 1, keyed=True))
     wait_until(lambda: all_done(nats_server.url, ["o-0"]), 15, "o-0 to run after the lease")
     [start] = [r for r in run(run_records(nats_server.url))["o-0"] if r.event == "start"]
     assert start.at - claimed_at >= 1.5
@@ -375,6 +376,6 @@ def test_an_order_alive_on_another_worker_is_deferred_until_its_lease_expires(
 
     run(_claim(nats_server.url, "late-0", "ghost", age_s=10))
     started = time.time()
-    run(publish_orders(nats_server.url, 1, prefix="late"))
+    run(publish_orders(nats_server.url, 1, prefix="late", keyed=True))
     wait_until(lambda: all_done(nats_server.url, ["late-0"]), 5, "late-0 to run at once")
     assert time.time() - started < 1.5
