@@ -357,6 +357,79 @@ def _priority_diffs(have: dict[str, Any], want: bool) -> list[tuple[str, Any, An
     return out
 
 
+def subjects_overlap(a: str, b: str) -> bool:
+    """Whether two subject filters can match one subject (`*` one token, `>` the rest)."""
+    ta, tb = a.split("."), b.split(".")
+    for i in range(max(len(ta), len(tb))):
+        x = ta[i] if i < len(ta) else None
+        y = tb[i] if i < len(tb) else None
+        if x == ">" or y == ">":
+            return x is not None and y is not None
+        if x is None or y is None:
+            return False
+        if x != y and x != "*" and y != "*":
+            return False
+    return True
+
+
+def _filters(config: dict[str, Any]) -> list[str]:
+    return config.get("filter_subjects") or (
+        [config["filter_subject"]] if config.get("filter_subject") else [">"]
+    )
+
+
+@dataclass(frozen=True)
+class ConsumerConflict:
+    name: str
+    filters: list[str]
+    pending: int
+    ack_pending: int
+
+    @property
+    def idle(self) -> bool:
+        return self.pending == 0 and self.ack_pending == 0
+
+
+async def conflicting_consumers(nc: Client, settings: Settings) -> list[ConsumerConflict]:
+    """Consumers on ORDERS that orderflow's configured ones would overlap. A work-queue stream
+    takes no two consumers whose filters overlap ("filtered consumer not unique on workqueue
+    stream"): switching from one task type (`workers`, every order) to several (`workers-<type>`)
+    leaves the old one in the way until it is deleted."""
+    ours = {contract.consumer_name(t.name, settings.split_types): t.name for t in settings.task_types}
+    wanted = {name: contract.consumer_filters(t, settings.split_types) for name, t in ours.items()}
+    listing = await _api(nc, f"CONSUMER.LIST.{contract.STREAM}")
+    out = []
+    for info in listing.get("consumers") or []:
+        name = info["name"]
+        if name in wanted:
+            continue
+        filters = _filters(info["config"])
+        if any(subjects_overlap(f, w) for f in filters for ws in wanted.values() for w in ws):
+            out.append(
+                ConsumerConflict(name, filters, info.get("num_pending", 0), info.get("num_ack_pending", 0))
+            )
+    return out
+
+
+async def delete_idle_consumer(nc: Client, name: str) -> ConsumerConflict:
+    """Delete an ORDERS consumer, but only one with no undelivered and no un-acked work (a worker
+    still holding its messages could not ack them any more). Raises BrokerConfigError otherwise."""
+    info = await _api(nc, f"CONSUMER.INFO.{contract.STREAM}.{name}")
+    c = ConsumerConflict(
+        name, _filters(info["config"]), info.get("num_pending", 0), info.get("num_ack_pending", 0)
+    )
+    if not c.idle:
+        raise BrokerConfigError(
+            f"consumer {name} still has {c.pending} undelivered and {c.ack_pending} un-acked messages; "
+            "let the workers that use it finish them (run them with its old ORDERFLOW_TASK_TYPES), then delete it"
+        )
+    await _api(nc, f"CONSUMER.DELETE.{contract.STREAM}.{name}")
+    log.warning(
+        "deleted consumer %s (filters %s): it overlapped this configuration's consumers", name, c.filters
+    )
+    return c
+
+
 async def ensure_consumer(nc: Client, settings: Settings, task_type: str) -> ConsumerHandle:
     """The task type's durable pull consumer, created or brought to orderflow's config. With
     ORDERFLOW_PRIORITY=auto it gets the priority group; a server that cannot (older than 2.12)
@@ -365,6 +438,15 @@ async def ensure_consumer(nc: Client, settings: Settings, task_type: str) -> Con
     name = want.durable_name
     assert name is not None
     want_priority = settings.priority == "auto"
+    conflicts = await conflicting_consumers(nc, settings)
+    if conflicts:
+        c = conflicts[0]
+        raise BrokerConfigError(
+            f"consumer {c.name} (filters {', '.join(c.filters)}) overlaps {name} "
+            f"({', '.join(contract.consumer_filters(task_type, settings.split_types))}) on the work-queue stream "
+            f"{contract.STREAM}, which allows no overlap; it has {c.pending} undelivered and {c.ack_pending} "
+            f"un-acked messages. Once both are 0: orderflow consumers delete {c.name}"
+        )
     try:
         have: dict[str, Any] | None = (await _api(nc, f"CONSUMER.INFO.{contract.STREAM}.{name}"))["config"]
     except JetStreamApiError as exc:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -104,8 +105,10 @@ class WorkerService:
             try:
                 await self._start(self.nc)
             except broker.BrokerConfigError as exc:
+                # An operator has to act: say what and how, exit 2 (a config error), no traceback.
                 log.error("%s", exc)
-                return 1
+                print(f"worker: {exc}", file=sys.stderr)
+                return 2
             self.ready = True
             slots = ", ".join(f"{r.task_type}={r.pool.capacity}" for r in self.runners)
             log.info("worker %s ready: slots %s, http :%d", s.worker_id, slots, probes.port)

@@ -104,3 +104,55 @@ def test_a_consumer_without_the_priority_group_gets_it_and_off_takes_it_away(
             assert not (await broker.ensure_consumer(nc, off, "default")).priority
 
     run(main())
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "overlap"),
+    [
+        ("orders.>", "orders.invoice", True),
+        ("orders.>", "orders.invoice.>", True),
+        ("orders.default", "orders.invoice", False),
+        ("orders.default.>", "orders.default", False),
+        ("orders.*", "orders.default", True),
+        ("orders.*.x", "orders.default.>", True),
+        (">", "anything.at.all", True),
+    ],
+)
+def test_subject_filters_overlap_as_nats_matches_them(a: str, b: str, overlap: bool) -> None:
+    assert broker.subjects_overlap(a, b) is overlap
+    assert broker.subjects_overlap(b, a) is overlap
+
+
+def test_switching_to_split_task_types_names_the_old_consumer_and_the_command_that_removes_it(
+    nats_server: NatsServer,
+) -> None:
+    """1. One task type ran: consumer `workers` takes every order, and 2 orders wait on it.
+    2. Two types now: starting says exactly which consumer overlaps, its work, and the command.
+    3. That command refuses while work remains (nothing is deleted), and works once it is done."""
+    one = load_settings("worker", {"ORDERFLOW_NATS_URL": nats_server.url})
+    two = load_settings(
+        "worker", {"ORDERFLOW_NATS_URL": nats_server.url, "ORDERFLOW_TASK_TYPES": "default,invoice"}
+    )
+
+    async def main() -> None:
+        async with connect(nats_server.url) as nc:
+            js = nc.jetstream()
+            await broker.ensure_layout(js, one)
+            await broker.ensure_consumer(nc, one, "default")
+            for i in range(2):
+                await js.publish(f"orders.default.o-{i}", b"{}")
+            with pytest.raises(broker.BrokerConfigError) as err:
+                await broker.ensure_consumer(nc, two, "default")
+            text = str(err.value)
+            assert "consumer workers (filters orders.>) overlaps workers-default" in text
+            assert "2 undelivered and 0 un-acked" in text
+            assert text.endswith("orderflow consumers delete workers")
+            with pytest.raises(broker.BrokerConfigError):
+                await broker.delete_idle_consumer(nc, "workers")
+            assert (await js.consumer_info(contract.STREAM, "workers")).num_pending == 2
+            await js.purge_stream(contract.STREAM)
+            await broker.delete_idle_consumer(nc, "workers")
+            handle = await broker.ensure_consumer(nc, two, "default")
+            assert handle.name == "workers-default"
+
+    run(main())
