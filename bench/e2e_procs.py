@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.common import free_port, wait_http
-from orderflow.dev import nats_server_command
+from orderflow_tools.dev import nats_server_command
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -30,7 +30,7 @@ from pathlib import Path
 import nats
 
 from bench.common import free_port, stop, wait_http
-from orderflow.dev import nats_server_command
+from orderflow_tools.dev import nats_server_command
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

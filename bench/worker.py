@@ -31,7 +31,7 @@ from nats.js.errors import NotFoundError
 from bench.common import free_port, stop
 from orderflow import broker, contract
 from orderflow.config import load_settings
-from orderflow.dev import nats_server_command
+from orderflow_tools.dev import nats_server_command
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

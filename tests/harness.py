@@ -22,7 +22,7 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from orderflow.dev import nats_server_command
+from orderflow_tools.dev import nats_server_command
 
 CI = bool(os.environ.get("CI"))
 REPO = Path(__file__).resolve().parent.parent

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from harness import find_binary
 
-from orderflow.chaos import rehearsal
-from orderflow.chaos.plan import Settings
 from orderflow.config import WorkRange
-from orderflow.loadrun import find_k6
+from orderflow_tools.chaos import rehearsal
+from orderflow_tools.chaos.plan import Settings
+from orderflow_tools.loadrun import find_k6
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 

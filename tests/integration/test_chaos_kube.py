@@ -7,10 +7,10 @@ import random
 from itertools import pairwise
 from pathlib import Path
 
-from orderflow.chaos.kube import Autoscaler, HpaPolicy, pick_victims
-from orderflow.chaos.plan import Settings, schedule
-from orderflow.chaos.procs import Pod, Process, parse_metrics
 from orderflow.config import WorkRange
+from orderflow_tools.chaos.kube import Autoscaler, HpaPolicy, pick_victims
+from orderflow_tools.chaos.plan import Settings, schedule
+from orderflow_tools.chaos.procs import Pod, Process, parse_metrics
 
 
 def pod(

@@ -32,7 +32,7 @@ from harness import NatsServer, Service, free_port, http, service_env, wait_unti
 
 from dashboards import DASHBOARDS
 from dashboards.names import panel_targets, referenced_metric_names
-from orderflow import loadrun, report
+from orderflow_tools import loadrun, report
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "charts" / "orderflow" / "files" / "prometheus-rules.yaml"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from orderflow import loadrun
+from orderflow_tools import loadrun
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "k6" / "scenarios"

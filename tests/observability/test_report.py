@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orderflow import report
-from orderflow.load_series import figures, load_run
+from orderflow_tools import report
+from orderflow_tools.load_series import figures, load_run
 
 START = 1_800_000_000.0
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

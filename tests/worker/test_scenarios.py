@@ -225,7 +225,7 @@ def test_7_a_poison_payload_is_termed_not_retried(nats_server: NatsServer, spawn
 def cli(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORDERFLOW_NATS_URL": nats_url}
     return subprocess.run(
-        [sys.executable, "-m", "orderflow.cli", *args],
+        [sys.executable, "-m", "orderflow_tools.cli", *args],
         env=env,
         cwd=REPO,
         capture_output=True,

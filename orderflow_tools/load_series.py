@@ -1,4 +1,4 @@
-"""Turning a recorded run directory (see orderflow.loadrun) into per-second series and figures."""
+"""Turning a recorded run directory (see orderflow_tools.loadrun) into per-second series and figures."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orderflow.load_k6 import ORDERS_REQUEST, read_points
-from orderflow.load_metrics import read_samples
+from orderflow_tools.load_k6 import ORDERS_REQUEST, read_points
+from orderflow_tools.load_metrics import read_samples
 
 Series = tuple[list[float], list[float]]  # (seconds since start, values)
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orderflow.load_series import Run, figures, load_run
+from orderflow_tools.load_series import Run, figures, load_run
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -11,8 +11,9 @@ import time
 import nats.errors
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
-from orderflow import broker, contract, dev
+from orderflow import broker, contract
 from orderflow.config import ConfigError, Settings, load_settings
+from orderflow_tools import dev
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -113,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--nats-url", help="overrides ORDERFLOW_NATS_URL")
     ca.add_argument("--timeout-s", type=float, default=2.0, help="how long to wait for the worker's answer")
     ca.set_defaults(func=lambda a: asyncio.run(_cancel(_settings(a), a.order_id, a.timeout_s)))
-    from orderflow import chaos, loadrun, report
+    from orderflow_tools import chaos, loadrun, report
 
     loadrun.add_parser(sub)
     report.add_parser(sub)

@@ -9,13 +9,13 @@
 // - Every answer is one raw log line "<unix ms> <status> <key> <try>" (the driver runs k6 with
 //   --log-format=raw --log-output=file=...); the keys answered 200 are the ledger's orders.
 //
-//   k6 run -e BASE_URL=... -e PEAK_RPS=60 -e PERIOD=240s -e DURATION=20m -e RUN_ID=c1 load.js
+//   k6 run -e BASE_URL=... -e PEAK_RPS=60 -e PERIOD=240s -e DURATION=20m -e RUN_ID=c1 k6/chaos/load.js
 import exec from 'k6/execution';
 import { sleep } from 'k6';
-import { envNumber, envSeconds, vus } from '../../k6/lib/config.js';
-import { postOrder } from '../../k6/lib/checks.js';
-import { orderBody } from '../../k6/lib/orders.js';
-import { sineStages } from '../../k6/lib/shapes.js';
+import { envNumber, envSeconds, vus } from '../lib/config.js';
+import { postOrder } from '../lib/checks.js';
+import { orderBody } from '../lib/orders.js';
+import { sineStages } from '../lib/shapes.js';
 
 const PEAK = envNumber('PEAK_RPS', 100);
 const PERIOD_S = envSeconds('PERIOD', '60s');

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orderflow.dev import nats_server_command
+from orderflow_tools.dev import nats_server_command
 
 REPO = Path(__file__).resolve().parent.parent.parent
 _DRAIN_LINE = re.compile(r"drained in [0-9.]+s: (\d+) running at SIGTERM, (\d+) handed back at the deadline")

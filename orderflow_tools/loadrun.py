@@ -20,8 +20,8 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-from orderflow.load_k6 import Follower
-from orderflow.load_metrics import Sampler
+from orderflow_tools.load_k6 import Follower
+from orderflow_tools.load_metrics import Sampler
 
 SCENARIOS = ("sine", "spike", "soak", "smoke")
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "k6" / "scenarios"

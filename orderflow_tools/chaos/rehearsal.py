@@ -22,9 +22,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from orderflow.chaos import kube, ledger, timeline
-from orderflow.chaos.plan import Fault, Settings, schedule
-from orderflow.chaos.procs import (
+from orderflow_tools.chaos import kube, ledger, timeline
+from orderflow_tools.chaos.plan import Fault, Settings, schedule
+from orderflow_tools.chaos.procs import (
     NatsServer,
     Pod,
     Process,
@@ -35,11 +35,11 @@ from orderflow.chaos.procs import (
     python_module,
     worker_env,
 )
-from orderflow.loadrun import find_k6
+from orderflow_tools.loadrun import find_k6
 
 log = logging.getLogger(__name__)
 
-K6_SCRIPT = Path(__file__).resolve().parent / "load.js"
+K6_SCRIPT = Path(__file__).resolve().parents[2] / "k6" / "chaos" / "load.js"
 _ANSWER = re.compile(r"^(\d+) (\S+) (\S+) (\d+)$")
 TICK_S = 1.0
 

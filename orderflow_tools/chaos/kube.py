@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from orderflow.chaos.procs import Pod
+from orderflow_tools.chaos.procs import Pod
 
 IDLE_COST, BUSY_COST = 0, 100  # as worker/kube.py patches them
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orderflow.config import parse_work
-from orderflow.loadrun import parse_duration
+from orderflow_tools.loadrun import parse_duration
 
 
 def _work(text: str) -> Any:
@@ -126,7 +126,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    from orderflow.chaos.plan import Settings
+    from orderflow_tools.chaos.plan import Settings
 
     s = Settings(
         out=args.out.resolve(),
@@ -160,7 +160,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 
 def main(args: argparse.Namespace) -> int:
     """Handler of `orderflow chaos`: 0 when every accepted order was done exactly once."""
-    from orderflow.chaos import rehearsal
+    from orderflow_tools.chaos import rehearsal
 
     if not 1 <= args.min_workers <= args.max_workers:
         print("orderflow chaos: need 1 <= --min-workers <= --max-workers", file=sys.stderr)

@@ -1,11 +1,11 @@
-"""`python -m orderflow.chaos ...`: the same as `orderflow chaos ...`."""
+"""`python -m orderflow_tools.chaos ...`: the same as `orderflow chaos ...`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from orderflow.chaos import add_parser
+from orderflow_tools.chaos import add_parser
 
 
 def main(argv: list[str] | None = None) -> int:

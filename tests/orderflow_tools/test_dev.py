@@ -27,7 +27,7 @@ def test_orderflow_dev_runs_the_whole_system_and_stops_cleanly_on_ctrl_c(tmp_pat
             [
                 sys.executable,
                 "-m",
-                "orderflow.cli",
+                "orderflow_tools.cli",
                 "dev",
                 "--port",
                 str(port),
