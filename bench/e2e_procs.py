@@ -1,62 +1,36 @@
 """bench/e2e's processes: nats-server (temp store, free ports), the ingest (P processes on one port),
-W workers; and the CPU seconds each has used, read from /proc/<pid>/stat (utime + stime)."""
+W workers; and which pids each component is, for the CPU accounting (orderflow_tools.kit.cpu)."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import free_port, wait_http
-from orderflow_tools.dev import nats_server_command
-
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-_TICK = os.sysconf("SC_CLK_TCK")
+from orderflow_tools.kit import (
+    REPO,
+    NatsServer,
+    Process,
+    StartError,
+    descendants,
+    find_tool,
+    free_port,
+    pid_alive,
+    python_module,
+    stop_all,
+)
 
 
 def tool(name: str) -> str:
-    found = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    found = find_tool(name)
     if not found:
         raise SystemExit(f"bench: {name} not found (nats-server and k6 come with `make install`)")
     return found
-
-
-# --- CPU from /proc ------------------------------------------------------------------------------
-def _stat(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            # the command name may hold spaces and parentheses: split after the last ')'
-            return f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-
-
-def cpu_s(pid: int) -> float:
-    """utime + stime of one live process, in seconds (0 once it is gone)."""
-    fields = _stat(pid)
-    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def descendants(pid: int) -> list[int]:
-    """pid and every live process below it (the multi-process ingest's children)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields is not None:
-                parent[int(entry)] = int(fields[1])
-    out, frontier = [pid], [pid]
-    while frontier:
-        frontier = [c for c, p in parent.items() if p in frontier]
-        out += frontier
-    return out
 
 
 # --- the stack -----------------------------------------------------------------------------------
@@ -74,13 +48,11 @@ class Stack:
 
     config: StackConfig
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="orderflow-e2e-")))
-    nats_port: int = field(default_factory=free_port)
-    monitor_port: int = field(default_factory=free_port)
     ingest_port: int = field(default_factory=free_port)
     worker_ports: list[int] = field(default_factory=list)
-    nats: subprocess.Popen[bytes] | None = None
-    ingest: subprocess.Popen[bytes] | None = None
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    nats: NatsServer | None = None
+    ingest: Process | None = None
+    workers: list[Process] = field(default_factory=list)
     ingest_pids: list[int] = field(default_factory=list)  # the processes that serve the port
 
     @property
@@ -89,35 +61,40 @@ class Stack:
 
     @property
     def monitor_url(self) -> str:
-        return f"http://127.0.0.1:{self.monitor_port}"
+        assert self.nats is not None
+        return self.nats.monitor_url
 
     def _env(self, **extra: str) -> dict[str, str]:
+        assert self.nats is not None
         env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
         env.update(
-            ORDERFLOW_NATS_URL=f"nats://127.0.0.1:{self.nats_port}",
-            ORDERFLOW_HTTP_HOST="127.0.0.1",
-            ORDERFLOW_LOG_LEVEL="warning",
+            ORDERFLOW_NATS_URL=self.nats.url, ORDERFLOW_HTTP_HOST="127.0.0.1", ORDERFLOW_LOG_LEVEL="warning"
         )
         env.update(extra)
         return env
 
-    def _spawn(self, cmd: list[str], env: dict[str, str] | None, log: str) -> subprocess.Popen[bytes]:
-        out = open(self.workdir / log, "ab")  # the child keeps its own copy of the fd
+    def _service(self, module: str, env: dict[str, str], log: str) -> Process:
         # Own session: a Ctrl-C in the terminal reaches only the bench, which then stops these.
-        return subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        return Process(
+            python_module(module), env, self.workdir / log, cwd=REPO, new_session=True, name=log
+        ).start()
 
     def start(self) -> None:
+        try:
+            self._start()
+        except StartError as exc:
+            raise SystemExit(f"bench: {exc}") from None
+
+    def _start(self) -> None:
         c = self.config
-        self.nats = self._spawn(
-            nats_server_command(self.workdir / "js", self.nats_port, self.monitor_port, tool("nats-server")),
-            None,
-            "nats-server.log",
-        )
-        wait_http(f"{self.monitor_url}/healthz?js-enabled-only=true", self.nats, "nats-server", 15)
-        self.ingest = self._spawn(
-            [sys.executable, "-m", "ingest"],
+        self.nats = NatsServer(
+            self.workdir / "js",
+            self.workdir / "nats-server.log",
+            binary=tool("nats-server"),
+            new_session=True,
+        ).start(timeout_s=15)
+        self.ingest = self._service(
+            "ingest",
             self._env(
                 ORDERFLOW_HTTP_PORT=str(self.ingest_port),
                 ORDERFLOW_INGEST_PROCESSES=str(c.ingest_procs),
@@ -141,45 +118,42 @@ class Stack:
                 ORDERFLOW_DRAIN_TIMEOUT_S="10",
                 **job,
             )
-            self.workers.append(self._spawn([sys.executable, "-m", "worker"], env, f"worker-{i + 1}.log"))
+            self.workers.append(self._service("worker", env, f"worker-{i + 1}.log"))
+        ingest_pid = self.ingest.pid
+        assert ingest_pid is not None
         deadline = time.monotonic() + 30
         while True:  # the serving ingest processes: the parent alone, or its P children
-            kids = [p for p in descendants(self.ingest.pid) if p != self.ingest.pid]
+            kids = [p for p in descendants(ingest_pid) if p != ingest_pid]
             if c.ingest_procs == 1 or len(kids) >= c.ingest_procs:
-                self.ingest_pids = [self.ingest.pid] if c.ingest_procs == 1 else kids
+                self.ingest_pids = [ingest_pid] if c.ingest_procs == 1 else kids
                 break
-            if time.monotonic() > deadline or self.ingest.poll() is not None:
+            if time.monotonic() > deadline or not self.ingest.alive():
                 raise SystemExit(
                     f"bench: the ingest did not start its processes; see {self.workdir}/ingest.log"
                 )
             time.sleep(0.1)
         for port, proc in zip(self.worker_ports, self.workers, strict=True):
-            wait_http(f"http://127.0.0.1:{port}/readyz", proc, "a worker", 30)
+            proc.wait_http(f"http://127.0.0.1:{port}/readyz", 30)
 
     def pids(self) -> dict[str, list[int]]:
         """Processes per component, for CPU accounting (the ingest with all its children)."""
-        assert self.nats is not None and self.ingest is not None
+        assert self.nats is not None and self.nats.process.pid is not None
+        assert self.ingest is not None and self.ingest.pid is not None
         return {
-            "nats": [self.nats.pid],
+            "nats": [self.nats.process.pid],
             "ingest": descendants(self.ingest.pid),
-            "workers": [w.pid for w in self.workers],
+            "workers": [w.pid for w in self.workers if w.pid is not None],
         }
 
     def stop(self, keep_logs: bool = False) -> None:
         """Workers first (they drain), then the ingest, then NATS; kill what overstays."""
-        groups = [self.workers, [self.ingest] if self.ingest else [], [self.nats] if self.nats else []]
-        for group in groups:
-            for p in group:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in group:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+        stop_all(self.workers, 20)
+        if self.ingest is not None:
+            self.ingest.stop(20)
+        if self.nats is not None:
+            self.nats.stop(20)
         for pid in self.ingest_pids:  # children orphaned by a killed parent
-            if pid != (self.ingest.pid if self.ingest else -1) and _stat(pid) is not None:
+            if pid != (self.ingest.pid if self.ingest else -1) and pid_alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:

@@ -13,7 +13,8 @@ from typing import Any
 
 from bench import e2e_probe as probe
 from bench.e2e_k6 import K6Result, K6Run
-from bench.e2e_procs import Stack, cpu_s
+from bench.e2e_procs import Stack
+from orderflow_tools.kit import cpu_s
 
 COMPONENTS = ("nats", "ingest", "workers")
 

@@ -29,10 +29,8 @@ from pathlib import Path
 
 import nats
 
-from bench.common import free_port, stop, wait_http
-from orderflow_tools.dev import nats_server_command
+from orderflow_tools.kit import REPO, NatsServer, Process, StartError, free_port, python_module
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 BODY = '{"product_id":"33","count":"3","username":"maksim.konovalov"}'
 
@@ -145,56 +143,53 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="orderflow-bench-"))
     lua = work / "post.lua"
     lua.write_text(f"wrk.method='POST'\nwrk.body='{BODY}'\nwrk.headers['Content-Type']='application/json'\n")
-    nats_port, ingest_port, bare_port = free_port(), free_port(), free_port()
-    nats_url = f"nats://127.0.0.1:{nats_port}"
+    ingest_port, bare_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
-    procs = [
-        subprocess.Popen(
-            nats_server_command(work / "js", nats_port, binary=str(BIN / "nats-server")),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ),
-    ]
-    time.sleep(0.5)
-    procs.append(
-        subprocess.Popen(
-            [sys.executable, "-m", "ingest"],
-            cwd=REPO,
-            stderr=subprocess.DEVNULL,
-            env={
-                **env,
-                "ORDERFLOW_NATS_URL": nats_url,
-                "ORDERFLOW_HTTP_PORT": str(ingest_port),
-                "ORDERFLOW_HTTP_HOST": "127.0.0.1",
-                "ORDERFLOW_LOG_LEVEL": "warning",
-            },
-        )
+    quiet = Path(os.devnull)
+    nats = NatsServer(work / "js", quiet)
+    ingest = Process(
+        python_module("ingest"),
+        {
+            **env,
+            "ORDERFLOW_NATS_URL": nats.url,
+            "ORDERFLOW_HTTP_PORT": str(ingest_port),
+            "ORDERFLOW_HTTP_HOST": "127.0.0.1",
+            "ORDERFLOW_LOG_LEVEL": "warning",
+        },
+        quiet,
+        cwd=REPO,
+        name="ingest",
     )
-    procs.append(
-        subprocess.Popen(
-            [
-                str(BIN / "uvicorn"),
-                "bench.bare_app:app",
-                "--port",
-                str(bare_port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-proxy-headers",
-                "--no-server-header",
-                "--no-date-header",
-            ],
-            cwd=REPO,
-            env=env,
-            stderr=subprocess.DEVNULL,
-        )
+    bare = Process(
+        [
+            str(BIN / "uvicorn"),
+            "bench.bare_app:app",
+            "--port",
+            str(bare_port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--no-proxy-headers",
+            "--no-server-header",
+            "--no-date-header",
+        ],
+        env,
+        quiet,
+        cwd=REPO,
+        name="bare app",
     )
     try:
-        wait_http(f"http://127.0.0.1:{ingest_port}/readyz")
+        try:
+            nats.start()
+            ingest.start()
+            bare.start()
+            ingest.wait_http(f"http://127.0.0.1:{ingest_port}/readyz")
+        except StartError as exc:
+            raise SystemExit(f"bench: {exc}") from None
         time.sleep(1)
         urls = {
             "bare": f"http://127.0.0.1:{bare_port}/orders",
@@ -225,7 +220,7 @@ def main() -> int:
         else:
             lat = k6_constant(urls["queued"], half, args.latency_seconds, work)
         ok_200 = sum(x["ok"] for x in results["queued"])
-        stored = asyncio.run(stored_orders(nats_url))
+        stored = asyncio.run(stored_orders(nats.url))
         print()
         print(f"{'':24}{'bare Starlette':>16}{'queued ingest':>16}")
         print(f"{'max RPS (median)':24}{med['bare']['rps']:16.0f}{med['queued']['rps']:16.0f}")
@@ -243,8 +238,9 @@ def main() -> int:
         print(f"cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}")
         return 0
     finally:
-        for p in reversed(procs):
-            stop(p)
+        bare.stop()
+        ingest.stop()
+        nats.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,13 +26,9 @@ from pathlib import Path
 import nats
 from nats.js.errors import NotFoundError
 
-from bench.common import free_port, stop
 from orderflow import broker, contract
 from orderflow.config import load_settings
-from orderflow_tools.dev import nats_server_command
-
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+from orderflow_tools.kit import REPO, NatsServer, Process, StartError, free_port, python_module
 
 
 async def reset_and_fill(url: str, count: int, raw_consumer: bool) -> None:
@@ -59,15 +53,15 @@ async def reset_and_fill(url: str, count: int, raw_consumer: bool) -> None:
     await nc.close()
 
 
-async def time_consumption(url: str, count: int, proc: subprocess.Popen[bytes], timeout_s: float) -> float:
+async def time_consumption(url: str, count: int, proc: Process, timeout_s: float) -> float:
     nc = await nats.connect(url)
     js = nc.jetstream()
     t0 = None
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"bench: consumer exited with {proc.returncode}")
+            if not proc.alive():
+                raise SystemExit(f"bench: consumer exited with {proc.returncode()}")
             left = (await js.stream_info(contract.STREAM)).state.messages
             now = time.monotonic()
             if t0 is None and left < count:
@@ -80,7 +74,7 @@ async def time_consumption(url: str, count: int, proc: subprocess.Popen[bytes], 
         await nc.close()
 
 
-def contender(name: str, url: str, concurrency: int) -> subprocess.Popen[bytes]:
+def contender(name: str, url: str, concurrency: int) -> Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     if name == "orderflow worker":
         env.update(
@@ -91,12 +85,12 @@ def contender(name: str, url: str, concurrency: int) -> subprocess.Popen[bytes]:
             ORDERFLOW_CONCURRENCY=str(concurrency),
             ORDERFLOW_LOG_LEVEL="warning",
         )
-        cmd = [sys.executable, "-m", "worker"]
+        cmd = python_module("worker")
     elif name == "raw fetch(100)+ack":
-        cmd = [sys.executable, "-m", "bench.raw_consumer", url, contract.DURABLE]
+        cmd = [*python_module("bench.raw_consumer"), url, contract.DURABLE]
     else:
-        cmd = [sys.executable, "-m", "bench.faststream_consumer", url, "faststream"]
-    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cmd = [*python_module("bench.faststream_consumer"), url, "faststream"]
+    return Process(cmd, env, Path(os.devnull), cwd=REPO, name=name).start()
 
 
 def main() -> int:
@@ -116,14 +110,13 @@ def main() -> int:
         names = ["orderflow worker", "raw fetch(100)+ack"]
 
     work = Path(tempfile.mkdtemp(prefix="orderflow-bench-worker-"))
-    port = free_port()
-    url = f"nats://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        nats_server_command(work, port, binary=str(BIN / "nats-server")),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.5)
+    server = NatsServer(work, Path(os.devnull))
+    url = server.url
+    try:
+        server.start()
+    except StartError as exc:
+        server.stop()
+        raise SystemExit(f"bench: {exc}") from None
     rates: dict[str, list[float]] = {n: [] for n in names}
     try:
         for r in range(args.rounds):
@@ -133,12 +126,11 @@ def main() -> int:
                 try:
                     rate = asyncio.run(time_consumption(url, args.orders, proc, timeout_s=300))
                 finally:
-                    stop(proc)
+                    proc.stop()
                 rates[name].append(rate)
                 print(f"round {r + 1}/{args.rounds} {name:>20}: {rate:8.0f} jobs/s", flush=True)
     finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(15)
+        server.stop()
     med = {n: statistics.median(v) for n, v in rates.items()}
     import uvloop  # the worker runs on uvloop
 

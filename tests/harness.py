@@ -1,49 +1,60 @@
-"""Fixture chain against the real thing: temp dir -> nats-server -js on a free port -> connection.
-Services run as real processes (`python -m ingest`, `python -m worker`) and get real signals."""
+"""What tests share against the real thing: a `nats-server -js` on a free port with a temp store,
+the services as real processes (`python -m ingest`, `python -m worker`) that get real signals, and
+JetStream views for assertions. The processes come from the tools' kit (orderflow_tools.kit)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import shutil
-import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 import pytest
 from nats.aio.client import Client
 
-from orderflow_tools.dev import nats_server_command
+from orderflow_tools import kit
+from orderflow_tools.kit import REPO, free_port, parse_metrics, python_module, select
+
+__all__ = [
+    "CI",
+    "REPO",
+    "NatsServer",
+    "Service",
+    "connect",
+    "consumer_info",
+    "count_events",
+    "find_binary",
+    "free_port",
+    "http",
+    "publish_orders",
+    "read_stream",
+    "run",
+    "run_records",
+    "service_env",
+    "statuses",
+    "wait_until",
+]
 
 CI = bool(os.environ.get("CI"))
-REPO = Path(__file__).resolve().parent.parent
-BIN_DIRS = [str(Path(sys.executable).parent), str(REPO / ".tools" / "bin")]
+T = TypeVar("T")
 
 
-def find_binary(name: str) -> str:
+def find_binary(name: str, hint: str = "make install puts it in .venv/bin or .tools/bin") -> str:
     """A missing tool fails in CI and skips elsewhere (dramatiq: raise if CI else skip)."""
-    path = shutil.which(name, path=os.pathsep.join([*BIN_DIRS, os.environ.get("PATH", "")]))
+    path = kit.find_tool(name)
     if path is None:
-        message = f"{name} not found (make install puts it in .venv/bin or .tools/bin)"
+        message = f"{name} not found ({hint})"
         if CI:
             pytest.fail(message)
         pytest.skip(message)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http(
@@ -63,7 +74,7 @@ def http(
         return err.code, {k.lower(): v for k, v in err.headers.items()}, err.read()
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -74,59 +85,11 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
         time.sleep(interval)
 
 
-class NatsServer:
+class NatsServer(kit.NatsServer):
+    """The kit's nats-server with the binary found as tests find tools (skip here, fail in CI)."""
+
     def __init__(self, store_dir: Path, log_path: Path) -> None:
-        self.binary = find_binary("nats-server")
-        self.store_dir = store_dir
-        self.log_path = log_path
-        self.port = free_port()
-        self.monitor_port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                nats_server_command(self.store_dir, self.port, self.monitor_port, self.binary),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
-        wait_until(lambda: self._healthy(url), 15, "nats-server to be healthy")
-
-    def _healthy(self, url: str) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"nats-server exited: {self.log_path.read_text()[-2000:]}")
-        try:
-            return http("GET", url, timeout=1)[0] == 200
-        except OSError:
-            return False
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "jetstream", tmp_path / "nats-server.log")
-    server.start()
-    yield server
-    server.stop()
+        super().__init__(store_dir, log_path, binary=find_binary("nats-server"))
 
 
 @contextlib.asynccontextmanager
@@ -146,37 +109,26 @@ class Service:
         self.port = int(env["ORDERFLOW_HTTP_PORT"])
         self.log_path = log_path
         self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = kit.Process(python_module(module), env, log_path, cwd=REPO, name=module)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Service:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
+        self.process.start()
         return self
 
     def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
         return http("GET", self.url + path)
 
-    def _probe(self, path: str) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.module} exited with {self.proc.returncode}:\n{self.logs()[-3000:]}")
-        try:
-            return self.get(path)[0] == 200
-        except OSError:
-            return False
-
     def wait_ready(self, timeout: float = 20) -> Service:
-        wait_until(lambda: self._probe("/readyz"), timeout, f"{self.module} to be ready")
+        """Until /readyz answers 200; fails at once, with the log tail, if the process exits."""
+        self.process.wait_http(self.url + "/readyz", timeout, interval_s=0.05)
         return self
 
     def signal(self, sig: int) -> None:
@@ -190,19 +142,15 @@ class Service:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def metric(self, name: str) -> float:
-        """Sum of every sample of `name` (with any labels) on /metrics."""
+    def metric(self, selector: str) -> float:
+        """Sum of the /metrics samples `selector` picks: `name` (any labels) or `name{k="v",...}`
+        (the samples whose labels include those)."""
         _, _, body = self.get("/metrics")
-        total = 0.0
-        for line in body.decode().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return select(parse_metrics(body.decode()), selector)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGKILL: the test is over, nothing needs draining."""
+        self.process.kill()
 
 
 def service_env(nats_url: str, **settings: Any) -> dict[str, str]:
@@ -222,8 +170,16 @@ def service_env(nats_url: str, **settings: Any) -> dict[str, str]:
 
 
 @pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "jetstream", tmp_path / "nats-server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., Service]]:
-    """spawn("ingest", ORDERFLOW_MODE="direct") -> a started Service (not yet waited for)."""
+    """spawn("ingest", MODE="direct") -> a started Service (not yet waited for)."""
     started: list[Service] = []
 
     def factory(module: str, **settings: Any) -> Service:
@@ -238,7 +194,7 @@ def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., Ser
         svc.stop()
 
 
-def run(coro: Any) -> Any:
+def run(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 

@@ -24,22 +24,13 @@ from typing import Any
 
 from orderflow_tools.chaos import kube, ledger, timeline
 from orderflow_tools.chaos.plan import Fault, Settings, schedule
-from orderflow_tools.chaos.procs import (
-    NatsServer,
-    Pod,
-    Process,
-    drain_handed_back,
-    free_port,
-    http_get,
-    parse_metrics,
-    python_module,
-    worker_env,
-)
+from orderflow_tools.chaos.procs import Pod, drain_handed_back, service_process, worker_env
+from orderflow_tools.kit import REPO, NatsServer, Process, by_name, free_port, http_get, parse_metrics
 from orderflow_tools.loadrun import find_k6
 
 log = logging.getLogger(__name__)
 
-K6_SCRIPT = Path(__file__).resolve().parents[2] / "k6" / "chaos" / "load.js"
+K6_SCRIPT = REPO / "k6" / "chaos" / "load.js"
 _ANSWER = re.compile(r"^(\d+) (\S+) (\S+) (\d+)$")
 TICK_S = 1.0
 
@@ -97,7 +88,7 @@ class Rehearsal:
         self.out = s.out
         self.t0 = time.monotonic()
         self.wall0 = time.time()
-        self.nats = NatsServer(self.out / "jetstream", self.out / "nats-server.log")
+        self.nats = NatsServer(self.out / "jetstream", self.out / "nats-server.log", new_session=True)
         self.ingest_port = free_port()
         self.ingests: list[Process] = []
         self.pods: list[Pod] = []
@@ -143,7 +134,7 @@ class Rehearsal:
             ORDERFLOW_HTTP_HOST="127.0.0.1",
             ORDERFLOW_LOG_LEVEL="info",
             ORDERFLOW_POD_DELETION_COST="off",
-            PYTHONPATH=str(Path(__file__).resolve().parent.parent.parent),
+            PYTHONPATH=str(REPO),
         )
         return env
 
@@ -166,7 +157,7 @@ class Rehearsal:
             "ORDERFLOW_HTTP_PORT": str(self.ingest_port),
             "ORDERFLOW_SHUTDOWN_DELAY_S": f"{self.s.ingest_shutdown_delay_s:g}",
         }
-        proc = Process(python_module("ingest"), env, self.out / f"ingest-{len(self.ingests)}.log")
+        proc = service_process("ingest", env, self.out / f"ingest-{len(self.ingests)}.log")
         proc.start()
         self.ingests.append(proc)
         return proc
@@ -198,8 +189,8 @@ class Rehearsal:
         self.pod_seq += 1
         name = f"worker-{self.pod_seq}"
         port = free_port()
-        proc = Process(
-            python_module("worker"), worker_env(self._worker_base_env(), name, port), self.out / f"{name}.log"
+        proc = service_process(
+            "worker", worker_env(self._worker_base_env(), name, port), self.out / f"{name}.log"
         )
         pod = Pod(name, port, self.now(), proc)
         proc.start()
@@ -215,7 +206,10 @@ class Rehearsal:
 
     def _probe(self, pod: Pod) -> tuple[Pod, dict[str, float] | None, bool]:
         answer = http_get(pod.url + "/metrics", 2.0)
-        metrics = parse_metrics(answer[1].decode(errors="replace")) if answer and answer[0] == 200 else None
+        metrics = None
+        if answer is not None and answer[0] == 200:
+            with contextlib.suppress(ValueError):  # a garbled scrape counts as a missed one
+                metrics = by_name(parse_metrics(answer[1].decode(errors="replace")))
         ready = http_get(pod.url + "/readyz", 2.0)
         return pod, metrics, bool(ready and ready[0] == 200)
 
@@ -254,7 +248,7 @@ class Rehearsal:
             elif pod.phase == "terminating":
                 if not pod.process.alive():
                     pod.container_ended()
-                    handed, _ = drain_handed_back(pod.process.log_path, pod.log_offset)
+                    handed, _ = drain_handed_back(pod.log_path, pod.log_offset)
                     pod.handed_back += handed
                     pod.phase = "gone"
                     self.event(
@@ -276,7 +270,7 @@ class Rehearsal:
         if pod.phase == "restarting" or not pod.process.alive():
             pod.phase = "gone"
             return
-        pod.log_offset = pod.process.log_path.stat().st_size
+        pod.log_offset = pod.log_path.stat().st_size
         pod.process.send(signal.SIGTERM)
         pod.phase, pod.ready = "terminating", False
         pod.terminating_since, pod.kill_at = now, now + self.s.grace_s

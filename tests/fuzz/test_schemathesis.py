@@ -38,6 +38,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from orderflow import contract
+from orderflow_tools.kit import parse_metrics
 
 EXAMPLES = int(os.environ.get("ORDERFLOW_FUZZ_EXAMPLES") or 0)
 LONG = EXAMPLES > 0
@@ -82,20 +83,17 @@ def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 
 def server_errors(svc: Service) -> dict[str, float]:
-    """5xx answers the ingest itself counted, by metric line (a /readyz 503 while connecting is by
+    """5xx answers the ingest itself counted, by label set (a /readyz 503 while connecting is by
     design and not counted)."""
     _, _, body = svc.get("/metrics")
-    found = {}
-    for line in body.decode().splitlines():
-        if (
-            line.startswith("orderflow_http_requests_total{")
-            and re.search(r'status="5\d\d"', line)
-            and 'route="/readyz"' not in line
-        ):
-            name, _, value = line.rpartition(" ")
-            if float(value):
-                found[name] = float(value)
-    return found
+    return {
+        f"{s.name}{s.labels}": s.value
+        for s in parse_metrics(body.decode())
+        if s.name == "orderflow_http_requests_total"
+        and re.fullmatch(r"5\d\d", s.labels.get("status", ""))
+        and s.labels.get("route") != "/readyz"
+        and s.value
+    }
 
 
 BASELINE: dict[str, float] = {}  # 5xx counted before the current test (a failure is reported once)

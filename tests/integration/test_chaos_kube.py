@@ -10,7 +10,8 @@ from pathlib import Path
 from orderflow.config import WorkRange
 from orderflow_tools.chaos.kube import Autoscaler, HpaPolicy, pick_victims
 from orderflow_tools.chaos.plan import Settings, schedule
-from orderflow_tools.chaos.procs import Pod, Process, parse_metrics
+from orderflow_tools.chaos.procs import Pod
+from orderflow_tools.kit import Process
 
 
 def pod(
@@ -106,10 +107,3 @@ def test_the_fault_schedule_is_seeded_and_inside_the_load() -> None:
     assert 5 <= kinds.count("sigkill") <= 20
     assert all(0 < f.at_s < 600 for f in a)
     assert s.grace_s == 13  # ceil(drain 3) + NATS drain 5 + safety 5, as the chart derives it
-
-
-def test_metrics_text_is_summed_over_labels() -> None:
-    text = (
-        '# HELP x\norderflow_tasks_in_flight{type="a"} 3.0\norderflow_tasks_in_flight{type="b"} 2.0\nup 1\n'
-    )
-    assert parse_metrics(text) == {"orderflow_tasks_in_flight": 5.0, "up": 1.0}

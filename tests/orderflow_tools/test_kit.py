@@ -1,0 +1,196 @@
+"""The process kit that dev, chaos, bench and tests share: ports, child processes (ready, exited,
+stopped), nats-server restarts, Prometheus text, /proc CPU. Real processes, all of them short."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from harness import NatsServer, connect, wait_until
+
+from orderflow_tools.kit import (
+    Process,
+    StartError,
+    by_name,
+    cpu_s,
+    descendants,
+    free_port,
+    parse_metrics,
+    pid_alive,
+    port_free,
+    select,
+    stop_all,
+    total,
+    tree_cpu_s,
+)
+
+
+def python(code: str, log: Path, **kw: bool) -> Process:
+    return Process([sys.executable, "-c", code], None, log, name="child", **kw)
+
+
+def test_a_free_port_can_be_bound_and_a_bound_one_is_not_free() -> None:
+    port = free_port()
+    assert port_free(port)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        assert not port_free(port)
+
+
+def test_waiting_for_a_child_that_exits_fails_at_once_with_its_log(tmp_path: Path) -> None:
+    child = python("print('no config here', flush=True); raise SystemExit(3)", tmp_path / "c.log").start()
+    started = time.monotonic()
+    with pytest.raises(StartError) as err:
+        child.wait_http(f"http://127.0.0.1:{free_port()}/readyz", timeout_s=60)
+    assert time.monotonic() - started < 30  # not the 60 s deadline
+    assert "child exited with 3" in str(err.value) and "no config here" in str(err.value)
+
+
+def test_waiting_for_a_child_ends_when_its_url_answers_200(tmp_path: Path) -> None:
+    port = free_port()
+    child = Process(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
+        None,
+        tmp_path / "http.log",
+    ).start()
+    try:
+        child.wait_http(f"http://127.0.0.1:{port}/", timeout_s=30)
+        assert child.alive()
+    finally:
+        assert child.stop(timeout_s=10) == -signal.SIGTERM
+
+
+def test_a_child_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Path) -> None:
+    log = tmp_path / "stubborn.log"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ignoring SIGTERM', flush=True); time.sleep(120)"
+    )
+    child = python(code, log, new_session=True).start()
+    wait_until(lambda: "ignoring SIGTERM" in log.read_text(), 30, "the child to install its handler")
+    started = time.monotonic()
+    assert child.stop(timeout_s=0.5) == -signal.SIGKILL
+    assert time.monotonic() - started < 10
+    assert not child.alive() and child.returncode() == -signal.SIGKILL
+
+
+def test_a_child_starts_again_after_it_exited_and_appends_to_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "again.log"
+    child = python("print('run', flush=True)", log)
+    first = child.start().wait(30)
+    second = child.start().wait(30)
+    assert (first, second) == (0, 0)
+    assert log.read_text().split() == ["run", "run"]
+    child.send(signal.SIGTERM)  # gone: nothing is signalled
+    sleeper = python("import time; time.sleep(30)", log).start()
+    try:
+        with pytest.raises(RuntimeError, match="already running"):
+            sleeper.start()
+    finally:
+        sleeper.kill()
+
+
+def test_stop_all_terminates_together_and_kills_the_rest(tmp_path: Path) -> None:
+    polite = python("import time; time.sleep(120)", tmp_path / "a.log").start()
+    log = tmp_path / "b.log"
+    stubborn = python(
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(120)",
+        log,
+    ).start()
+    wait_until(lambda: "up" in log.read_text(), 30, "the stubborn child to install its handler")
+    stop_all([polite, stubborn], timeout_s=1)
+    assert (polite.returncode(), stubborn.returncode()) == (-signal.SIGTERM, -signal.SIGKILL)
+
+
+def test_a_nats_server_restart_keeps_its_port_and_its_store(tmp_path: Path) -> None:
+    server = NatsServer(tmp_path / "jetstream", tmp_path / "nats.log")
+    server.start()
+
+    async def put() -> None:
+        async with connect(server.url) as nc:
+            js = nc.jetstream()
+            await js.add_stream(name="KIT", subjects=["kit.>"])
+            await js.publish("kit.one", b"kept")
+
+    async def get() -> bytes:
+        async with connect(server.url) as nc:
+            msg = await nc.jetstream().get_msg("KIT", 1)
+            assert msg.data is not None
+            return msg.data
+
+    try:
+        asyncio.run(put())
+        url, monitor = server.url, server.monitor_url
+        server.restart()
+        assert (server.url, server.monitor_url) == (url, monitor)
+        assert asyncio.run(get()) == b"kept"
+        server.kill()
+        assert not server.alive()
+        server.start()
+        assert asyncio.run(get()) == b"kept"
+    finally:
+        server.stop()
+
+
+METRICS = """# HELP orderflow_tasks_in_flight Jobs running.
+# TYPE orderflow_tasks_in_flight gauge
+orderflow_tasks_in_flight{type="a"} 3.0
+orderflow_tasks_in_flight{type="b"} 2.0
+# TYPE orderflow_http_requests_total counter
+orderflow_http_requests_total{method="POST",route="/orders",status="200"} 40.0
+orderflow_http_requests_total{method="GET",route="/readyz",status="503"} 2.0
+orderflow_http_requests_total{method="POST",route="/orders",status="400"} 1.0
+orderflow_http_requests_created{method="POST",route="/orders",status="200"} 1.7e9
+orderflow_odd{note="say \\"hi\\", then go"} 1.0
+up 1
+"""
+
+
+def test_metrics_text_is_summed_by_name_over_every_label_set() -> None:
+    sums = by_name(parse_metrics(METRICS))
+    assert sums["orderflow_tasks_in_flight"] == 5.0 and sums["up"] == 1.0
+    assert sums["orderflow_http_requests_total"] == 43.0
+
+
+def test_metrics_text_is_summed_by_name_and_the_labels_asked_for() -> None:
+    samples = parse_metrics(METRICS)
+    assert total(samples, "orderflow_http_requests_total", route="/orders") == 41.0
+    assert total(samples, "orderflow_http_requests_total", route="/orders", status="200") == 40.0
+    assert total(samples, "orderflow_http_requests_total", route="/nowhere") == 0.0
+    assert (
+        select(samples, 'orderflow_http_requests_total{method="POST",route="/orders",status="200"}') == 40.0
+    )
+    assert select(samples, 'orderflow_http_requests_total{status="503"}') == 2.0
+    assert select(samples, "orderflow_tasks_in_flight") == 5.0
+    assert select(samples, 'orderflow_odd{note="say \\"hi\\", then go"}') == 1.0
+    with pytest.raises(ValueError):
+        select(samples, "orderflow_tasks_in_flight{type=a}")
+
+
+def test_cpu_seconds_of_a_process_and_its_children_come_from_proc(tmp_path: Path) -> None:
+    log = tmp_path / "tree.log"
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(120)"
+    code = (
+        "import subprocess, sys, time; "
+        f"kid = subprocess.Popen([sys.executable, '-c', {burn!r}]); "
+        "print(kid.pid, flush=True); time.sleep(120)"
+    )
+    parent = python(code, log).start()
+    assert parent.pid is not None
+    try:
+        kid = int(wait_until(lambda: log.read_text().strip(), 30, "the grandchild's pid"))
+        assert descendants(parent.pid) == [parent.pid, kid]
+        wait_until(lambda: cpu_s(kid) >= 0.25, 30, "the grandchild to burn its CPU")
+        assert tree_cpu_s(parent.pid) >= cpu_s(kid) >= 0.25
+    finally:
+        parent.kill()
+        if pid_alive(kid):  # orphaned by the SIGKILL; it is ours too
+            os.kill(kid, signal.SIGKILL)
+    assert cpu_s(parent.pid) == 0.0
