@@ -1,3 +1,3 @@
-"""Fixtures live in harness.py (importable by tests as `harness`)."""
+"""The suite's one conftest: it registers the fixtures' plugin (tests/harness_plugin.py)."""
 
-from harness import nats_server, spawn  # noqa: F401  (pytest fixtures)
+pytest_plugins = ["harness_plugin"]

