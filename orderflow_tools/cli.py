@@ -8,12 +8,11 @@ import json
 import sys
 import time
 
-import nats.errors
-from nats.js.errors import KeyNotFoundError, NotFoundError
-
-from orderflow import broker, contract
 from orderflow.config import ConfigError, Settings, load_settings
 from orderflow_tools import dev
+
+# nats-py (aiohttp below it), the services and the tools' heavier modules are imported where they
+# are used: `orderflow --help` and a typo answer without loading them.
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -34,6 +33,10 @@ def _run_service(module: str) -> int:
 
 
 async def _status(settings: Settings, order_id: str | None) -> int:
+    from nats.js.errors import KeyNotFoundError, NotFoundError
+
+    from orderflow import broker, contract
+
     nc = await broker.connect(settings, "orderflow-cli", max_reconnect_attempts=0)
     try:
         js = nc.jetstream(timeout=5)
@@ -63,6 +66,11 @@ async def _status(settings: Settings, order_id: str | None) -> int:
 
 
 async def _cancel(settings: Settings, order_id: str, timeout_s: float) -> int:
+    import nats.errors
+    from nats.js.errors import KeyNotFoundError
+
+    from orderflow import broker, contract
+
     nc = await broker.connect(settings, "orderflow-cli", max_reconnect_attempts=0)
     try:
         js = nc.jetstream(timeout=5)
@@ -124,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import nats.errors
+
     try:
         code: int = args.func(args)
     except ConfigError as exc:
