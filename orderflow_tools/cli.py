@@ -11,6 +11,11 @@ import time
 from orderflow.config import ConfigError, Settings, load_settings
 from orderflow_tools import dev
 
+# nats-py: max_reconnect_attempts=0 means "no limit" while it picks a server (_select_next_server
+# only drops a server after more than N attempts when N > 0), so 0 would retry an unreachable
+# server forever; 1 gives up after a second attempt with NoServersError.
+CONNECT_ATTEMPTS = 1
+
 # nats-py (aiohttp below it), the services and the tools' heavier modules are imported where they
 # are used: `orderflow --help` and a typo answer without loading them.
 
@@ -37,7 +42,7 @@ async def _status(settings: Settings, order_id: str | None) -> int:
 
     from orderflow import broker, contract
 
-    nc = await broker.connect(settings, "orderflow-cli", max_reconnect_attempts=0)
+    nc = await broker.connect(settings, "orderflow-cli", max_reconnect_attempts=CONNECT_ATTEMPTS)
     try:
         js = nc.jetstream(timeout=5)
         if order_id:
@@ -71,7 +76,7 @@ async def _cancel(settings: Settings, order_id: str, timeout_s: float) -> int:
 
     from orderflow import broker, contract
 
-    nc = await broker.connect(settings, "orderflow-cli", max_reconnect_attempts=0)
+    nc = await broker.connect(settings, "orderflow-cli", max_reconnect_attempts=CONNECT_ATTEMPTS)
     try:
         js = nc.jetstream(timeout=5)
         kv = await js.key_value(contract.STATUS_BUCKET)

@@ -191,7 +191,8 @@ def classify(
 async def backlog(url: str) -> tuple[int, int] | None:
     """(pending, ack pending) summed over the ORDERS consumers, straight from the server."""
     try:
-        nc = await nats.connect(url, max_reconnect_attempts=0, connect_timeout=2, allow_reconnect=False)
+        # max_reconnect_attempts=0 would mean "no limit" (see orderflow_tools.cli.CONNECT_ATTEMPTS)
+        nc = await nats.connect(url, max_reconnect_attempts=1, connect_timeout=2, allow_reconnect=False)
     except Exception:
         return None
     try:
