@@ -1,3 +1,4 @@
-"""The suite's one conftest: it registers the fixtures' plugin (tests/harness_plugin.py)."""
+"""The suite's one conftest: it registers the fixtures' plugins (tests/harness_plugin.py, and
+tests/images/images_plugin.py for the image tests)."""
 
-pytest_plugins = ["harness_plugin"]
+pytest_plugins = ["harness_plugin", "images_plugin"]

@@ -1,5 +1,7 @@
 """Fixtures of the image tests: podman (or a skip/CI failure naming the step), the images built
-from this checkout, and a summary of build times and image sizes at the end of the run."""
+from this checkout, and a summary of build times and image sizes at the end of the run. A pytest
+plugin registered in tests/conftest.py (a second conftest.py would clash with it under mypy);
+the fixtures are lazy, so runs without image tests never look for podman."""
 
 from __future__ import annotations
 
