@@ -37,8 +37,9 @@ from typing import Any
 
 from bench import e2e_probe as probe
 from bench import e2e_report as report
-from bench.e2e_procs import REPO, Stack, StackConfig, tool
+from bench.e2e_procs import Stack, StackConfig, tool
 from bench.e2e_run import LoadResult, Progress, run_load
+from orderflow_tools.kit import REPO
 
 
 def _cores() -> int:

@@ -10,7 +10,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.e2e_procs import REPO, tool
+from bench.e2e_procs import tool
+from orderflow_tools.kit import REPO
 
 SCRIPT = REPO / "bench" / "k6" / "e2e.js"
 

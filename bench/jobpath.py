@@ -37,7 +37,7 @@ class _Msg:
     def __init__(self, i: int, data: bytes) -> None:
         self.subject = f"orders.default.b{i}"
         self.data = data
-        self.headers = None
+        self.headers: dict[str, str] | None = None
         self.reply = f"$JS.ACK.ORDERS.workers.1.{i}.{i}.{time.time_ns()}.0"
 
 

@@ -1,7 +1,7 @@
 """Offline checks of the Helm chart and the kustomize tree: lint, render, and validate every object.
 
 How objects are validated: tests/k8s/chart_tools.py. The derived timings (grace periods, liveness)
-are in test_timing.py, the autoscaling signals in test_autoscaling.py, the values' documentation and
+are in test_chart_timing.py, the autoscaling signals in test_autoscaling.py, the values' documentation and
 bounds in test_values.py.
 """
 

@@ -31,8 +31,8 @@ from orderflow_tools.kit import (
 )
 
 
-def python(code: str, log: Path, **kw: bool) -> Process:
-    return Process([sys.executable, "-c", code], None, log, name="child", **kw)
+def python(code: str, log: Path, new_session: bool = False) -> Process:
+    return Process([sys.executable, "-c", code], None, log, name="child", new_session=new_session)
 
 
 def test_a_free_port_can_be_bound_and_a_bound_one_is_not_free() -> None:

@@ -139,7 +139,7 @@ def stub_api() -> Iterator[StubApiServer]:
 def core_api(stub_api: StubApiServer) -> Iterator[client.CoreV1Api]:
     api_client = client.ApiClient(client.Configuration(host=stub_api.url))
     yield client.CoreV1Api(api_client)
-    api_client.close()
+    api_client.close()  # type: ignore[no-untyped-call]  # kubernetes ships py.typed, not these hints
 
 
 async def until(predicate: Any, within_s: float = 5.0) -> None:
@@ -329,7 +329,7 @@ def test_an_unreachable_api_server_does_not_block_stop() -> None:
     try:
         asyncio.run(scenario())
     finally:
-        api_client.close()
+        api_client.close()  # type: ignore[no-untyped-call]  # kubernetes ships py.typed, not these hints
     assert k.patches == 0
 
 
