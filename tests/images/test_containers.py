@@ -139,16 +139,17 @@ def test_an_order_posted_to_the_ingest_container_is_done_by_the_worker_container
 def test_podman_stop_drains_the_worker_container_like_a_kubelet(
     podman: Podman, images: Images, nats_server: NatsServer, containers: list[str]
 ) -> None:
-    """1. Worker A (a 60 s job, a 4 s drain budget, ack_wait 120 s) runs one order.
+    """1. Worker A (a 24 s job, a 4 s drain budget, ack_wait 120 s) runs one order.
     2. `podman stop -t GRACE` (GRACE = ceil(drain) + 5 + 5, the chart's formula): SIGTERM to
        PID 1; A hands the job back at its drain deadline and exits 0 before GRACE (no SIGKILL).
-    3. Worker B (short jobs) gets the handed-back order at once (not after ack_wait) and does it.
+    3. Worker B gets the handed-back order at once (not after ack_wait) and finishes it from A's
+       last checkpoint (the demo job resumes: B does the rest of the 24 s, not all of it).
     4. Nothing lost, nothing done twice: one `done` in ORDER_RUNS, two starts (A's, B's)."""
     drain_s = 4
     grace_s = math.ceil(drain_s) + 5 + 5
     common = {"ACK_WAIT_S": 120, "DRAIN_TIMEOUT_S": drain_s}
     worker_a, url_a = start(
-        podman, containers, images.worker, nats_server.url, WORK_S=60, WORKER_ID="a", **common
+        podman, containers, images.worker, nats_server.url, WORK_S=24, WORKER_ID="a", **common
     )
     wait_ready(podman, worker_a, url_a)
     [order_id] = run(publish_orders(nats_server.url, 1, prefix="drain"))
@@ -164,12 +165,12 @@ def test_podman_stop_drains_the_worker_container_like_a_kubelet(
     exit_code = wait_exited(podman, worker_a, 10)
     logs = podman.logs(worker_a)
     SUMMARY.append(
-        f"images: podman stop -t {grace_s} of a worker with a 60 s job: exit {exit_code} in {stop_s:.1f} s"
+        f"images: podman stop -t {grace_s} of a worker with a 24 s job: exit {exit_code} in {stop_s:.1f} s"
     )
     assert exit_code == 0, logs[-3000:]
     assert stop_s < grace_s, f"stop took {stop_s:.1f} s: the worker was killed at the grace period"
-    # Exit 0 long before the 60 s job could end: A stopped the job (no SIGKILL: that is 137).
-    assert stop_s < 60 and "received SIGTERM" in logs, logs[-3000:]
+    # Exit 0 long before the 24 s job could end: A stopped the job (no SIGKILL: that is 137).
+    assert stop_s < 24 and "received SIGTERM" in logs, logs[-3000:]
 
     worker_b, url_b = start(
         podman, containers, images.worker, nats_server.url, WORK_S=0.2, WORKER_ID="b", **common
@@ -186,9 +187,14 @@ def test_podman_stop_drains_the_worker_container_like_a_kubelet(
     assert count_events(records, "done") == {order_id: 1}
     assert [(r.event, r.worker_id) for r in records[order_id]] == [
         ("start", "a"),
+        ("interrupted", "a"),
         ("start", "b"),
         ("done", "b"),
     ]
+    interrupted, resumed = records[order_id][1], records[order_id][2]
+    assert resumed.progress_s is not None and interrupted.progress_s is not None
+    assert resumed.progress_s >= 2.0  # A ran ~2-4 s and checkpointed every 2.4 s: B did not start over
+    assert abs(resumed.progress_s - interrupted.progress_s) < 0.01
 
 
 def in_image(podman: Podman, image: str) -> Any:
