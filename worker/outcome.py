@@ -368,7 +368,10 @@ class Settler:
                 delay = min(delay * 2, 5.0)
 
     async def _dead_letter(self, d: Delivery, error: str) -> Kind:
-        headers = {k: v for k, v in (d.msg.headers or {}).items() if k != contract.H_MSG_ID}
+        # The order's own headers, not the server's (Nats-*): the copy of a fired schedule carries
+        # Nats-Scheduler and Nats-Schedule-Next, and ORDERS_DLQ (no schedules) refuses a message
+        # with them (err 10188, "message schedules is disabled"): the dead letter never landed.
+        headers = {k: v for k, v in (d.msg.headers or {}).items() if not k.startswith("Nats-")}
         headers.update(
             {
                 contract.H_ERROR: _short(error) or "",
