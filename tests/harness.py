@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError
 
 from orderflow_tools import kit
 from orderflow_tools.kit import REPO, free_port, parse_metrics, python_module, select
@@ -233,15 +234,24 @@ async def run_records(url: str) -> dict[str, list[Any]]:
 async def statuses(url: str) -> dict[str, Any]:
     from orderflow import contract
 
+    # The keys come from the stream's subjects, not kv.keys(): nats-py's keys() watcher can miss a
+    # key that is being rewritten and then raise NoKeysError (seen: 2 of 200 calls while one key
+    # was updated every 10 ms), which read as "no status" here.
+    prefix = contract.STATUS_SUBJECT_PREFIX
     async with connect(url) as nc:
-        kv = await nc.jetstream().key_value(contract.STATUS_BUCKET)
-        out = {}
+        js = nc.jetstream()
         try:
-            keys = await kv.keys()
+            info = await js.stream_info("KV_" + contract.STATUS_BUCKET, subjects_filter=prefix + ">")
+            kv = await js.key_value(contract.STATUS_BUCKET)
         except Exception:
             return {}
-        for key in keys:
-            entry = await kv.get(key)
+        out = {}
+        for subject in info.state.subjects or {}:
+            key = subject[len(prefix) :]
+            try:
+                entry = await kv.get(key)
+            except KeyNotFoundError:  # deleted since
+                continue
             if entry.value:
                 out[key] = contract.decode_status(entry.value)
         return out

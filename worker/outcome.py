@@ -71,6 +71,12 @@ class Limits:
     retry_base_s: float
     retry_max_s: float
     reschedule_after_s: float
+    # A delivery given back unstarted is offered again only after this (0: at once). The pull
+    # requests a stopping worker sent before it stopped stay open on the server for up to
+    # fetch_expiry_s (JetStream cannot cancel one), and with priority groups they are first in
+    # line: a bare nak came straight back to them, up to a batch of times (15 deliveries of one
+    # order in one drain), each with its status write and a delivery on the order's books.
+    unstarted_delay_s: float = 0.0
 
 
 class Books:
@@ -320,7 +326,7 @@ class Settler:
                 )
             except Exception as exc:  # the next delivery then waits its orphan grace: still correct
                 log.debug("unstarted record of %s not stored (%r)", d.order_id, exc)
-        await self._t.nak(d.msg)
+        await self._t.nak(d.msg, self._limits.unstarted_delay_s or None)
 
     async def _reschedule(self, d: Delivery, delay_s: float, error: str | None) -> None:
         retry_at = time.time() + delay_s
@@ -362,7 +368,10 @@ class Settler:
                 delay = min(delay * 2, 5.0)
 
     async def _dead_letter(self, d: Delivery, error: str) -> Kind:
-        headers = {k: v for k, v in (d.msg.headers or {}).items() if k != contract.H_MSG_ID}
+        # The order's own headers, not the server's (Nats-*): the copy of a fired schedule carries
+        # Nats-Scheduler and Nats-Schedule-Next, and ORDERS_DLQ (no schedules) refuses a message
+        # with them (err 10188, "message schedules is disabled"): the dead letter never landed.
+        headers = {k: v for k, v in (d.msg.headers or {}).items() if not k.startswith("Nats-")}
         headers.update(
             {
                 contract.H_ERROR: _short(error) or "",

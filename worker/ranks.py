@@ -41,6 +41,10 @@ class Ranks:
         self.rank: int | None = None
         self._on_change = on_change
         self._seen: dict[str, tuple[float, float]] = {}  # key -> (started_at, seen at, monotonic)
+        # No rank until the watch has delivered the entries already there: before that this worker
+        # would count itself the oldest and pull at priority 0.
+        self._synced = False
+        self._left = False  # left the ranks (draining): refresh no more
 
     async def run(self, js: JetStreamContext) -> None:
         """Until cancelled: keep this worker's entry fresh and its rank up to date."""
@@ -48,7 +52,7 @@ class Ranks:
         follow = asyncio.ensure_future(self._follow(js))
         try:
             value = json.dumps({"started_at": self.started_at}).encode()
-            while True:
+            while not self._left:
                 try:
                     await kv.put(self.key, value)
                 except Exception as exc:
@@ -64,7 +68,9 @@ class Ranks:
             try:
                 kv = await js.key_value(contract.WORKERS_BUCKET)
                 async for entry in await kv.watchall():
-                    if entry is None:
+                    if entry is None:  # the entries already there are in
+                        self._synced = True
+                        self._update()
                         continue
                     if entry.operation in ("DEL", "PURGE"):
                         self._seen.pop(entry.key, None)
@@ -80,6 +86,8 @@ class Ranks:
                 await asyncio.sleep(1.0)
 
     def _update(self) -> None:
+        if not self._synced:
+            return
         now = time.monotonic()
         for key in [k for k, (_, seen) in self._seen.items() if now - seen > self.ttl_s and k != self.key]:
             del self._seen[key]
@@ -92,7 +100,9 @@ class Ranks:
             self._on_change(rank)
 
     async def leave(self, js: JetStreamContext) -> None:
-        """On the way out: younger workers move up now, not after the TTL."""
+        """On the way out: younger workers move up now, not after the TTL. No refresh after it, or
+        the entry would come back for the rest of the drain (and its TTL after)."""
+        self._left = True
         with contextlib.suppress(Exception):
             kv = await js.key_value(contract.WORKERS_BUCKET)
             await kv.delete(self.key)

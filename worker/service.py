@@ -141,6 +141,7 @@ class WorkerService:
                 s.retry_base_s,
                 s.retry_max_s,
                 timing.reschedule_after_s,
+                unstarted_delay_s=timing.fetch_expiry_s,
             )
             settler = Settler(transport, s.worker_id, limits, timing.lease_s, layout.schedules)
             hooks = Hooks(MetricsHook(self.metrics, task_type.name), self.load)

@@ -35,6 +35,9 @@ The arithmetic, all of it (ack_wait = A, defaults A = 30 s):
   forgotten by the others when it stops.
 - fetch_grace_s = 1 s: after a NATS restart an open pull request is gone without a status, so a
   request's reservation is released `fetch_expiry_s + fetch_grace_s` after it was sent.
+- a delivery given back unstarted (it reached a worker that stopped fetching) is naked with a
+  delay of fetch_expiry_s: the stopped worker's last pull requests live that long, and a message
+  offered again sooner would go straight back to them (first in line with priority groups).
 - nats_drain_timeout_s: the connection drain at the very end, the one value the ingest, the
   worker and the chart share (Settings).
 """
