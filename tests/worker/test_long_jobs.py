@@ -57,7 +57,8 @@ def wait_started_on(url: str, order_id: str, worker_id: str, timeout: float = 30
     def started() -> contract.RunRecord | None:
         return next((r for r in events(records_of(url, order_id), "start") if r.worker_id == worker_id), None)
 
-    found: contract.RunRecord = wait_until(started, timeout, f"{order_id} to start on {worker_id}", 0.1)
+    found = wait_until(started, timeout, f"{order_id} to start on {worker_id}", 0.1)
+    assert found is not None
     return found
 
 
@@ -151,13 +152,14 @@ def test_a_job_whose_worker_is_killed_three_times_is_dead_lettered_with_the_cras
         wait_started_on(url, order_id, f"k{i}")
         # The run holds its lease (a first delivery writes it once it has run lease_after_s, a
         # redelivery before it starts): what the next one reads.
-        st = wait_until(
+        lease = wait_until(
             lambda: (st := status_of(url, order_id)) is not None and st.status == "processing" and st,
             10,
             "the run's lease",
             0.1,
         )
-        assert (st.worker_id, st.crashes, st.attempts) == (f"k{i}", i, 0), st
+        assert lease, lease
+        assert (lease.worker_id, lease.crashes, lease.attempts) == (f"k{i}", i, 0), lease
         sigkill(worker)
         worker = spawn("worker", WORKER_ID=f"k{i + 1}", **settings).wait_ready()
 
@@ -170,10 +172,11 @@ def test_a_job_whose_worker_is_killed_three_times_is_dead_lettered_with_the_cras
     starts = events(records_of(url, order_id), "start")
     assert [r.worker_id for r in starts] == ["k0", "k1", "k2"]  # k3 never ran it
     assert {r.attempt for r in starts} == {1}  # a crash is not a failed attempt
-    st = status_of(url, order_id)
-    assert st is not None
+    final = status_of(url, order_id)
+    assert final is not None
     reason = "its worker died 3 times while running it"
-    assert (st.status, st.crashes, st.attempts, st.handbacks) == ("dead", 3, 0, 0) and st.error == reason
+    assert (final.status, final.crashes, final.attempts, final.handbacks) == ("dead", 3, 0, 0)
+    assert final.error == reason
     [dead] = run(read_stream(url, contract.DLQ_STREAM))
     assert dead.subject == f"{contract.DLQ_PREFIX}default.{order_id}"
     assert contract.decode_order(dead.data).order_id == order_id

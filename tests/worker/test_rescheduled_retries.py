@@ -69,7 +69,8 @@ def wait_scheduled(url: str, order_id: str, timeout: float = 20) -> contract.Sta
         st = status_of(url, order_id)
         return st if st is not None and st.status == "queued" and st.scheduled else None
 
-    found: contract.StatusRecord = wait_until(scheduled, timeout, f"{order_id}'s retry to be scheduled", 0.05)
+    found = wait_until(scheduled, timeout, f"{order_id}'s retry to be scheduled", 0.05)
+    assert found is not None
     return found
 
 
