@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document served at /openapi.json (SPEC §2), written out so that schemathesis and
+"""The OpenAPI 3.1 document served at /openapi.json, written out so that schemathesis and
 client generators see exactly the contract the validator enforces."""
 
 from __future__ import annotations

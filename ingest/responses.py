@@ -1,4 +1,4 @@
-"""Every answer body of the ingest's API, written once (SPEC §2). Bodies are bytes, ready to send."""
+"""Every answer body of the ingest's API, written once (README, How it works: Ingest). Bodies are bytes, ready to send."""
 
 from __future__ import annotations
 

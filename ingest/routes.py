@@ -1,4 +1,4 @@
-"""The ingest's Starlette routes beside the hot path: GET /orders/{id} and /openapi.json (SPEC §2).
+"""The ingest's Starlette routes beside the hot path: GET /orders/{id} and /openapi.json (the API: README, How it works).
 The probes come from orderflow/probes.py, shared with the worker."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ingest's one lifecycle, top to bottom (SPEC §2): connect, bind, serve; on SIGTERM readiness
+"""The ingest's one lifecycle, top to bottom (README, How it works: Ingest): connect, bind, serve; on SIGTERM readiness
 503 and the shutdown delay, stop accepting, finish requests, drain NATS, exit."""
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-# --- names (SPEC §1) -------------------------------------------------------------------------
+# --- names (docs/architecture.md) -------------------------------------------------------------------------
 STREAM = "ORDERS"
 SUBJECT_PREFIX = "orders."
 STREAM_SUBJECTS = ("orders.>",)
@@ -223,7 +223,7 @@ def _quantity(body: dict[str, Any], name: str, errors: list[FieldError]) -> int:
 
 
 def validate_order(body: bytes, order_id: str) -> Order | list[FieldError]:
-    """Parse and check a POST /orders body (SPEC §2). Returns the order or every field error."""
+    """Parse and check a POST /orders body. Returns the order or every field error."""
     try:
         data = _json_any.decode(body)
     except (msgspec.DecodeError, RecursionError):  # msgspec raises RecursionError past ~1000 levels

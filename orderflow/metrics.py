@@ -1,4 +1,4 @@
-"""Every Prometheus metric of orderflow, defined once (SPEC §5).
+"""Every Prometheus metric of orderflow, defined once.
 
 Each service builds its own set on its own registry, so a test can run several in one process
 and an ingest does not export worker series. Dashboards, alert rules and docs use these names.

@@ -78,7 +78,7 @@ _ERROR = FAILED | {Kind.DEAD}
 
 
 class MetricsHook(Hook):
-    """SPEC §5's worker metrics. Metric children are resolved once: labels() takes a lock and
+    """The worker's metrics (orderflow/metrics.py). Metric children are resolved once: labels() takes a lock and
     builds a tuple per call."""
 
     def __init__(self, metrics: WorkerMetrics, task_type: str) -> None:

@@ -1,4 +1,4 @@
-"""Bad input gets a clear 4xx, never a 5xx, a crash or a hung request (SPEC §4.4).
+"""Bad input gets a clear 4xx, never a 5xx, a crash or a hung request (README: guarantee 4).
 
 Against the real thing: `python -m ingest` (uvicorn) in front of a real nats-server.
 1. schemathesis generates requests from the ingest's own /openapi.json, valid and invalid:

@@ -1,4 +1,4 @@
-"""The ingest against a real nats-server, as a real uvicorn process (SPEC §2, guarantees 4 and 5)."""
+"""The ingest against a real nats-server, as a real uvicorn process (README: How it works, guarantees 4 and 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The chaos rehearsal, short (SPEC §4.1-§4.3): `orderflow chaos` with small numbers.
+"""The chaos rehearsal, short (README: guarantees 1-3): `orderflow chaos` with small numbers.
 
 Real nats-server, real `python -m ingest` and `python -m worker` processes, k6 driving a sine wave,
 and Kubernetes replayed on them: an HPA on the backlog, ReplicaSet victim choice by

@@ -1,4 +1,4 @@
-"""A NATS restart must not hand a running job to a second worker (SPEC §4.2), found by the chaos
+"""A NATS restart must not hand a running job to a second worker (README: guarantee 2), found by the chaos
 rehearsal: nats-server (2.15) times a delivery that was never acked nor marked in progress from
 the message's *publish* time after a restart, so a message that queued longer than ack_wait and
 was delivered just before the restart came straight back, while its first run was still alive.

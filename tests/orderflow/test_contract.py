@@ -1,4 +1,4 @@
-"""The order schema of SPEC §2, as a table: what the seed's clients send must pass, nothing else."""
+"""The order schema (README, How it works; /openapi.json), as a table: what the seed's clients send must pass, nothing else."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The worker's promises (SPEC §3-§4), each a numbered scenario with a real nats-server, real
+"""The worker's promises (README: How it works, Guarantees), each a numbered scenario with a real nats-server, real
 `python -m worker` processes and real signals. Run records (ORDER_RUNS) count how often each
 order really ran; KV ORDER_STATUS says how it ended."""
 
