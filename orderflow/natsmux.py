@@ -12,7 +12,6 @@ JetStream facts used by the helpers below:
   its headers, or a 404 status; a deleted KV key is a message with `KV-Operation: DEL|PURGE`.
   A subject with wildcards goes in the body instead (`$JS.API.DIRECT.GET.<stream>` with
   `{"last_by_subj": "orders.*.<id>"}`): a published subject cannot carry wildcards.
-- An empty publish to a message's ack subject is an ACK; with a reply it is confirmed (ack_sync).
 """
 
 from __future__ import annotations
@@ -165,11 +164,6 @@ class Requester:
         if status is not None:
             raise JetStreamError(f"direct get {subjects}: status {status} {headers.get('Description', '')}")
         return reply
-
-    async def ack_sync(self, msg: Msg, timeout_s: float | None = None) -> None:
-        """Acknowledge a JetStream message and wait for the server to confirm it."""
-        await self.request(msg.reply, b"", None, timeout_s)
-        msg._ackd = True  # nats-py's own flag, so msg.ack() etc. refuse a double ack
 
 
 def read_puback(reply: Msg) -> bool:
