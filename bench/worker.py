@@ -42,7 +42,9 @@ async def reset_and_fill(url: str, count: int, raw_consumer: bool) -> None:
             pass
     await broker.ensure_layout(js, settings)
     if raw_consumer:
-        await broker.ensure_consumer(nc, settings, "default")
+        # nats-py's fetch() sends no priority group, which a prioritized consumer refuses (400)
+        plain = load_settings("cli", {"ORDERFLOW_NATS_URL": url, "ORDERFLOW_PRIORITY": "off"})
+        await broker.ensure_consumer(nc, plain, "default")
     payloads = [contract.encode(contract.Order(f"b{i}", 1, 1, "bench", time.time())) for i in range(count)]
     for start in range(0, count, 2000):
         futures = [
