@@ -198,6 +198,12 @@ class WorkerMetrics:
             "How late the event loop ran a callback the watchdog thread scheduled (a blocked loop stops heartbeats).",
             registry=registry,
         )
+        self.event_loop_block_limit = Gauge(
+            "orderflow_event_loop_block_limit_seconds",
+            "How long the event loop may go without running before /healthz answers 503 (the liveness "
+            "limit: a quarter of the consumer's ack_wait as the server has it).",
+            registry=registry,
+        )
         self.pod_deletion_cost = Gauge(
             "orderflow_pod_deletion_cost",
             "The pod-deletion-cost this worker wants: 0 idle, else the seconds of work a kill would lose, "

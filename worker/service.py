@@ -94,6 +94,8 @@ class WorkerService:
         self.lifecycle.install()
         self.watch = LoopWatch(asyncio.get_running_loop()).start()
         self.metrics.event_loop_lag.set_function(lambda: self.watch.lag_s if self.watch else 0.0)
+        # Read at scrape time: _start re-derives the timing from the server's ack_wait.
+        self.metrics.event_loop_block_limit.set_function(lambda: self.timing.loop_block_limit_s)
         probes = ProbeServer(s.http_host, s.http_port, self).start()
         try:
             try:
