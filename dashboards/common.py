@@ -28,6 +28,15 @@ def query(expr: str, legend: str = "__auto", ref: str = "A") -> prometheus.Dataq
     return prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE).range()
 
 
+def per_pod(selector: str, aggregate: str = "max") -> str:
+    """One series per worker pod, labelled `pod`: the pod's name where Prometheus knows it (the
+    Prometheus Operator's ServiceMonitor adds `pod`), else the scrape address (compose, a static
+    config). label_join makes "<pod>@<instance>" ("@<instance>" without a pod), label_replace keeps
+    the part before the "@" when there is one."""
+    joined = f'label_join({selector}, "pod", "@", "pod", "instance")'
+    return f'{aggregate} by (pod) (label_replace({joined}, "pod", "$1", "pod", "@?([^@]+).*"))'
+
+
 def graph(
     title: str,
     description: str,
@@ -36,6 +45,7 @@ def graph(
     width: int = 12,
     height: int = 8,
     stacked: bool = False,
+    minimum: float = 0,
 ) -> timeseries.Panel:
     panel = (
         timeseries.Panel()
@@ -44,7 +54,7 @@ def graph(
         .datasource(DATASOURCE)
         .targets(targets)
         .unit(unit)
-        .min(0)
+        .min(minimum)
         .span(width)
         .height(height)
         .fill_opacity(10)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards.common import ORDERS_ROUTE, RATE, datasource_variable, graph, numbered, query, single
+from dashboards.common import ORDERS_ROUTE, RATE, datasource_variable, graph, numbered, per_pod, query, single
 
 UID = "orderflow-overview"
 # Each worker reports the same consumer info, so consumer gauges are max'ed, never summed.
@@ -17,6 +17,22 @@ PENDING = "max by (consumer) (orderflow_consumer_pending)"
 ACK_PENDING = "max by (consumer) (orderflow_consumer_ack_pending)"
 REQUESTS = f"orderflow_http_requests_total{{{ORDERS_ROUTE}}}"
 REQUESTS_5XX = f'orderflow_http_requests_total{{{ORDERS_ROUTE}, status=~"5.."}}'
+# A limit drawn as a red dashed line, not as one more series.
+LIMIT_LINE = [
+    dm.DynamicConfigValue(id_val="color", value={"mode": "fixed", "fixedColor": "red"}),
+    dm.DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),
+    dm.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+]
+# Deliveries settled with an outcome (worker/outcome.py Kind), counted by the duration histogram.
+SETTLED = "orderflow_task_duration_seconds_count"
+# Job time lost to interruptions over all job time: every settled delivery's time from delivery to
+# settlement, plus the lost part of the runs found dead (they never settled). A fixed 15 min window:
+# both counters move in lumps when a long job ends, so a few-second window would only show spikes.
+REDONE_SHARE = (
+    "sum(rate(orderflow_work_redone_seconds_total[15m])) / ("
+    "sum(rate(orderflow_task_duration_seconds_sum[15m])) + "
+    'sum(rate(orderflow_work_redone_seconds_total{cause="crash"}[15m])))'
+)
 
 
 def _quantile(q: float, bucket: str, selector: str = "") -> str:
@@ -124,6 +140,58 @@ def build() -> dm.Dashboard:
                 unit="ops",
             )
         )
+        .with_row(db.Row("Edge (ingest)"))
+        .with_panel(
+            graph(
+                "Orders refused (503) by reason",
+                "POST /orders answered 503 + Retry-After, nothing stored, by reason: nats_down, "
+                "jetstream_unavailable, publish_timeout (transient: NATS or a failover), stream_full (an "
+                "ORDERS limit, ORDERFLOW_STREAM_MAX_*), storage_full (JetStream out of storage: an operator "
+                "has to act), rejected (another JetStream error), overloaded (too many publishes in flight).",
+                [query(f"sum by (reason) (rate(orderflow_orders_refused_total[{RATE}]))", "{{reason}}")],
+                unit="reqps",
+                width=6,
+                stacked=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "Receipt deadline hit, by phase",
+                "Connections closed because the request head (ORDERFLOW_HTTP_HEADER_TIMEOUT_S) or its body "
+                "(ORDERFLOW_HTTP_BODY_TIMEOUT_S) did not arrive in time, answered 408 where a response "
+                "could still be written: stalled or very slow clients.",
+                [query(f"sum by (phase) (rate(orderflow_http_request_timeouts_total[{RATE}]))", "{{phase}}")],
+                unit="ops",
+                width=6,
+            )
+        )
+        .with_panel(
+            graph(
+                "Connections refused at the cap",
+                "New connections answered 503 and closed because the process already had "
+                "ORDERFLOW_HTTP_MAX_CONNECTIONS open (a flood of connections, or clients not reusing them).",
+                [query(f"sum(rate(orderflow_http_connections_refused_total[{RATE}]))", "refused")],
+                unit="ops",
+                width=6,
+            )
+        )
+        .with_panel(
+            graph(
+                "Idempotency-Key outcomes",
+                "Orders sent with an Idempotency-Key, by outcome: new (published), retry (an earlier "
+                "attempt failed; published again), replay (answered 200 from the key record, nothing "
+                "stored), mismatch (422, another body), in_flight (409), unavailable (503, the key store "
+                "did not answer).",
+                [
+                    query(
+                        f"sum by (outcome) (rate(orderflow_idempotent_requests_total[{RATE}]))", "{{outcome}}"
+                    )
+                ],
+                unit="reqps",
+                width=6,
+                stacked=True,
+            )
+        )
         .with_row(db.Row("Queue and workers"))
         .with_panel(
             graph(
@@ -184,10 +252,17 @@ def build() -> dm.Dashboard:
         .with_panel(
             graph(
                 "Drains and hand-backs",
-                "Workers draining after SIGTERM, and jobs naked back to the queue at the drain deadline.",
+                "Workers draining after SIGTERM, and deliveries they gave back to the queue (none is a "
+                "failed attempt): all of them, and those running at the drain deadline (their work since "
+                "the last checkpoint is redone); the rest came after fetching stopped and never started.",
                 [
                     query("sum(orderflow_draining)", "workers draining", "A"),
                     query(f"sum(increase(orderflow_drain_handed_back_total[{RATE}]))", "handed back", "B"),
+                    query(
+                        f'sum(increase({SETTLED}{{outcome="handed_back"}}[{RATE}]))',
+                        "of them running at the deadline",
+                        "C",
+                    ),
                 ],
                 width=8,
             )
@@ -202,8 +277,10 @@ def build() -> dm.Dashboard:
         )
         .with_panel(
             graph(
-                "Delivery attempts",
-                "Delivery count of the messages slots started (1 = first delivery).",
+                "Deliveries per started run",
+                "Deliveries of each order whose handler started, this one included (1 = first delivery). "
+                "Retries, hand-backs, crashes and deferrals all add one; only failures count against "
+                "ORDERFLOW_MAX_DELIVER.",
                 [
                     query(_quantile(0.5, "orderflow_task_attempts_bucket"), "p50", "A"),
                     query(_quantile(0.99, "orderflow_task_attempts_bucket"), "p99", "B"),
@@ -211,6 +288,104 @@ def build() -> dm.Dashboard:
                 width=24,
                 height=6,
             )
+        )
+        .with_row(db.Row("Long jobs and interruptions"))
+        .with_panel(
+            graph(
+                "Checkpoints/s",
+                "Checkpoints stored by running jobs (job.checkpoint, confirmed by JetStream). The next "
+                "run of an interrupted order resumes from its last one.",
+                [query(f"sum(rate(orderflow_checkpoints_total[{RATE}]))", "checkpoints/s")],
+                unit="ops",
+                width=6,
+            )
+        )
+        .with_panel(
+            graph(
+                "Crashes (runs found dead)",
+                "Deliveries that found the order's previous run dead: its worker was killed mid-job "
+                "(SIGKILL, OOM kill; also the kill after a failed liveness probe or an exhausted grace "
+                "period). An order that crashes ORDERFLOW_MAX_CRASHES runs is dead-lettered.",
+                [query(f"sum(increase(orderflow_crashes_total[{RATE}]))", "crashes")],
+                width=6,
+            )
+        )
+        .with_panel(
+            graph(
+                "Work redone by cause",
+                "Seconds of job time lost to interruptions, per second (1 = one slot's worth of work "
+                "thrown away): handback, since the last checkpoint (or the start) of each job handed back "
+                "at a drain deadline; crash, the same for each run found dead (a lower bound).",
+                [
+                    query(
+                        f"sum by (cause) (rate(orderflow_work_redone_seconds_total[{RATE}]))",
+                        "{{cause}}",
+                    )
+                ],
+                width=6,
+                stacked=True,
+            )
+        )
+        .with_panel(
+            graph(
+                "Work redone share (15 min)",
+                "Work redone as a share of all job time over the last 15 minutes (job time: every settled "
+                "delivery's, plus what the dead runs lost). Frequent checkpoints keep it low however many "
+                "scale-downs interrupt long jobs.",
+                [query(REDONE_SHARE, "redone share")],
+                unit="percentunit",
+                width=6,
+            )
+        )
+        .with_row(db.Row("Scale-down"))
+        .with_panel(
+            graph(
+                "Pod deletion cost per pod",
+                "The pod-deletion-cost each worker wants (kept on its pod's annotation, rate-limited, "
+                "when worker.podDeletionCost is on): 0 idle, else the seconds of work a kill would lose "
+                "(since each running job's last checkpoint), rounded down to a power of two. A "
+                "scale-down removes the lowest first: when load falls, the newest workers (highest pull "
+                "priority) should sit at 0.",
+                [query(per_pod("orderflow_pod_deletion_cost"), "{{pod}}")],
+                width=8,
+            )
+        )
+        .with_panel(
+            graph(
+                "Pull priority per pod",
+                "Each worker's pull priority: 0 is the oldest live worker, served first; a higher number "
+                "gets messages only when the lower ones have no pull outstanding (capped at 9). -1: no "
+                "priority group (ORDERFLOW_PRIORITY=off, or a server older than 2.12).",
+                [query(per_pod("orderflow_pull_priority"), "{{pod}}")],
+                width=8,
+                minimum=-1,
+            )
+        )
+        .with_panel(
+            graph(
+                "In flight per pod",
+                "Jobs running on each worker. Under light load the work concentrates on the lowest "
+                "pull priorities and the newest workers run dry.",
+                [query(per_pod("orderflow_tasks_in_flight", "sum"), "{{pod}}")],
+                width=8,
+            )
+        )
+        .with_row(db.Row("Worker health"))
+        .with_panel(
+            graph(
+                "Event loop lag per pod",
+                "How late each worker's event loop ran a callback that a watchdog thread schedules every "
+                "0.1 s; it keeps growing while the loop is blocked (a handler making a sync call), and "
+                "every heartbeat stops meanwhile. The worker logs an error above 1 s; /healthz answers "
+                "503 once the loop has not run for the liveness limit (ack_wait/4), and the kubelet "
+                "restarts the pod.",
+                [
+                    query(per_pod("orderflow_event_loop_lag_seconds"), "{{pod}}", "A"),
+                    query("min(orderflow_event_loop_block_limit_seconds)", "liveness limit", "B"),
+                ],
+                unit="s",
+                width=24,
+            ).override_by_name("liveness limit", LIMIT_LINE)
         )
     )
     return numbered(dash)

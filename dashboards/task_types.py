@@ -11,6 +11,19 @@ UID = "orderflow-task-types"
 TYPE = 'type=~"$type"'
 DONE_COUNT = "orderflow_task_duration_seconds_count"
 CONSUMER = 'consumer=~"workers|workers-$type"'
+# Outcomes (worker/outcome.py Kind) of a run that went wrong: each costs a failed attempt, except
+# dead (the order was dead-lettered: failed attempts, crashes or deliveries used up).
+FAILED_OUTCOMES = ("retry", "timeout", "poison", "slot_crashed", "dead")
+# Deliveries settled without running the handler: the done-dedupe, final or cancelled orders, a
+# leftover of a rescheduled retry, a deferral while a live worker holds the lease, and deliveries
+# that came after the worker stopped fetching (given back unstarted). None is an attempt.
+NOT_RUN_OUTCOMES = (
+    "already_done", "already_cancelled", "already_final", "superseded", "running_elsewhere", "unstarted",
+)  # fmt: skip
+# The rest: runs that ended well or were stopped on purpose (Outcomes/s shows every outcome).
+OTHER_OUTCOMES = ("done", "cancelled", "handed_back")
+FAILED = f'outcome=~"{"|".join(FAILED_OUTCOMES)}"'
+NOT_RUN = f'outcome=~"{"|".join(NOT_RUN_OUTCOMES)}"'
 
 
 def _type_variable() -> db.QueryVariable:
@@ -81,8 +94,11 @@ def build() -> dm.Dashboard:
         .with_panel(
             graph(
                 "Outcomes/s",
-                "Jobs ended per second by type and outcome: done, retry, poison, dead, timeout, cancelled, "
-                "handed_back.",
+                "Deliveries settled per second by type and outcome. Runs: done, retry, timeout, poison, "
+                "slot_crashed, cancelled, handed_back (at a drain deadline), dead (dead-lettered). Not run: "
+                "already_done, already_cancelled, already_final, superseded (its retry is scheduled), "
+                "running_elsewhere (deferred: a live worker holds the lease), unstarted (came after "
+                "fetching stopped).",
                 [
                     query(
                         f"sum by (type, outcome) (rate({DONE_COUNT}{{{TYPE}}}[{RATE}]))",
@@ -108,17 +124,31 @@ def build() -> dm.Dashboard:
         .with_panel(
             graph(
                 "Failures/s",
-                "Jobs that did not finish well, per task type and outcome.",
+                "Runs that failed, per task type and outcome: retry (the handler raised), timeout, poison "
+                "(terminated), slot_crashed (an error escaped the handler), dead (dead-lettered).",
                 [
                     query(
-                        "sum by (type, outcome) (rate(orderflow_task_duration_seconds_count"
-                        f'{{{TYPE}, outcome!="done"}}[{RATE}]))',
+                        f"sum by (type, outcome) (rate({DONE_COUNT}{{{TYPE}, {FAILED}}}[{RATE}]))",
                         "{{type}} {{outcome}}",
                     )
                 ],
                 unit="ops",
-                width=24,
-                height=6,
+            )
+        )
+        .with_panel(
+            graph(
+                "Settled without running/s",
+                "Deliveries that never reached the handler, per task type and outcome: already_done (the "
+                "done-dedupe), already_cancelled, already_final, superseded, running_elsewhere (deferred "
+                "while a live worker holds the lease), unstarted (given back after fetching stopped). "
+                "None costs an attempt.",
+                [
+                    query(
+                        f"sum by (type, outcome) (rate({DONE_COUNT}{{{TYPE}, {NOT_RUN}}}[{RATE}]))",
+                        "{{type}} {{outcome}}",
+                    )
+                ],
+                unit="ops",
             )
         )
     )

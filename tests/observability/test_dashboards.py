@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from dashboards import DASHBOARDS
+from dashboards import DASHBOARDS, task_types
+from dashboards.common import per_pod
 from dashboards.names import defined_metric_names, panel_targets, referenced_metric_names, variable_queries
+from worker.outcome import Kind
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "charts" / "orderflow" / "dashboards"
@@ -101,3 +103,90 @@ def test_task_types_dashboard_filters_by_the_type_variable() -> None:
     assert names == ["datasource", "type"]
     exprs = [expr for _, expr in panel_targets(dashboard)]
     assert all("$type" in expr for expr in exprs)
+
+
+def _panels(name: str) -> dict[str, dict[str, Any]]:
+    return {p["title"]: p for p in _load(name)["panels"] if p["type"] != "row"}
+
+
+def test_overview_shows_interruptions_scale_down_worker_health_and_the_edge() -> None:
+    panels = _panels("orderflow-overview.json")
+    uses = {
+        title: set().union(*(referenced_metric_names(t["expr"]) for t in p["targets"]))
+        for title, p in panels.items()
+    }
+    expected = {
+        "Checkpoints/s": {"orderflow_checkpoints_total"},
+        "Crashes (runs found dead)": {"orderflow_crashes_total"},
+        "Work redone by cause": {"orderflow_work_redone_seconds_total"},
+        "Work redone share (15 min)": {"orderflow_work_redone_seconds_total", "orderflow_task_duration_seconds_sum"},
+        "Drains and hand-backs": {
+            "orderflow_draining", "orderflow_drain_handed_back_total", "orderflow_task_duration_seconds_count",
+        },
+        "Pod deletion cost per pod": {"orderflow_pod_deletion_cost"},
+        "Pull priority per pod": {"orderflow_pull_priority"},
+        "Event loop lag per pod": {"orderflow_event_loop_lag_seconds", "orderflow_event_loop_block_limit_seconds"},
+        "Orders refused (503) by reason": {"orderflow_orders_refused_total"},
+        "Receipt deadline hit, by phase": {"orderflow_http_request_timeouts_total"},
+        "Connections refused at the cap": {"orderflow_http_connections_refused_total"},
+        "Idempotency-Key outcomes": {"orderflow_idempotent_requests_total"},
+    }  # fmt: skip
+    for title, metrics in expected.items():
+        assert uses.get(title) == metrics, title
+    # priority -1 (no priority group) stays on the axis
+    assert panels["Pull priority per pod"]["fieldConfig"]["defaults"]["min"] == -1
+    # the liveness limit is drawn as a line of its own, not as one more pod
+    [limit] = panels["Event loop lag per pod"]["fieldConfig"]["overrides"]
+    assert limit["matcher"] == {"id": "byName", "options": "liveness limit"}
+
+
+def test_task_types_outcome_panels_split_every_outcome_the_worker_has() -> None:
+    """Failures/s and Settled without running name each worker outcome once between them, with
+    the runs that ended well (or on purpose) beside them: a new outcome must be placed."""
+    groups = [task_types.FAILED_OUTCOMES, task_types.NOT_RUN_OUTCOMES, task_types.OTHER_OUTCOMES]
+    named = [o for g in groups for o in g]
+    assert len(named) == len(set(named))
+    assert set(named) == {k.value for k in Kind}
+    panels = _panels("orderflow-task-types.json")
+    assert task_types.FAILED in panels["Failures/s"]["targets"][0]["expr"]
+    assert task_types.NOT_RUN in panels["Settled without running/s"]["targets"][0]["expr"]
+
+
+def test_per_pod_names_a_series_by_its_pod_else_by_its_scrape_address(promtool: Path, tmp_path: Path) -> None:
+    """In Kubernetes the ServiceMonitor's `pod` label; in compose or a static config the instance."""
+    (tmp_path / "none.yaml").write_text("groups: []\n")
+    case = {
+        "rule_files": ["none.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": 'orderflow_pod_deletion_cost{instance="10.0.0.5:9090", pod="orderflow-worker-abc"}',
+                        "values": "8x5",
+                    },
+                    {"series": 'orderflow_pod_deletion_cost{instance="127.0.0.1:9091"}', "values": "0x5"},
+                ],
+                "promql_expr_test": [
+                    {
+                        "expr": per_pod("orderflow_pod_deletion_cost"),
+                        "eval_time": "2m",
+                        "exp_samples": [
+                            {"labels": '{pod="orderflow-worker-abc"}', "value": 8},
+                            {"labels": '{pod="127.0.0.1:9091"}', "value": 0},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "per_pod_test.yaml").write_text(json.dumps(case))
+    result = subprocess.run(
+        [promtool, "test", "rules", "per_pod_test.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
