@@ -9,7 +9,11 @@ Scenario:
   4. Each dashboard target (with $__rate_interval and $type filled in) is evaluated at the middle
      of the load through the HTTP API and must return at least one series. The one exception is
      explicit: `orderflow_slot_restarts_total` has no series unless a slot crashed, so for panels
-     built only on it we require Prometheus to know the metric (scraped metadata) instead.
+     built only on it we require Prometheus to know the metric (scraped metadata) instead. The
+     counters of what a healthy run never does (crashes, work redone, refusals, receipt timeouts,
+     Idempotency-Key outcomes, checkpoints of sub-second jobs) are exported at 0 from start-up with
+     their label values created up front, so their panels answer a real 0 and need no exception
+     (nor an `or vector(0)`, which would answer 0 for a target that is not scraped at all).
   5. Every recording rule returns data; every rule evaluates with health "ok"; alert expressions
      evaluate without error and, in this healthy run, fire nothing.
 """
