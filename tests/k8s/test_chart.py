@@ -139,6 +139,9 @@ def test_prometheus_rule_carries_the_rule_file_verbatim(tmp_path: Path) -> None:
         ("config.natsDrainTimeoutS=null", "natsDrainTimeoutS"),  # both grace periods add it
         ("worker.autoscaling.lagPerReplica=12.5", "lagPerReplica"),  # KEDA wants an integer
         ("worker.autoscaling.utilisation.target=0", "target"),
+        ("worker.config.priority=on", "priority"),  # auto | off
+        ("worker.config.maxDeliveries=1", "maxDeliveries"),  # at least 2
+        ("ingest.config.httpMaxConnections=0", "httpMaxConnections"),
     ],
 )
 def test_schema_rejects_typos_and_bad_values(setting: str, message: str) -> None:
@@ -179,6 +182,68 @@ def test_worker_gets_its_pod_identity_and_rbac_for_the_deletion_cost() -> None:
     assert not by_kind(docs, "Role")
     assert env_of(deployment(docs, "worker"))["ORDERFLOW_POD_DELETION_COST"]["value"] == "off"
     assert pod_spec(deployment(docs, "worker"))["automountServiceAccountToken"] is False
+
+
+def test_each_setting_reaches_the_service_that_reads_it(tmp_path: Path) -> None:
+    """The receipt deadlines, the connection cap and the refusal log are the ingest's; the crash and
+    delivery caps and the pull priority the worker's; the Idempotency-Key TTL is both services'
+    (each ensures the ORDER_KEYS bucket at start-up and would set it back to its own value)."""
+    values = {
+        "config": {"idempotencyTtlS": 3600},
+        "ingest": {
+            "config": {
+                "httpHeaderTimeoutS": 2.5,  # a float: `--set` would make it a string
+                "httpBodyTimeoutS": 20,
+                "httpMaxConnections": 1000,
+                "refusalLogIntervalS": 30,
+            }
+        },
+        "worker": {"config": {"maxCrashes": 2, "maxDeliveries": 50, "priority": "off"}},
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
+    docs = helm_template("-f", str(tmp_path / "values.yaml"))
+    ingest, worker = env_of(deployment(docs, "ingest")), env_of(deployment(docs, "worker"))
+    ingest_only = {
+        "ORDERFLOW_HTTP_HEADER_TIMEOUT_S": "2.5",
+        "ORDERFLOW_HTTP_BODY_TIMEOUT_S": "20",
+        "ORDERFLOW_HTTP_MAX_CONNECTIONS": "1000",
+        "ORDERFLOW_REFUSAL_LOG_INTERVAL_S": "30",
+    }
+    worker_only = {
+        "ORDERFLOW_MAX_CRASHES": "2",
+        "ORDERFLOW_MAX_DELIVERIES": "50",
+        "ORDERFLOW_PRIORITY": "off",
+    }
+    for name, value in ingest_only.items():
+        assert ingest[name]["value"] == value and name not in worker, name
+    for name, value in worker_only.items():
+        assert worker[name]["value"] == value and name not in ingest, name
+    assert (
+        ingest["ORDERFLOW_IDEMPOTENCY_TTL_S"]["value"]
+        == worker["ORDERFLOW_IDEMPOTENCY_TTL_S"]["value"]
+        == "3600"
+    )
+    check_orderflow_env(docs)
+
+
+def test_max_deliver_is_failed_attempts_under_either_name() -> None:
+    """worker.config.maxDeliver renders ORDERFLOW_MAX_DELIVER; ORDERFLOW_MAX_ATTEMPTS is the worker's
+    other name for it, so the chart refuses it in extraEnv beside maxDeliver (the two disagreeing
+    would stop the worker at start-up) and accepts it once maxDeliver is null."""
+    env = env_of(deployment(helm_template("--set", "worker.config.maxDeliver=7"), "worker"))
+    assert env["ORDERFLOW_MAX_DELIVER"]["value"] == "7"
+    alias = (
+        "--set",
+        "worker.extraEnv[0].name=ORDERFLOW_MAX_ATTEMPTS",
+        "--set-string",
+        "worker.extraEnv[0].value=3",
+    )
+    with pytest.raises(AssertionError, match=r"set worker\.config\.maxDeliver instead"):
+        helm_template(*alias)
+    docs = helm_template("--set", "worker.config.maxDeliver=null", *alias)
+    env = env_of(deployment(docs, "worker"))
+    assert "ORDERFLOW_MAX_DELIVER" not in env and env["ORDERFLOW_MAX_ATTEMPTS"]["value"] == "3"
+    check_orderflow_env(docs)
 
 
 def test_pods_run_non_root_on_a_read_only_root_filesystem() -> None:
