@@ -174,6 +174,11 @@ class StreamState:
         return self.pending + self.ack_pending
 
 
+# Streams written on a timer, not per order: each worker's liveness record (ORDER_WORKERS, every
+# 2 s). Shown, but not counted in "writes per order" (the goal is about the order's own path).
+BACKGROUND_STREAMS = frozenset({"KV_ORDER_WORKERS"})
+
+
 def stream_seqs(monitor_url: str) -> dict[str, int]:
     """Every stream's last sequence: how many messages each has stored (ORDERS, the KV, run records)."""
     data = json.loads(get(f"{monitor_url}/jsz?streams=true"))
@@ -197,3 +202,15 @@ def stream_state(monitor_url: str) -> StreamState:
                     sum(int(c.get("num_ack_pending", 0)) for c in consumers),
                 )
     return StreamState(0, 0, 0, 0)
+
+
+def consumer_waiting(monitor_url: str) -> int:
+    """Pull requests waiting on the ORDERS consumers (a bound raw consumer keeps one open)."""
+    data = json.loads(get(f"{monitor_url}/jsz?streams=true&consumers=true"))
+    return sum(
+        int(c.get("num_waiting", 0))
+        for account in data.get("account_details") or []
+        for stream in account.get("stream_detail") or []
+        if stream["name"] == contract.STREAM
+        for c in stream.get("consumer_detail") or []
+    )
