@@ -5,7 +5,7 @@ one port) -> NATS JetStream -> W workers (no-op or tiny jobs), all on this machi
                         [--concurrency 100] [--job noop|tiny] [--splits 1:1,2:1,1:2 --rounds 2]
     python -m bench.e2e --find-max [--start-rate 500] [--step-factor 1.25] [--step-duration 10]
                         [--p99-limit-ms 50] [--max-failed 0.01]
-    ... [--json OUT]
+    ... [--pipelines now,raw] [--baseline-tree /tmp/orderflow-base] [--json OUT]
 
 Per load it reports accepted/min (k6's 200s), done/min (the workers' orderflow_work_done_total
 {status="done"} over the same window), the backlog when the load stops (consumer pending + ack
@@ -15,8 +15,16 @@ once the backlog has drained (bounded wait), cross-checked with the ingest's sto
 counters and the stream's sequence. `--find-max` steps the rate up until p99, failures or a
 shortfall of accepted orders stop it, and prints the highest sustained rate.
 
-With --splits the configurations run interleaved (A, B, C, A, B, C, ...), each on a fresh stack, so
-that other load on a shared machine spreads over all of them. Prints figures; it does not pass or
+In the same run it measures a raw pipeline (`raw`: a bare Starlette endpoint that validates,
+publishes and awaits the PubAck, and raw fetch(100)+ack consumers, bench/raw_ingest.py and
+bench/raw_consumer.py) and, with `--baseline-tree PATH`, the ingest and workers of another commit's
+tree (`baseline`; scripts/bench/baseline-tree.sh makes one). The A/B table puts them side by side:
+stored JetStream writes per order and system CPU per order (nats + ingest + workers), as a ratio to
+the raw pipeline's and the baseline's.
+
+With --splits the configurations run interleaved (A, B, C, A, B, C, ...), and within each the
+pipelines (baseline, now, raw), each on a fresh stack, so that other load on a shared machine
+spreads over all of them. Prints figures; it does not pass or
 fail on timing (only a lost order makes the exit code non-zero).
 """
 
@@ -39,6 +47,7 @@ from bench import e2e_probe as probe
 from bench import e2e_report as report
 from bench.e2e_procs import Stack, StackConfig, tool
 from bench.e2e_run import LoadResult, Progress, run_load
+from bench.trees import Tree, add_tree_args, other_trees, this_tree
 from orderflow_tools.kit import REPO
 
 
@@ -82,9 +91,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fm.add_argument(
         "--no-retry", action="store_true", help="stop at the first failed step (default: retry it once)"
     )
+    ap.add_argument(
+        "--pipelines",
+        default="now,raw",
+        help="run these, interleaved: now (this checkout), raw (bare endpoint + raw consumers); "
+        "--baseline-tree and --tree add theirs. Default now,raw",
+    )
+    add_tree_args(ap, "ingest and workers")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="save every figure as JSON")
     ap.add_argument("--keep-logs", action="store_true", help="keep the temp dir with the services' logs")
     args = ap.parse_args(argv)
+    args.trees = {**other_trees(args), "now": this_tree(), "raw": this_tree()}
+    chosen = [p.strip() for p in args.pipelines.split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in ("now", "raw")]
+    if unknown:
+        ap.error(
+            f"--pipelines: unknown {', '.join(unknown)} (now, raw; --baseline-tree/--tree add the others)"
+        )
+    # the other trees first (baseline, the steps), then now, then raw: the A/B's row order
+    args.pipeline_list = [k for k in args.trees if k not in ("now", "raw") or k in chosen]
     if args.splits:
         args.split_list = [tuple(int(x) for x in s.split(":")) for s in args.splits.split(",")]
     else:
@@ -140,7 +165,7 @@ def keeps_up(r: LoadResult) -> bool:
 def step_line(r: LoadResult, verdict: str | None) -> str:
     c = r.cpu_load_s
     return (
-        f"  {r.split} {r.target_rate:>6}/s: accepted {r.accepted_per_min / 60:6.0f}/s"
+        f"  {r.label} {r.target_rate:>6}/s: accepted {r.accepted_per_min / 60:6.0f}/s"
         f" done {r.done_per_min / 60:6.0f}/s backlog {r.backlog_end:6d}"
         f" p50 {r.k6.p50_ms:6.2f} p99 {r.k6.p99_ms:7.1f} ms failed {r.k6.failed_share:.2%}"
         f" lost {r.lost} | cores nats {c['nats'] / r.duration_s:.2f} ingest {c['ingest'] / r.duration_s:.2f}"
@@ -150,7 +175,13 @@ def step_line(r: LoadResult, verdict: str | None) -> str:
 
 
 def find_max(
-    stack: Stack, split: str, args: argparse.Namespace, workdir: Path, progress: Progress, tag: str
+    stack: Stack,
+    pipeline: str,
+    split: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    progress: Progress,
+    tag: str,
 ) -> tuple[list[LoadResult], dict[str, Any]]:
     steps: list[LoadResult] = []
     rate, best, best_keepup, reason = args.start_rate, 0, 0, "max rate reached"
@@ -160,6 +191,7 @@ def find_max(
         for attempt in range(attempts):
             r = run_load(
                 stack,
+                pipeline,
                 split,
                 rate,
                 args.step_duration,
@@ -186,6 +218,7 @@ def find_max(
             best_keepup = rate
         rate = math.ceil(rate * args.step_factor)
     return steps, {
+        "pipeline": pipeline,
         "split": split,
         "max_sustained_rate": best,
         "max_rate_workers_kept_up": best_keepup,
@@ -194,13 +227,72 @@ def find_max(
     }
 
 
+def run_stack(
+    cfg: StackConfig,
+    split: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    progress: Progress,
+    tag: str,
+    rnd: int,
+) -> tuple[list[LoadResult], dict[str, Any] | None]:
+    """One fresh stack of one pipeline: start, warm up, measure (one load or find-max), stop."""
+    stack = Stack(cfg)
+    failed = True
+    try:
+        stack.start()
+        deadline = time.monotonic() + 30
+        while not probe.all_ready(stack.ingest_port, stack.ingest_pids):
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: the ingest processes did not all become ready")
+            time.sleep(0.2)
+        if args.warmup > 0:
+            run_load(
+                stack,
+                cfg.pipeline,
+                split,
+                min(args.start_rate if args.find_max else args.rate, 1000),
+                args.warmup,
+                args.drain_timeout,
+                workdir,
+                f"warm-{tag}",
+                Progress(quiet=True),
+            )
+        if args.find_max:
+            steps, best = find_max(stack, cfg.pipeline, split, args, workdir, progress, tag)
+            best["round"] = rnd + 1
+            print(
+                f"  -> {cfg.pipeline}: highest sustained: {best['max_sustained_rate']}/s "
+                f"({best['max_sustained_rate'] * 60 / 1000:.0f}k/min), workers kept up to "
+                f"{best['max_rate_workers_kept_up']}/s; stopped: {best['stopped_because']}",
+                flush=True,
+            )
+            failed = False
+            return steps, best
+        r = run_load(
+            stack, cfg.pipeline, split, args.rate, args.duration, args.drain_timeout, workdir, tag, progress
+        )
+        print(step_line(r, None), flush=True)
+        failed = False
+        return [r], None
+    finally:
+        stack.stop(keep_logs=args.keep_logs or failed)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
+    trees: dict[str, Tree] = args.trees
+    info["trees"] = {k: {"tree": str(t.root), "commit": t.commit} for k, t in trees.items()}
+    if "baseline" in trees:
+        info["baseline"] = info["trees"]["baseline"]
     print(
         f"bench/e2e on {info['cores']} cores ({info['cpu']}), {info['memory_gib']} GiB;"
         f" {info['nats_server']}, "
-        f"{info['k6']}; commit {info['commit']}; load average {' '.join(f'{x:.2f}' for x in info['load_avg_start'])}",
+        f"{info['k6']}; commit {info['commit']}"
+        + "".join(f"; {k} {t.commit} ({t.root})" for k, t in trees.items() if k not in ("now", "raw"))
+        + f"; pipelines {','.join(args.pipeline_list)}"
+        f"; load average {' '.join(f'{x:.2f}' for x in info['load_avg_start'])}",
         flush=True,
     )
     workdir = Path(tempfile.mkdtemp(prefix="orderflow-e2e-k6-"))
@@ -210,60 +302,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rnd in range(args.rounds):
             for p, w in args.split_list:
-                cfg = StackConfig(p, w, args.concurrency, args.job)
                 split = f"P{p} W{w} c{args.concurrency} {args.job}"
-                print(
-                    f"round {rnd + 1}/{args.rounds}, {split}: starting NATS, {p} ingest process(es), "
-                    f"{w} worker(s) ...",
-                    flush=True,
-                )
-                stack = Stack(cfg)
-                failed = True
-                try:
-                    stack.start()
-                    deadline = time.monotonic() + 30
-                    while not probe.all_ready(stack.ingest_port, stack.ingest_pids):
-                        if time.monotonic() > deadline:
-                            raise SystemExit("bench: the ingest processes did not all become ready")
-                        time.sleep(0.2)
-                    if args.warmup > 0:
-                        run_load(
-                            stack,
-                            split,
-                            min(args.start_rate if args.find_max else args.rate, 1000),
-                            args.warmup,
-                            args.drain_timeout,
-                            workdir,
-                            f"warm-{rnd}-{p}-{w}",
-                            Progress(quiet=True),
-                        )
-                    if args.find_max:
-                        steps, best = find_max(stack, split, args, workdir, progress, f"{rnd}-{p}-{w}")
-                        results += steps
-                        best["round"] = rnd + 1
+                for pipeline in args.pipeline_list:
+                    cfg = StackConfig(p, w, args.concurrency, args.job, pipeline, trees[pipeline])
+                    print(
+                        f"round {rnd + 1}/{args.rounds}, {pipeline} {split}: starting NATS, {p} ingest "
+                        f"process(es), {w} {'raw consumer' if pipeline == 'raw' else 'worker'}(s) ...",
+                        flush=True,
+                    )
+                    steps, best = run_stack(
+                        cfg, split, args, workdir, progress, f"{rnd}-{p}-{w}-{pipeline}", rnd
+                    )
+                    results += steps
+                    if best is not None:
                         maxima.append(best)
-                        print(
-                            f"  -> highest sustained: {best['max_sustained_rate']}/s "
-                            f"({best['max_sustained_rate'] * 60 / 1000:.0f}k/min), workers kept up to "
-                            f"{best['max_rate_workers_kept_up']}/s; stopped: {best['stopped_because']}",
-                            flush=True,
-                        )
-                    else:
-                        r = run_load(
-                            stack,
-                            split,
-                            args.rate,
-                            args.duration,
-                            args.drain_timeout,
-                            workdir,
-                            f"{rnd}-{p}-{w}",
-                            progress,
-                        )
-                        results.append(r)
-                        print(step_line(r, None), flush=True)
-                    failed = False
-                finally:
-                    stack.stop(keep_logs=args.keep_logs or failed)
     except KeyboardInterrupt:
         print("\nbench: interrupted; figures so far:", file=sys.stderr)
     finally:
@@ -286,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for m in maxima:
             print(
-                f"  round {m['round']} {m['split']:<22} {m['max_sustained_rate']:>6}/s = "
+                f"  round {m['round']} {m['pipeline'] + ' ' + m['split']:<30} {m['max_sustained_rate']:>6}/s = "
                 f"{m['max_sustained_rate'] * 60 / 1000:5.0f}k/min;"
                 f" workers kept up to {m['max_rate_workers_kept_up']}/s;"
                 f" stopped: {m['stopped_because']}"
@@ -295,13 +347,21 @@ def main(argv: list[str] | None = None) -> int:
         ok_runs = [r for m in maxima for r in m.pop("best_step", [])] or results
     else:
         ok_runs = results
+    for pipeline in args.pipeline_list:
+        runs = [r for r in ok_runs if r.pipeline == pipeline]
+        if not runs:
+            continue
+        print()
+        print(
+            f"{pipeline}: CPU per order (median over "
+            + ("the highest sustained step of each split" if maxima else "these loads")
+            + ") and the cores one million orders a minute would need:"
+        )
+        print(report.cost_table(runs))
     print()
-    print(
-        "CPU per order (median over "
-        + ("the highest sustained step of each split" if maxima else "these loads")
-        + ") and the cores one million orders a minute would need:"
-    )
-    print(report.cost_table(ok_runs))
+    if maxima:
+        print("(find-max: the A/B compares each pipeline's highest sustained step; their rates differ)")
+    print(report.ab_table(ok_runs))
     lost = sum(r.lost for r in results)
     undrained = [r for r in results if not r.drained]
     print()
@@ -315,9 +375,10 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "machine": info,
-                    "args": {k: v for k, v in vars(args).items() if k != "json"},
+                    "args": {k: v for k, v in vars(args).items() if k not in ("json", "trees")},
                     "runs": [r.to_json() for r in results],
                     "find_max": maxima,
+                    "ab": report.ab_summary(ok_runs),
                 },
                 indent=2,
                 default=str,

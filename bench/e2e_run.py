@@ -21,6 +21,7 @@ COMPONENTS = ("nats", "ingest", "workers")
 
 @dataclass
 class LoadResult:
+    pipeline: str  # now | baseline | raw
     split: str
     target_rate: int
     duration_s: float
@@ -35,8 +36,8 @@ class LoadResult:
     done: int  # done from the start of the load until drained
     lost: int  # accepted - done after the drain
     stream_stored: int  # ORDERS' sequence advanced by this much
-    ingest_stored: int  # the ingest's stored + duplicate counters (all processes)
-    ingest_200: int
+    ingest_stored: int | None  # the ingest's stored + duplicate counters (all processes; None: raw)
+    ingest_200: int | None
     ingest_processes_read: str
     worker_errors: int
     deduplicated: int
@@ -45,6 +46,14 @@ class LoadResult:
     cpu_load_s: dict[str, float]  # during the load (k6 start to k6 exit)
     cpu_total_s: dict[str, float]  # until drained (the workers' share of the backlog included)
     load_avg: tuple[float, float]  # 1-minute load average at the start and at the end
+
+    @property
+    def label(self) -> str:
+        return f"{self.pipeline} {self.split}"
+
+    def writes_per_order(self) -> dict[str, float]:
+        """Messages each stream stored per accepted order."""
+        return {k: v / max(1, self.k6.accepted) for k, v in sorted(self.stream_writes.items())}
 
     def us_per_order(self) -> dict[str, float]:
         per = {
@@ -123,7 +132,7 @@ def wait_drained(
     deadline = time.monotonic() + timeout_s
     while True:
         st = probe.stream_state(stack.monitor_url)
-        wc = probe.worker_counts(stack.worker_ports)
+        wc = stack.worker_counts()
         stored = st.last_seq - since.last_seq
         if st.backlog == 0 and st.messages == 0 and wc.done - done_since >= stored:
             return True, st, wc
@@ -138,6 +147,7 @@ def wait_drained(
 
 def run_load(
     stack: Stack,
+    pipeline: str,
     split: str,
     rate: int,
     duration_s: float,
@@ -150,8 +160,8 @@ def run_load(
     load0 = os.getloadavg()[0]
     st0 = probe.stream_state(stack.monitor_url)
     seqs0 = probe.stream_seqs(stack.monitor_url)
-    wc0 = probe.worker_counts(stack.worker_ports)
-    ic0 = probe.ingest_counts(stack.ingest_port, stack.ingest_pids)
+    wc0 = stack.worker_counts()
+    ic0 = stack.ingest_counts()
     cpu0 = _cpu(pids)
     t0 = time.monotonic()
     k6 = K6Run(stack.base_url, rate, duration_s, workdir, tag)
@@ -161,13 +171,13 @@ def run_load(
         time.sleep(1.0)
         now = time.monotonic()
         st = probe.stream_state(stack.monitor_url)
-        wc = probe.worker_counts(stack.worker_ports)
+        wc = stack.worker_counts()
         samples.append((now, st.last_seq, wc.done))
         cpu = {**_cpu(pids), "k6": cpu_s(k6.pid)}
         dt = now - prev_t
         use = " ".join(f"{k} {(cpu[k] - prev_cpu.get(k, 0.0)) / dt:4.0%}" for k in (*COMPONENTS, "k6"))
         progress.show(
-            f"[{split} {rate}/s {now - t0:4.0f}s/{duration_s:.0f}s]"
+            f"[{pipeline} {split} {rate}/s {now - t0:4.0f}s/{duration_s:.0f}s]"
             f" stored {(st.last_seq - prev_seq) / dt:6.0f}/s"
             f"  done {(wc.done - prev_done) / dt:6.0f}/s  backlog {st.backlog:6d} | CPU {use}"
             f" | load {os.getloadavg()[0]:.1f}"
@@ -176,17 +186,18 @@ def run_load(
     res = k6.finish()
     t1 = time.monotonic()
     st1 = probe.stream_state(stack.monitor_url)
-    wc1 = probe.worker_counts(stack.worker_ports)
+    wc1 = stack.worker_counts()
     cpu1 = _cpu(pids)
     samples.append((t1, st1.last_seq, wc1.done))
     drained, st2, wc2 = wait_drained(stack, st0, wc0.done, drain_timeout_s, progress)
     t2 = time.monotonic()
     cpu2 = _cpu(pids)
-    ic2 = probe.ingest_counts(stack.ingest_port, stack.ingest_pids)
+    ic2 = stack.ingest_counts()
     seqs2 = probe.stream_seqs(stack.monitor_url)
     progress.done()
     done = int(wc2.done - wc0.done)
     return LoadResult(
+        pipeline=pipeline,
         split=split,
         target_rate=rate,
         duration_s=duration_s,
@@ -201,9 +212,13 @@ def run_load(
         done=done,
         lost=res.accepted - done,
         stream_stored=st2.last_seq - st0.last_seq,
-        ingest_stored=int(ic2.stored + ic2.duplicate - ic0.stored - ic0.duplicate),
-        ingest_200=int(ic2.http_200 - ic0.http_200),
-        ingest_processes_read=f"{min(ic0.processes_read, ic2.processes_read)}/{len(stack.ingest_pids)}",
+        ingest_stored=None
+        if ic0 is None or ic2 is None
+        else int(ic2.stored + ic2.duplicate - ic0.stored - ic0.duplicate),
+        ingest_200=None if ic0 is None or ic2 is None else int(ic2.http_200 - ic0.http_200),
+        ingest_processes_read="-"
+        if ic0 is None or ic2 is None
+        else f"{min(ic0.processes_read, ic2.processes_read)}/{len(stack.ingest_pids)}",
         worker_errors=int(wc2.error - wc0.error),
         deduplicated=int(wc2.deduplicated - wc0.deduplicated),
         redeliveries=int(wc2.redeliveries - wc0.redeliveries),
