@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: install tools bench-tools run test test-fast test-images images lint dashboards bench-ingest bench-worker bench-jobpath bench-e2e clean
+.PHONY: install tools bench-tools run test test-fast test-images images lint dashboards bench-ingest bench-worker bench-jobpath bench-e2e bench-baseline bench-ab clean
 
 install: $(VENV)/.installed  ## create .venv and install orderflow with its dev tools
 
@@ -56,8 +56,27 @@ bench-worker: install bench-tools  ## no-op jobs/s vs a raw fetch+ack loop and F
 bench-jobpath: install  ## the worker's own cost per job, in process (no sockets): seconds
 	$(BIN)/python -m bench.jobpath
 
-bench-e2e: install  ## NATS + P ingest + W workers under k6 at a constant rate; --find-max via ARGS
+bench-e2e: install  ## NATS + P ingest + W workers under k6 at a constant rate, and a raw pipeline; --find-max via ARGS
 	$(BIN)/python -m bench.e2e $(ARGS)
+
+# Issue #11's A/B: the commit before this round's worker/ingest changes, in a tree of its own.
+BASELINE_REF  ?= d4b8240
+BASELINE_TREE ?= /tmp/orderflow-base
+AB_OUT        ?= .orderflow/bench
+# Steps between the baseline and now for the before/after table, LABEL=PATH each (trees made with
+# `make bench-baseline BASELINE_REF=<commit> BASELINE_TREE=<path>`), e.g.
+# AB_STEPS="worker=/tmp/orderflow-5a59200 ingest=/tmp/orderflow-ef424c6"
+AB_STEPS      ?=
+AB_TREES      := --baseline-tree $(BASELINE_TREE) $(foreach t,$(AB_STEPS),--tree $(t))
+
+bench-baseline:  ## BASELINE_REF's tree with its own venv in BASELINE_TREE (git archive; nothing committed)
+	bash scripts/bench/baseline-tree.sh $(BASELINE_REF) $(BASELINE_TREE)
+
+bench-ab: install bench-baseline  ## bench-worker and bench-e2e against BASELINE_TREE in one session, then the goals table
+	mkdir -p $(AB_OUT)
+	$(BIN)/python -m bench.worker $(AB_TREES) --json $(AB_OUT)/worker.json $(WORKER_ARGS)
+	$(BIN)/python -m bench.e2e $(AB_TREES) --rounds 3 --json $(AB_OUT)/e2e.json $(ARGS)
+	$(BIN)/python -m bench.goals $(AB_OUT)/worker.json $(AB_OUT)/e2e.json --markdown
 
 clean:
 	rm -rf $(VENV) .tools .orderflow .pytest_cache .mypy_cache .ruff_cache
