@@ -5,7 +5,7 @@ one port) -> NATS JetStream -> W workers (no-op or tiny jobs), all on this machi
                         [--concurrency 100] [--job noop|tiny] [--splits 1:1,2:1,1:2 --rounds 2]
     python -m bench.e2e --find-max [--start-rate 500] [--step-factor 1.25] [--step-duration 10]
                         [--p99-limit-ms 50] [--max-failed 0.01]
-    ... [--pipelines now,raw] [--baseline-tree /tmp/orderflow-base] [--json OUT]
+    ... [--pipelines now,raw] [--baseline-tree /tmp/orderflow-base] [--tree LABEL=PATH ...] [--json OUT]
 
 Per load it reports accepted/min (k6's 200s), done/min (the workers' orderflow_work_done_total
 {status="done"} over the same window), the backlog when the load stops (consumer pending + ack
@@ -18,12 +18,12 @@ shortfall of accepted orders stop it, and prints the highest sustained rate.
 In the same run it measures a raw pipeline (`raw`: a bare Starlette endpoint that validates,
 publishes and awaits the PubAck, and raw fetch(100)+ack consumers, bench/raw_ingest.py and
 bench/raw_consumer.py) and, with `--baseline-tree PATH`, the ingest and workers of another commit's
-tree (`baseline`; scripts/bench/baseline-tree.sh makes one). The A/B table puts them side by side:
-stored JetStream writes per order and system CPU per order (nats + ingest + workers), as a ratio to
-the raw pipeline's and the baseline's.
+tree (`baseline`; `--tree LABEL=PATH` adds more; scripts/bench/baseline-tree.sh makes one). The A/B
+table puts them side by side: stored JetStream writes per order and system CPU per order (nats +
+ingest + workers), as a ratio to the raw pipeline's and the baseline's.
 
 With --splits the configurations run interleaved (A, B, C, A, B, C, ...), and within each the
-pipelines (baseline, now, raw), each on a fresh stack, so that other load on a shared machine
+pipelines (baseline, the --tree steps, now, raw), each on a fresh stack, so that other load on a shared machine
 spreads over all of them. Prints figures; it does not pass or
 fail on timing (only a lost order makes the exit code non-zero).
 """
