@@ -2,6 +2,9 @@
 
 The parent only supervises: it forwards SIGTERM/SIGINT to every child (each runs the full
 shutdown sequence of server.py) and exits with the first failed child's code (0 if none failed).
+Children start with the stop signals held (lifecycle.stop_signals_held) until their handler is in place,
+so a signal forwarded while one still imports stops it gracefully instead of killing it; they get
+SIGTERM from the kernel if this parent dies, so none outlives it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from prometheus_client.multiprocess import mark_process_dead
 
 from orderflow.config import Settings
+from orderflow.lifecycle import die_with_parent, release_stop_signals, stop_signals_held
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +42,7 @@ def run_processes(settings: Settings) -> int:
 
 
 def _supervise(settings: Settings, env: dict[str, str], metrics_dir: str) -> int:
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-m", "ingest"], env={**env, "ORDERFLOW_WORKER_ID": f"{settings.worker_id}-{i}"}
-        )
-        for i in range(settings.ingest_processes)
-    ]
-    log.info("started %d ingest processes on port %d", len(children), settings.http_port)
-
+    children: list[subprocess.Popen[bytes]] = []
     stopping = False
 
     def forward(sig: int, _frame: object) -> None:
@@ -55,8 +52,18 @@ def _supervise(settings: Settings, env: dict[str, str], metrics_dir: str) -> int
             if child.poll() is None:
                 child.send_signal(sig)
 
+    # The handler first; a signal that comes while the children start waits for all of them.
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    release_stop_signals()
+    setup = die_with_parent()
+    with stop_signals_held():
+        for i in range(settings.ingest_processes):
+            child_env = {**env, "ORDERFLOW_WORKER_ID": f"{settings.worker_id}-{i}"}
+            children.append(
+                subprocess.Popen([sys.executable, "-m", "ingest"], env=child_env, preexec_fn=setup)
+            )
+    log.info("started %d ingest processes on port %d", len(children), settings.http_port)
     codes: list[int] = []
     while children:
         for child in list(children):
@@ -65,10 +72,6 @@ def _supervise(settings: Settings, env: dict[str, str], metrics_dir: str) -> int
                 continue
             children.remove(child)
             mark_process_dead(child.pid, metrics_dir)  # type: ignore[no-untyped-call]
-            if stopping and code in (-signal.SIGTERM, -signal.SIGINT):
-                # Still starting (imports) when the forwarded signal came, before it could install
-                # its handler: it was not listening yet (bind_when_ready), so nothing was lost.
-                code = 0
             codes.append(code)
             if code != 0 and not stopping:
                 log.error("ingest process %d exited with %d; stopping the others", child.pid, code)

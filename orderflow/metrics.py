@@ -6,6 +6,11 @@ and an ingest does not export worker series. Dashboards, alert rules and docs us
 
 from __future__ import annotations
 
+import glob
+import os
+from collections.abc import Iterable
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -17,6 +22,32 @@ FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 # Jobs run from milliseconds (no-op) to hours (the seed's external calls).
 TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 7200)
 ATTEMPT_BUCKETS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20)
+
+
+class SiblingsCollector(MultiProcessCollector):
+    """prometheus_client's multi-process collector, minus the files a sibling is still creating.
+    MmapedDict opens (creates) its file and only then sizes it; a scrape that reads the empty file
+    in between fails ("unpack_from requires a buffer of at least 4 bytes"). A file, once sized,
+    never shrinks, so skipping the empty ones leaves no such window. A live gauge's file removed
+    by the supervisor (its process died) between the listing and the read: list again."""
+
+    def collect(self) -> Iterable[Any]:
+        attempts = 3
+        while True:
+            files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _sized(f)]
+            try:
+                return self.merge(files, accumulate=True)  # type: ignore[no-untyped-call,no-any-return]
+            except FileNotFoundError:
+                attempts -= 1
+                if not attempts:
+                    raise
+
+
+def _sized(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:  # gone: its process was marked dead meanwhile
+        return False
 
 
 def _work_done(registry: CollectorRegistry) -> Counter:
@@ -39,7 +70,7 @@ class IngestMetrics:
         self.multiprocess = multiprocess_dir is not None
         if multiprocess_dir is not None:
             self.exposition = CollectorRegistry()
-            MultiProcessCollector(self.exposition, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+            SiblingsCollector(self.exposition, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         else:
             self.exposition = registry
         self.http_requests = Counter(

@@ -3,6 +3,8 @@ of /metrics reports the whole pod, whichever process answers it."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -10,6 +12,11 @@ from typing import Any
 
 import pytest
 from harness import Service, http
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.mmap_dict import MmapedDict
+
+from orderflow.metrics import SiblingsCollector
+from orderflow_tools.kit import pid_alive
 
 
 def children_of(pid: int) -> list[int]:
@@ -47,3 +54,56 @@ def test_no_process_takes_connections_before_it_is_connected_to_nats(spawn: Any,
     assert statuses == [200] * 40
     svc.signal(signal.SIGTERM)
     assert svc.wait(20) == 0
+
+
+def test_a_stop_signal_forwarded_while_the_processes_still_start_stops_each_gracefully(
+    spawn: Any, nats_server: Any
+) -> None:
+    """The test above failed now and then: a SIGTERM that reached a process before its handler was
+    installed (the supervisor's own, or a child's still importing) killed it.
+    1. SIGTERM to the supervisor as soon as both processes exist (they are still importing).
+    2. Each holds the signal until its handler is in place, then runs its own shutdown: both
+       log the graceful stop, and the supervisor exits 0."""
+    svc: Service = spawn("ingest", INGEST_PROCESSES=2)
+    assert svc.proc is not None
+    deadline = time.monotonic() + 20
+    while len(children_of(svc.proc.pid)) < 2:
+        assert time.monotonic() < deadline, "the supervisor did not start its processes"
+        time.sleep(0.005)
+    svc.signal(signal.SIGTERM)
+    assert svc.wait(30) == 0, svc.logs()
+    assert svc.logs().count("received SIGTERM: graceful stop") == 2, svc.logs()
+
+
+def test_the_processes_do_not_outlive_their_supervisor(spawn: Any) -> None:
+    """1. The supervisor is SIGKILLed (no chance to forward anything).
+    2. The kernel sends each process SIGTERM (PR_SET_PDEATHSIG): they stop, none is left running."""
+    svc: Service = spawn("ingest", INGEST_PROCESSES=2)
+    svc.wait_ready()
+    assert svc.proc is not None
+    pids = children_of(svc.proc.pid)
+    assert len(pids) == 2
+    svc.proc.kill()
+    svc.proc.wait(10)
+    try:
+        deadline = time.monotonic() + 30
+        while any(pid_alive(p) for p in pids):
+            assert time.monotonic() < deadline, f"still running after their supervisor died: {pids}"
+            time.sleep(0.1)
+    finally:
+        for pid in pids:  # ours (its children), by pid
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_scrape_skips_the_metric_file_a_sibling_is_still_creating(tmp_path: Path) -> None:
+    """prometheus_client creates a process's file and sizes it a moment later; a scrape between
+    the two read an empty file and answered 500 (a second cause of the flaky test above)."""
+    key = json.dumps(["orderflow_x", "orderflow_x_total", {}, "help"], sort_keys=True)
+    live = MmapedDict(str(tmp_path / "counter_1.db"))  # type: ignore[no-untyped-call]
+    live.write_value(key, 40.0, 0.0)  # type: ignore[no-untyped-call]
+    live.close()  # type: ignore[no-untyped-call]
+    (tmp_path / "counter_2.db").touch()  # a sibling between open() and truncate()
+    registry = CollectorRegistry()
+    SiblingsCollector(registry, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert "orderflow_x_total 40.0" in generate_latest(registry).decode()
