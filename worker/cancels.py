@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 class CancelMarkers:
     def __init__(self) -> None:
         self._ids: set[str] = set()
+        # Set once the watch delivered the current set: until then a first delivery of a cancelled
+        # order would not know it is cancelled (and would run), so no fetch starts before it.
+        self.loaded = asyncio.Event()
 
     def __contains__(self, order_id: str) -> bool:
         return order_id in self._ids
@@ -34,6 +37,7 @@ class CancelMarkers:
                 async for entry in watcher:
                     if entry is None:  # the current set is in
                         log.info("cancel markers: %d known", len(self._ids))
+                        self.loaded.set()
                         continue
                     if entry.operation in ("DEL", "PURGE"):
                         self._ids.discard(entry.key)

@@ -131,6 +131,14 @@ class WorkerService:
         if self._keeper is not None:
             self.load.on_change = self._keeper.update
         self.metrics.pod_deletion_cost.set_function(self.load.cost)
+        # The cancel markers before any fetch: a first delivery of a generated id reads no status,
+        # only this set, so an order cancelled while it waited must be in it when it arrives.
+        self._spawn("cancel-markers", lambda: self.cancels.watch(js))
+        while not self.cancels.loaded.is_set() and not self.lifecycle.stop.is_set():
+            if not await wait_any(self.cancels.loaded.wait(), self.lifecycle.stop.wait(), timeout_s=5.0):
+                log.warning(
+                    "cancel markers (KV %s) not loaded yet; not fetching before", contract.CANCELS_BUCKET
+                )
         for task_type in s.task_types:
             consumer = await broker.ensure_consumer(nc, s, task_type.name)
             # Paced from ack_wait as the server has it (an operator may have edited it).
@@ -178,7 +186,6 @@ class WorkerService:
                 )
             )
             self._spawn(f"consumer-info-{consumer.name}", functools.partial(self._sample, js, consumer.name))
-        self._spawn("cancel-markers", lambda: self.cancels.watch(js))
         if any(r.consumer.priority for r in self.runners):
             ranks = self._ranks = Ranks(
                 s.worker_id, self.timing.rank_refresh_s, self.timing.rank_ttl_s, self._set_priority
