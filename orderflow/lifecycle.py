@@ -99,6 +99,14 @@ async def wait_any(*aws: Awaitable[Any], timeout_s: float | None = None) -> bool
         for t in tasks:
             if not t.done():
                 t.cancel()
+                # A cancelled gather() ends later with CancelledError as its *exception*; unread, it
+                # is logged as "exception was never retrieved", with a traceback, at shutdown.
+                t.add_done_callback(_read_outcome)
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def setup_logging(level: str) -> None:
