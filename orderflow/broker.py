@@ -384,10 +384,33 @@ class ConsumerConflict:
     filters: list[str]
     pending: int
     ack_pending: int
+    waiting: int = 0  # open pull requests: a worker is using it right now
 
     @property
     def idle(self) -> bool:
         return self.pending == 0 and self.ack_pending == 0
+
+    @classmethod
+    def of(cls, info: dict[str, Any]) -> ConsumerConflict:
+        """From a raw CONSUMER.INFO (or CONSUMER.LIST entry) answer."""
+        return cls(
+            info["name"],
+            _filters(info["config"]),
+            info.get("num_pending", 0),
+            info.get("num_ack_pending", 0),
+            info.get("num_waiting", 0),
+        )
+
+
+async def list_consumers(nc: Client) -> list[ConsumerConflict]:
+    """Every consumer on ORDERS with its filters and work ([] while the stream does not exist)."""
+    try:
+        listing = await _api(nc, f"CONSUMER.LIST.{contract.STREAM}")
+    except JetStreamApiError as exc:
+        if "(code 10059)" in str(exc):  # stream not found
+            return []
+        raise
+    return [ConsumerConflict.of(info) for info in listing.get("consumers") or []]
 
 
 async def conflicting_consumers(nc: Client, settings: Settings) -> list[ConsumerConflict]:
@@ -397,36 +420,33 @@ async def conflicting_consumers(nc: Client, settings: Settings) -> list[Consumer
     leaves the old one in the way until it is deleted."""
     ours = {contract.consumer_name(t.name, settings.split_types): t.name for t in settings.task_types}
     wanted = {name: contract.consumer_filters(t, settings.split_types) for name, t in ours.items()}
-    listing = await _api(nc, f"CONSUMER.LIST.{contract.STREAM}")
-    out = []
-    for info in listing.get("consumers") or []:
-        name = info["name"]
-        if name in wanted:
-            continue
-        filters = _filters(info["config"])
-        if any(subjects_overlap(f, w) for f in filters for ws in wanted.values() for w in ws):
-            out.append(
-                ConsumerConflict(name, filters, info.get("num_pending", 0), info.get("num_ack_pending", 0))
-            )
-    return out
+    return [
+        c
+        for c in await list_consumers(nc)
+        if c.name not in wanted
+        and any(subjects_overlap(f, w) for f in c.filters for ws in wanted.values() for w in ws)
+    ]
 
 
 async def delete_idle_consumer(nc: Client, name: str) -> ConsumerConflict:
     """Delete an ORDERS consumer, but only one with no undelivered and no un-acked work (a worker
     still holding its messages could not ack them any more). Raises BrokerConfigError otherwise."""
-    info = await _api(nc, f"CONSUMER.INFO.{contract.STREAM}.{name}")
-    c = ConsumerConflict(
-        name, _filters(info["config"]), info.get("num_pending", 0), info.get("num_ack_pending", 0)
-    )
+    c = ConsumerConflict.of(await _api(nc, f"CONSUMER.INFO.{contract.STREAM}.{name}"))
     if not c.idle:
         raise BrokerConfigError(
             f"consumer {name} still has {c.pending} undelivered and {c.ack_pending} un-acked messages; "
             "let the workers that use it finish them (run them with its old ORDERFLOW_TASK_TYPES), then delete it"
         )
+    return await delete_consumer(nc, name)
+
+
+async def delete_consumer(nc: Client, name: str) -> ConsumerConflict:
+    """Delete an ORDERS consumer whatever it holds: its messages stay in the stream (work-queue
+    retention removes a message only when it is acked) for the consumers that match them. Only
+    safe while no worker uses it (`orderflow dev` before it starts its workers); else use
+    delete_idle_consumer."""
+    c = ConsumerConflict.of(await _api(nc, f"CONSUMER.INFO.{contract.STREAM}.{name}"))
     await _api(nc, f"CONSUMER.DELETE.{contract.STREAM}.{name}")
-    log.warning(
-        "deleted consumer %s (filters %s): it overlapped this configuration's consumers", name, c.filters
-    )
     return c
 
 

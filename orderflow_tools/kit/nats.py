@@ -51,6 +51,7 @@ class NatsServer:
         name: str = "nats-server",
         extra_args: Sequence[str] = (),
         new_session: bool = False,
+        die_with_parent: bool = False,
     ) -> None:
         self.store_dir = store_dir
         self.port = port or free_port()
@@ -61,6 +62,7 @@ class NatsServer:
             log_path,
             new_session=new_session,
             name=name,
+            die_with_parent=die_with_parent,
         )
 
     @property

@@ -4,6 +4,7 @@ pid); nothing here looks processes up by name."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,6 +17,8 @@ import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Self
+
+from orderflow.lifecycle import die_with_parent, stop_signals_held
 
 REPO = Path(__file__).resolve().parents[2]
 BIN_DIRS = (Path(sys.executable).parent, REPO / ".tools" / "bin")
@@ -67,9 +70,14 @@ def http_get(url: str, timeout_s: float) -> tuple[int, bytes] | None:
 
 class Process:
     """One child process: `argv` with `env` (None: this process's), output appended to `log_path`
-    (None: inherited; `os.devnull` to drop it). `new_session` puts it in its own session, so a
-    terminal's Ctrl-C reaches only the driver, which then signals each child once (a second signal
-    would force a service). `start()` again after it exited restarts it (a container restart)."""
+    (None: inherited, or with `stdout_to_stderr` both streams to this process's stderr; `os.devnull`
+    to drop it). `new_session` puts it in its own session, so a terminal's Ctrl-C reaches only the
+    driver, which then signals each child once (a second signal would force a service).
+    `die_with_parent`: the kernel sends it SIGTERM when this process (the thread that started it)
+    dies (Linux); start it from the main thread. `hold_stop_signals` (an orderflow service only: it
+    unblocks them once its handler is in place): a SIGTERM that comes while it still starts waits
+    for its handler instead of killing it. `start()` again after it exited restarts it (a
+    container restart)."""
 
     def __init__(
         self,
@@ -80,12 +88,18 @@ class Process:
         cwd: Path | None = None,
         new_session: bool = False,
         name: str | None = None,
+        die_with_parent: bool = False,
+        hold_stop_signals: bool = False,
+        stdout_to_stderr: bool = False,
     ) -> None:
         self.argv = list(argv)
         self.env = None if env is None else dict(env)
         self.log_path = log_path
         self.cwd = cwd
         self.new_session = new_session
+        self.die_with_parent = die_with_parent
+        self.hold_stop_signals = hold_stop_signals
+        self.stdout_to_stderr = stdout_to_stderr
         self.name = name or (Path(self.argv[0]).name if self.argv else "process")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -100,14 +114,19 @@ class Process:
         return self
 
     def _popen(self, log: IO[bytes] | None) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            self.argv,
-            env=self.env,
-            cwd=self.cwd,
-            stdout=log,
-            stderr=None if log is None else subprocess.STDOUT,
-            start_new_session=self.new_session,
-        )
+        stdout: IO[bytes] | int | None = log
+        if log is None and self.stdout_to_stderr:
+            stdout = sys.stderr.fileno()
+        with stop_signals_held() if self.hold_stop_signals else contextlib.nullcontext():
+            return subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.cwd,
+                stdout=stdout,
+                stderr=None if log is None else subprocess.STDOUT,
+                start_new_session=self.new_session,
+                preexec_fn=die_with_parent() if self.die_with_parent else None,
+            )
 
     @property
     def pid(self) -> int | None:

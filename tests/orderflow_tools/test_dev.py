@@ -1,77 +1,293 @@
-"""`orderflow dev` (what `make run` starts): NATS, ingest and a worker; an order goes from POST to
-done; Ctrl-C (SIGINT) drains and stops everything with exit code 0."""
+"""`orderflow dev` (what `make run` starts): NATS, ingest and workers on loopback; "up" once every
+part is ready; an order goes from POST to done; Ctrl-C drains and stops everything, whatever its
+stdout is (`make run | tee log`), with progress and without tracebacks; no child outlives it."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from harness import REPO, find_binary, free_port, http, wait_until
 
+from orderflow_tools.kit import descendants, parse_metrics, pid_alive, total
+
 pytestmark = pytest.mark.slow
+ORDER = b'{"product_id":"33","count":"3","username":"maksim"}'
 
 
-def test_orderflow_dev_runs_the_whole_system_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    find_binary("nats-server")
-    port, nats_port, worker_port = free_port(), free_port(), free_port()
+@dataclass
+class Dev:
+    proc: subprocess.Popen[bytes]
+    out: Path  # its stdout (or the pipeline's, through tee)
+    err: Path
+    port: int
+    worker_port: int
+    workers: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def text(self) -> str:
+        return self.out.read_text(errors="replace") + self.err.read_text(errors="replace")
+
+    def wait_up(self, timeout_s: float = 60) -> None:
+        def up() -> bool:
+            assert self.proc.poll() is None, f"orderflow dev exited {self.proc.returncode}:\n{self.text()}"
+            return "orderflow dev is up" in self.out.read_text(errors="replace")
+
+        wait_until(up, timeout_s, "orderflow dev to say it is up", interval=0.02)
+
+    def in_flight(self) -> float:
+        return sum(
+            total(
+                parse_metrics(http("GET", f"http://127.0.0.1:{p}/metrics")[2].decode()),
+                "orderflow_tasks_in_flight",
+            )
+            for p in range(self.worker_port, self.worker_port + self.workers)
+        )
+
+
+def dev_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
-    env["ORDERFLOW_WORK_S"] = "0.1"
-    log = tmp_path / "dev.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "orderflow_tools.cli",
-                "dev",
-                "--port",
-                str(port),
-                "--nats-port",
-                str(nats_port),
-                "--worker-port",
-                str(worker_port),
-                "--workers",
-                "1",
-                "--data-dir",
-                str(tmp_path / "data"),
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        base = f"http://127.0.0.1:{port}"
+    env.update({f"ORDERFLOW_{k}": v for k, v in settings.items()})
+    return env
 
-        def ready() -> bool:
-            try:
-                return http("GET", base + "/readyz", timeout=1)[0] == 200
-            except OSError:
-                return False
 
-        wait_until(ready, 30, "the ingest of orderflow dev")
-        status, _, body = http(
-            "POST", base + "/orders", b'{"product_id":"33","count":"3","username":"maksim"}'
-        )
-        assert status == 200
-        order_id = json.loads(body)["order_id"]
+def dev_args(port: int, nats_port: int, worker_port: int, workers: int, data: Path) -> list[str]:
+    return ["--port", str(port), "--nats-port", str(nats_port), "--worker-port", str(worker_port),
+            "--workers", str(workers), "--data-dir", str(data)]  # fmt: skip
 
-        def done() -> bool:
-            status, _, body = http("GET", f"{base}/orders/{order_id}")
-            return status == 200 and json.loads(body)["status"] == "done"
 
-        wait_until(done, 15, "the order to be done")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
-        text = log.read_text()
-        assert "orderflow dev is up" in text and "drained in" in text
-        assert "stopped (ingest 0, worker-1 0)" in text
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+@pytest.fixture
+def start_dev(tmp_path: Path) -> Iterator[object]:
+    """start_dev(workers=1, shell=None, cwd=REPO, **settings) -> Dev. `shell`: a shell command line
+    with {cmd} for the dev command (e.g. "{cmd} | tee log"), run in a session of its own like a
+    terminal's foreground job."""
+    find_binary("nats-server")
+    started: list[Dev] = []
+
+    def factory(
+        workers: int = 1,
+        shell: str | None = None,
+        cwd: Path = REPO,
+        data: Path | None = None,
+        **settings: str,
+    ) -> Dev:
+        port, nats_port, worker_port = free_port(), free_port(), free_port()
+        while any(not _free(worker_port + i) for i in range(workers)):
+            worker_port = free_port()
+        n = len(started)
+        out, err = tmp_path / f"dev-{n}.out", tmp_path / f"dev-{n}.err"
+        args = dev_args(port, nats_port, worker_port, workers, data or tmp_path / "data")
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            if shell is None:
+                cmd: list[str] | str = [sys.executable, "-m", "orderflow_tools.cli", "dev", *args]
+                proc = subprocess.Popen(cmd, cwd=cwd, env=dev_env(**settings), stdout=stdout, stderr=stderr)
+            else:
+                line = shell.format(make_args=" ".join(args), tee=f"tee {out}")
+                proc = subprocess.Popen(
+                    ["bash", "-c", line], cwd=cwd, env=dev_env(**settings),
+                    stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+                )  # fmt: skip
+        dev = Dev(proc, out, err, port, worker_port, workers)
+        started.append(dev)
+        return dev
+
+    yield factory
+    for dev in started:
+        tree = descendants(dev.proc.pid) if dev.proc.poll() is None else []
+        for pid in reversed(tree):  # ours: what this test started, by pid
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if dev.proc.poll() is None:
+            dev.proc.kill()
+        dev.proc.wait(10)
+
+
+def _free(port: int) -> bool:
+    from orderflow_tools.kit import port_free
+
+    return port_free(port)
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket listening on `port` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not os.path.exists(table):
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hexport = local.split(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+def test_orderflow_dev_runs_the_whole_system_and_stops_cleanly_on_ctrl_c(start_dev: object) -> None:
+    dev = start_dev(WORK_S="0.1")  # type: ignore[operator]
+    dev.wait_up()
+    status, _, body = http("POST", dev.base + "/orders", ORDER)
+    assert status == 200
+    order_id = json.loads(body)["order_id"]
+
+    def done() -> bool:
+        status, _, body = http("GET", f"{dev.base}/orders/{order_id}")
+        return status == 200 and json.loads(body)["status"] == "done"
+
+    wait_until(done, 15, "the order to be done")
+    dev.proc.send_signal(signal.SIGINT)
+    assert dev.proc.wait(30) == 0
+    text = dev.text()
+    assert "drained in" in text
+    assert "stopped (ingest 0, worker-1 0)" in text
+
+
+def test_up_means_every_part_answers_ready_and_listens_on_loopback_only(start_dev: object) -> None:
+    """It used to print "up" the moment it had started the processes (before the ingest listened)
+    and bound them to 0.0.0.0, a dev stack reachable from the network."""
+    dev = start_dev(workers=2)  # type: ignore[operator]
+    dev.wait_up()
+    for port in (dev.port, dev.worker_port, dev.worker_port + 1):
+        assert http("GET", f"http://127.0.0.1:{port}/readyz", timeout=5)[0] == 200
+        assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
+    stack = json.loads((Path(dev.err).parent / "data" / "dev.json").read_text())
+    assert stack["ingest_url"] == dev.base and len(stack["worker_metrics"]) == 2
+
+
+@pytest.mark.parametrize("pipe", ["| {tee}", "2>&1 | {tee}"], ids=["stdout", "stdout-and-stderr"])
+def test_make_run_piped_into_tee_stops_everything_on_ctrl_c(start_dev: object, pipe: str) -> None:
+    """1. `make run ARGS=... | tee log` runs in a session of its own, as in a terminal.
+    2. Ctrl-C (SIGINT to the whole foreground group) ends tee at once: dev's next lines hit a
+       closed pipe. It used to die of BrokenPipeError ("cannot reach NATS: Broken pipe") and leave
+       nats-server, the ingest and the workers running with no parent.
+    3. Now everything stops: make exits, no process of the stack is left, no traceback."""
+    dev = start_dev(shell=f"make --no-print-directory run ARGS='{{make_args}}' {pipe}")  # type: ignore[operator]
+    dev.wait_up(timeout_s=120)
+    stack = [p for p in descendants(dev.proc.pid) if p != dev.proc.pid]
+    assert len(stack) >= 5, stack  # make, orderflow dev, tee, nats-server, ingest, worker
+    os.killpg(dev.proc.pid, signal.SIGINT)
+    assert dev.proc.wait(60) is not None
+    wait_until(
+        lambda: not any(pid_alive(p) for p in stack), 30, f"every process of the stack to end: {stack}"
+    )
+    text = dev.text()
+    assert "Traceback" not in text and "cannot reach NATS" not in text, text
+
+
+def test_a_long_drain_shows_progress_and_a_second_ctrl_c_hands_the_jobs_back(start_dev: object) -> None:
+    """1. Two 30 s jobs run; Ctrl-C: the worker drains (budget 60 s) and dev says, every few
+       seconds, how many jobs are left and how long the budget lasts, and that a second Ctrl-C
+       hands them back.
+    2. A second Ctrl-C: the jobs are handed back, everything stops within seconds, exit 0, and
+       nothing prints an asyncio traceback ("_GatheringFuture exception was never retrieved")."""
+    dev = start_dev(WORK_S="30", DRAIN_TIMEOUT_S="60")  # type: ignore[operator]
+    dev.wait_up()
+    for _ in range(2):
+        assert http("POST", dev.base + "/orders", ORDER)[0] == 200
+    wait_until(lambda: dev.in_flight() == 2, 15, "both jobs to run")
+    dev.proc.send_signal(signal.SIGINT)
+    wait_until(lambda: "draining — 2 jobs left" in dev.text(), 15, "drain progress")
+    assert "Ctrl-C again hands them back" in dev.text()
+    stopped_at = time.monotonic()
+    dev.proc.send_signal(signal.SIGINT)
+    assert dev.proc.wait(30) == 0, dev.text()
+    assert time.monotonic() - stopped_at < 20
+    text = dev.text()
+    assert "handing the running jobs back now" in text
+    assert "2 handed back" in text
+    assert "Traceback" not in text and "never retrieved" not in text, text
+
+
+def test_no_child_outlives_a_killed_orderflow_dev(start_dev: object) -> None:
+    """SIGKILL leaves dev no chance to stop anything: the kernel ends its children (PDEATHSIG)."""
+    dev = start_dev()  # type: ignore[operator]
+    dev.wait_up()
+    children = [p for p in descendants(dev.proc.pid) if p != dev.proc.pid]
+    assert len(children) >= 3  # nats-server, ingest, worker
+    dev.proc.kill()
+    dev.proc.wait(10)
+    wait_until(lambda: not any(pid_alive(p) for p in children), 30, f"dev's children to end: {children}")
+
+
+def readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"### {title}")
+    return text[start : text.index("\n## ", start)]
+
+
+def code_blocks(section: str, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", section, re.S)
+
+
+def test_the_readme_task_type_example_works_as_written_and_dev_migrates_its_store(
+    start_dev: object, tmp_path: Path
+) -> None:
+    """The README's "Adding a task type", as written (the ports aside):
+    1. myapp/handlers.py from the README; `orderflow dev` first with one task type on a store,
+       an order done (consumer `workers`, every order).
+    2. The README's command on the same store: ORDERFLOW_HANDLERS=worker.demo,myapp.handlers
+       ORDERFLOW_TASK_TYPES=default,invoice:4:600. It used to fail twice: the demo claimed
+       `invoice` before myapp loaded ("already has a handler"), then the old consumer overlapped
+       the new ones (a raw "filtered consumer not unique" traceback). Now dev deletes `workers`
+       and says so, both workers start, and the README's curl is run by the new handler.
+    3. A default order still runs the demo; an invoice of count 0 is poison (failed)."""
+    section = readme_section("Adding a task type")
+    [handler] = code_blocks(section, "python")
+    [commands] = code_blocks(section, "sh")
+    run_line, curl_line = commands.strip().splitlines()
+    app = tmp_path / "app"
+    path = handler.splitlines()[0].removeprefix("# ")
+    (app / path).parent.mkdir(parents=True)
+    (app / path).write_text(handler)
+    data = tmp_path / "store"
+
+    first = start_dev(cwd=app, data=data, WORK_S="0.05")  # type: ignore[operator]
+    first.wait_up()
+    order = json.loads(http("POST", first.base + "/orders", ORDER)[2])["order_id"]
+    wait_until(lambda: _status(first, order) == "done", 20, "the first order to be done")
+    first.proc.send_signal(signal.SIGINT)
+    assert first.proc.wait(30) == 0
+
+    words = shlex.split(run_line)
+    assert words[-2:] == ["make", "run"]
+    settings = dict(word.split("=", 1) for word in words[:-2])
+    second = start_dev(  # type: ignore[operator]
+        cwd=app, data=data, WORK_S="0.05", **{k.removeprefix("ORDERFLOW_"): v for k, v in settings.items()}
+    )
+    second.wait_up()
+    text = second.text()
+    assert "deleted consumer workers (filters orders.>)" in text, text
+    assert "already has a handler" not in text and "Traceback" not in text
+
+    curl = subprocess.run(
+        ["bash", "-c", curl_line.replace("localhost:8080", f"localhost:{second.port}") + " -s"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    invoice = json.loads(curl.stdout)["order_id"]
+    wait_until(lambda: _status(second, invoice) == "done", 20, "the invoice to be done")
+    record = json.loads(http("GET", f"{second.base}/orders/{invoice}")[2])
+    assert record["task_type"] == "invoice"
+    wait_until(lambda: f"invoice for order {invoice} sent" in second.text(), 10, "myapp's log line")
+
+    default = json.loads(http("POST", second.base + "/orders", ORDER)[2])["order_id"]
+    wait_until(lambda: _status(second, default) == "done", 20, "a default order to be done")
+    nothing = b'{"product_id":1,"count":0,"username":"m"}'
+    poison = json.loads(http("POST", second.base + "/orders?type=invoice", nothing)[2])["order_id"]
+    wait_until(lambda: _status(second, poison) == "failed", 20, "the empty invoice to fail")
+
+
+def _status(dev: Dev, order_id: str) -> str | None:
+    status, _, body = http("GET", f"{dev.base}/orders/{order_id}")
+    return json.loads(body)["status"] if status == 200 else None
