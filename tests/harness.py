@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +30,7 @@ __all__ = [
     "REPO",
     "NatsServer",
     "Service",
+    "cli",
     "connect",
     "consumer_info",
     "count_events",
@@ -169,6 +171,23 @@ def service_env(nats_url: str, **settings: Any) -> dict[str, str]:
     )
     env.update({f"ORDERFLOW_{k.upper()}": str(v) for k, v in settings.items()})
     return env
+
+
+def cli(
+    nats_url: str, *args: str, timeout: float = 60.0, **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """`orderflow ARGS` as a user runs it, against `nats_url` (ORDERFLOW_NATS_URL), with this
+    environment's ORDERFLOW_* replaced by `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    env.update({f"ORDERFLOW_{k.upper()}": v for k, v in settings.items()}, ORDERFLOW_NATS_URL=nats_url)
+    return subprocess.run(
+        [sys.executable, "-m", "orderflow_tools.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

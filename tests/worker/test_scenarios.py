@@ -247,8 +247,10 @@ def test_8_orderflow_cancel_stops_a_running_job_and_records_it(nats_server: Nats
     assert run(statuses(nats_server.url))[order_id].status == "cancelled"
     assert cli(nats_server.url, "cancel", order_id).returncode == 1  # already final
 
-    out = cli(nats_server.url, "cancel", "later-0", "--timeout-s", "0.5")
-    assert out.returncode == 0 and "marked cancelled" in out.stdout
+    # An id nobody stored yet: refused unless --force (a pre-cancel of a keyed order to come).
+    assert cli(nats_server.url, "cancel", "later-0", "--timeout-s", "0.5").returncode == 1
+    out = cli(nats_server.url, "cancel", "later-0", "--timeout-s", "0.5", "--force")
+    assert out.returncode == 0 and "cancelled in advance" in out.stdout
     run(publish_orders(nats_server.url, 1, prefix="later"))
     wait_until(
         lambda: (
