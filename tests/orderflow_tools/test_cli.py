@@ -1,40 +1,119 @@
-"""The `orderflow` command fails fast with a message when NATS is not there, never hangs."""
+"""The `orderflow` command fails fast, naming the NATS it could not reach, never hangs; a closed
+pipe ends it quietly."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 
 import pytest
-from harness import REPO, free_port
+from harness import REPO, NatsServer, connect, free_port, run
+
+COMMANDS = [
+    ["status"],
+    ["status", "o-1"],
+    ["status", "o-1", "--watch"],
+    ["cancel", "o-1"],
+    ["consumers"],
+    ["consumers", "delete", "workers"],
+    ["dlq", "list"],
+    ["dlq", "show", "o-1"],
+    ["dlq", "replay", "--all"],
+]
 
 
-@pytest.mark.parametrize("command", [["status"], ["status", "o-1"], ["cancel", "o-1"]])
-def test_a_command_against_an_unreachable_nats_exits_1_with_a_message(command: list[str]) -> None:
+def orderflow(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
-    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
-    result = subprocess.run(
-        [sys.executable, "-m", "orderflow_tools.cli", *command, "--nats-url", url],
+    return subprocess.run(
+        [sys.executable, "-m", "orderflow_tools.cli", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,  # it used to retry forever
+        timeout=timeout,  # it used to retry forever
     )
+
+
+@pytest.fixture(scope="module")
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never says a word (not NATS, or a hung one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_a_command_against_an_unreachable_nats_exits_1_naming_it(command: list[str]) -> None:
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    result = orderflow(*command, "--nats-url", url)
     assert result.returncode == 1, result.stderr
-    assert "orderflow: cannot reach NATS" in result.stderr
+    assert f"orderflow: cannot reach NATS at {url}" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_help_lists_every_command() -> None:
+@pytest.mark.parametrize("command", [["status", "o-1"], ["cancel", "o-1"]], ids=" ".join)
+def test_a_server_that_never_answers_fails_within_seconds(command: list[str], silent_port: int) -> None:
+    url = f"nats://127.0.0.1:{silent_port}"
+    started = time.monotonic()
+    result = orderflow(*command, "--nats-url", url)
+    assert result.returncode == 1, result.stderr
+    assert f"cannot reach NATS at {url}" in result.stderr
+    assert time.monotonic() - started < 20  # connect attempts of 2 s, a budget of 8 s, and start-up
+
+
+def test_a_closed_pipe_ends_it_quietly(nats_server: NatsServer) -> None:
+    """`orderflow dlq list | head -c 1` with far more lines than a pipe holds: the reader is gone
+    long before the last one. No BrokenPipeError report, no "cannot reach NATS" (as it said)."""
+    run(_dead_letters(nats_server.url, 3000))
     result = subprocess.run(
-        [sys.executable, "-m", "orderflow_tools.cli", "--help"],
+        f"{sys.executable} -m orderflow_tools.cli dlq list --nats-url {nats_server.url} | head -c 1",
+        shell=True,
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
+    assert result.stdout == " "
+    assert "Traceback" not in result.stderr and "cannot reach" not in result.stderr, result.stderr
+    assert "BrokenPipe" not in result.stderr, result.stderr
+
+
+async def _dead_letters(url: str, n: int) -> None:
+    from nats.js import api
+
+    from orderflow import contract
+
+    async with connect(url) as nc:
+        js = nc.jetstream()
+        await js.add_stream(api.StreamConfig(name=contract.DLQ_STREAM, subjects=list(contract.DLQ_SUBJECTS)))
+        acks = [
+            await js.publish_async(
+                f"{contract.DLQ_PREFIX}default.o-{i}", b"{}", headers={contract.H_ERROR: "x"}
+            )
+            for i in range(n)
+        ]
+        await asyncio.gather(*acks)
+
+
+def test_help_lists_every_command() -> None:
+    result = orderflow("--help")
     assert result.returncode == 0
-    for command in ("dev", "ingest", "worker", "status", "cancel", "load", "report", "chaos"):
+    for command in (
+        "dev",
+        "ingest",
+        "worker",
+        "status",
+        "cancel",
+        "consumers",
+        "dlq",
+        "load",
+        "report",
+        "chaos",
+    ):
         assert command in result.stdout

@@ -1,0 +1,149 @@
+"""`orderflow dlq list | show | replay` against a real nats-server and a real worker whose handler
+fails until "billing" is fixed (tests/support/billing.py), so three orders end in ORDERS_DLQ."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import (
+    NatsServer,
+    cli,
+    connect,
+    count_events,
+    publish_orders,
+    run,
+    run_records,
+    statuses,
+    wait_until,
+)
+
+from orderflow import contract
+
+pytestmark = pytest.mark.slow
+
+
+async def dlq_size(url: str) -> int:
+    async with connect(url) as nc:
+        try:
+            return int((await nc.jetstream().stream_info(contract.DLQ_STREAM)).state.messages)
+        except Exception:
+            return 0
+
+
+@pytest.fixture
+def dead(nats_server: NatsServer, spawn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """d-0, d-1 (type default) and i-0 (type invoice) dead after 2 failed attempts each; returns
+    the file whose existence keeps billing broken."""
+    broken = tmp_path / "billing-broken"
+    broken.touch()
+    monkeypatch.setenv("BILLING_BROKEN_FILE", str(broken))
+    spawn(
+        "worker", HANDLERS="billing", TASK_TYPES="default,invoice", MAX_DELIVER=2,
+        RETRY_BASE_S="0.05", RETRY_MAX_S="0.1", ACK_WAIT_S=5,
+    ).wait_ready()  # fmt: skip
+    run(publish_orders(nats_server.url, 2, prefix="d"))
+    run(publish_orders(nats_server.url, 1, prefix="i", task_type="invoice"))
+    wait_until(lambda: run(dlq_size(nats_server.url)) == 3, 30, "three dead orders")
+    return broken
+
+
+def test_list_shows_the_dead_orders_and_filters_them(nats_server: NatsServer, dead: Path) -> None:
+    url = nats_server.url
+    out = cli(url, "dlq", "list")
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if " attempts " in line]
+    assert len(rows) == 3 and "3 dead orders in ORDERS_DLQ" in out.stdout
+    assert all("billing BROKEN for" in r and "attempts  2" in r for r in rows)
+    assert sorted(r.split()[3] for r in rows) == ["d-0", "d-1", "i-0"]
+
+    def listed(*filters: str) -> int:
+        result = cli(url, "dlq", "list", *filters)
+        assert result.returncode == 0, result.stderr
+        return sum(1 for line in result.stdout.splitlines() if " attempts " in line)
+
+    assert listed("--type", "invoice") == 1
+    assert listed("--type", "default") == 2
+    assert listed("--error-contains", "broken for d-1") == 1
+    assert listed("--error-contains", "timeout") == 0
+    assert listed("--since", "1h") == 3
+    future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    assert listed("--since", future) == 0
+
+
+def test_show_prints_payload_headers_error_and_counts(nats_server: NatsServer, dead: Path) -> None:
+    out = cli(nats_server.url, "dlq", "show", "d-1")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    error = next(line for line in text.splitlines() if line.startswith("error "))
+    assert "failed 2 attempts" in error and "billing BROKEN for d-1" in error
+    assert "failed attempts 2" in text and "crashes 0" in text
+    assert "Orderflow-Subject: orders.default.d-1" in text
+    payload = json.loads(text.split("payload\n", 1)[1])
+    assert payload["order_id"] == "d-1" and payload["username"] == "m"
+    missing = cli(nats_server.url, "dlq", "show", "nope")
+    assert missing.returncode == 1 and "not in ORDERS_DLQ" in missing.stderr
+
+
+def test_replay_runs_the_orders_again_with_fresh_counts_and_empties_the_dlq(
+    nats_server: NatsServer, dead: Path
+) -> None:
+    """1. Without ids, filters or --all: refused (exit 2), nothing changes.
+    2. --dry-run says what it would do and changes nothing.
+    3. Billing fixed, `replay --type default`: d-0 and d-1 run again and end done with fresh
+       counts (0 failed attempts, not the dead record's 2); they leave the DLQ, i-0 stays.
+    4. `replay --all`: i-0 too; the DLQ is empty.
+    5. A second dead copy of a done order, replayed: acked without running (the done-dedupe)."""
+    url = nats_server.url
+    refused = cli(url, "dlq", "replay")
+    assert refused.returncode == 2 and "--all" in refused.stderr
+    dry = cli(url, "dlq", "replay", "--all", "--dry-run")
+    assert dry.returncode == 0 and "3 to replay (dry run" in dry.stdout
+    assert run(dlq_size(url)) == 3
+
+    dead.unlink()  # billing works again
+    out = cli(url, "dlq", "replay", "--type", "default")
+    assert out.returncode == 0, out.stderr
+    assert "replayed 2 orders" in out.stdout
+
+    def done(ids: list[str]) -> bool:
+        st = run(statuses(url))
+        return all(i in st and st[i].status == "done" for i in ids)
+
+    wait_until(lambda: done(["d-0", "d-1"]), 30, "the replayed orders to be done")
+    st = run(statuses(url))
+    assert st["d-0"].attempts == 0 and st["d-1"].attempts == 0  # fresh counts
+    assert st["i-0"].status == "dead"
+    assert run(dlq_size(url)) == 1
+
+    assert "replayed 1 order " in cli(url, "dlq", "replay", "--all").stdout
+    wait_until(lambda: done(["i-0"]), 30, "i-0 to be done")
+    assert run(dlq_size(url)) == 0
+    assert count_events(run(run_records(url)), "done") == {"d-0": 1, "d-1": 1, "i-0": 1}
+
+    # 5. A stale dead copy of d-0 (it died twice, say), replayed after d-0 is done.
+    async def dead_copy() -> None:
+        async with connect(url) as nc:
+            order = contract.Order("d-0", 1, 1, "m", 0.0)
+            await nc.jetstream().publish(
+                f"{contract.DLQ_PREFIX}default.d-0", contract.encode(order), headers={contract.H_ERROR: "old"}
+            )
+
+    run(dead_copy())
+    assert "replayed 1 order " in cli(url, "dlq", "replay", "d-0").stdout
+    wait_until(lambda: run(dlq_size(url)) == 0, 10, "the copy to leave the DLQ")
+
+    def settled() -> bool:
+        async def pending() -> int:
+            async with connect(url) as nc:
+                info = await nc.jetstream().stream_info(contract.STREAM)
+                return int(info.state.messages)
+
+        return run(pending()) == 0
+
+    wait_until(settled, 15, "the replayed copy to be acked")
+    assert count_events(run(run_records(url)), "done")["d-0"] == 1  # not run again
+    assert run(statuses(url))["d-0"].status == "done"
