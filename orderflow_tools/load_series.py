@@ -25,13 +25,18 @@ class Run:
     # k6 side, one bin per second
     by_status: dict[str, Series] = field(default_factory=dict)
     latency: dict[str, Series] = field(default_factory=dict)  # p50/p90/p99 in ms
-    # service side, from metrics.jsonl
+    # service side, from metrics.jsonl (the services) and nats.jsonl (JetStream itself)
     accepted_rate: Series = ([], [])
     done_rate: Series = ([], [])
     accepted_total: Series = ([], [])
     done_total: Series = ([], [])
     pending: Series = ([], [])
     ack_pending: Series = ([], [])
+    # where each came from ("" when it was not recorded), and why what is missing is missing
+    accepted_source: str = ""
+    done_source: str = ""
+    queue_source: str = ""
+    missing: dict[str, str] = field(default_factory=dict)
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -69,6 +74,60 @@ def _total(samples: list[list[Any]], name: str, **labels: str) -> float | None:
     return sum(values) if values else None
 
 
+def _counters_to_series(per_target: dict[str, list[tuple[float, float]]]) -> tuple[Series, Series]:
+    """Counters per target -> (rate, total since the first sample) on one-second bins: within a
+    bin each target's rates are averaged and its last total kept (two samples can fall into one
+    bin: a sum there would double it), then the targets are added up."""
+    rate: dict[int, float] = defaultdict(float)
+    total: dict[int, float] = defaultdict(float)
+    for points in per_target.values():
+        base = points[0][1] if points else 0.0
+        rates: dict[int, list[float]] = defaultdict(list)
+        last: dict[int, float] = {}
+        for (t0, v0), (t1, v1) in itertools.pairwise(points):
+            if t1 > t0 and v1 >= v0:  # a counter reset (restart) is skipped, not a negative rate
+                rates[math.floor(t1)].append((v1 - v0) / (t1 - t0))
+            last[math.floor(t1)] = v1 - base
+        for second, values in rates.items():
+            rate[second] += sum(values) / len(values)
+        for second, value in last.items():
+            total[second] += value
+    xs, xt = sorted(rate), sorted(total)
+    return ([float(x) for x in xs], [rate[x] for x in xs]), ([float(x) for x in xt], [total[x] for x in xt])
+
+
+def _nats_series(run: Run, path: Path) -> dict[str, Any]:
+    """JetStream's view: backlog and in-flight as sampled; orders stored in and leaving ORDERS
+    (a work-queue stream drops a message once it is acked or termed)."""
+    pending: dict[int, float] = {}
+    ack: dict[int, float] = {}
+    stored: list[tuple[float, float]] = []
+    left: list[tuple[float, float]] = []
+    base: tuple[float, float] | None = None
+    for line in read_samples(path):
+        if not line.get("ok"):
+            continue
+        t, samples = line["t"] - run.start, line["samples"]
+        second = round(t)
+        p = _total(samples, "nats_consumer_pending")
+        a = _total(samples, "nats_consumer_ack_pending")
+        if p is not None:
+            pending[second] = p
+            ack[second] = a or 0.0
+        last_seq, messages = _total(samples, "nats_stream_last_seq"), _total(samples, "nats_stream_messages")
+        if last_seq is not None and messages is not None:
+            base = base or (last_seq, messages)
+            stored.append((t, last_seq - base[0]))
+            left.append((t, (last_seq - base[0]) - (messages - base[1])))
+    xs = sorted(pending)
+    return {
+        "pending": ([float(x) for x in xs], [pending[x] for x in xs]),
+        "ack_pending": ([float(x) for x in xs], [ack[x] for x in xs]),
+        "stored": _counters_to_series({"nats": stored}) if stored else None,
+        "left": _counters_to_series({"nats": left}) if left else None,
+    }
+
+
 def _metrics_series(run: Run, path: Path) -> None:
     # counters per target -> rate per target -> summed on one-second bins
     per_target: dict[str, dict[str, list[tuple[float, float]]]] = defaultdict(lambda: defaultdict(list))
@@ -92,27 +151,30 @@ def _metrics_series(run: Run, path: Path) -> None:
                 second = round(t)
                 gauges[key][second] = max([*values, gauges[key].get(second, 0.0)])
     for key in ("accepted", "done"):
-        rate: dict[int, float] = defaultdict(float)
-        total: dict[int, float] = defaultdict(float)
-        for points in per_target[key].values():
-            base = points[0][1] if points else 0.0
-            for (t0, v0), (t1, v1) in itertools.pairwise(points):
-                if t1 > t0 and v1 >= v0:  # a counter reset (restart) is skipped, not a negative rate
-                    rate[round(t1)] += (v1 - v0) / (t1 - t0)
-                total[round(t1)] += v1 - base
-        xs = sorted(rate)
-        setattr(run, f"{key}_rate", ([float(x) for x in xs], [rate[x] for x in xs]))
-        xt = sorted(total)
-        setattr(run, f"{key}_total", ([float(x) for x in xt], [total[x] for x in xt]))
+        if per_target[key]:
+            rate, total = _counters_to_series(per_target[key])
+            setattr(run, f"{key}_rate", rate)
+            setattr(run, f"{key}_total", total)
+            setattr(
+                run,
+                f"{key}_source",
+                "the ingest's /metrics" if key == "accepted" else "the workers' /metrics",
+            )
     for key, attr in (("pending", "pending"), ("ack", "ack_pending")):
         xs = sorted(gauges[key])
         setattr(run, attr, ([float(x) for x in xs], [gauges[key][x] for x in xs]))
+    if run.pending[0]:
+        run.queue_source = "workers"
 
 
 def load_run(directory: Path) -> Run:
     meta_path = directory / "run.json"
     meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    k6_path, metrics_path = directory / "k6.json", directory / "metrics.jsonl"
+    k6_path, metrics_path, nats_path = (
+        directory / "k6.json",
+        directory / "metrics.jsonl",
+        directory / "nats.jsonl",
+    )
     start = meta.get("started_at")
     if start is None:  # a hand-made directory: start at the first k6 point
         first = next(read_points(k6_path, {"orders_answered"}), None) if k6_path.exists() else None
@@ -123,7 +185,43 @@ def load_run(directory: Path) -> Run:
         _k6_series(run, k6_path)
     if metrics_path.exists():
         _metrics_series(run, metrics_path)
+    nats = _nats_series(run, nats_path) if nats_path.exists() else None
+    if nats is not None and nats["pending"][0]:
+        # JetStream as it is at each second beats the workers' gauge, refreshed every few seconds.
+        run.pending, run.ack_pending, run.queue_source = nats["pending"], nats["ack_pending"], "nats"
+    if nats is not None and not run.accepted_source and nats["stored"]:
+        run.accepted_rate, run.accepted_total = nats["stored"]
+        run.accepted_source = "messages stored in ORDERS"
+    if nats is not None and not run.done_source and nats["left"]:
+        run.done_rate, run.done_total = nats["left"]
+        run.done_source = "messages leaving ORDERS (acked or termed)"
+    _explain_missing(run)
     return run
+
+
+def _explain_missing(run: Run) -> None:
+    sources = run.meta.get("sources") or {}
+    nats = sources.get("nats") or {}
+    ingest = sources.get("ingest_metrics") or {}
+    nats_why = (
+        f"NATS at {nats.get('url')} did not answer ({nats['error']})"
+        if nats.get("error")
+        else "no JetStream samples (nats.jsonl)"
+    )
+    if not run.by_status:
+        run.missing["requests"] = "no k6 answers recorded (k6.json missing or empty: see k6.log)"
+    if not run.accepted_source:
+        why = (
+            f"the ingest's metrics at {ingest.get('url')} did not answer ({ingest['error']})"
+            if ingest.get("error")
+            else "no ingest metrics sampled"
+        )
+        run.missing["accepted"] = f"{why}, and {nats_why}"
+    if not run.done_source:
+        workers = "no worker /metrics were sampled (--metrics, or a run against `orderflow dev`)"
+        run.missing["done"] = f"{workers}, and {nats_why}"
+    if not run.queue_source:
+        run.missing["queue"] = f"{nats_why}, and no worker sampled orderflow_consumer_pending"
 
 
 def figures(run: Run) -> dict[str, Any]:

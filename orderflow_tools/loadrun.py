@@ -1,8 +1,14 @@
 """`orderflow load SCENARIO`: run a bundled k6 scenario against an ingest and record everything.
 
 The run directory gets k6's time series (k6.json), its end-of-test summary (summary.json,
-k6-summary.txt), the services' /metrics sampled every second (metrics.jsonl) and run.json (what
-was run, when, and how it ended). `orderflow report DIR` turns it into pictures.
+k6-summary.txt), the services' /metrics sampled every second (metrics.jsonl), JetStream's own view
+sampled every second (nats.jsonl) and run.json (what was run, against what, when, and how it
+ended). `orderflow report DIR` turns it into pictures.
+
+It finds its sources itself: the ingest's /metrics at --url (orders accepted), NATS at --nats-url
+(backlog, in flight, orders leaving the stream, live workers), and the workers' /metrics from
+`orderflow dev`'s description of its stack (<dev-dir>/dev.json, when --url is that stack's ingest)
+or --metrics. A source that does not answer is named in a warning, with what the report will lack.
 """
 
 from __future__ import annotations
@@ -18,16 +24,21 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-from orderflow_tools.kit import find_tool
+from orderflow_tools.kit import find_tool, total
 from orderflow_tools.load_k6 import Follower
-from orderflow_tools.load_metrics import Sampler
+from orderflow_tools.load_metrics import Sampler, scrape
+from orderflow_tools.load_nats import NatsSampler
 
 SCENARIOS = ("sine", "spike", "soak", "smoke")
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "k6" / "scenarios"
 # Tags k6 keeps on every sample: enough to split by request and status, small enough to keep
 # k6.json at a few hundred bytes a sample.
 SYSTEM_TAGS = "status,method,name,scenario,expected_response,check,error_code"
-SETTLED_SAMPLES = 7  # one-second samples of an empty queue that end the settle phase
+# One-second samples of an empty queue that end the settle phase: JetStream answers as it is; the
+# workers' gauge is refreshed every few seconds, so "empty" must outlast a stale reading there.
+SETTLED_SAMPLES_NATS = 3
+SETTLED_SAMPLES = 7
+DEFAULT_CONSUMER_INFO_INTERVAL_S = 5.0
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 
 
@@ -73,7 +84,19 @@ def add_parser(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="URL",
-        help="a /metrics URL to sample every second (repeat: the ingest and each worker)",
+        help="another /metrics URL to sample every second, e.g. each worker's (repeat); the ingest's "
+        "at --url, and the workers of `orderflow dev`, are found without it",
+    )
+    p.add_argument(
+        "--nats-url",
+        default=None,
+        help="NATS to sample the backlog from (default: orderflow dev's, else ORDERFLOW_NATS_URL)",
+    )
+    p.add_argument(
+        "--dev-dir",
+        type=Path,
+        default=Path(".orderflow"),
+        help="data dir of a running `orderflow dev`, to find its workers (default %(default)s)",
     )
     p.add_argument(
         "--settle",
@@ -124,7 +147,9 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self._last_print = 0.0
 
-    def update(self, started: float, sampler: Sampler | None, phase: str = "") -> None:
+    def update(
+        self, started: float, sampler: Sampler | None, phase: str = "", nats: NatsSampler | None = None
+    ) -> None:
         for p in self.follower.new_points({"orders_answered"}):
             self.statuses[p.tags.get("status", "?")] += int(p.value)
             self.recent.append(p.t)
@@ -135,12 +160,14 @@ class Progress:
         total = f"/{self.total_s:.0f}s" if self.total_s else ""
         counts = " ".join(f"{k}:{v}" for k, v in sorted(self.statuses.items())) or "-"
         line = f"{phase}{elapsed:5.0f}s{total}  {len(self.recent) / 3.0:6.1f} req/s  {counts}"
+        backlog = nats.total("nats_consumer_pending") if nats is not None and nats.ok else None
         if sampler is not None and sampler.targets:
             up = sum(sampler.ok.get(u, False) for u in sampler.targets)
-            pending = sampler.maximum("orderflow_consumer_pending")
             line += f"  | metrics {up}/{len(sampler.targets)}"
-            if pending is not None:
-                line += f"  backlog {pending:.0f}"
+            if backlog is None:
+                backlog = sampler.maximum("orderflow_consumer_pending")
+        if backlog is not None:
+            line += f"  backlog {backlog:.0f}"
         if self.tty:
             sys.stderr.write("\r\x1b[2K" + line)
             sys.stderr.flush()
@@ -154,10 +181,124 @@ class Progress:
         self.follower.close()
 
 
-def _queue_empty(sampler: Sampler) -> bool:
+def _queue_empty(sampler: Sampler, nats: NatsSampler | None) -> bool:
+    if nats is not None and nats.ok:
+        pending = nats.total("nats_consumer_pending")
+        return pending is not None and pending == 0 and (nats.total("nats_consumer_ack_pending") or 0) == 0
     pending = sampler.maximum("orderflow_consumer_pending")
     ack_pending = sampler.maximum("orderflow_consumer_ack_pending")
     return pending is not None and pending == 0 and (ack_pending or 0) == 0
+
+
+def dev_stack(dev_dir: Path, url: str) -> dict[str, Any] | None:
+    """The running `orderflow dev` whose ingest is `url`, as it described itself, or None."""
+    import os
+    import urllib.parse
+
+    path = dev_dir / "dev.json"
+    try:
+        stack: dict[str, Any] = json.loads(path.read_text())
+        os.kill(int(stack["pid"]), 0)  # still running (signal 0 only asks)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    want, have = urllib.parse.urlsplit(url), urllib.parse.urlsplit(str(stack.get("ingest_url", "")))
+    local = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}
+    same_host = want.hostname == have.hostname or {want.hostname, have.hostname} <= local
+    return stack if same_host and want.port == have.port else None
+
+
+def _probe_metrics(url: str) -> tuple[str | None, list[Any]]:
+    try:
+        return None, scrape(url)
+    except (OSError, ValueError) as exc:
+        return str(exc) or type(exc).__name__, []
+
+
+def discover(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the run's figures will come from, probed once; warnings say what is missing."""
+    from dataclasses import replace
+
+    from orderflow.config import ConfigError, load_settings
+
+    stack = dev_stack(args.dev_dir, args.url)
+    ingest_metrics = args.url.rstrip("/") + "/metrics"
+    workers = [u for u in [*args.metrics, *(stack or {}).get("worker_metrics", [])] if u != ingest_metrics]
+    workers = list(dict.fromkeys(workers))
+    try:
+        settings = load_settings("cli")
+    except ConfigError as exc:
+        raise SystemExit(f"orderflow load: {exc}") from None
+    nats_url = args.nats_url or (stack or {}).get("nats_url")
+    if nats_url:
+        settings = replace(settings, nats_urls=tuple(nats_url.split(",")))
+    nats = NatsSampler(settings, args.out / "nats.jsonl")
+    nats_error = nats.probe()
+    ingest_error, _ = _probe_metrics(ingest_metrics)
+    answering = []
+    slots = []
+    for url in workers:
+        error, samples = _probe_metrics(url)
+        if error is None:
+            answering.append(url)
+            slots.append(total(samples, "orderflow_pool_slots"))
+        else:
+            warn(f"the worker metrics at {url} did not answer ({error}); sampling them anyway")
+    if nats_error is not None:
+        fallback = (
+            "the queue depth comes from the workers' gauge, refreshed only every few seconds"
+            if workers
+            else "the report will have no queue depth, and no done orders unless worker metrics are given"
+        )
+        warn(f"no NATS at {nats.url} ({nats_error}; --nats-url sets it): {fallback}")
+    if ingest_error is not None:
+        fallback = (
+            "accepted orders are read from the stream instead"
+            if nats_error is None
+            else ("the report will have no accepted orders")
+        )
+        warn(f"the ingest's metrics at {ingest_metrics} did not answer ({ingest_error}): {fallback}")
+    if not workers:
+        fallback = (
+            "done orders are counted as orders leaving ORDERS"
+            if nats_error is None
+            else ("the report will have no done orders")
+        )
+        warn(
+            "no worker /metrics to sample (--metrics URL for each worker, or run against `orderflow dev`, "
+            f"which says where its workers are): {fallback}"
+        )
+    setup: dict[str, Any] = {}
+    if stack is not None:
+        setup = {
+            "workers": stack.get("workers"),
+            "slots_per_worker": sum((stack.get("task_types") or {}).values()) or None,
+            "work_s": stack.get("work_s"),
+            "from": f"orderflow dev ({args.dev_dir / 'dev.json'})",
+        }
+    elif answering:
+        setup = {
+            "workers": len(answering),
+            "slots_per_worker": round(sum(slots) / len(answering)) or None,
+            "from": "the workers' /metrics",
+        }
+    elif nats_error is None:
+        live = nats.total("nats_live_workers")
+        if live:
+            setup = {"workers": int(live), "from": "KV ORDER_WORKERS"}
+    interval = (stack or {}).get("consumer_info_interval_s")
+    return {
+        "nats": {"url": nats.url, "error": nats_error},
+        "ingest_metrics": {"url": ingest_metrics, "error": ingest_error},
+        "worker_metrics": workers,
+        "targets": [ingest_metrics, *workers],
+        "setup": setup,
+        "consumer_info_interval_s": interval,
+        "sampler": nats if nats_error is None else None,
+    }
+
+
+def warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,9 +313,11 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("k6.json", "summary.json", "metrics.jsonl"):
+    for stale in ("k6.json", "summary.json", "metrics.jsonl", "nats.jsonl"):
         (out / stale).unlink(missing_ok=True)
     cmd = k6_command(args, k6, out)
+    sources = discover(args)
+    nats: NatsSampler | None = sources.pop("sampler")
     meta: dict[str, Any] = {
         "scenario": args.scenario,
         "url": args.url,
@@ -182,13 +325,18 @@ def run(args: argparse.Namespace) -> int:
         "duration_s": args.duration,
         "peak_rps": args.peak_rps,
         "period_s": args.period,
-        "metrics": args.metrics,
+        "metrics": sources["targets"],
+        "sources": sources,
+        "setup": sources["setup"],
+        "consumer_info_interval_s": sources["consumer_info_interval_s"],
+        "nats_interval_s": nats.interval_s if nats is not None else None,
         "command": cmd,
     }
-    sampler = Sampler(list(args.metrics), out / "metrics.jsonl") if args.metrics else None
+    sampler = Sampler(list(sources["targets"]), out / "metrics.jsonl")
     progress = Progress(out, args.duration)
-    if sampler is not None:
-        sampler.start()
+    sampler.start()
+    if nats is not None:
+        nats.start()
     started = time.time()
     meta["started_at"] = started
     print(f"k6 {args.scenario} -> {args.url}; recording into {out}", file=sys.stderr)
@@ -196,7 +344,7 @@ def run(args: argparse.Namespace) -> int:
         proc = subprocess.Popen(cmd, stdout=summary, stderr=k6log)
         try:
             while proc.poll() is None:
-                progress.update(started, sampler)
+                progress.update(started, sampler, nats=nats)
                 time.sleep(0.5)
         except KeyboardInterrupt:
             # k6 stops gracefully on SIGINT and still writes its summary.
@@ -205,21 +353,27 @@ def run(args: argparse.Namespace) -> int:
         rc = proc.returncode
     meta["k6_ended_at"] = time.time()
     meta["k6_exit_code"] = rc
-    if sampler is not None:
-        # Keep watching while the workers drain the backlog the load left behind. Workers refresh
-        # consumer info every few seconds (ORDERFLOW_CONSUMER_INFO_INTERVAL_S, 5 s by default), so
-        # "empty" must hold longer than that to be more than one stale reading.
-        deadline = time.time() + args.settle
-        empty_streak = 0
-        while time.time() < deadline and empty_streak < SETTLED_SAMPLES:
-            progress.update(started, sampler, phase="settling ")
-            empty_streak = empty_streak + 1 if _queue_empty(sampler) else 0
-            time.sleep(1.0)
-        sampler.stop()
-        for url, failed in sampler.failures.items():
-            print(f"warning: {failed} of {sampler.scrapes} scrapes of {url} failed", file=sys.stderr)
-        meta["scrape_failures"] = sampler.failures
-    progress.update(started, sampler)
+    # Keep watching while the workers drain the backlog the load left behind, until the queue has
+    # been empty for a few samples (more of them when only the workers' slow gauge tells).
+    deadline = time.time() + args.settle
+    settled = SETTLED_SAMPLES_NATS if nats is not None and nats.ok else SETTLED_SAMPLES
+    empty_streak = 0
+    while time.time() < deadline and empty_streak < settled:
+        progress.update(started, sampler, phase="settling ", nats=nats)
+        empty_streak = empty_streak + 1 if _queue_empty(sampler, nats) else 0
+        time.sleep(1.0)
+    sampler.stop()
+    if nats is not None:
+        nats.stop()
+        if nats.failures:
+            warn(
+                f"{nats.failures} of {nats.scrapes} samples of NATS at {nats.url} failed (last: {nats.error})"
+            )
+        meta["nats_failures"] = nats.failures
+    for url, failed in sampler.failures.items():
+        warn(f"{failed} of {sampler.scrapes} scrapes of {url} failed")
+    meta["scrape_failures"] = sampler.failures
+    progress.update(started, sampler, nats=nats)
     progress.finish()
     meta["ended_at"] = time.time()
     (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")

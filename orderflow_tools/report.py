@@ -3,9 +3,13 @@
 requests_by_status.png  answers per second by HTTP status (k6's view)
 accepted_vs_done.png    orders stored vs jobs done per second, and cumulatively: the queue absorbing the peak
 latency.png             POST /orders latency p50/p90/p99 over time
-queue_depth.png         consumer pending and ack-pending (orderflow_consumer_pending)
+queue_depth.png         orders waiting (not yet delivered) and running (delivered, not acked)
 overview.png            requests by status over accepted vs done, for docs
-figures.json            peak RPS, answers by status, backlog peak, drain time
+figures.json            peak RPS, answers by status, backlog peak, drain time; what was not drawn and why
+
+Each title states the setup (scenario, mode, peak RPS, workers x slots, work time, as far as the
+run recorded them) and each picture its source. A picture whose data was not recorded is not
+drawn; the report says which and why (e.g. NATS did not answer, no worker metrics were sampled).
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ if TYPE_CHECKING:
 
 STATUS_COLORS = {"200": "tab:green", "400": "tab:orange", "500": "tab:red", "503": "tab:purple", "0": "black"}
 PNGS = ("requests_by_status.png", "accepted_vs_done.png", "latency.png", "queue_depth.png", "overview.png")
+# What each picture needs (Run.missing keys): every one of `all`, and at least one of `any`.
+NEEDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "requests_by_status.png": (("requests",), ()),
+    "latency.png": (("requests",), ()),
+    "accepted_vs_done.png": ((), ("accepted", "done")),
+    "queue_depth.png": (("queue",), ()),
+    "overview.png": (("requests",), ("accepted", "done")),
+}
 
 
 def add_parser(subparsers: Any) -> None:
@@ -38,11 +50,27 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _title(run: Run, title: str | None) -> str:
-    if title:
-        return title
-    parts = [run.meta.get("scenario"), run.meta.get("mode") and f"{run.meta['mode']} mode"]
+def setup_title(run: Run) -> str:
+    """scenario · mode · peak RPS · workers x slots · work time, as far as the run knows them."""
+    m = run.meta
+    setup = m.get("setup") or {}
+    parts = [m.get("scenario"), m.get("mode") and f"{m['mode']} mode"]
+    peak = max((sum(vals) for vals in zip(*(v for _, v in run.by_status.values()), strict=True)), default=0)
+    if peak:
+        parts.append(f"peak {peak:.0f} RPS")
+    workers, slots = setup.get("workers"), setup.get("slots_per_worker")
+    plural = "worker" if workers == 1 else "workers"
+    if workers and slots:
+        parts.append(f"{workers} {plural} x {slots} slots")
+    elif workers:
+        parts.append(f"{workers} {plural}")
+    if setup.get("work_s"):
+        parts.append(f"work {setup['work_s']} s")
     return " · ".join(str(p) for p in parts if p) or run.directory.name
+
+
+def _title(run: Run, title: str | None) -> str:
+    return title or setup_title(run)
 
 
 def _mark_load_end(ax: Axes, run: Run) -> None:
@@ -57,34 +85,46 @@ def _finish(ax: Axes, ylabel: str) -> None:
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc="upper right", fontsize="small")
+        # Beside the plot, never over the data.
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize="small")
+
+
+def queue_source_text(run: Run) -> str:
+    if run.queue_source == "nats":
+        interval = run.meta.get("nats_interval_s") or 1.0
+        return f"consumer state read from NATS every {interval:g} s"
+    interval = run.meta.get("consumer_info_interval_s")
+    every = (
+        f"every {interval:g} s"
+        if interval
+        else "every few seconds (ORDERFLOW_CONSUMER_INFO_INTERVAL_S, 5 s by default)"
+    )
+    return f"the workers' orderflow_consumer_pending, refreshed only {every}: it moves in steps"
 
 
 def plot_requests(ax: Axes, run: Run) -> None:
     for status, (xs, ys) in run.by_status.items():
         ax.plot(xs, ys, label=status, color=STATUS_COLORS.get(status), linewidth=1.2)
-    if not run.by_status:
-        ax.text(0.5, 0.5, "no k6 data", transform=ax.transAxes, ha="center")
     _mark_load_end(ax, run)
-    ax.set_title("POST /orders answered per second, by status")
+    ax.set_title("POST /orders answered per second, by status (k6)", fontsize="medium")
     _finish(ax, "requests/s")
 
 
 def plot_accepted_vs_done(ax: Axes, run: Run, cumulative: bool = False) -> None:
     accepted = run.accepted_total if cumulative else run.accepted_rate
     done = run.done_total if cumulative else run.done_rate
-    if not accepted[0] and not done[0]:
-        ax.text(0.5, 0.5, "no orderflow metrics sampled", transform=ax.transAxes, ha="center")
     if accepted[0]:
-        ax.plot(*accepted, label="accepted (stored)", color="tab:blue", linewidth=1.2)
+        ax.plot(*accepted, label=f"accepted ({run.accepted_source})", color="tab:blue", linewidth=1.2)
     if done[0]:
-        ax.plot(*done, label="done", color="tab:green", linewidth=1.2)
+        ax.plot(*done, label=f"done ({run.done_source})", color="tab:green", linewidth=1.2)
     _mark_load_end(ax, run)
+    lacking = [f"{what}: not recorded" for what in ("accepted", "done") if what in run.missing]
+    suffix = f" ({'; '.join(lacking)})" if lacking else ""
     if cumulative:
-        ax.set_title("orders accepted vs done, cumulative: the gap is the queue")
+        ax.set_title("orders accepted vs done, cumulative: the gap is the queue" + suffix, fontsize="medium")
         _finish(ax, "orders")
     else:
-        ax.set_title("orders accepted vs done per second")
+        ax.set_title("orders accepted vs done per second" + suffix, fontsize="medium")
         _finish(ax, "orders/s")
 
 
@@ -94,31 +134,40 @@ def plot_latency(ax: Axes, run: Run) -> None:
         if xs:
             ax.plot(xs, ys, style, label=name, linewidth=1.2)
     _mark_load_end(ax, run)
-    ax.set_title("POST /orders latency")
+    ax.set_title("POST /orders latency (k6, 2 s bins)", fontsize="medium")
     _finish(ax, "ms")
 
 
 def plot_queue(ax: Axes, run: Run) -> None:
-    if run.pending[0]:
-        ax.plot(*run.pending, label="pending (not yet delivered)", color="tab:orange", linewidth=1.2)
+    ax.plot(*run.pending, label="waiting (not yet delivered)", color="tab:orange", linewidth=1.2)
     if run.ack_pending[0]:
-        ax.plot(*run.ack_pending, label="ack pending (running)", color="tab:cyan", linewidth=1.2)
-    if not run.pending[0]:
-        ax.text(0.5, 0.5, "no orderflow_consumer_pending sampled", transform=ax.transAxes, ha="center")
+        ax.plot(*run.ack_pending, label="running (delivered, not acked)", color="tab:cyan", linewidth=1.2)
     _mark_load_end(ax, run)
-    ax.set_title("queue depth (orderflow_consumer_pending)")
-    _finish(ax, "messages")
+    ax.set_title(f"queue depth — {queue_source_text(run)}", fontsize="medium")
+    _finish(ax, "orders")
+
+
+def not_drawn(run: Run) -> dict[str, str]:
+    """{png: why} for the pictures the run has no data for."""
+    out = {}
+    for png, (every, some) in NEEDS.items():
+        lacking = [run.missing[n] for n in every if n in run.missing]
+        if some and all(n in run.missing for n in some):
+            lacking += [run.missing[n] for n in some]
+        if lacking:
+            out[png] = "; ".join(dict.fromkeys(lacking))
+    return out
 
 
 def draw(run: Run, title: str | None = None) -> list[Path]:
-    # matplotlib is a dev dependency and slow to import: load it only when drawing, so the
-    # `orderflow` CLI starts fast and works without it.
+    # matplotlib is slow to import: load it only when drawing, so the `orderflow` CLI starts fast.
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a display
     import matplotlib.pyplot as plt
 
     name = _title(run, title)
+    skip = not_drawn(run)
     written = []
 
     def save(fig: Any, filename: str) -> None:
@@ -129,29 +178,27 @@ def draw(run: Run, title: str | None = None) -> list[Path]:
         plt.close(fig)
         written.append(path)
 
-    fig, ax = plt.subplots(figsize=(9, 4))
-    plot_requests(ax, run)
-    save(fig, "requests_by_status.png")
+    def single(filename: str, plot: Any) -> None:
+        if filename not in skip:
+            fig, ax = plt.subplots(figsize=(11, 4))
+            plot(ax, run)
+            save(fig, filename)
 
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
-    plot_accepted_vs_done(a1, run)
-    plot_accepted_vs_done(a2, run, cumulative=True)
-    a1.set_xlabel("")
-    save(fig, "accepted_vs_done.png")
-
-    fig, ax = plt.subplots(figsize=(9, 4))
-    plot_latency(ax, run)
-    save(fig, "latency.png")
-
-    fig, ax = plt.subplots(figsize=(9, 4))
-    plot_queue(ax, run)
-    save(fig, "queue_depth.png")
-
-    fig, (a1, a2) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
-    plot_requests(a1, run)
-    plot_accepted_vs_done(a2, run)
-    a1.set_xlabel("")
-    save(fig, "overview.png")
+    single("requests_by_status.png", plot_requests)
+    if "accepted_vs_done.png" not in skip:
+        fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+        plot_accepted_vs_done(a1, run)
+        plot_accepted_vs_done(a2, run, cumulative=True)
+        a1.set_xlabel("")
+        save(fig, "accepted_vs_done.png")
+    single("latency.png", plot_latency)
+    single("queue_depth.png", plot_queue)
+    if "overview.png" not in skip:
+        fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
+        plot_requests(a1, run)
+        plot_accepted_vs_done(a2, run)
+        a1.set_xlabel("")
+        save(fig, "overview.png")
     return written
 
 
@@ -162,14 +209,29 @@ def run(args: argparse.Namespace) -> int:
         print(f"{directory}: no k6.json or metrics.jsonl (record one with `orderflow load`)", file=sys.stderr)
         return 2
     recorded = load_run(directory)
+    skip = not_drawn(recorded)
+    for png in skip:
+        (directory / png).unlink(missing_ok=True)  # a stale picture of an earlier report
     try:
         paths = draw(recorded, args.title)
     except ImportError:
-        print("orderflow report needs matplotlib: pip install matplotlib (the dev extra)", file=sys.stderr)
+        print(
+            "orderflow report needs matplotlib: pip install matplotlib (`make run` installs it)",
+            file=sys.stderr,
+        )
         return 2
     for path in paths:
         print(path)
+    for png, why in skip.items():
+        print(f"not drawn: {directory / png}: {why}", file=sys.stderr)
     numbers = figures(recorded)
+    numbers["setup"] = setup_title(recorded)
+    numbers["sources"] = {
+        "accepted": recorded.accepted_source or None,
+        "done": recorded.done_source or None,
+        "queue": queue_source_text(recorded) if recorded.queue_source else None,
+    }
+    numbers["not_drawn"] = skip
     (directory / "figures.json").write_text(json.dumps(numbers, indent=2) + "\n")
     print(json.dumps(numbers))
     return 0

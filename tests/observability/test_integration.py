@@ -125,7 +125,8 @@ def stack(
         metrics = [f"{s.url}/metrics" for s in services]
         args = parser.parse_args(
             ["load", "sine", "--url", ingest.url, "--duration", f"{LOAD_S}s", "--peak-rps", "80",
-             "--out", str(run_dir), "--settle", "10s", *[x for m in metrics for x in ("--metrics", m)]]
+             "--out", str(run_dir), "--settle", "10s", "--nats-url", nats.url, "--dev-dir", str(tmp / "no-dev"),
+             *[x for m in metrics for x in ("--metrics", m)]]
         )  # fmt: skip
         started = time.time()
         assert args.func(args) == 0, (run_dir / "k6-summary.txt").read_text()

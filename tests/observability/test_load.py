@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from orderflow_tools import loadrun
+from orderflow_tools.kit import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SCENARIOS = REPO / "k6" / "scenarios"
@@ -64,12 +65,13 @@ def kaput_server() -> Iterator[str]:
     thread.join()
 
 
-def _args(url: str, out: Path, mode: str) -> argparse.Namespace:
+def _args(url: str, out: Path, mode: str, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     loadrun.add_parser(parser.add_subparsers())
+    nowhere = f"nats://127.0.0.1:{free_port()}"  # never assume 4222 is ours (or free)
     return parser.parse_args(
         ["load", "sine", "--url", url, "--duration", "4s", "--peak-rps", "20", "--out", str(out),
-         "--mode", mode, "--metrics", f"{url}/metrics", "--settle", "0"]
+         "--mode", mode, "--settle", "0", "--nats-url", nowhere, "--dev-dir", str(out / "no-dev"), *extra]
     )  # fmt: skip
 
 
@@ -83,9 +85,22 @@ def test_direct_mode_run_passes_although_the_ingest_answers_500(
     assert (tmp_path / "k6.json").stat().st_size > 0
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines and all(line["ok"] for line in lines)
+    assert {line["target"] for line in lines} == {f"{kaput_server}/metrics"}  # found at --url, unasked
     assert ["orderflow_consumer_pending", {"consumer": "workers"}, 0.0] in lines[0]["samples"]
     meta = json.loads((tmp_path / "run.json").read_text())
     assert meta["k6_exit_code"] == 0 and meta["mode"] == "direct"
+
+
+def test_a_missing_source_is_named_with_what_the_report_will_lack(
+    kaput_server: str, k6: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _args(kaput_server, tmp_path, "direct")
+    assert args.func(args) == 0
+    err = capsys.readouterr().err
+    assert f"warning: no NATS at {args.nats_url} (" in err and "--nats-url sets it" in err
+    assert "warning: no worker /metrics to sample" in err
+    sources = json.loads((tmp_path / "run.json").read_text())["sources"]
+    assert sources["nats"]["error"] and sources["ingest_metrics"]["error"] is None
 
 
 def test_queued_mode_run_fails_its_thresholds_on_any_500(kaput_server: str, k6: Path, tmp_path: Path) -> None:

@@ -99,3 +99,107 @@ def test_report_registers_its_subcommand() -> None:
     report.add_parser(parser.add_subparsers())
     args = parser.parse_args(["report", "some/dir", "--title", "x"])
     assert args.func is report.run and args.dir == Path("some/dir")
+
+
+def nats_only_run(directory: Path, seconds: int = 30) -> None:
+    """k6 and JetStream's own samples (nats.jsonl), no service metrics: a run against an ingest
+    and workers whose /metrics nobody gave."""
+    synthetic_run(directory, seconds=seconds)
+    (directory / "metrics.jsonl").write_text("")
+    lines, stored, done = [], 0.0, 0.0
+    for s in range(seconds + 20):
+        rate = round(20 * (1 - math.cos(2 * math.pi * s / seconds)) / 2) if s < seconds else 0
+        stored += rate
+        done = min(stored, done + 8)
+        samples = [
+            ["nats_consumer_pending", {"consumer": "workers"}, stored - done],
+            ["nats_consumer_ack_pending", {"consumer": "workers"}, min(8.0, stored - done)],
+            ["nats_stream_messages", {"stream": "ORDERS"}, stored - done],
+            ["nats_stream_last_seq", {"stream": "ORDERS"}, 1000 + stored],
+            ["nats_live_workers", {}, 2.0],
+        ]
+        lines.append({"t": START + s + 0.3, "target": "nats", "ok": True, "samples": samples})
+    (directory / "nats.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    meta = json.loads((directory / "run.json").read_text())
+    meta.update(
+        setup={"workers": 2, "slots_per_worker": 4, "work_s": "0.5"},
+        sources={"nats": {"url": "nats://127.0.0.1:4222", "error": None}},
+        nats_interval_s=1.0,
+    )
+    (directory / "run.json").write_text(json.dumps(meta))
+
+
+def test_jetstream_alone_is_enough_for_every_picture(tmp_path: Path) -> None:
+    """Without any service metrics the backlog, the orders accepted (stored in ORDERS) and done
+    (leaving ORDERS) come from JetStream itself: nothing is drawn as an empty frame."""
+    nats_only_run(tmp_path)
+    assert report.run(argparse.Namespace(dir=tmp_path, title=None)) == 0
+    numbers = json.loads((tmp_path / "figures.json").read_text())
+    assert numbers["not_drawn"] == {}
+    assert numbers["accepted"] == numbers["done"] == numbers["by_status"]["200"]
+    assert numbers["backlog_peak"] > 50 and numbers["drained_at_s"] is not None
+    assert numbers["sources"]["queue"] == "consumer state read from NATS every 1 s"
+    assert numbers["sources"]["done"] == "messages leaving ORDERS (acked or termed)"
+    for name in report.PNGS:
+        assert (tmp_path / name).stat().st_size > 10_000, name
+
+
+def test_report_says_which_pictures_it_could_not_draw_and_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    synthetic_run(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text("")  # no service answered
+    (tmp_path / "queue_depth.png").write_bytes(PNG_MAGIC)  # a stale picture of an earlier report
+    meta = json.loads((tmp_path / "run.json").read_text())
+    meta["sources"] = {
+        "nats": {"url": "nats://127.0.0.1:4999", "error": "nats: no servers available for connection"},
+        "ingest_metrics": {"url": "http://127.0.0.1:8080/metrics", "error": "Connection refused"},
+    }
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    assert report.run(argparse.Namespace(dir=tmp_path, title=None)) == 0
+    err = capsys.readouterr().err
+    skipped = json.loads((tmp_path / "figures.json").read_text())["not_drawn"]
+    assert set(skipped) == {"accepted_vs_done.png", "queue_depth.png", "overview.png"}
+    assert "NATS at nats://127.0.0.1:4999 did not answer (nats: no servers" in skipped["queue_depth.png"]
+    assert (
+        "the ingest's metrics at http://127.0.0.1:8080/metrics did not answer"
+        in skipped["accepted_vs_done.png"]
+    )
+    for png in skipped:
+        assert f"not drawn: {tmp_path / png}: " in err
+        assert not (tmp_path / png).exists()
+    assert (tmp_path / "requests_by_status.png").stat().st_size > 10_000
+
+
+def test_titles_state_the_setup_and_the_queue_its_source_and_refresh(tmp_path: Path) -> None:
+    nats_only_run(tmp_path)
+    run = load_run(tmp_path)
+    assert report.setup_title(run) == "sine · queued mode · peak 21 RPS · 2 workers x 4 slots · work 0.5 s"
+    synthetic_run(tmp_path)  # the workers' gauge only
+    meta = json.loads((tmp_path / "run.json").read_text())
+    meta["consumer_info_interval_s"] = 5.0
+    (tmp_path / "run.json").write_text(json.dumps(meta))
+    (tmp_path / "nats.jsonl").unlink()
+    assert report.queue_source_text(load_run(tmp_path)).startswith(
+        "the workers' orderflow_consumer_pending, refreshed only every 5 s"
+    )
+
+
+@pytest.mark.parametrize("plot", ["plot_requests", "plot_accepted_vs_done", "plot_latency", "plot_queue"])
+def test_no_legend_covers_the_data(tmp_path: Path, plot: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    synthetic_run(tmp_path)
+    fig, ax = plt.subplots(figsize=(11, 4))
+    getattr(report, plot)(ax, load_run(tmp_path))
+    fig.tight_layout()
+    fig.canvas.draw()
+    legend = ax.get_legend()
+    assert legend is not None
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    box, plot_area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert box.x0 >= plot_area.x1, "the legend overlaps the plot area"
+    plt.close(fig)
