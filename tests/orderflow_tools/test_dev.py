@@ -224,7 +224,8 @@ def test_no_child_outlives_a_killed_orderflow_dev(start_dev: object) -> None:
 def readme_section(title: str) -> str:
     text = (REPO / "README.md").read_text()
     start = text.index(f"### {title}")
-    return text[start : text.index("\n## ", start)]
+    ends = [i for i in (text.find("\n## ", start), text.find("\n### ", start + 4)) if i != -1]
+    return text[start : min(ends)]
 
 
 def code_blocks(section: str, language: str) -> list[str]:
