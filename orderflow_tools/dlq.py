@@ -35,7 +35,8 @@ from orderflow.config import Settings
 from orderflow_tools.natsconn import Session, session
 
 FETCH_BATCH = 256
-PROGRESS_EVERY_S = 1.0
+PROGRESS_EVERY_S = 1.0  # a progress line at least this often on a long replay,
+PROGRESS_EVERY_N = 1000  # and every this many orders
 _SINCE = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d)")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -335,7 +336,7 @@ async def replay(
             # Only now, with the PubAck in hand: the order is in ORDERS again.
             await s.js.delete_msg(contract.DLQ_STREAM, dead.seq)
             done += 1
-            if time.monotonic() - last_report >= PROGRESS_EVERY_S:
+            if time.monotonic() - last_report >= PROGRESS_EVERY_S or done % PROGRESS_EVERY_N == 0:
                 print(f"replayed {done}/{len(chosen)}", file=sys.stderr, flush=True)
                 last_report = time.monotonic()
         print(

@@ -3,6 +3,7 @@ fails until "billing" is fixed (tests/support/billing.py), so three orders end i
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 from pathlib import Path
@@ -147,3 +148,64 @@ def test_replay_runs_the_orders_again_with_fresh_counts_and_empties_the_dlq(
     wait_until(settled, 15, "the replayed copy to be acked")
     assert count_events(run(run_records(url)), "done")["d-0"] == 1  # not run again
     assert run(statuses(url))["d-0"].status == "done"
+
+
+def test_a_long_replay_reports_progress_and_republishes_what_makes_a_fresh_run(
+    nats_server: NatsServer,
+) -> None:
+    """2 500 dead orders, no worker: `replay --all` says how far it got as it goes, empties the
+    DLQ, and each order is back in ORDERS under its own subject with Orderflow-Replay and
+    Orderflow-Status-Check, a Nats-Msg-Id of its own, and none of the dead-letter bookkeeping."""
+    url = nats_server.url
+
+    async def bury(n: int) -> None:
+        from orderflow import broker
+        from orderflow.config import load_settings
+
+        async with connect(url) as nc:
+            js = nc.jetstream()
+            for cfg in broker.stream_configs(load_settings("cli")):
+                await js.add_stream(cfg)
+            acks = [
+                await js.publish_async(
+                    f"{contract.DLQ_PREFIX}default.z-{i}",
+                    contract.encode(contract.Order(f"z-{i}", 1, 1, "m", 0.0)),
+                    headers={
+                        contract.H_ERROR: "boom",
+                        contract.H_ATTEMPTS: "5",
+                        contract.H_CRASHES: "1",
+                        contract.H_HANDBACKS: "2",
+                        contract.H_DELIVERIES: "9",
+                        "Traceparent": "00-abc",
+                    },
+                )
+                for i in range(n)
+            ]
+            await asyncio.gather(*acks)
+
+    run(bury(2500))
+    out = cli(url, "dlq", "replay", "--all", timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "replayed 1000/2500" in out.stderr and "replayed 2000/2500" in out.stderr
+    assert "replayed 2500 orders" in out.stdout
+    assert run(dlq_size(url)) == 0
+
+    async def replayed(order_id: str) -> dict[str, str]:
+        async with connect(url) as nc:
+            msg = await nc.jetstream().get_last_msg(
+                contract.STREAM, contract.order_subject("default", order_id)
+            )
+            return dict(msg.headers or {})
+
+    headers = run(replayed("z-7"))
+    assert headers[contract.H_REPLAY] == "1" and headers[contract.H_STATUS_CHECK] == "1"
+    assert headers[contract.H_MSG_ID].startswith("z-7.replay.")
+    assert headers["Traceparent"] == "00-abc"  # the order's own headers travel on
+    for name in (
+        contract.H_ERROR,
+        contract.H_ATTEMPTS,
+        contract.H_CRASHES,
+        contract.H_HANDBACKS,
+        contract.H_DELIVERIES,
+    ):
+        assert name not in headers
