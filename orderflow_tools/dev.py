@@ -172,7 +172,7 @@ def run_dev(args: argparse.Namespace) -> int:
         stack = _stack(args, settings, host, probe, nats)
         (data / STACK_FILE).write_text(json.dumps(stack, indent=2) + "\n")
         console.say(_banner(args, settings, probe, nats, data))
-    exit_code = 0 if ready else 1
+    exit_code = 0 if ready or signals["n"] else 1  # Ctrl-C while it started is no failure
     while ready and not signals["n"]:
         dead = [name for name, p in children.items() if not p.alive()]
         if dead or not nats.alive():
