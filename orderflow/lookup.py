@@ -44,9 +44,13 @@ def _is_timestamp(name: str, value: Any) -> bool:
     )
 
 
+# Shown even when the stored record leaves them out (a record omits its defaults, 0).
+COUNTS = ("attempts", "deliveries", "handbacks", "crashes")
+
+
 def render(record: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, value in record.items():
+    for name, value in {**dict.fromkeys(COUNTS, 0), **record}.items():
         if _is_timestamp(name, value):
             out[name] = iso(value)
             out[name + "_s"] = value

@@ -172,9 +172,18 @@ def run_dev(args: argparse.Namespace) -> int:
         stack = _stack(args, settings, host, probe, nats)
         (data / STACK_FILE).write_text(json.dumps(stack, indent=2) + "\n")
         console.say(_banner(args, settings, probe, nats, data))
+        pids = ", ".join(f"{n} {c.pid}" for n, c in children.items() if n.startswith("worker-"))
+        console.say(f"  worker pids: {pids}  (kill -TERM one: it drains and a new one starts)\n")
     exit_code = 0 if ready or signals["n"] else 1  # Ctrl-C while it started is no failure
     while ready and not signals["n"]:
         dead = [name for name, p in children.items() if not p.alive()]
+        for name in [n for n in dead if _replaceable(n, children[n].returncode())]:
+            # A worker that drained (SIGTERM: exit 0) or was killed is started again, as a
+            # ReplicaSet and the kubelet would: `kill -TERM <pid>` is a scale-down you can try.
+            code = children[name].returncode()
+            children[name].start()
+            console.say(f"orderflow dev: {name} exited ({code}); started a new one, pid {children[name].pid}")
+            dead.remove(name)
         if dead or not nats.alive():
             console.err(f"orderflow dev: {', '.join(dead) or 'nats-server'} exited; stopping")
             exit_code = 1
@@ -185,6 +194,12 @@ def run_dev(args: argparse.Namespace) -> int:
     (data / STACK_FILE).unlink(missing_ok=True)
     console.err(f"orderflow dev: stopped ({', '.join(f'{k} {v}' for k, v in codes.items())})")
     return exit_code or max((c for c in codes.values() if c is not None and c > 0), default=0)
+
+
+def _replaceable(name: str, code: int | None) -> bool:
+    """A worker gone by a signal's doing (exit 0 after its drain, or killed): not a failure of its
+    own. One that exits 1 or 2 (it cannot start, its config is bad) stops dev instead."""
+    return name.startswith("worker-") and code is not None and code <= 0
 
 
 def _children(args: argparse.Namespace, host: str, nats_url: str) -> dict[str, Process]:

@@ -12,9 +12,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import REPO, find_binary, free_port, http, wait_until
@@ -292,3 +293,53 @@ def test_the_readme_task_type_example_works_as_written_and_dev_migrates_its_stor
 def _status(dev: Dev, order_id: str) -> str | None:
     status, _, body = http("GET", f"{dev.base}/orders/{order_id}")
     return json.loads(body)["status"] if status == 200 else None
+
+
+def _worker_pid(dev: Dev) -> int:
+    found = re.findall(r"(?:worker-1 |started a new one, pid )(\d+)", dev.text())
+    assert found, dev.text()
+    return int(found[-1])
+
+
+def test_a_long_demo_job_survives_repeated_scale_downs_as_the_readme_shows(start_dev: object) -> None:
+    """The README's "A long job that survives scale-downs" demo, as written:
+    `ORDERFLOW_WORK_S=30 ORDERFLOW_DRAIN_TIMEOUT_S=2 make run`, then SIGTERM the worker every few seconds.
+    1. One 12 s demo job (shorter than the README's 30 s, the same mechanism) on one worker.
+    2. Three times: SIGTERM the worker a few seconds into its run; it hands the job back at its
+       2 s drain deadline and exits 0; dev starts a new worker, which resumes the job.
+    3. The order ends done once, with 3 hand-backs and no failed attempt, and its runs used about
+       the job's length in all (each hand-back loses at most one checkpoint step: 1.2 s)."""
+    dev = start_dev(WORK_S="12", DRAIN_TIMEOUT_S="2")  # type: ignore[operator]
+    dev.wait_up()
+    status, _, body = http("POST", dev.base + "/orders", ORDER)
+    assert status == 200
+    order_id = json.loads(body)["order_id"]
+
+    def record() -> dict[str, Any]:
+        answer: dict[str, Any] = json.loads(http("GET", f"{dev.base}/orders/{order_id}")[2])
+        return answer
+
+    def running() -> bool:
+        try:
+            return bool(dev.in_flight() == 1)
+        except OSError:  # the worker is being replaced
+            return False
+
+    def handed_back(n: int) -> Callable[[], bool]:
+        return lambda: record().get("handbacks") == n
+
+    def replaced(pid: int) -> Callable[[], bool]:
+        return lambda: _worker_pid(dev) != pid
+
+    for n in range(1, 4):
+        wait_until(running, 20, "the job to run")
+        time.sleep(1.5)
+        pid = _worker_pid(dev)
+        os.kill(pid, signal.SIGTERM)
+        wait_until(handed_back(n), 15, f"hand-back {n}")
+        wait_until(replaced(pid), 15, "a new worker")
+    wait_until(lambda: record()["status"] == "done", 30, "the order to be done")
+    final = record()
+    assert (final["attempts"], final["handbacks"], final["crashes"]) == (0, 3, 0), final
+    assert 11.5 <= float(final["run_s"]) <= 12 + 3 * 1.2 + 1.0, final
+    assert "exited (0); started a new one" in dev.text()
