@@ -91,4 +91,9 @@ def test_render_shows_every_field_and_every_timestamp_as_iso_utc_beside_its_numb
         "lease_until_s": 60,
         "finished_at": None,
         "n_at": True,
+        # the counts, even where the stored record leaves its zeros out
+        "attempts": 0,
+        "deliveries": 0,
+        "handbacks": 0,
+        "crashes": 0,
     }
