@@ -99,7 +99,8 @@ async def _remaining_orders(js: Any) -> list[str]:
 
 
 async def read(url: str, accepted: set[str]) -> Ledger:
-    nc = await nats.connect(url, max_reconnect_attempts=5, connect_timeout=5)
+    """`url`: one server or a cluster's servers, comma-separated."""
+    nc = await nats.connect(servers=url.split(","), max_reconnect_attempts=5, connect_timeout=5)
     try:
         js = nc.jetstream(timeout=10)
         status_msgs = await _read_all(
@@ -192,7 +193,9 @@ async def backlog(url: str) -> tuple[int, int] | None:
     """(pending, ack pending) summed over the ORDERS consumers, straight from the server."""
     try:
         # max_reconnect_attempts=0 would mean "no limit" (see orderflow_tools.cli.CONNECT_ATTEMPTS)
-        nc = await nats.connect(url, max_reconnect_attempts=1, connect_timeout=2, allow_reconnect=False)
+        nc = await nats.connect(
+            servers=url.split(","), max_reconnect_attempts=1, connect_timeout=2, allow_reconnect=False
+        )
     except Exception:
         return None
     try:
