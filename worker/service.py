@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from orderflow import broker, contract
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
+from orderflow.link import Link
 from orderflow.metrics import WorkerMetrics
 from orderflow.natsmux import Requester
 from worker.cancels import CancelMarkers
@@ -36,6 +37,9 @@ from worker.timing import Timing
 from worker.transport import NatsTransport
 
 log = logging.getLogger(__name__)
+
+_STREAM_LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"
+_RECOVER_ON = (contract.STREAM, "KV_" + contract.STATUS_BUCKET)
 
 
 @dataclass
@@ -69,6 +73,8 @@ class WorkerService:
         self._fetchers: list[asyncio.Task[None]] = []
         self._ranks: Ranks | None = None
         self._recovering: asyncio.Task[None] | None = None
+        self.link = Link()
+        self._requests: Requester | None = None
 
     # --- health (orderflow/probes.Probed, read from the probe thread) ---------------------------
     @property
@@ -100,7 +106,7 @@ class WorkerService:
         try:
             try:
                 self.nc = await broker.connect_retrying(
-                    s, f"worker-{s.worker_id}", self.lifecycle.stop, on_reconnect=self._on_reconnect
+                    s, f"worker-{s.worker_id}", self.lifecycle.stop, self.link, self._on_reconnect
                 )
             except Exception:
                 return 0 if self.lifecycle.stop.is_set() else 1
@@ -125,7 +131,10 @@ class WorkerService:
         s = self.settings
         js = nc.jetstream(timeout=5.0)
         layout = await broker.ensure_layout(js, s)
-        transport = NatsTransport(nc, await Requester(nc).start())
+        requests = self._requests = await Requester(nc).start()
+        # A reply that can no longer come (its connection is gone) fails now, not at its timeout.
+        self.link.on_lost(requests.connection_lost)
+        transport = NatsTransport(nc, requests)
         recovery = Recovery(self.timing.recovery_window_s)
         self._keeper = PodDeletionCostKeeper.from_settings(s)
         if self._keeper is not None:
@@ -193,8 +202,9 @@ class WorkerService:
         self.metrics.draining.set(0)
         await nc.subscribe(contract.CONTROL_CANCEL, cb=self._on_cancel)
         # A stream or consumer leader change (a cluster failover) may come with redeliveries a
-        # restored consumer did not know were running: treat it like a reconnect.
-        await nc.subscribe(f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{contract.STREAM}", cb=self._on_leader)
+        # restored consumer did not know were running: treat it like a reconnect. Any stream's new
+        # leader also means a write sent to its old one is never answered: those are sent again.
+        await nc.subscribe(f"{_STREAM_LEADER_ELECTED}.*", cb=self._on_leader)
         await nc.subscribe(
             f"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{contract.STREAM}.*", cb=self._on_leader
         )
@@ -246,6 +256,13 @@ class WorkerService:
         self._recover("reconnected")
 
     async def _on_leader(self, msg: Msg) -> None:
+        if msg.subject.startswith(_STREAM_LEADER_ELECTED):
+            if self._requests is not None:
+                self._requests.leader_changed()
+            # ORDERS: its consumer's state moved; the status bucket: leases refreshed while it had
+            # no leader were dropped (refreshes are not confirmed), so write them again now.
+            if msg.subject.rsplit(".", 1)[-1] not in _RECOVER_ON:
+                return
         self._recover("JetStream leader elected")
 
     def _recover(self, why: str) -> None:

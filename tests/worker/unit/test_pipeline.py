@@ -284,6 +284,27 @@ def test_a_failing_handler_is_a_failed_attempt_with_its_error() -> None:
     assert rig.t.ops()[-1] == "nak"
 
 
+def test_a_run_record_lost_in_a_failover_is_written_again_and_costs_the_job_no_attempt() -> None:
+    """Found on a 3-node cluster's rolling restart: the `done` run record of a finished job lost its
+    PubAck with the connection; the handler failed, and the retry ran the finished job again."""
+
+    async def finishes(job: Job) -> None:
+        await job.record_progress("start", 0.0, 1.0)
+        await job.record_progress("done", 1.0, 1.0)
+
+    async def main() -> Rig:
+        rig = Rig(finishes)
+        rig.t.fail_runs = 2
+        rig.pool.start(FakeMsg("o-1"))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert [r.event for r in rig.t.runs] == ["start", "done"]
+    assert rig.t.ops() == ["put:done", "ack"]
+    assert rig.t.records["o-1"].attempts == 0
+
+
 def test_a_cancelled_error_from_inside_the_handler_is_a_failure_not_a_stop() -> None:
     async def handler(job: Job) -> None:
         raise asyncio.CancelledError
