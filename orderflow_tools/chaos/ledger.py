@@ -98,6 +98,21 @@ async def _remaining_orders(js: Any) -> list[str]:
     return ids
 
 
+async def run_records(url: str) -> dict[str, list[contract.RunRecord]]:
+    """ORDER_RUNS as {order_id: [record, ...]} in append order, read in one pass (raises if it
+    cannot be read: a test must not pass on an empty read)."""
+    nc = await nats.connect(servers=url.split(","), max_reconnect_attempts=5, connect_timeout=5)
+    try:
+        msgs = await _read_all(nc.jetstream(timeout=10), contract.RUNS_STREAM, contract.RUNS_SUBJECTS[0])
+    finally:
+        await nc.close()
+    out: dict[str, list[contract.RunRecord]] = {}
+    for m in msgs:
+        rec = contract.decode_run(m.data)
+        out.setdefault(rec.order_id, []).append(rec)
+    return out
+
+
 async def read(url: str, accepted: set[str]) -> Ledger:
     """`url`: one server or a cluster's servers, comma-separated."""
     nc = await nats.connect(servers=url.split(","), max_reconnect_attempts=5, connect_timeout=5)
