@@ -110,7 +110,13 @@ class IngestState:
     async def _on_leader_elected(self, msg: Msg) -> None:
         if self.requests is not None:
             cut = self.requests.leader_changed()
-            log.info("stream %s has a new leader; %d writes sent again", msg.subject.rsplit(".", 1)[-1], cut)
+            # Every stream's creation elects a leader too: say so only when it cost something.
+            log.log(
+                logging.INFO if cut else logging.DEBUG,
+                "stream %s has a new leader; %d writes sent again",
+                msg.subject.rsplit(".", 1)[-1],
+                cut,
+            )
 
     async def _check_stream(self, nc: Client) -> None:
         """Readiness follows the stream, but not through a leader election: STREAM.INFO goes
