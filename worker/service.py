@@ -11,7 +11,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -39,6 +42,23 @@ from worker.transport import NatsTransport
 log = logging.getLogger(__name__)
 
 _STREAM_LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"
+T = TypeVar("T")
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived before the worker was ready."""
+
+
+def _unanswered(exc: Exception) -> bool:
+    """A JetStream API request that went unanswered or found nobody to answer (no leader yet),
+    or "JetStream system temporarily unavailable" (10008): worth asking again."""
+    if isinstance(exc, nats.errors.TimeoutError | TimeoutError | nats.errors.NoRespondersError):
+        return True
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return True
+    return isinstance(exc, broker.JetStreamApiError) and "(code 10008)" in str(exc)
+
+
 _RECOVER_ON = (contract.STREAM, "KV_" + contract.STATUS_BUCKET)
 
 
@@ -112,6 +132,8 @@ class WorkerService:
                 return 0 if self.lifecycle.stop.is_set() else 1
             try:
                 await self._start(self.nc)
+            except _Stopped:  # SIGTERM while JetStream was not answering yet
+                return 0
             except broker.BrokerConfigError as exc:
                 # An operator has to act: say what and how, exit 2 (a config error), no traceback.
                 log.error("%s", exc)
@@ -130,7 +152,7 @@ class WorkerService:
     async def _start(self, nc: Client) -> None:
         s = self.settings
         js = nc.jetstream(timeout=5.0)
-        layout = await broker.ensure_layout(js, s)
+        layout = await self._until_answered("the stream layout", lambda: broker.ensure_layout(js, s))
         requests = self._requests = await Requester(nc).start()
         # A reply that can no longer come (its connection is gone) fails now, not at its timeout.
         self.link.on_lost(requests.connection_lost)
@@ -141,7 +163,10 @@ class WorkerService:
             self.load.on_change = self._keeper.update
         self.metrics.pod_deletion_cost.set_function(self.load.cost)
         for task_type in s.task_types:
-            consumer = await broker.ensure_consumer(nc, s, task_type.name)
+            consumer = await self._until_answered(
+                f"consumer of {task_type.name}",
+                functools.partial(broker.ensure_consumer, nc, s, task_type.name),
+            )
             # Paced from ack_wait as the server has it (an operator may have edited it).
             timing = Timing.derive(s, consumer.ack_wait_s)
             self.timing = timing
@@ -208,6 +233,24 @@ class WorkerService:
         await nc.subscribe(
             f"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{contract.STREAM}.*", cb=self._on_leader
         )
+
+    async def _until_answered(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """JetStream not answering yet is waited out, not a crash: a worker (re)started while a
+        stream has no leader (4-9 s of a cluster's election) or while the cluster forms would
+        otherwise exit 1 and go into the kubelet's crash-loop back-off. Config errors still raise."""
+        delay_s = 0.5
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                if not _unanswered(exc):
+                    raise
+                log.warning(
+                    "JetStream does not answer yet for %s (%r); retrying in %.1fs", what, exc, delay_s
+                )
+            if await wait_any(self.lifecycle.stop.wait(), timeout_s=delay_s):
+                raise _Stopped
+            delay_s = min(2 * delay_s, 5.0)
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         async def body() -> None:
