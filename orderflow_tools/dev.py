@@ -120,7 +120,7 @@ def run_dev(args: argparse.Namespace) -> int:
             f"{name} {node.url}  pid {node.process.pid}  monitoring {node.monitor_url}  (store {node.store_dir})"
             for name, node in nats.nodes.items()
         )
-        where = f"""  NATS      cluster {nats.name}: {len(nats.nodes)} nodes, R{base_env["ORDERFLOW_STREAM_REPLICAS"]} streams, logs in {nats.root}
+        where = f"""  NATS      cluster {nats.name}: {len(nats.nodes)} nodes, R{base_env["ORDERFLOW_STREAM_REPLICAS"]} streams, logs in {nats.log_dir}
             {nodes}
             a node that exits is started again (kill -9 one to watch a failover)"""
     else:

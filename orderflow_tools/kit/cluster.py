@@ -26,7 +26,8 @@ from orderflow_tools.kit.procs import StartError, free_port, http_get, stop_all
 
 
 class NatsCluster:
-    """`size` nats-server -js nodes named n1..nN forming the cluster `name`. `ports` fixes the
+    """`size` nats-server -js nodes named n1..nN forming the cluster `name`, each storing under
+    root/<node> and logging to log_dir/nats-<node>.log (log_dir defaults to root). `ports` fixes the
     client ports (dev: --nats-port and the next ones); the other ports are free ones."""
 
     def __init__(
@@ -38,6 +39,7 @@ class NatsCluster:
         ports: Sequence[int] | None = None,
         binary: str | None = None,
         new_session: bool = False,
+        log_dir: Path | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"a cluster needs at least one node, not {size}")
@@ -45,6 +47,7 @@ class NatsCluster:
             raise ValueError(f"{len(ports)} client ports for {size} nodes")
         self.name = name
         self.root = root
+        self.log_dir = log_dir or root
         route_ports = [free_port() for _ in range(size)]
         self.nodes: dict[str, NatsServer] = {}
         for i in range(size):
@@ -55,9 +58,10 @@ class NatsCluster:
             if routes:
                 args += ["--routes", routes]
             root.mkdir(parents=True, exist_ok=True)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
             self.nodes[node] = NatsServer(
                 root / node,
-                root / f"{node}.log",
+                self.log_dir / f"nats-{node}.log",
                 port=None if ports is None else ports[i],
                 binary=binary,
                 name=f"nats-{node}",
