@@ -254,7 +254,12 @@ class Settler:
         dead holder's lease has lapsed by the time its message comes back."""
         d.lease_at = time.monotonic()
         await self._t.in_progress(d.msg)
-        await self._t.put_status(self.record(d, "processing"), confirm)
+        if confirm:
+            # The lease a run starts under (a redelivery, the recovery window): a PubAck lost in a
+            # failover must not cost the order an attempt, so through it like a status.
+            await self._put_confirmed(self.record(d, "processing"))
+        else:
+            await self._t.put_status(self.record(d, "processing"), confirm)
 
     async def checkpoint(self, d: Delivery, state: msgspec.Raw) -> None:
         d.books.checkpoint = state

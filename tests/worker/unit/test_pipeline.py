@@ -305,6 +305,23 @@ def test_a_run_record_lost_in_a_failover_is_written_again_and_costs_the_job_no_a
     assert rig.t.records["o-1"].attempts == 0
 
 
+def test_a_lease_lost_in_a_failover_is_written_again_and_costs_the_job_no_attempt() -> None:
+    """Found on a 3-node cluster's rolling restart: a redelivery's confirmed lease lost its PubAck
+    with the connection; the slot died of it, a failed attempt, and the order ran as attempt 2."""
+
+    async def main() -> Rig:
+        rig = Rig(noop)
+        rig.t.records["o-1"] = contract.StatusRecord("o-1", "queued", handbacks=1)
+        rig.t.fail_puts = 2
+        rig.pool.start(FakeMsg("o-1", delivered=2))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert rig.t.ops() == ["get", "in_progress", "put:processing", "put:done", "ack"]
+    assert (rig.t.records["o-1"].status, rig.t.records["o-1"].attempts) == ("done", 0)
+
+
 def test_a_cancelled_error_from_inside_the_handler_is_a_failure_not_a_stop() -> None:
     async def handler(job: Job) -> None:
         raise asyncio.CancelledError
