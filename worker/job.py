@@ -312,7 +312,7 @@ class JobPipeline:
         d.run_started = time.time()
         if eager:
             run.last_beat = time.monotonic()
-            await self._settler.lease(d, confirm=True)
+            await self._settler.start_lease(d)
         self._hooks.started(d)
         resume = _any.decode(d.books.checkpoint) if d.books.checkpoint is not None else None
         job = Job(

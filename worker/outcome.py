@@ -254,12 +254,17 @@ class Settler:
         dead holder's lease has lapsed by the time its message comes back."""
         d.lease_at = time.monotonic()
         await self._t.in_progress(d.msg)
-        if confirm:
-            # The lease a run starts under (a redelivery, the recovery window): a PubAck lost in a
-            # failover must not cost the order an attempt, so through it like a status.
-            await self._put_confirmed(self.record(d, "processing"))
-        else:
-            await self._t.put_status(self.record(d, "processing"), confirm)
+        await self._t.put_status(self.record(d, "processing"), confirm)
+
+    async def start_lease(self, d: Delivery) -> None:
+        """The confirmed lease a run starts under (a redelivery, the recovery window), written
+        through a failover like a status: a PubAck lost with a connection or a stream leader must
+        not cost the order an attempt. Only here, before the handler runs: a lease retried later
+        could land after the run's `done` and undo it (found so: a recovery's re-lease, retried,
+        left finished orders `processing` for good)."""
+        d.lease_at = time.monotonic()
+        await self._t.in_progress(d.msg)
+        await self._put_confirmed(self.record(d, "processing"))
 
     async def checkpoint(self, d: Delivery, state: msgspec.Raw) -> None:
         d.books.checkpoint = state

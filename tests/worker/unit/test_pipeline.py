@@ -322,6 +322,32 @@ def test_a_lease_lost_in_a_failover_is_written_again_and_costs_the_job_no_attemp
     assert (rig.t.records["o-1"].status, rig.t.records["o-1"].attempts) == ("done", 0)
 
 
+def test_a_re_lease_that_fails_during_a_recovery_is_not_retried_over_the_runs_done() -> None:
+    """Found on a 3-node cluster's rolling restart: a recovery's re-lease, retried through the
+    failover, landed after the run's `done` and left the order `processing` for good."""
+
+    async def main() -> Rig:
+        finish = asyncio.Event()
+
+        async def waits(job: Job) -> None:
+            await finish.wait()
+
+        rig = Rig(waits)
+        rig.pool.start(FakeMsg("o-1"))
+        await asyncio.sleep(0.01)
+        rig.t.fail_puts = 1  # the re-lease's write is lost in the failover
+        recovering = asyncio.create_task(rig.pipeline.recover())
+        await asyncio.sleep(0.01)
+        finish.set()
+        await rig.until_idle()
+        await recovering
+        await asyncio.sleep(0.5)  # a retry of the re-lease would have come by now
+        return rig
+
+    rig = asyncio.run(main())
+    assert rig.t.records["o-1"].status == "done"
+
+
 def test_a_cancelled_error_from_inside_the_handler_is_a_failure_not_a_stop() -> None:
     async def handler(job: Job) -> None:
         raise asyncio.CancelledError
