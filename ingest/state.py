@@ -64,8 +64,15 @@ class IngestState:
             return self._fatal
         if self.settings.mode == "direct":
             return None  # direct mode does not need NATS to answer
-        if self.nc is None or not self.nc.is_connected:
+        if self.nc is None:
             return "NATS not connected"
+        if not self.nc.is_connected:
+            # A reconnect (to another node, a quick restart) is ridden out by the publishes'
+            # budget: an ingest taken out of its Service for it would be out for a probe period
+            # at least (failureThreshold 1, periodSeconds 5). Unready once it has lasted longer.
+            since = self.link.down_since
+            if since is None or time.monotonic() - since >= self.settings.publish_timeout_s:
+                return "NATS not connected"
         return self._stream_problem
 
     @property
