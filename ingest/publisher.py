@@ -21,7 +21,14 @@ from orderflow.config import Settings
 from orderflow.link import Link
 from orderflow.logsummary import SummaryLog
 from orderflow.metrics import IngestMetrics
-from orderflow.natsmux import JetStreamError, NoResponders, Requester, RequestTimeout, read_puback
+from orderflow.natsmux import (
+    JetStreamError,
+    LeaderChanged,
+    NoResponders,
+    Requester,
+    RequestTimeout,
+    read_puback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,9 +189,13 @@ class Publisher:
             gauge.inc()
         try:
             # JetStream's PubAck is the reply to a plain publish on a stream subject.
-            reply = await self._requests.request(subject, payload, headers, max(deadline - start, 0.001))
+            reply = await self._requests.request(
+                subject, payload, headers, max(deadline - start, 0.001), write=True
+            )
         except RequestTimeout:
             return Sent(Published.TIMEOUT, ("publish_timeout", f"no PubAck within {self._timeout_s:g}s"))
+        except LeaderChanged:  # sent to a leader that is gone: send it to the new one
+            return Sent(Published.UNAVAILABLE, ("jetstream_unavailable", "stream leader changed"))
         except Exception as exc:  # ConnectionLost: the connection went down under the request
             return Sent(Published.UNAVAILABLE, ("nats_down", repr(exc)))
         finally:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
 from ingest.ids import IdSource
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 # The stream check is a JetStream API request: made on this period by one task, never per probe,
 # so a probe storm cannot turn into an API storm.
 STREAM_CHECK_INTERVAL_S = 1.0
+# JetStream's advisory subject, one more token: the stream's name.
+LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"
 
 
 class IngestState:
@@ -60,8 +64,15 @@ class IngestState:
             return self._fatal
         if self.settings.mode == "direct":
             return None  # direct mode does not need NATS to answer
-        if self.nc is None or not self.nc.is_connected:
+        if self.nc is None:
             return "NATS not connected"
+        if not self.nc.is_connected:
+            # A reconnect (to another node, a quick restart) is ridden out by the publishes'
+            # budget: an ingest taken out of its Service for it would be out for a probe period
+            # at least (failureThreshold 1, periodSeconds 5). Unready once it has lasted longer.
+            since = self.link.down_since
+            if since is None or time.monotonic() - since >= self.settings.publish_timeout_s:
+                return "NATS not connected"
         return self._stream_problem
 
     @property
@@ -94,13 +105,34 @@ class IngestState:
         self.keys = IdempotencyKeys(
             self.requests, self.publisher, self.lookup, self.refusals, s.publish_timeout_s
         )
+        # A stream leader elected (a node lost or restarted): a write that went to the old leader
+        # is never answered; fail it now, and the publisher sends it again to the new one inside
+        # its budget, rather than letting it wait out the whole budget for a 503.
+        await nc.subscribe(f"{LEADER_ELECTED}.*", cb=self._on_leader_elected)
         self._stream_problem = None
         self.nc = nc
         self._stream_check = asyncio.create_task(self._check_stream(nc), name="stream-check")
         log.info("connected to NATS; stream %s ready", contract.STREAM)
 
+    async def _on_leader_elected(self, msg: Msg) -> None:
+        if self.requests is not None:
+            cut = self.requests.leader_changed()
+            # Every stream's creation elects a leader too: say so only when it cost something.
+            log.log(
+                logging.INFO if cut else logging.DEBUG,
+                "stream %s has a new leader; %d writes sent again",
+                msg.subject.rsplit(".", 1)[-1],
+                cut,
+            )
+
     async def _check_stream(self, nc: Client) -> None:
+        """Readiness follows the stream, but not through a leader election: STREAM.INFO goes
+        unanswered while a stream has no leader (4-9 s after losing it), and an unready ingest is
+        taken out of its Service at once (the chart's failureThreshold is 1), although its
+        publishes ride the election out inside their budget. So the stream counts as unreachable
+        only once it has been for longer than the publish budget."""
         js = nc.jetstream(timeout=STREAM_CHECK_INTERVAL_S)
+        failing_since: float | None = None
         while True:
             await asyncio.sleep(STREAM_CHECK_INTERVAL_S)
             if not nc.is_connected:
@@ -108,8 +140,13 @@ class IngestState:
             try:
                 await js.stream_info(contract.STREAM)
                 self._stream_problem = None
+                failing_since = None
             except Exception as exc:
-                self._stream_problem = f"stream {contract.STREAM} unreachable: {type(exc).__name__}"
+                now = time.monotonic()
+                if failing_since is None:
+                    failing_since = now
+                if now - failing_since >= self.settings.publish_timeout_s:
+                    self._stream_problem = f"stream {contract.STREAM} unreachable: {type(exc).__name__}"
 
     def begin_shutdown(self) -> None:
         self.shutting_down = True

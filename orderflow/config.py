@@ -85,7 +85,11 @@ class Settings:
     # ingest
     mode: str = "queued"
     rate_limit_rps: float = 50.0
-    publish_timeout_s: float = 2.0
+    # The publish budget: how long POST /orders may wait for its PubAck, retries through a
+    # failover included. It covers a JetStream leader election: after a stream leader's node dies
+    # the others elect a new one once raft's election timeout runs out, random in 4-9 s
+    # (nats-server's raft.go, not configurable); meanwhile writes wait for a slower 200, not a 503.
+    publish_timeout_s: float = 10.0
     max_inflight_publishes: int = 10_000
     retry_after_s: int = 1
     # Idempotency-Key records (KV ORDER_KEYS) live this long: a repeat within it is answered

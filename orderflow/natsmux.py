@@ -38,6 +38,13 @@ class ConnectionLost(Exception):
     server is unknown; a JetStream publish retried with the same Nats-Msg-Id is safe."""
 
 
+class LeaderChanged(ConnectionLost):
+    """A stream leader was elected while the write waited for its PubAck. A write sent to the old
+    leader (killed, or cut off) is never answered; waiting out its timeout would spend the request's
+    whole budget. Whether it was stored is unknown; retried with the same Nats-Msg-Id it is stored
+    once."""
+
+
 class JetStreamError(Exception):
     """The server refused (an `error` PubAck) or nothing serves the subject (503).
 
@@ -53,6 +60,10 @@ class JetStreamError(Exception):
 
 class NoResponders(JetStreamError):
     """A status-only 503 reply: no stream (or no stream leader, mid-election) serves the subject."""
+
+
+# The first character of a JetStream write's reply token (other tokens are digits only).
+_WRITE = "w"
 
 
 class Requester:
@@ -87,6 +98,18 @@ class Requester:
             if not future.done():
                 future.set_exception(ConnectionLost())
 
+    def leader_changed(self) -> int:
+        """Fail every waiting JetStream write (`request(write=True)`) at once: a stream leader was
+        just elected (a `$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED` advisory), so a write that went
+        to the old one will never be answered. Reads are left alone (any replica answers a direct
+        get). The number of writes failed."""
+        cut = [token for token in self._pending if token[0] == _WRITE]
+        for token in cut:
+            future = self._pending.pop(token)
+            if not future.done():
+                future.set_exception(LeaderChanged())
+        return len(cut)
+
     @property
     def in_flight(self) -> int:
         return len(self._pending)
@@ -113,8 +136,12 @@ class Requester:
         payload: bytes = b"",
         headers: dict[str, str] | None = None,
         timeout_s: float | None = None,
+        *,
+        write: bool = False,
     ) -> Msg:
-        token = str(next(self._counter))
+        """The reply to one request. `write`: a JetStream write, failed with LeaderChanged by
+        `leader_changed()` (its token says so: no per-request bookkeeping on the hot path)."""
+        token = f"{_WRITE}{next(self._counter)}" if write else str(next(self._counter))
         future: asyncio.Future[Msg] = asyncio.get_running_loop().create_future()
         self._pending[token] = future
         deadline = time.monotonic() + (timeout_s or self._default_timeout_s)
@@ -135,7 +162,7 @@ class Requester:
         timeout_s: float | None = None,
     ) -> bytes:
         """Publish and wait for the PubAck; returns its raw JSON. Raises JetStreamError."""
-        reply = await self.request(subject, payload, headers, timeout_s)
+        reply = await self.request(subject, payload, headers, timeout_s, write=True)
         read_puback(reply)
         return bytes(reply.data)
 

@@ -98,7 +98,8 @@ class NatsServer(kit.NatsServer):
 
 @contextlib.asynccontextmanager
 async def connect(url: str) -> AsyncIterator[Client]:
-    nc = await nats.connect(url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    """`url` may list several servers, comma-separated (a cluster's url)."""
+    nc = await nats.connect(servers=url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     try:
         yield nc
     finally:

@@ -37,7 +37,7 @@ import msgspec
 from orderflow import contract
 from worker.handlers import CheckpointError, Handler, Job, PoisonError
 from worker.hooks import Hooks, at_stake_s
-from worker.outcome import Books, Delivery, Kind, Limits, Outcome, Settler
+from worker.outcome import Books, Delivery, Kind, Limits, Outcome, Settler, keep_trying
 from worker.pool import Pool, Slot
 from worker.timing import Timing
 from worker.transport import Message, Meta, Transport, header
@@ -312,7 +312,7 @@ class JobPipeline:
         d.run_started = time.time()
         if eager:
             run.last_beat = time.monotonic()
-            await self._settler.lease(d, confirm=True)
+            await self._settler.start_lease(d)
         self._hooks.started(d)
         resume = _any.decode(d.books.checkpoint) if d.books.checkpoint is not None else None
         job = Job(
@@ -395,11 +395,12 @@ class JobPipeline:
         self, run: Run, event: str, progress_s: float | None, length_s: float | None
     ) -> None:
         d = run.delivery
-        await self._t.record_run(
-            contract.RunRecord(
-                d.order_id, event, self._worker_id, d.attempt, time.time(), progress_s, length_s
-            )
+        record = contract.RunRecord(
+            d.order_id, event, self._worker_id, d.attempt, time.time(), progress_s, length_s
         )
+        # Through a failover like a status: a run record whose PubAck was lost with a connection
+        # or a stream leader must not fail the handler's attempt (that ran finished work again).
+        await keep_trying(lambda: self._t.record_run(record), f"order {d.order_id}: run record {event}")
 
     def at_stake_s(self, now: float) -> float:
         return sum(at_stake_s(r.delivery, now) for r in self.runs.values())

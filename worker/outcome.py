@@ -25,6 +25,7 @@ import enum
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -177,6 +178,24 @@ def _rfc3339(epoch_s: float) -> str:
     return datetime.datetime.fromtimestamp(epoch_s, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+async def keep_trying(write: Callable[[], Awaitable[None]], what: str, attempts: int = 12) -> None:
+    """A confirmed write, tried again through a NATS restart or a JetStream leader election
+    (0.1 s between tries, doubling up to 5 s: about half a minute in all with the default 12);
+    the last failure is raised. The write must be safe to repeat (a status record is the same
+    record again; a run record carries its own Nats-Msg-Id)."""
+    delay = 0.1
+    for attempt in range(attempts):
+        try:
+            await write()
+            return
+        except Exception as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("%s not stored yet (%r); retrying", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 class Settler:
     def __init__(
         self,
@@ -236,6 +255,16 @@ class Settler:
         d.lease_at = time.monotonic()
         await self._t.in_progress(d.msg)
         await self._t.put_status(self.record(d, "processing"), confirm)
+
+    async def start_lease(self, d: Delivery) -> None:
+        """The confirmed lease a run starts under (a redelivery, the recovery window), written
+        through a failover like a status: a PubAck lost with a connection or a stream leader must
+        not cost the order an attempt. Only here, before the handler runs: a lease retried later
+        could land after the run's `done` and undo it (found so: a recovery's re-lease, retried,
+        left finished orders `processing` for good)."""
+        d.lease_at = time.monotonic()
+        await self._t.in_progress(d.msg)
+        await self._put_confirmed(self.record(d, "processing"))
 
     async def checkpoint(self, d: Delivery, state: msgspec.Raw) -> None:
         d.books.checkpoint = state
@@ -353,19 +382,11 @@ class Settler:
         """A status that must be stored before the message is acked, termed or naked. Through a
         NATS restart keep trying: the job stays in its slot meanwhile, so heartbeats keep it from
         redelivery."""
-        delay = 0.1
-        for attempt in range(attempts):
-            try:
-                await self._t.put_status(record, confirm=True)
-                return
-            except Exception as exc:
-                if attempt == attempts - 1:
-                    raise
-                log.info(
-                    "order %s: status %s not stored yet (%r); retrying", record.order_id, record.status, exc
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        await keep_trying(
+            lambda: self._t.put_status(record, confirm=True),
+            f"order {record.order_id}: status {record.status}",
+            attempts,
+        )
 
     async def _dead_letter(self, d: Delivery, error: str) -> Kind:
         # The order's own headers, not the server's (Nats-*): the copy of a fired schedule carries

@@ -11,7 +11,10 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -20,6 +23,7 @@ from prometheus_client import CollectorRegistry
 from orderflow import broker, contract
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
+from orderflow.link import Link
 from orderflow.metrics import WorkerMetrics
 from orderflow.natsmux import Requester
 from worker.cancels import CancelMarkers
@@ -36,6 +40,26 @@ from worker.timing import Timing
 from worker.transport import NatsTransport
 
 log = logging.getLogger(__name__)
+
+_STREAM_LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"
+T = TypeVar("T")
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived before the worker was ready."""
+
+
+def _unanswered(exc: Exception) -> bool:
+    """A JetStream API request that went unanswered or found nobody to answer (no leader yet),
+    or "JetStream system temporarily unavailable" (10008): worth asking again."""
+    if isinstance(exc, nats.errors.TimeoutError | TimeoutError | nats.errors.NoRespondersError):
+        return True
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+        return True
+    return isinstance(exc, broker.JetStreamApiError) and "(code 10008)" in str(exc)
+
+
+_RECOVER_ON = (contract.STREAM, "KV_" + contract.STATUS_BUCKET)
 
 
 @dataclass
@@ -69,6 +93,8 @@ class WorkerService:
         self._fetchers: list[asyncio.Task[None]] = []
         self._ranks: Ranks | None = None
         self._recovering: asyncio.Task[None] | None = None
+        self.link = Link()
+        self._requests: Requester | None = None
 
     # --- health (orderflow/probes.Probed, read from the probe thread) ---------------------------
     @property
@@ -100,12 +126,14 @@ class WorkerService:
         try:
             try:
                 self.nc = await broker.connect_retrying(
-                    s, f"worker-{s.worker_id}", self.lifecycle.stop, on_reconnect=self._on_reconnect
+                    s, f"worker-{s.worker_id}", self.lifecycle.stop, self.link, self._on_reconnect
                 )
             except Exception:
                 return 0 if self.lifecycle.stop.is_set() else 1
             try:
                 await self._start(self.nc)
+            except _Stopped:  # SIGTERM while JetStream was not answering yet
+                return 0
             except broker.BrokerConfigError as exc:
                 # An operator has to act: say what and how, exit 2 (a config error), no traceback.
                 log.error("%s", exc)
@@ -124,8 +152,11 @@ class WorkerService:
     async def _start(self, nc: Client) -> None:
         s = self.settings
         js = nc.jetstream(timeout=5.0)
-        layout = await broker.ensure_layout(js, s)
-        transport = NatsTransport(nc, await Requester(nc).start())
+        layout = await self._until_answered("the stream layout", lambda: broker.ensure_layout(js, s))
+        requests = self._requests = await Requester(nc).start()
+        # A reply that can no longer come (its connection is gone) fails now, not at its timeout.
+        self.link.on_lost(requests.connection_lost)
+        transport = NatsTransport(nc, requests)
         recovery = Recovery(self.timing.recovery_window_s)
         self._keeper = PodDeletionCostKeeper.from_settings(s)
         if self._keeper is not None:
@@ -140,7 +171,10 @@ class WorkerService:
                     "cancel markers (KV %s) not loaded yet; not fetching before", contract.CANCELS_BUCKET
                 )
         for task_type in s.task_types:
-            consumer = await broker.ensure_consumer(nc, s, task_type.name)
+            consumer = await self._until_answered(
+                f"consumer of {task_type.name}",
+                functools.partial(broker.ensure_consumer, nc, s, task_type.name),
+            )
             # Paced from ack_wait as the server has it (an operator may have edited it).
             timing = Timing.derive(s, consumer.ack_wait_s)
             self.timing = timing
@@ -200,11 +234,30 @@ class WorkerService:
         self.metrics.draining.set(0)
         await nc.subscribe(contract.CONTROL_CANCEL, cb=self._on_cancel)
         # A stream or consumer leader change (a cluster failover) may come with redeliveries a
-        # restored consumer did not know were running: treat it like a reconnect.
-        await nc.subscribe(f"$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED.{contract.STREAM}", cb=self._on_leader)
+        # restored consumer did not know were running: treat it like a reconnect. Any stream's new
+        # leader also means a write sent to its old one is never answered: those are sent again.
+        await nc.subscribe(f"{_STREAM_LEADER_ELECTED}.*", cb=self._on_leader)
         await nc.subscribe(
             f"$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.{contract.STREAM}.*", cb=self._on_leader
         )
+
+    async def _until_answered(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+        """JetStream not answering yet is waited out, not a crash: a worker (re)started while a
+        stream has no leader (4-9 s of a cluster's election) or while the cluster forms would
+        otherwise exit 1 and go into the kubelet's crash-loop back-off. Config errors still raise."""
+        delay_s = 0.5
+        while True:
+            try:
+                return await call()
+            except Exception as exc:
+                if not _unanswered(exc):
+                    raise
+                log.warning(
+                    "JetStream does not answer yet for %s (%r); retrying in %.1fs", what, exc, delay_s
+                )
+            if await wait_any(self.lifecycle.stop.wait(), timeout_s=delay_s):
+                raise _Stopped
+            delay_s = min(2 * delay_s, 5.0)
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         async def body() -> None:
@@ -253,6 +306,13 @@ class WorkerService:
         self._recover("reconnected")
 
     async def _on_leader(self, msg: Msg) -> None:
+        if msg.subject.startswith(_STREAM_LEADER_ELECTED):
+            if self._requests is not None:
+                self._requests.leader_changed()
+            # ORDERS: its consumer's state moved; the status bucket: leases refreshed while it had
+            # no leader were dropped (refreshes are not confirmed), so write them again now.
+            if msg.subject.rsplit(".", 1)[-1] not in _RECOVER_ON:
+                return
         self._recover("JetStream leader elected")
 
     def _recover(self, why: str) -> None:

@@ -105,7 +105,11 @@ class NatsTransport:
         await self._nc.publish(_CANCELS_PREFIX + order_id, b"", headers={"KV-Operation": "DEL"})
 
     async def record_run(self, run: contract.RunRecord) -> None:
-        await self._requests.js_publish(contract.RUNS_PREFIX + run.order_id, contract.encode(run))
+        # Its own Nats-Msg-Id: a record retried after a lost PubAck is stored once.
+        msg_id = f"{run.order_id}.{run.event}.{run.worker_id}.{run.attempt}.{run.at:.6f}"
+        await self._requests.js_publish(
+            contract.RUNS_PREFIX + run.order_id, contract.encode(run), {contract.H_MSG_ID: msg_id}
+        )
 
 
 def header(msg: Message, name: str, default: str = "") -> str:

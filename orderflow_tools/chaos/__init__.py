@@ -5,6 +5,8 @@ It runs nats-server (own store, free ports), the ingest and a pool of worker pro
 sine load with the bundled k6; and replays Kubernetes on the real processes: an HPA on the backlog,
 the ReplicaSet's choice of scale-down victim (lowest pod-deletion-cost first), the kubelet's
 SIGTERM / grace period / SIGKILL, random SIGKILLs of workers, a NATS restart and an ingest restart.
+With --nats-cluster 3 NATS is a local 3-node JetStream cluster with R3 streams: a NATS restart is a
+rolling restart (the ORDERS leader first) and --node-kills SIGKILL the ORDERS leader's node.
 After the load it waits for the backlog to drain and checks the ledger: every order answered 200
 is done exactly once. Writes summary.json, events.json and timeline.png into --out.
 Exit code 1 if any accepted order is not done exactly once.
@@ -19,6 +21,9 @@ from typing import Any
 
 from orderflow.config import parse_work
 from orderflow_tools.loadrun import parse_duration
+
+# nats-server's raft elects a new leader at most this long after losing one (election timeout 4-9 s).
+ELECTION_MAX_S = 9.0
 
 
 def _work(text: str) -> Any:
@@ -121,6 +126,27 @@ def add_parser(subparsers: Any) -> None:
         default=2.0,
         help="ORDERFLOW_SHUTDOWN_DELAY_S of the ingest (default 2)",
     )
+    p.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run NATS as a local N-node JetStream cluster (N >= 3) with R3 streams; "
+        "a NATS restart then restarts the nodes one by one, the ORDERS leader first",
+    )
+    p.add_argument(
+        "--node-kills",
+        type=int,
+        default=None,
+        help="SIGKILLs of the ORDERS stream leader's node during the load, each node started again "
+        "--node-down later (default 1 with --nats-cluster, else 0)",
+    )
+    p.add_argument(
+        "--node-down",
+        type=parse_duration,
+        default=parse_duration("10s"),
+        help="a killed node is started again this long after its kill (default 10s)",
+    )
     p.add_argument("--keep-store", action="store_true", help="keep the JetStream store in --out")
     p.set_defaults(func=main)
 
@@ -150,6 +176,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         scale_down_period_s=args.scale_down_period,
         drain_wait_s=0.0,
         ingest_shutdown_delay_s=args.ingest_shutdown_delay_s,
+        nats_cluster=args.nats_cluster,
+        node_kills=(1 if args.nats_cluster else 0) if args.node_kills is None else args.node_kills,
+        node_down_s=args.node_down,
     )
     # Long enough for the last jobs, a hand-back and a redelivery after ack_wait, and some backlog.
     derived = max(120.0, 4 * s.work.max_s + s.grace_s + 2 * s.ack_wait_s)
@@ -165,6 +194,19 @@ def main(args: argparse.Namespace) -> int:
     if not 1 <= args.min_workers <= args.max_workers:
         print("orderflow chaos: need 1 <= --min-workers <= --max-workers", file=sys.stderr)
         return 2
+    if args.nats_cluster and args.nats_cluster < 3:
+        print("orderflow chaos: --nats-cluster needs at least 3 nodes", file=sys.stderr)
+        return 2
+    if args.node_kills and not args.nats_cluster:
+        print("orderflow chaos: --node-kills needs --nats-cluster", file=sys.stderr)
+        return 2
+    if args.nats_cluster and args.ack_wait_s < 2 * ELECTION_MAX_S:
+        # heartbeats are lost while a consumer has no leader: half an ack_wait must outlast it
+        print(
+            f"orderflow chaos: warning: --ack-wait-s {args.ack_wait_s:g} is under twice a leader "
+            f"election ({ELECTION_MAX_S:g} s at most): a live job may be redelivered",
+            file=sys.stderr,
+        )
     s = settings_from_args(args)
     summary = rehearsal.run(s, keep_store=args.keep_store)
     print_summary(summary, s.out)
@@ -189,6 +231,7 @@ chaos ledger: {verdict}
   hand-backs              {f["handed_back"]}  (metric {f["handed_back_metric"]:.0f})
   redeliveries            {f["redeliveries_metric"]:.0f}  (starts with attempt > 1: {f["redelivered_starts"]})
   NATS / ingest restarts  {f["nats_restarts"]} / {f["ingest_restarts"]}  (NATS down {f["nats_downtime_s"]} s)
+  NATS node kills         {f["node_kills"]} of {f["nats_nodes"]} nodes  (new leader after {f["leader_elected_after_s"]} s, back after {f["node_down_s"]} s)
   max backlog             {f["max_backlog"]:.0f}
   time to drain           {f["time_to_drain_s"]} s after the load
   written                 {out / "summary.json"}, {out / "timeline.png"}""",

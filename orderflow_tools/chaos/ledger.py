@@ -98,8 +98,24 @@ async def _remaining_orders(js: Any) -> list[str]:
     return ids
 
 
+async def run_records(url: str) -> dict[str, list[contract.RunRecord]]:
+    """ORDER_RUNS as {order_id: [record, ...]} in append order, read in one pass (raises if it
+    cannot be read: a test must not pass on an empty read)."""
+    nc = await nats.connect(servers=url.split(","), max_reconnect_attempts=5, connect_timeout=5)
+    try:
+        msgs = await _read_all(nc.jetstream(timeout=10), contract.RUNS_STREAM, contract.RUNS_SUBJECTS[0])
+    finally:
+        await nc.close()
+    out: dict[str, list[contract.RunRecord]] = {}
+    for m in msgs:
+        rec = contract.decode_run(m.data)
+        out.setdefault(rec.order_id, []).append(rec)
+    return out
+
+
 async def read(url: str, accepted: set[str]) -> Ledger:
-    nc = await nats.connect(url, max_reconnect_attempts=5, connect_timeout=5)
+    """`url`: one server or a cluster's servers, comma-separated."""
+    nc = await nats.connect(servers=url.split(","), max_reconnect_attempts=5, connect_timeout=5)
     try:
         js = nc.jetstream(timeout=10)
         status_msgs = await _read_all(
@@ -192,7 +208,9 @@ async def backlog(url: str) -> tuple[int, int] | None:
     """(pending, ack pending) summed over the ORDERS consumers, straight from the server."""
     try:
         # max_reconnect_attempts=0 would mean "no limit" (see orderflow_tools.cli.CONNECT_ATTEMPTS)
-        nc = await nats.connect(url, max_reconnect_attempts=1, connect_timeout=2, allow_reconnect=False)
+        nc = await nats.connect(
+            servers=url.split(","), max_reconnect_attempts=1, connect_timeout=2, allow_reconnect=False
+        )
     except Exception:
         return None
     try:

@@ -36,6 +36,11 @@ class Settings:
     restart_delay_s: float = 1.0  # the kubelet restarts a killed container after this
     nats_drain_margin_s: float = 5.0  # as the chart's worker.termination
     safety_margin_s: float = 5.0
+    # On a local JetStream cluster of this many nodes (0: one nats-server), with R3 streams;
+    # node_kills SIGKILLs of the ORDERS stream leader's node, each started again node_down_s later.
+    nats_cluster: int = 0
+    node_kills: int = 0
+    node_down_s: float = 10.0
 
     @property
     def grace_s(self) -> float:
@@ -46,13 +51,14 @@ class Settings:
 @dataclass(frozen=True)
 class Fault:
     at_s: float
-    kind: str  # sigkill | nats_restart | ingest_restart
+    kind: str  # sigkill | nats_restart | ingest_restart | node_kill
 
 
 def schedule(s: Settings, rng: random.Random) -> list[Fault]:
     """Faults at seeded random times inside the load. SIGKILLs come every kill_every_s on average
-    (uniform 0.5x-1.5x gaps, at least one); each restart gets its own slice of the middle 70% of the
-    load, kept 10 s away from the other kind so their effects can be told apart."""
+    (uniform 0.5x-1.5x gaps, at least one); each restart (and node kill) gets its own slice of the
+    middle 70% of the load, kept 10 s away from the other kinds so their effects can be told apart.
+    Without node kills the schedule is the same as before they existed (same seed, same faults)."""
     end = s.duration_s * 0.95
     faults: list[Fault] = []
     if s.kill_every_s > 0:
@@ -61,7 +67,12 @@ def schedule(s: Settings, rng: random.Random) -> list[Fault]:
             faults.append(Fault(t, "sigkill"))
             t += rng.uniform(0.5, 1.5) * s.kill_every_s
     restarts: list[Fault] = []
-    for kind, count in (("nats_restart", s.nats_restarts), ("ingest_restart", s.ingest_restarts)):
+    kinds = (
+        ("nats_restart", s.nats_restarts),
+        ("ingest_restart", s.ingest_restarts),
+        ("node_kill", s.node_kills),
+    )
+    for kind, count in kinds:
         for i in range(count):
             lo = s.duration_s * (0.15 + 0.7 * i / count)
             hi = s.duration_s * (0.15 + 0.7 * (i + 1) / count)

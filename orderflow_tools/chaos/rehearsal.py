@@ -22,10 +22,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from orderflow import contract
 from orderflow_tools.chaos import kube, ledger, timeline
 from orderflow_tools.chaos.plan import Fault, Settings, schedule
 from orderflow_tools.chaos.procs import Pod, drain_handed_back, service_process, worker_env
-from orderflow_tools.kit import REPO, NatsServer, Process, by_name, free_port, http_get, parse_metrics
+from orderflow_tools.kit import (
+    REPO,
+    NatsCluster,
+    NatsServer,
+    Process,
+    StartError,
+    by_name,
+    free_port,
+    http_get,
+    parse_metrics,
+)
 from orderflow_tools.loadrun import find_k6
 
 log = logging.getLogger(__name__)
@@ -88,7 +99,12 @@ class Rehearsal:
         self.out = s.out
         self.t0 = time.monotonic()
         self.wall0 = time.time()
-        self.nats = NatsServer(self.out / "jetstream", self.out / "nats-server.log", new_session=True)
+        self.nats: NatsServer | NatsCluster = (
+            NatsCluster(self.out / "nats-cluster", s.nats_cluster, new_session=True, log_dir=self.out)
+            if s.nats_cluster
+            else NatsServer(self.out / "jetstream", self.out / "nats-server.log", new_session=True)
+        )
+        self.node_thread: threading.Thread | None = None
         self.ingest_port = free_port()
         self.ingests: list[Process] = []
         self.pods: list[Pod] = []
@@ -136,6 +152,8 @@ class Rehearsal:
             ORDERFLOW_POD_DELETION_COST="off",
             PYTHONPATH=str(REPO),
         )
+        if self.s.nats_cluster:
+            env["ORDERFLOW_STREAM_REPLICAS"] = str(min(3, self.s.nats_cluster))
         return env
 
     def _worker_base_env(self) -> dict[str, str]:
@@ -178,11 +196,39 @@ class Rehearsal:
 
         def run() -> None:
             started = time.monotonic()
-            self.nats.restart()
+            if isinstance(self.nats, NatsCluster):  # a rolling restart, the ORDERS leader first
+                self.nats.restart(first=self.nats.stream_leader(contract.STREAM))
+            else:
+                self.nats.restart()
             self.event("nats_back", down_s=round(time.monotonic() - started, 2))
 
         self.nats_thread = threading.Thread(target=run, name="nats-restart", daemon=True)
         self.nats_thread.start()
+
+    def kill_node(self) -> None:
+        """SIGKILL the node that leads ORDERS (the worst one to lose), watch the others elect a new
+        leader, and start it again node_down_s after the kill, on its port and store."""
+        cluster = self.nats
+        busy = any(t is not None and t.is_alive() for t in (self.node_thread, self.nats_thread))
+        if not isinstance(cluster, NatsCluster) or busy:
+            return
+
+        def run() -> None:
+            node = cluster.stream_leader(contract.STREAM) or next(iter(cluster.nodes))
+            killed = time.monotonic()
+            cluster.kill(node)
+            self.event("node_kill", node=node)
+            try:
+                leader = cluster.wait_stream_leader(contract.STREAM, 60, not_on=node)
+                self.event("leader_elected", node=leader, after_s=round(time.monotonic() - killed, 2))
+            except StartError:
+                self.event("leader_elected", node=None, after_s=None)
+            time.sleep(max(0.0, self.s.node_down_s - (time.monotonic() - killed)))
+            cluster.start_node(node, timeout_s=90)
+            self.event("node_back", node=node, down_s=round(time.monotonic() - killed, 2))
+
+        self.node_thread = threading.Thread(target=run, name="node-kill", daemon=True)
+        self.node_thread.start()
 
     # --- pods -------------------------------------------------------------------------------
     def create_pod(self) -> Pod:
@@ -312,6 +358,8 @@ class Rehearsal:
                 self.restart_nats()
             elif fault.kind == "ingest_restart":
                 self.restart_ingest()
+            elif fault.kind == "node_kill":
+                self.kill_node()
 
     # --- the record --------------------------------------------------------------------------
     def sample(self) -> None:
@@ -437,8 +485,9 @@ class Rehearsal:
         """Keep the HPA (and the kubelet) running until the queue is empty, at most drain_wait_s;
         then until the HPA has scaled the pool back to its minimum (bounded by its own timing)."""
         assert self.load_end_s is not None
-        if self.nats_thread is not None:
-            self.nats_thread.join(60)
+        for thread in (self.nats_thread, self.node_thread):
+            if thread is not None:
+                thread.join(120)
         empty = 0
         settle_until = None
         while self.now() - self.load_end_s < self.s.drain_wait_s or settle_until is not None:
@@ -544,6 +593,10 @@ class Rehearsal:
             "nats_restarts": self.counts["nats_restart"],
             "nats_downtime_s": [e["down_s"] for e in self.events if e["kind"] == "nats_back"],
             "ingest_restarts": self.counts["ingest_restart"],
+            "nats_nodes": self.s.nats_cluster or 1,
+            "node_kills": self.counts["node_kill"],
+            "leader_elected_after_s": [e["after_s"] for e in self.events if e["kind"] == "leader_elected"],
+            "node_down_s": [e["down_s"] for e in self.events if e["kind"] == "node_back"],
             "ingest_exit_codes": dict(ingest_exits),
             "worker_exit_codes": dict(worker_exits),
             "pods_created": self.pod_seq,
@@ -578,15 +631,16 @@ class Rehearsal:
             pod.process.send(signal.SIGKILL)
         for ingest in self.ingests:
             ingest.send(signal.SIGKILL)
-        if self.nats_thread is not None:
-            self.nats_thread.join(30)
+        for thread in (self.nats_thread, self.node_thread):
+            if thread is not None:
+                thread.join(30)
         self.nats.stop()
         self.pool.shutdown(wait=False)
 
 
 def run(s: Settings, keep_store: bool = False) -> dict[str, Any]:
     s.out.mkdir(parents=True, exist_ok=True)
-    store = s.out / "jetstream"
+    store = s.out / ("nats-cluster" if s.nats_cluster else "jetstream")
     if store.exists():
         shutil.rmtree(store)
     rehearsal = Rehearsal(s)

@@ -76,11 +76,13 @@ def draw(
                         )
     ax_pods.set_ylim(0, top + 2)
     for e in events:
-        if e["kind"] in ("nats_restart", "ingest_restart", "load_end"):
+        if e["kind"] in ("nats_restart", "ingest_restart", "load_end", "node_kill", "node_back"):
             style = {
                 "nats_restart": ("tab:brown", "-"),
                 "ingest_restart": ("tab:olive", "-"),
                 "load_end": ("grey", "--"),
+                "node_kill": ("tab:red", "-"),
+                "node_back": ("tab:green", ":"),
             }[e["kind"]]
             for ax in (ax_rps, ax_backlog, ax_pods):
                 ax.axvline(e["t"], color=style[0], ls=style[1], lw=1, alpha=0.8)

@@ -7,8 +7,12 @@ stopping it by its pid (SIGTERM, wait, SIGKILL); nats-server; Prometheus text; /
     ingest.wait_http(f"http://127.0.0.1:{port}/readyz", timeout_s=20)
     ...
     ingest.stop(timeout_s=15); nats.stop()
+
+A JetStream cluster is `NatsCluster(root, size=3).start()`: its `url` lists every node, and each
+node can be killed, stopped and restarted on its own ports and store (kit/cluster.py).
 """
 
+from orderflow_tools.kit.cluster import NatsCluster
 from orderflow_tools.kit.cpu import cpu_s, descendants, pid_alive, tree_cpu_s
 from orderflow_tools.kit.nats import NatsServer, nats_server_command
 from orderflow_tools.kit.procs import (
@@ -26,6 +30,7 @@ from orderflow_tools.kit.promtext import Sample, by_name, parse_metrics, select,
 
 __all__ = [
     "REPO",
+    "NatsCluster",
     "NatsServer",
     "Process",
     "Sample",

@@ -2,12 +2,12 @@
 ready when its monitoring port's `/healthz?js-enabled-only=true` answers 200.
 
 A `NatsServer` is one node; its client and monitoring ports and its store outlive a restart, so the
-services reconnect to the same place and find their streams again. A JetStream cluster (the coming
-`--nats-cluster 3`) is N of these side by side: each node gets `extra_args` with its server name
-(`--server_name`, which JetStream clustering needs), `--cluster_name`, its own route port
-(`--cluster nats://127.0.0.1:<p>`) and the other nodes' routes (`--routes`); the cluster's url is
-the nodes' urls joined by commas (ORDERFLOW_NATS_URL takes a list), and restarting one node is that
-node's `restart()`.
+services reconnect to the same place and find their streams again. A JetStream cluster
+(kit/cluster.py, `orderflow dev --nats-cluster 3`) is N of these side by side: each node gets
+`extra_args` with its server name (`--server_name`, which JetStream clustering needs),
+`--cluster_name`, its own route port (`--cluster nats://127.0.0.1:<p>`) and the other nodes' routes
+(`--routes`); the cluster's url is the nodes' urls joined by commas (ORDERFLOW_NATS_URL takes a
+list).
 """
 
 from __future__ import annotations

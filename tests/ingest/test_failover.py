@@ -3,6 +3,7 @@ real nats-server restarts under a real ingest, and the reconnect choice in proce
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -12,9 +13,15 @@ from urllib.parse import urlparse
 
 from harness import NatsServer, Service, connect, http, run
 from nats.aio.client import Server
+from nats.aio.msg import Msg
+from prometheus_client import CollectorRegistry
 
+from ingest.publisher import Published, Publisher, Refusals, Sent
 from orderflow import contract
+from orderflow.config import Settings
 from orderflow.link import Link
+from orderflow.metrics import IngestMetrics
+from orderflow.natsmux import Requester
 
 ORDER = b'{"product_id": "33", "count": "3", "username": "maksim.konovalov"}'
 
@@ -72,6 +79,54 @@ def test_orders_posted_during_a_quick_nats_restart_get_200_later_and_are_stored_
     assert sorted(stored) == sorted(ids) and len(set(stored)) == len(stored)
     assert svc.metric("orderflow_orders_refused_total") == 0
     assert svc.proc is not None and svc.proc.poll() is None
+
+
+def test_a_write_sent_to_a_stream_leader_that_died_is_sent_again_to_the_new_one_at_once(
+    nats_server: NatsServer,
+) -> None:
+    """1. A publish goes to a "leader" that swallows it (a plain subscriber standing in for a node
+       killed mid-request: no PubAck will ever come); a read waits on another subject.
+    2. A new leader is elected (what IngestState does on the LEADER_ELECTED advisory:
+       Requester.leader_changed()).
+    3. The write is failed at once and sent again with the same Nats-Msg-Id; the stand-in leader
+       answers the second copy: stored, long before the 30 s budget. The read is left alone."""
+
+    async def main() -> tuple[Sent, list[str], float, bool]:
+        async with connect(nats_server.url) as nc:
+            seen: list[str] = []
+            arrived = asyncio.Event()
+
+            async def leader(msg: Msg) -> None:
+                seen.append((msg.headers or {}).get(contract.H_MSG_ID, ""))
+                arrived.set()
+                if len(seen) > 1:  # the first copy went to the dead leader
+                    await msg.respond(b'{"stream":"ORDERS","seq":1}')
+
+            async def replica(msg: Msg) -> None:  # a read nobody answers in time
+                return None
+
+            await nc.subscribe("failover.write", cb=leader)
+            await nc.subscribe("failover.read", cb=replica)
+            requests = await Requester(nc).start()
+            settings = Settings(publish_timeout_s=30.0)
+            metrics = IngestMetrics(CollectorRegistry())
+            publisher = Publisher(nc, Link(), requests, settings, metrics, Refusals(metrics, 10.0))
+            started = time.monotonic()
+            write = asyncio.create_task(publisher.send("failover.write", b"{}", {contract.H_MSG_ID: "o-1"}))
+            read = asyncio.create_task(requests.request("failover.read", b"", None, 30.0))
+            await asyncio.wait_for(arrived.wait(), 10)
+            assert requests.leader_changed() == 1
+            sent = await asyncio.wait_for(write, 10)
+            elapsed = time.monotonic() - started
+            read_waiting = not read.done()
+            read.cancel()
+            await requests.stop()
+            return sent, seen, elapsed, read_waiting
+
+    sent, seen, elapsed, read_waiting = asyncio.run(main())
+    assert sent.result is Published.STORED
+    assert seen == ["o-1", "o-1"]
+    assert elapsed < 10 and read_waiting
 
 
 class Clock:

@@ -1,5 +1,6 @@
 """The process kit that dev, chaos, bench and tests share: ports, child processes (ready, exited,
-stopped), nats-server restarts, Prometheus text, /proc CPU. Real processes, all of them short."""
+stopped), nats-server restarts, a 3-node cluster's failover, Prometheus text, /proc CPU. Real
+processes, all of them short but the cluster's (an election takes 4-9 s: marked slow)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import NatsServer, connect, wait_until
+from harness import NatsServer, connect, find_binary, wait_until
 
 from orderflow_tools.kit import (
+    NatsCluster,
     Process,
     StartError,
     by_name,
@@ -194,3 +196,43 @@ def test_cpu_seconds_of_a_process_and_its_children_come_from_proc(tmp_path: Path
         if pid_alive(kid):  # orphaned by the SIGKILL; it is ours too
             os.kill(kid, signal.SIGKILL)
     assert cpu_s(parent.pid) == 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_nats_cluster_elects_leaders_and_a_killed_node_comes_back_on_its_port_and_store(
+    tmp_path: Path,
+) -> None:
+    """1. Three nodes start and agree on a meta leader; an R3 stream gets a leader.
+    2. SIGKILL of the stream's leader: the other two elect another one.
+    3. The killed node starts again on the same client port and store, the cluster is healthy,
+       and the stream still has its message."""
+    cluster = NatsCluster(tmp_path / "nats", 3, binary=find_binary("nats-server"))
+    cluster.start(timeout_s=60)
+    try:
+        assert cluster.meta_leader() in cluster.nodes
+        assert cluster.url == ",".join(n.url for n in cluster)
+
+        async def put() -> None:
+            async with connect(cluster.url) as nc:
+                js = nc.jetstream()
+                await js.add_stream(name="KIT", subjects=["kit.>"], num_replicas=3)
+                await js.publish("kit.one", b"kept")
+
+        async def get() -> bytes:
+            async with connect(cluster.url) as nc:
+                msg = await nc.jetstream().get_msg("KIT", 1)
+                assert msg.data is not None
+                return msg.data
+
+        asyncio.run(put())
+        leader = cluster.wait_stream_leader("KIT")
+        url = cluster[leader].url
+        cluster.kill(leader)
+        assert not cluster[leader].alive() and not cluster.alive()
+        assert cluster.wait_stream_leader("KIT", timeout_s=60, not_on=leader) != leader
+        cluster.start_node(leader, timeout_s=60)
+        assert cluster.alive() and cluster[leader].url == url
+        assert asyncio.run(get()) == b"kept"
+    finally:
+        cluster.stop()

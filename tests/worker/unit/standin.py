@@ -48,6 +48,7 @@ class StandInTransport:
     runs: list[contract.RunRecord] = field(default_factory=list)
     fail_puts: int = 0  # the next N confirmed status writes fail
     fail_publish: bool = False
+    fail_runs: int = 0  # the next N run records fail (a PubAck lost with a connection or a leader)
 
     @staticmethod
     def _id(msg: Any) -> str:
@@ -86,6 +87,9 @@ class StandInTransport:
         self.calls.append(("forget_cancel", order_id, None))
 
     async def record_run(self, run: contract.RunRecord) -> None:
+        if self.fail_runs > 0:
+            self.fail_runs -= 1
+            raise ConnectionError("stand-in: run record's PubAck lost")
         self.runs.append(run)
 
     def ops(self, order_id: str | None = None) -> list[str]:

@@ -284,6 +284,70 @@ def test_a_failing_handler_is_a_failed_attempt_with_its_error() -> None:
     assert rig.t.ops()[-1] == "nak"
 
 
+def test_a_run_record_lost_in_a_failover_is_written_again_and_costs_the_job_no_attempt() -> None:
+    """Found on a 3-node cluster's rolling restart: the `done` run record of a finished job lost its
+    PubAck with the connection; the handler failed, and the retry ran the finished job again."""
+
+    async def finishes(job: Job) -> None:
+        await job.record_progress("start", 0.0, 1.0)
+        await job.record_progress("done", 1.0, 1.0)
+
+    async def main() -> Rig:
+        rig = Rig(finishes)
+        rig.t.fail_runs = 2
+        rig.pool.start(FakeMsg("o-1"))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert [r.event for r in rig.t.runs] == ["start", "done"]
+    assert rig.t.ops() == ["put:done", "ack"]
+    assert rig.t.records["o-1"].attempts == 0
+
+
+def test_a_lease_lost_in_a_failover_is_written_again_and_costs_the_job_no_attempt() -> None:
+    """Found on a 3-node cluster's rolling restart: a redelivery's confirmed lease lost its PubAck
+    with the connection; the slot died of it, a failed attempt, and the order ran as attempt 2."""
+
+    async def main() -> Rig:
+        rig = Rig(noop)
+        rig.t.records["o-1"] = contract.StatusRecord("o-1", "queued", handbacks=1)
+        rig.t.fail_puts = 2
+        rig.pool.start(FakeMsg("o-1", delivered=2))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert rig.t.ops() == ["get", "in_progress", "put:processing", "put:done", "ack"]
+    assert (rig.t.records["o-1"].status, rig.t.records["o-1"].attempts) == ("done", 0)
+
+
+def test_a_re_lease_that_fails_during_a_recovery_is_not_retried_over_the_runs_done() -> None:
+    """Found on a 3-node cluster's rolling restart: a recovery's re-lease, retried through the
+    failover, landed after the run's `done` and left the order `processing` for good."""
+
+    async def main() -> Rig:
+        finish = asyncio.Event()
+
+        async def waits(job: Job) -> None:
+            await finish.wait()
+
+        rig = Rig(waits)
+        rig.pool.start(FakeMsg("o-1"))
+        await asyncio.sleep(0.01)
+        rig.t.fail_puts = 1  # the re-lease's write is lost in the failover
+        recovering = asyncio.create_task(rig.pipeline.recover())
+        await asyncio.sleep(0.01)
+        finish.set()
+        await rig.until_idle()
+        await recovering
+        await asyncio.sleep(0.5)  # a retry of the re-lease would have come by now
+        return rig
+
+    rig = asyncio.run(main())
+    assert rig.t.records["o-1"].status == "done"
+
+
 def test_a_cancelled_error_from_inside_the_handler_is_a_failure_not_a_stop() -> None:
     async def handler(job: Job) -> None:
         raise asyncio.CancelledError

@@ -1,0 +1,79 @@
+"""The chaos rehearsal's fault schedule and options, in process: node kills on a cluster come on
+top of the other faults and leave a profile without them as it was."""
+
+from __future__ import annotations
+
+import argparse
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from orderflow.config import WorkRange
+from orderflow_tools import chaos
+from orderflow_tools.chaos.plan import Settings, schedule
+
+
+def profile(**changes: object) -> Settings:
+    s = Settings(
+        out=Path("/nonexistent"),
+        duration_s=300,
+        peak_rps=30,
+        period_s=60,
+        work=WorkRange(0.2, 6.0),
+        min_workers=1,
+        max_workers=4,
+        concurrency=16,
+        ack_wait_s=30,
+        drain_timeout_s=3,
+        max_deliver=10,
+        kill_every_s=25,
+        nats_restarts=1,
+        ingest_restarts=1,
+        seed=7,
+        hpa_sync_s=1,
+        scale_down_window_s=5,
+        scale_down_pods=1,
+        scale_down_period_s=2,
+        drain_wait_s=90,
+        ingest_shutdown_delay_s=1,
+    )
+    return replace(s, **changes)  # type: ignore[arg-type]
+
+
+def test_node_kills_come_on_top_of_the_other_faults_which_stay_as_they_were() -> None:
+    before = schedule(profile(), random.Random(7))
+    with_kills = schedule(profile(nats_cluster=3, node_kills=2), random.Random(7))
+    assert [f for f in with_kills if f.kind != "node_kill"] == before
+    kills = [f for f in with_kills if f.kind == "node_kill"]
+    assert len(kills) == 2
+    assert all(300 * 0.15 <= f.at_s <= 300 * 0.85 for f in kills)
+    others = [f for f in with_kills if f.kind in ("nats_restart", "ingest_restart")]
+    assert all(abs(k.at_s - o.at_s) >= 10 for k in kills for o in others)
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    chaos.add_parser(parser.add_subparsers())
+    return parser.parse_args(["chaos", "--out", "/tmp/x", *argv])
+
+
+def test_a_cluster_gets_one_node_kill_unless_told_and_one_node_none() -> None:
+    assert chaos.settings_from_args(parse("--nats-cluster", "3")).node_kills == 1
+    assert chaos.settings_from_args(parse("--nats-cluster", "3", "--node-kills", "0")).node_kills == 0
+    assert chaos.settings_from_args(parse()).node_kills == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--node-kills", "1"), "--node-kills needs --nats-cluster"),
+        (("--nats-cluster", "2"), "--nats-cluster needs at least 3 nodes"),
+    ],
+)
+def test_node_kills_without_a_cluster_fail_fast(
+    argv: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert chaos.main(parse(*argv)) == 2
+    assert message in capsys.readouterr().err
