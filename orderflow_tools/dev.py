@@ -5,7 +5,14 @@ workers drain their jobs (progress every few seconds), the ingest finishes its r
 stops; a second Ctrl-C hands the workers' jobs back at once.
 
 No child outlives it: each dies with it (Linux PR_SET_PDEATHSIG), and its own output survives a
-closed pipe (`make run | tee log`, then Ctrl-C, ends tee first)."""
+closed pipe (`make run | tee log`, then Ctrl-C, ends tee first). A worker that drained or was
+killed is started again, as a ReplicaSet would.
+
+`--nats-cluster 3` runs a local 3-node JetStream cluster instead (client ports --nats-port and the
+next ones, a store per node), R3 streams (ORDERFLOW_STREAM_REPLICAS=3) and every node's url for
+the services: the production recipe of docs/kubernetes.md. A node that exits (`kill -9` its pid
+to watch a failover) is started again a second later on its port and store, as its StatefulSet
+would."""
 
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from typing import Any, TextIO
 
 from orderflow.config import ConfigError, Settings, load_settings
 from orderflow_tools.kit import (
+    NatsCluster,
     NatsServer,
     Process,
     StartError,
@@ -35,6 +43,9 @@ from orderflow_tools.kit import total as metric_total
 READY_TIMEOUT_S = 60.0
 PROGRESS_EVERY_S = 5.0
 STACK_FILE = "dev.json"  # what runs where, for `orderflow load` (removed on the way out)
+# A killed cluster node is started again after this (the kubelet's restart of its container).
+NODE_RESTART_DELAY_S = 1.0
+Nats = NatsServer | NatsCluster
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +55,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--worker-port", type=int, default=9090, help="first worker's HTTP port (default 9090)")
     p.add_argument("--nats-port", type=int, default=4222, help="embedded nats-server port (default 4222)")
+    p.add_argument(
+        "--nats-cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a local N-node JetStream cluster (N >= 3) with R3 streams, on --nats-port and the next N-1 ports",
+    )
     p.add_argument("--data-dir", default=".orderflow", help="JetStream store and logs (default .orderflow)")
     p.add_argument("--mode", choices=("queued", "direct"), default=None, help="ingest mode (default queued)")
     p.add_argument("--ingest-processes", type=int, default=None, help="ingest processes sharing the port")
@@ -118,8 +136,15 @@ def run_dev(args: argparse.Namespace) -> int:
     host = args.host or os.environ.get("ORDERFLOW_HTTP_HOST") or "127.0.0.1"
     probe = _probe_host(host)
     worker_ports = [args.worker_port + i for i in range(args.workers)]
+    if args.nats_cluster and args.nats_cluster < 3:
+        console.err(
+            "orderflow dev: --nats-cluster needs at least 3 nodes (a JetStream cluster keeps a majority "
+            "through the loss of one node only from 3 on)"
+        )
+        return 2
+    nats_ports = [args.nats_port + i for i in range(max(1, args.nats_cluster))]
     taken = [p for p in (args.port, *worker_ports) if not port_free(p, probe)]
-    taken += [args.nats_port] if not port_free(args.nats_port) else []
+    taken += [p for p in nats_ports if not port_free(p)]
     if taken:
         console.err(
             f"orderflow dev: port(s) {', '.join(map(str, taken))} already in use; "
@@ -139,26 +164,40 @@ def run_dev(args: argparse.Namespace) -> int:
 
     data = Path(args.data_dir).resolve()
     (data / "jetstream").mkdir(parents=True, exist_ok=True)
+    nats: Nats
     try:
         # Own session: the terminal's Ctrl-C reaches only this process, which signals each child once.
-        nats = NatsServer(
-            data / "jetstream",
-            data / "nats-server.log",
-            port=args.nats_port,
-            new_session=True,
-            die_with_parent=True,
-        )
+        if args.nats_cluster:
+            nats = NatsCluster(
+                data / "nats-cluster",
+                args.nats_cluster,
+                ports=nats_ports,
+                new_session=True,
+                die_with_parent=True,
+            )
+        else:
+            nats = NatsServer(
+                data / "jetstream",
+                data / "nats-server.log",
+                port=args.nats_port,
+                new_session=True,
+                die_with_parent=True,
+            )
     except StartError as exc:  # no nats-server binary
         console.err(f"orderflow dev: {exc}")
         return 1
     try:
-        nats.start(timeout_s=15)
+        nats.start(timeout_s=60 if args.nats_cluster else 15)
     except StartError as exc:
         nats.stop()
         console.err(f"orderflow dev: {exc}")
         return 1
+    if args.nats_cluster:
+        # R3: every stream and bucket survives the loss of any one node (ORDERFLOW_STREAM_REPLICAS).
+        os.environ["ORDERFLOW_STREAM_REPLICAS"] = str(min(3, args.nats_cluster))
+        settings = replace(settings, stream_replicas=min(3, args.nats_cluster))
     try:
-        asyncio.run(_migrate(replace(settings, nats_urls=(nats.url,)), console))
+        asyncio.run(_migrate(replace(settings, nats_urls=tuple(nats.url.split(","))), console))
     except Exception as exc:  # refused, or NATS trouble: say it, start nothing
         nats.stop()
         console.err(f"orderflow dev: {exc}")
@@ -175,6 +214,7 @@ def run_dev(args: argparse.Namespace) -> int:
         pids = ", ".join(f"{n} {c.pid}" for n, c in children.items() if n.startswith("worker-"))
         console.say(f"  worker pids: {pids}  (kill -TERM one: it drains and a new one starts)\n")
     exit_code = 0 if ready or signals["n"] else 1  # Ctrl-C while it started is no failure
+    down_since: dict[str, float] = {}
     while ready and not signals["n"]:
         dead = [name for name, p in children.items() if not p.alive()]
         for name in [n for n in dead if _replaceable(n, children[n].returncode())]:
@@ -184,16 +224,36 @@ def run_dev(args: argparse.Namespace) -> int:
             children[name].start()
             console.say(f"orderflow dev: {name} exited ({code}); started a new one, pid {children[name].pid}")
             dead.remove(name)
-        if dead or not nats.alive():
+        if dead or (isinstance(nats, NatsServer) and not nats.alive()):
             console.err(f"orderflow dev: {', '.join(dead) or 'nats-server'} exited; stopping")
             exit_code = 1
             break
+        if isinstance(nats, NatsCluster):
+            _restart_nodes(nats, down_since, console)
         time.sleep(0.2)
 
     codes = _stop(children, nats, settings, args, probe, signals, console)
     (data / STACK_FILE).unlink(missing_ok=True)
     console.err(f"orderflow dev: stopped ({', '.join(f'{k} {v}' for k, v in codes.items())})")
     return exit_code or max((c for c in codes.values() if c is not None and c > 0), default=0)
+
+
+def _restart_nodes(cluster: NatsCluster, down_since: dict[str, float], console: Console) -> None:
+    """Start again, on its port and store, a node that exited NODE_RESTART_DELAY_S ago."""
+    now = time.monotonic()
+    for name, node in cluster.nodes.items():
+        if node.alive():
+            down_since.pop(name, None)
+        elif name not in down_since:
+            down_since[name] = now
+            console.err(
+                f"orderflow dev: NATS node {name} exited ({node.process.returncode()}); "
+                f"starting it again in {NODE_RESTART_DELAY_S:g}s"
+            )
+        elif now - down_since[name] >= NODE_RESTART_DELAY_S:
+            node.process.start()
+            down_since.pop(name)
+            console.err(f"orderflow dev: NATS node {name} started again (pid {node.process.pid})")
 
 
 def _replaceable(name: str, code: int | None) -> bool:
@@ -243,7 +303,7 @@ def _ports(args: argparse.Namespace) -> dict[str, int]:
 
 def _wait_ready(
     children: dict[str, Process],
-    nats: NatsServer,
+    nats: Nats,
     args: argparse.Namespace,
     probe: str,
     signals: dict[str, int],
@@ -264,7 +324,7 @@ def _wait_ready(
             answer = http_get(f"http://{probe}:{port}/readyz", 1.0)
             if answer is not None and answer[0] == 200:
                 del waiting[name]
-        if not nats.alive():
+        if isinstance(nats, NatsServer) and not nats.alive():
             console.err("orderflow dev: nats-server exited")
             return False
         if waiting and time.monotonic() > deadline:
@@ -279,7 +339,7 @@ def _wait_ready(
 
 def _stop(
     children: dict[str, Process],
-    nats: NatsServer,
+    nats: Nats,
     settings: Settings,
     args: argparse.Namespace,
     probe: str,
@@ -330,9 +390,7 @@ def _progress(
     )
 
 
-def _stack(
-    args: argparse.Namespace, settings: Settings, host: str, probe: str, nats: NatsServer
-) -> dict[str, Any]:
+def _stack(args: argparse.Namespace, settings: Settings, host: str, probe: str, nats: Nats) -> dict[str, Any]:
     return {
         "pid": os.getpid(),
         "nats_url": nats.url,
@@ -347,13 +405,25 @@ def _stack(
     }
 
 
-def _banner(args: argparse.Namespace, settings: Settings, probe: str, nats: NatsServer, data: Path) -> str:
+def _where(nats: Nats, data: Path) -> str:
+    if isinstance(nats, NatsCluster):
+        nodes = "\n            ".join(
+            f"{name} {node.url}  pid {node.process.pid}  monitoring {node.monitor_url}"
+            for name, node in nats.nodes.items()
+        )
+        return f"""  NATS      cluster {nats.name}: {len(nats.nodes)} nodes, R{min(3, len(nats.nodes))} streams, logs in {nats.log_dir}
+            {nodes}
+            a node that exits is started again (kill -9 one to watch a failover)"""
+    return f"""  NATS      {nats.url}   (JetStream store {data / "jetstream"}, log {data / "nats-server.log"})
+            monitoring {nats.monitor_url}   /healthz  /jsz"""
+
+
+def _banner(args: argparse.Namespace, settings: Settings, probe: str, nats: Nats, data: Path) -> str:
     slots = ", ".join(f"{t.name} {t.concurrency}" for t in settings.task_types)
     workers = ", ".join(f"http://{probe}:{args.worker_port + i}/metrics" for i in range(args.workers))
     return f"""
 orderflow dev is up  (data in {data}; Ctrl-C drains and stops)
-  NATS      {nats.url}   (JetStream store {data / "jetstream"}, log {data / "nats-server.log"})
-            monitoring {nats.monitor_url}   /healthz  /jsz
+{_where(nats, data)}
   ingest    http://{probe}:{args.port}   POST /orders  GET /orders/{{id}}  /metrics  /openapi.json
   workers   {workers}
   work      {settings.work_s} s per order; slots per worker: {slots}

@@ -40,6 +40,7 @@ class NatsCluster:
         binary: str | None = None,
         new_session: bool = False,
         log_dir: Path | None = None,
+        die_with_parent: bool = False,
     ) -> None:
         if size < 1:
             raise ValueError(f"a cluster needs at least one node, not {size}")
@@ -67,6 +68,7 @@ class NatsCluster:
                 name=f"nats-{node}",
                 extra_args=args,
                 new_session=new_session,
+                die_with_parent=die_with_parent,
             )
 
     # --- where it is --------------------------------------------------------------------------

@@ -343,3 +343,56 @@ def test_a_long_demo_job_survives_repeated_scale_downs_as_the_readme_shows(start
     assert (final["attempts"], final["handbacks"], final["crashes"]) == (0, 3, 0), final
     assert 11.5 <= float(final["run_s"]) <= 12 + 3 * 1.2 + 1.0, final
     assert "exited (0); started a new one" in dev.text()
+
+
+def test_orderflow_dev_nats_cluster_3_runs_on_a_3_node_cluster_with_r3_streams(tmp_path: Path) -> None:
+    """`orderflow dev --nats-cluster 3`: three nodes on --nats-port and the next two ports, the
+    streams created with 3 replicas, an order done; a SIGKILLed node is started again; Ctrl-C
+    stops everything with exit code 0."""
+    from harness import connect, run
+
+    from orderflow_tools.kit import port_free
+
+    find_binary("nats-server")
+    port, worker_port, nats_port = free_port(), free_port(), free_port()
+    while not all(port_free(nats_port + i) for i in range(3)):
+        nats_port = free_port()
+    env = dev_env(WORK_S="0.1")
+    log = tmp_path / "dev.log"
+    args = [*dev_args(port, nats_port, worker_port, 1, tmp_path / "data"), "--nats-cluster", "3"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orderflow_tools.cli", "dev", *args],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: "orderflow dev is up" in log.read_text(), 120, "the cluster stack to be up")
+        base = f"http://127.0.0.1:{port}"
+        status, _, body = http("POST", base + "/orders", ORDER)
+        assert status == 200
+        order_id = json.loads(body)["order_id"]
+        wait_until(
+            lambda: json.loads(http("GET", f"{base}/orders/{order_id}")[2])["status"] == "done", 30, "done"
+        )
+
+        async def replicas() -> dict[str, int | None]:
+            urls = ",".join(f"nats://127.0.0.1:{nats_port + i}" for i in range(3))
+            async with connect(urls) as nc:
+                js = nc.jetstream()
+                return {
+                    s: (await js.stream_info(s)).config.num_replicas for s in ("ORDERS", "KV_ORDER_STATUS")
+                }
+
+        assert run(replicas()) == {"ORDERS": 3, "KV_ORDER_STATUS": 3}
+        text = log.read_text()
+        assert "cluster orderflow: 3 nodes, R3 streams" in text
+        [n2_pid] = re.findall(r"n2 nats://\S+  pid (\d+)", text)
+        os.kill(int(n2_pid), signal.SIGKILL)
+        wait_until(lambda: "NATS node n2 started again" in log.read_text(), 30, "n2 to be started again")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+        assert "stopped (ingest 0, worker-1 0)" in log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
