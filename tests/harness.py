@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 import pytest
@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 CI = bool(os.environ.get("CI"))
+if TYPE_CHECKING:
+    from orderflow.contract import RunRecord, StatusRecord
+
 T = TypeVar("T")
 
 
@@ -286,3 +289,28 @@ async def consumer_info(url: str, name: str = "workers") -> Any:
 
 def count_events(records: dict[str, list[Any]], event: str) -> dict[str, int]:
     return {k: sum(1 for r in v if r.event == event) for k, v in records.items()}
+
+
+async def _status(url: str, order_id: str) -> StatusRecord | None:
+    from nats.js.errors import KeyNotFoundError
+
+    from orderflow import contract
+
+    async with connect(url) as nc:
+        kv = await nc.jetstream().key_value(contract.STATUS_BUCKET)
+        try:
+            entry = await kv.get(order_id)
+        except KeyNotFoundError:
+            return None
+        return contract.decode_status(entry.value) if entry.value else None
+
+
+def status_of(url: str, order_id: str) -> StatusRecord | None:
+    """One order's status record, or None."""
+    return run(_status(url, order_id))
+
+
+def records_of(url: str, order_id: str) -> list[RunRecord]:
+    """One order's run records in append order."""
+    found: list[RunRecord] = run(run_records(url)).get(order_id, [])
+    return found

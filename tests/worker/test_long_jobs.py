@@ -12,32 +12,20 @@ import time
 from typing import Any
 
 import pytest
-from harness import NatsServer, Service, connect, consumer_info, read_stream, run, run_records, wait_until
-from nats.js.errors import KeyNotFoundError
+from harness import (
+    NatsServer,
+    Service,
+    consumer_info,
+    read_stream,
+    records_of,
+    run,
+    status_of,
+    wait_until,
+)
 
 from orderflow import contract
 
 pytestmark = pytest.mark.slow
-
-
-async def _status(url: str, order_id: str) -> contract.StatusRecord | None:
-    async with connect(url) as nc:
-        kv = await nc.jetstream().key_value(contract.STATUS_BUCKET)
-        try:
-            entry = await kv.get(order_id)
-        except KeyNotFoundError:
-            return None
-        return contract.decode_status(entry.value) if entry.value else None
-
-
-def status_of(url: str, order_id: str) -> contract.StatusRecord | None:
-    found: contract.StatusRecord | None = run(_status(url, order_id))
-    return found
-
-
-def records_of(url: str, order_id: str) -> list[contract.RunRecord]:
-    found: list[contract.RunRecord] = run(run_records(url)).get(order_id, [])
-    return found
 
 
 def events(records: list[contract.RunRecord], event: str) -> list[contract.RunRecord]:

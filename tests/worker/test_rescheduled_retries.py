@@ -25,41 +25,20 @@ from harness import (
     REPO,
     NatsServer,
     Service,
-    connect,
     consumer_info,
     publish_orders,
     read_stream,
+    records_of,
     run,
-    run_records,
+    status_of,
     wait_until,
 )
-from nats.js.errors import KeyNotFoundError
 
 from orderflow import contract
 
 pytestmark = pytest.mark.slow
 
 SETTINGS = {"HANDLERS": "flaky", "ACK_WAIT_S": 2, "RETRY_BASE_S": 6, "MAX_DELIVER": 3}
-
-
-async def _status(url: str, order_id: str) -> contract.StatusRecord | None:
-    async with connect(url) as nc:
-        kv = await nc.jetstream().key_value(contract.STATUS_BUCKET)
-        try:
-            entry = await kv.get(order_id)
-        except KeyNotFoundError:
-            return None
-        return contract.decode_status(entry.value) if entry.value else None
-
-
-def status_of(url: str, order_id: str) -> contract.StatusRecord | None:
-    found: contract.StatusRecord | None = run(_status(url, order_id))
-    return found
-
-
-def records_of(url: str, order_id: str) -> list[contract.RunRecord]:
-    found: list[contract.RunRecord] = run(run_records(url)).get(order_id, [])
-    return found
 
 
 def wait_scheduled(url: str, order_id: str, timeout: float = 20) -> contract.StatusRecord:
