@@ -1,5 +1,6 @@
-"""The rehearsal's timeline as one PNG: requests/s by status, the backlog, the worker pods, with
-every SIGKILL, scale-down, hand-back and restart marked."""
+"""The rehearsal's timeline as one PNG: requests/s by status, the backlog, the job time run each
+second (new work, and work redone after a hand-back or a crash), the worker pods, with every
+SIGKILL, scale-down (idle or busy victim), eviction, hand-back and restart marked."""
 
 from __future__ import annotations
 
@@ -16,14 +17,16 @@ def draw(
     answers: dict[int, dict[str, int]],
     events: Sequence[dict[str, Any]],
     title: str,
+    work: dict[int, tuple[float, float]] | None = None,
+    victims: Sequence[dict[str, Any]] = (),
 ) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_rps, ax_backlog, ax_pods) = plt.subplots(
-        3, 1, figsize=(13, 9), sharex=True, gridspec_kw={"height_ratios": [1, 1, 1.1]}
+    fig, (ax_rps, ax_backlog, ax_work, ax_pods) = plt.subplots(
+        4, 1, figsize=(13, 11.5), sharex=True, gridspec_kw={"height_ratios": [1, 1, 1, 1.1]}
     )
     fig.suptitle(title, fontsize=11)
 
@@ -46,15 +49,58 @@ def draw(
     ax_backlog.set_ylabel("messages")
     ax_backlog.legend(loc="upper right", fontsize=8)
 
-    # 3. pods
+    # 3. job time run per second = slots at work: new work, and work run again (after a hand-back
+    # that did not keep its progress, or a crash: since the last checkpoint). From the run records.
+    work = work or {}
+    secs = sorted(work)
+    new = [work[t][0] for t in secs]
+    redone = [work[t][1] for t in secs]
+    if secs:
+        ax_work.stackplot(
+            secs,
+            new,
+            redone,
+            step="post",
+            colors=["tab:green", "tab:red"],
+            alpha=0.7,
+            labels=["new work", "work redone"],
+        )
+    ax_work.set_ylabel("job s per s (slots)")
+    ax_work.legend(
+        loc="upper right",
+        fontsize=8,
+        title=f"job time run: {sum(new) + sum(redone):.0f} s, of it redone {sum(redone):.0f} s",
+        title_fontsize=8,
+    )
+
+    # 4. pods
     ax_pods.step(ts, [s["desired"] for s in samples], where="post", lw=1.2, label="HPA desired")
     ax_pods.step(ts, [s["ready"] for s in samples], where="post", lw=1, label="ready")
     ax_pods.step(ts, [s["terminating"] for s in samples], where="post", lw=1, label="terminating (draining)")
     ax_pods.set_ylabel("worker pods")
     ax_pods.set_xlabel("seconds since start")
     top = max([s["desired"] for s in samples] + [1])
+    idle = {v["pod"] for v in victims if v["running"] == 0 or (v["running"] is None and not v["in_flight"])}
+    for kind, hollow, label in (
+        ("scale_down", False, "scale-down, busy victim"),
+        ("scale_down", True, "scale-down, idle victim"),
+        ("evict", False, "eviction (node drain)"),
+    ):
+        xs = [e["t"] for e in events if e["kind"] == kind and (e["pod"] in idle) == hollow]
+        if kind == "evict":
+            xs = [e["t"] for e in events if e["kind"] == kind]
+        if xs:
+            colour = "tab:blue" if kind == "scale_down" else "tab:cyan"
+            ax_pods.scatter(
+                xs,
+                [top + 0.6] * len(xs),
+                marker="v" if kind == "scale_down" else "s",
+                facecolors="none" if hollow else colour,
+                edgecolors=colour,
+                label=label,
+                zorder=3,
+            )
     marks = {
-        "scale_down": ("v", "tab:blue", "scale-down (SIGTERM)"),
         "sigkill": ("x", "tab:red", "SIGKILL"),
         "grace_kill": ("X", "black", "SIGKILL at end of grace"),
         "handed_back": ("o", "tab:purple", "hand-backs at drain deadline"),
@@ -82,7 +128,7 @@ def draw(
                 "ingest_restart": ("tab:olive", "-"),
                 "load_end": ("grey", "--"),
             }[e["kind"]]
-            for ax in (ax_rps, ax_backlog, ax_pods):
+            for ax in (ax_rps, ax_backlog, ax_work, ax_pods):
                 ax.axvline(e["t"], color=style[0], ls=style[1], lw=1, alpha=0.8)
             ax_rps.annotate(
                 e["kind"].replace("_", " "),
@@ -94,8 +140,9 @@ def draw(
                 ha="right",
                 color=style[0],
             )
-    ax_pods.legend(loc="upper left", fontsize=8, ncol=4)
-    for ax in (ax_rps, ax_backlog, ax_pods):
+    # below the axis: the markers sit along its top
+    ax_pods.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), fontsize=8, ncol=5)
+    for ax in (ax_rps, ax_backlog, ax_work, ax_pods):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
