@@ -17,6 +17,7 @@ is the same job, resumed or not, and two rehearsals with the same seed run the s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from typing import Any
@@ -58,7 +59,9 @@ def register(registry: Registry, settings: Settings) -> None:
             partial = min(length, done + (time.monotonic() - since))
             if keep:
                 await _checkpoint(job, length, partial)
-            await job.record_progress("interrupted", partial, length)
+            # Only a record: a NATS outage must not turn the hand-back into a failed attempt.
+            with contextlib.suppress(Exception):
+                await job.record_progress("interrupted", partial, length)
             raise
         if fail_rate and random.random() < fail_rate:
             await job.record_progress("error", done, length)
