@@ -701,9 +701,21 @@ def run(s: Settings, keep_store: bool = False) -> dict[str, Any]:
     if store.exists():
         shutil.rmtree(store)
     rehearsal = Rehearsal(s)
+    # A SIGTERM (or a SIGINT that a background start left ignored) must still stop the children:
+    # they run in sessions of their own, so nothing else reaches them.
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            handlers[signum] = signal.signal(signum, _interrupted)
     try:
         return rehearsal.run()
     finally:
         rehearsal.close()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         if not keep_store:
             shutil.rmtree(store, ignore_errors=True)
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
