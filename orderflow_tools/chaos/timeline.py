@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 STATUS_COLOURS = {"200": "tab:green", "503": "tab:orange", "0": "tab:red"}
+RPS_WINDOW_S = 10
 
 
 def draw(
@@ -30,13 +31,15 @@ def draw(
     )
     fig.suptitle(title, fontsize=11)
 
-    # 1. requests/s by status (one second buckets of k6's answers, retries included)
-    seconds = sorted(answers)
+    # 1. requests/s by status: k6's answers (retries included) per second, every second from the
+    # first answer to the last, as a mean over RPS_WINDOW_S (at a few RPS one second is 0, 1 or 2)
+    seconds = list(range(min(answers), max(answers) + 1)) if answers else []
     statuses = sorted({s for bucket in answers.values() for s in bucket}, key=lambda s: (s != "200", s))
     for status in statuses:
-        ys = [answers[t].get(status, 0) for t in seconds]
-        ax_rps.plot(seconds, ys, lw=0.8, color=STATUS_COLOURS.get(status), label=f"{status or '?'}")
-    ax_rps.set_ylabel("requests/s")
+        ys = [answers.get(t, {}).get(status, 0) for t in seconds]
+        means = [sum(ys[max(0, i - RPS_WINDOW_S + 1) : i + 1]) / RPS_WINDOW_S for i in range(len(ys))]
+        ax_rps.plot(seconds, means, lw=0.8, color=STATUS_COLOURS.get(status), label=f"{status or '?'}")
+    ax_rps.set_ylabel(f"requests/s ({RPS_WINDOW_S} s mean)")
     ax_rps.legend(loc="upper right", fontsize=8, title="status (0 = no answer)", title_fontsize=8, ncol=4)
 
     ts = [s["t"] for s in samples]
