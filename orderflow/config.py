@@ -127,6 +127,9 @@ class Settings:
     worker_id: str = ""
     work_s: WorkRange = WorkRange(0.5, 0.5)
     work_fail_rate: float = 0.0
+    # The demo handler checkpoints its progress and resumes from it; off, every run of an order
+    # starts over (the chaos rehearsal measures the work redone both ways).
+    work_checkpoints: bool = True
     pod_name: str | None = None
     pod_namespace: str | None = None
     pod_deletion_cost: str = "auto"  # auto (on inside a cluster) | on | off
@@ -268,6 +271,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "WORKER_ID": ("worker_id", str),
     "WORK_S": ("work_s", parse_work),
     "WORK_FAIL_RATE": ("work_fail_rate", _number(float, 0, 1)),
+    "WORK_CHECKPOINTS": ("work_checkpoints", _boolean),
     "POD_NAME": ("pod_name", str),
     "POD_NAMESPACE": ("pod_namespace", str),
     "POD_DELETION_COST": ("pod_deletion_cost", _choice("auto", "on", "off")),

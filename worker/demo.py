@@ -7,16 +7,22 @@ A job of a second or more checkpoints its simulated progress every 2 s, or every
 if that is shorter, and resumes from its checkpoint: a scale-down costs it at most one step. When
 a drain hands it back it checkpoints what it did since the last step while it unwinds. Shorter
 jobs do not checkpoint: a checkpoint is a stored write, dearer than redoing under a second of work.
+ORDERFLOW_WORK_CHECKPOINTS=false turns checkpoints off: every run starts over (the chaos
+rehearsal's work-redone figure, both ways).
+
+An order's length is drawn from its order id (uniform in ORDERFLOW_WORK_S), so every run of an order
+is the same job, resumed or not, and two rehearsals with the same seed run the same job mix.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from typing import Any
 
-from orderflow.config import Settings
+from orderflow.config import Settings, WorkRange
 from worker.handlers import CheckpointError, Job, Registry
 
 CHECKPOINT_MIN_LENGTH_S = 1.0
@@ -30,13 +36,15 @@ class SimulatedFailure(Exception):
 def register(registry: Registry, settings: Settings) -> None:
     work = settings.work_s
     fail_rate = settings.work_fail_rate
+    checkpoints = settings.work_checkpoints
 
     async def demo(job: Job) -> None:
         resume: dict[str, Any] = job.resume_from if isinstance(job.resume_from, dict) else {}
-        length = float(resume.get("length_s") or random.uniform(work.min_s, work.max_s))
+        length = float(resume.get("length_s") or _length(job.order.order_id, work))
         done = float(resume.get("done_s") or 0.0)
         await job.record_progress("start", done, length)
         step = min(CHECKPOINT_EVERY_S, length / 10) if length >= CHECKPOINT_MIN_LENGTH_S else length
+        keep = checkpoints and length >= CHECKPOINT_MIN_LENGTH_S
         since = time.monotonic()
         try:
             while done < length:
@@ -44,14 +52,16 @@ def register(registry: Registry, settings: Settings) -> None:
                 since = time.monotonic()
                 await asyncio.sleep(chunk)
                 done += chunk
-                if done < length and length >= CHECKPOINT_MIN_LENGTH_S:
+                if done < length and keep:
                     await _checkpoint(job, length, done)
         except asyncio.CancelledError:
             # Handed back (or cancelled): keep the part of the step already done.
             partial = min(length, done + (time.monotonic() - since))
-            if length >= CHECKPOINT_MIN_LENGTH_S:
+            if keep:
                 await _checkpoint(job, length, partial)
-            await job.record_progress("interrupted", partial, length)
+            # Only a record: a NATS outage must not turn the hand-back into a failed attempt.
+            with contextlib.suppress(Exception):
+                await job.record_progress("interrupted", partial, length)
             raise
         if fail_rate and random.random() < fail_rate:
             await job.record_progress("error", done, length)
@@ -59,6 +69,12 @@ def register(registry: Registry, settings: Settings) -> None:
         await job.record_progress("done", done, length)
 
     registry.fallback(demo)
+
+
+def _length(order_id: str, work: WorkRange) -> float:
+    if work.min_s == work.max_s:
+        return work.min_s
+    return random.Random(order_id).uniform(work.min_s, work.max_s)  # str seeds: stable across processes
 
 
 async def _checkpoint(job: Job, length: float, done: float) -> None:

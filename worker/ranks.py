@@ -22,6 +22,7 @@ from orderflow import contract
 log = logging.getLogger(__name__)
 
 MAX_PRIORITY = 9
+LEAVE_TIMEOUT_S = 1.0
 _KEY_UNSAFE = re.compile(r"[^-/_=.a-zA-Z0-9]")
 
 
@@ -101,8 +102,12 @@ class Ranks:
 
     async def leave(self, js: JetStreamContext) -> None:
         """On the way out: younger workers move up now, not after the TTL. No refresh after it, or
-        the entry would come back for the rest of the drain (and its TTL after)."""
+        the entry would come back for the rest of the drain (and its TTL after). At most
+        LEAVE_TIMEOUT_S: it only saves the others the TTL, and it runs inside the drain budget (a
+        NATS restart at the SIGTERM left both requests unanswered for their 5 s JetStream timeout
+        each, and the chaos rehearsal's kubelet SIGKILLed the idle pod at the end of its grace)."""
         self._left = True
         with contextlib.suppress(Exception):
-            kv = await js.key_value(contract.WORKERS_BUCKET)
-            await kv.delete(self.key)
+            async with asyncio.timeout(LEAVE_TIMEOUT_S):
+                kv = await js.key_value(contract.WORKERS_BUCKET)
+                await kv.delete(self.key)

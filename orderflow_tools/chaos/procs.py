@@ -13,7 +13,10 @@ from pathlib import Path
 
 from orderflow_tools.kit import REPO, Process, python_module
 
-_DRAIN_LINE = re.compile(r"drained in [0-9.]+s: (\d+) running at SIGTERM, (\d+) handed back at the deadline")
+_DRAIN_LINE = re.compile(
+    r"drained in [0-9.]+s: (\d+) running at SIGTERM, (\d+) handed back at the deadline"
+    r"(?:, (\d+) fetched but never started)?"
+)
 
 
 def service_process(module: str, env: dict[str, str], log_path: Path) -> Process:
@@ -43,7 +46,11 @@ class Pod:
     exit_codes: list[int | None] = field(default_factory=list)
     log_offset: int = 0  # where the log stood at SIGTERM (the drain line comes after it)
     handed_back: int = 0  # from the drain log line (the pod may exit before its last scrape)
+    running_at_sigterm: int | None = None  # from the drain log line; None: no drain line
     grace_killed: bool = False
+    uid: str = ""  # the ReplicaSet's last tie-breaker
+    cost: int = 0  # its controller.kubernetes.io/pod-deletion-cost annotation, as kept (chaos/kube.py)
+    cost_patched_at: float = float("-inf")
 
     @property
     def url(self) -> str:
@@ -74,10 +81,22 @@ def worker_env(base: dict[str, str], pod_name: str, port: int) -> dict[str, str]
     return {**base, "ORDERFLOW_HTTP_PORT": str(port), "ORDERFLOW_WORKER_ID": pod_name}
 
 
-def drain_handed_back(log_path: Path, since: int) -> tuple[int, int]:
-    """Sum of 'N handed back at the deadline' in a worker log from byte `since`; and the new end."""
+@dataclass(frozen=True)
+class Drain:
+    """A worker's drain line: what ran at SIGTERM, what it handed back, what it never started."""
+
+    running: int
+    handed_back: int
+    unstarted: int
+
+
+def drain_line(log_path: Path, since: int) -> Drain | None:
+    """The last drain line in a worker log from byte `since`; None if it has none (killed first)."""
     with log_path.open("rb") as f:
         f.seek(since)
         text = f.read().decode(errors="replace")
-        end = f.tell()
-    return sum(int(m.group(2)) for m in _DRAIN_LINE.finditer(text)), end
+    found = list(_DRAIN_LINE.finditer(text))
+    if not found:
+        return None
+    m = found[-1]
+    return Drain(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))

@@ -16,16 +16,18 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 from orderflow import contract
-from orderflow_tools.chaos import kube, ledger, timeline
+from orderflow_tools.chaos import kube, ledger, timeline, work
 from orderflow_tools.chaos.plan import Fault, Settings, schedule
-from orderflow_tools.chaos.procs import Pod, drain_handed_back, service_process, worker_env
+from orderflow_tools.chaos.procs import Pod, drain_line, service_process, worker_env
 from orderflow_tools.kit import (
     REPO,
     NatsCluster,
@@ -109,6 +111,12 @@ class Rehearsal:
         self.ingests: list[Process] = []
         self.pods: list[Pod] = []
         self.pod_seq = 0
+        self.uids = random.Random(f"{s.seed}-uids")  # apart: the fault rng's draws stay as they were
+        # worker id (= pod name) -> epoch times its container was killed or died: where the
+        # work-redone figure ends a run that has no end record
+        self.deaths: dict[str, list[float]] = {}
+        # every pod deletion: when, why, its cost, what it ran at SIGTERM and handed back
+        self.victims: dict[str, dict[str, Any]] = {}
         self.hpa = kube.Autoscaler(
             kube.HpaPolicy(
                 min_replicas=s.min_workers,
@@ -120,6 +128,7 @@ class Rehearsal:
                 scale_down_period_s=s.scale_down_period_s,
             )
         )
+        self.cost_mode: kube.CostMode = "busy" if s.cost_mode == "busy" else "work"
         self.next_sync = 0.0
         self.backlog = (0.0, 0.0)  # (pending, ack pending) as the workers last reported it
         self.samples: list[dict[str, Any]] = []
@@ -165,6 +174,9 @@ class Rehearsal:
             "ORDERFLOW_ACK_WAIT_S": f"{s.ack_wait_s:g}",
             "ORDERFLOW_DRAIN_TIMEOUT_S": f"{s.drain_timeout_s:g}",
             "ORDERFLOW_MAX_DELIVER": str(s.max_deliver),
+            "ORDERFLOW_MAX_CRASHES": str(s.max_crashes),
+            "ORDERFLOW_WORK_CHECKPOINTS": "true" if s.checkpoints else "false",
+            "ORDERFLOW_PRIORITY": s.priority,
             "ORDERFLOW_CONSUMER_INFO_INTERVAL_S": "1",
         }
 
@@ -238,7 +250,7 @@ class Rehearsal:
         proc = service_process(
             "worker", worker_env(self._worker_base_env(), name, port), self.out / f"{name}.log"
         )
-        pod = Pod(name, port, self.now(), proc)
+        pod = Pod(name, port, self.now(), proc, uid=str(uuid.UUID(int=self.uids.getrandbits(128))))
         proc.start()
         self.pods.append(pod)
         return pod
@@ -265,6 +277,8 @@ class Rehearsal:
         for pod, metrics, ready in self.pool.map(self._probe, probed):
             if metrics is not None:
                 pod.metrics, pod.metrics_at = metrics, now
+                if pod.phase == "running":
+                    kube.keep_annotation(pod, now, self.cost_mode, self.s.cost_interval_s)
             if pod.phase == "running":
                 if ready and not pod.ready:
                     pod.ready_since = now
@@ -284,6 +298,7 @@ class Rehearsal:
         now = self.now()
         for pod in self.pods:
             if pod.phase == "running" and not pod.process.alive():
+                self.died(pod)
                 pod.container_ended()
                 self.event("crash", pod=pod.name, code=pod.exit_codes[-1])
                 pod.phase, pod.restart_at = "restarting", now + self.s.restart_delay_s
@@ -294,27 +309,56 @@ class Rehearsal:
             elif pod.phase == "terminating":
                 if not pod.process.alive():
                     pod.container_ended()
-                    handed, _ = drain_handed_back(pod.log_path, pod.log_offset)
+                    drain = drain_line(pod.log_path, pod.log_offset)
+                    handed = drain.handed_back if drain is not None else 0
                     pod.handed_back += handed
+                    pod.running_at_sigterm = drain.running if drain is not None else None
                     pod.phase = "gone"
+                    drain_s = round(now - pod.terminating_since, 1)
+                    self.victims[pod.name].update(
+                        running=pod.running_at_sigterm, handed_back=handed, drain_s=drain_s
+                    )
                     self.event(
                         "handed_back",
                         pod=pod.name,
                         count=handed,
+                        running=pod.running_at_sigterm,
                         code=pod.exit_codes[-1],
-                        drain_s=round(now - pod.terminating_since, 1),
+                        drain_s=drain_s,
                     )
                 elif now >= pod.kill_at and not pod.grace_killed:
                     pod.process.send(signal.SIGKILL)
                     pod.grace_killed = True
+                    self.died(pod)
                     self.event("grace_kill", pod=pod.name)
+
+    def died(self, pod: Pod) -> None:
+        self.deaths.setdefault(pod.name, []).append(time.time())
+
+    def half(self, t: float) -> str:
+        """Where on the sine a moment falls: its rising or falling half (of the arrival rate k6
+        drives, from the start of the load), or after the load."""
+        if self.load_end_s is not None:
+            return "after_load"
+        return "rising" if (t % self.s.period_s) < self.s.period_s / 2 else "falling"
 
     def terminate(self, pod: Pod, reason: str) -> None:
         """Pod deletion: SIGTERM now, SIGKILL at the end of the grace period."""
         now = self.now()
-        self.event(reason, pod=pod.name, in_flight=pod.in_flight, cost=kube.deletion_cost(pod))
+        self.event(reason, pod=pod.name, in_flight=pod.in_flight, cost=pod.cost)
+        self.victims[pod.name] = {
+            "t": round(now, 2),
+            "pod": pod.name,
+            "reason": reason,
+            "half": self.half(now),
+            "cost": pod.cost,
+            "in_flight": pod.in_flight,
+            "running": None,
+            "handed_back": 0,
+        }
         if pod.phase == "restarting" or not pod.process.alive():
             pod.phase = "gone"
+            self.victims[pod.name]["running"] = 0  # its container was dead: nothing ran there
             return
         pod.log_offset = pod.log_path.stat().st_size
         pod.process.send(signal.SIGTERM)
@@ -327,10 +371,20 @@ class Rehearsal:
             return
         pod = self.rng.choice(candidates)
         pod.process.send(signal.SIGKILL)
+        self.died(pod)
         pod.process.wait(5)
         self.event("sigkill", pod=pod.name, in_flight=pod.in_flight)
         pod.container_ended()
         pod.phase, pod.restart_at = "restarting", self.now() + self.s.restart_delay_s
+
+    def evict(self) -> None:
+        """A node drain evicts a pod, whatever its deletion cost (the Eviction API ignores it); the
+        ReplicaSet creates a replacement at once, so the HPA's count stands."""
+        candidates = [p for p in self.replicas() if p.phase == "running" and p.process.alive()]
+        if not candidates:
+            return
+        self.terminate(self.rng.choice(candidates), "evict")
+        self.create_pod()
 
     def autoscale(self) -> None:
         now = self.now()
@@ -360,6 +414,8 @@ class Rehearsal:
                 self.restart_ingest()
             elif fault.kind == "node_kill":
                 self.kill_node()
+            elif fault.kind == "evict":
+                self.evict()
 
     # --- the record --------------------------------------------------------------------------
     def sample(self) -> None:
@@ -537,7 +593,9 @@ class Rehearsal:
 
     def finish(self) -> dict[str, Any]:
         self.stop_everything()
-        result = ledger.read_ledger(self.nats.url, self.answers.accepted)
+        result = ledger.read_ledger(
+            self.nats.url, self.answers.accepted, self.deaths, self.s.max_deliver, self.s.max_crashes
+        )
         summary = self.summary(result)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         (self.out / "events.json").write_text(json.dumps(self.events, indent=1) + "\n")
@@ -548,18 +606,24 @@ class Rehearsal:
                 {t: dict(c) for t, c in self.answers.by_second.items()},
                 self.events,
                 self.title(summary),
+                work.per_second((r for runs in result.runs.values() for r in runs), self.wall0),
+                list(self.victims.values()),
             )
         return summary
 
     def title(self, summary: dict[str, Any]) -> str:
         s, f = self.s, summary["figures"]
+        falling = f["victims"]["falling"]
+        idle = "-" if falling["idle_share"] is None else f"{falling['idle_share']:.0%}"
         return (
-            f"orderflow chaos: sine 0-{s.peak_rps:g} RPS / {s.period_s:g}s for {s.duration_s:g}s, "
-            f"work {s.work}s, {s.min_workers}-{s.max_workers} workers x {s.concurrency} slots, "
-            f"seed {s.seed}\n"
+            f"orderflow chaos ({s.profile}): sine 0-{s.peak_rps:g} RPS / {s.period_s:g}s for "
+            f"{s.duration_s:g}s, work {s.work}s, drain {s.drain_timeout_s:g}s, {s.min_workers}-"
+            f"{s.max_workers} workers x {s.concurrency} slots, checkpoints "
+            f"{'on' if s.checkpoints else 'off'}, priority {s.priority}, cost {s.cost_mode}, seed {s.seed}\n"
             f"accepted {f['accepted']}, done once {f['done_once']}, lost {f['lost']}, "
-            f"done twice {f['done_twice']}, scale-downs {f['scale_downs']}, SIGKILLs {f['sigkills']}, "
-            f"hand-backs {f['handed_back']}"
+            f"done twice {f['done_twice']}, scale-downs {f['scale_downs']}, evictions {f['evictions']}, "
+            f"SIGKILLs {f['sigkills']}, hand-backs {f['handed_back']}, work redone "
+            f"{f['work']['redone_share']:.1%}, idle victims on the falling half {idle}"
         )
 
     def summary(self, result: ledger.Ledger) -> dict[str, Any]:
@@ -607,6 +671,20 @@ class Rehearsal:
             if self.drained_at_s is None or self.load_end_s is None
             else round(self.drained_at_s - self.load_end_s, 1),
             "dlq_messages": result.dlq,
+            "dead_without_failure": result.dead.get("without_failure", 0),
+            "dead_letters": result.dead,
+            "handbacks_per_order": result.handbacks,
+            "crashes_per_order": result.crashes,
+            "work": {
+                **result.work.figures(),
+                "metric_redone_s": round(
+                    sum(p.counter("orderflow_work_redone_seconds_total") for p in self.pods), 1
+                ),
+            },
+            "evictions": self.counts["evict"],
+            "sigterm_max_gap_s": self.sigterm_max_gap_s(),
+            "victims": victim_figures(self.victims.values(), "scale_down"),
+            "evicted": victim_figures(self.victims.values(), "evict")["all"],
             "stream_left": result.stream_left,
             "k6_exit_code": None if self.k6 is None else self.k6.returncode,
         }
@@ -620,8 +698,19 @@ class Rehearsal:
                 "work": str(self.s.work),
                 "grace_s": self.s.grace_s,
             },
+            "victims": list(self.victims.values()),
             "faults_planned": [asdict(f) for f in schedule(self.s, random.Random(self.s.seed))],
         }
+
+    def sigterm_max_gap_s(self) -> float | None:
+        """The longest wait for a SIGTERM to a worker (scale-down or eviction) during the load:
+        from its start to the first, and between two; None without any."""
+        end = self.load_end_s if self.load_end_s is not None else self.now()
+        times = [v["t"] for v in self.victims.values() if v["reason"] in ("scale_down", "evict")]
+        edges = [0.0, *sorted(t for t in times if t <= end)]
+        if len(edges) < 2:
+            return None
+        return round(float(max(b - a for a, b in pairwise(edges))), 1)
 
     def close(self) -> None:
         """Stop whatever still runs (after an error or Ctrl-C) — our own children only."""
@@ -638,15 +727,49 @@ class Rehearsal:
         self.pool.shutdown(wait=False)
 
 
+def victim_figures(victims: Any, reason: str) -> dict[str, dict[str, Any]]:
+    """Per half of the sine (and after the load, and all): how many pods `reason` deleted, the
+    share that ran nothing at SIGTERM (the worker's drain line; a pod without one: its last
+    scrape), and the jobs they handed back, per deletion."""
+    chosen = [v for v in victims if v["reason"] == reason]
+    out: dict[str, dict[str, Any]] = {}
+    for half in ("rising", "falling", "after_load", "all"):
+        group = [v for v in chosen if half in ("all", v["half"])]
+        idle = sum(
+            1 for v in group if (v["running"] == 0 if v["running"] is not None else v["in_flight"] == 0)
+        )
+        handed = sum(v["handed_back"] for v in group)
+        out[half] = {
+            "victims": len(group),
+            "idle": idle,
+            "idle_share": round(idle / len(group), 3) if group else None,
+            "handed_back": handed,
+            "handed_back_per_victim": round(handed / len(group), 2) if group else None,
+        }
+    return out
+
+
 def run(s: Settings, keep_store: bool = False) -> dict[str, Any]:
     s.out.mkdir(parents=True, exist_ok=True)
     store = s.out / ("nats-cluster" if s.nats_cluster else "jetstream")
     if store.exists():
         shutil.rmtree(store)
     rehearsal = Rehearsal(s)
+    # A SIGTERM (or a SIGINT that a background start left ignored) must still stop the children:
+    # they run in sessions of their own, so nothing else reaches them.
+    handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            handlers[signum] = signal.signal(signum, _interrupted)
     try:
         return rehearsal.run()
     finally:
         rehearsal.close()
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
         if not keep_store:
             shutil.rmtree(store, ignore_errors=True)
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")

@@ -5,6 +5,7 @@ pid); nothing here looks processes up by name."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import shutil
 import signal
@@ -58,13 +59,17 @@ def python_module(module: str) -> list[str]:
 
 
 def http_get(url: str, timeout_s: float) -> tuple[int, bytes] | None:
-    """(status, body), or None when nothing answered in time."""
+    """(status, body), or None when nothing answered in time, or the answer broke off (a process
+    killed while it answers: http.client's IncompleteRead, BadStatusLine)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
-        return err.code, err.read()
-    except (OSError, ValueError):
+        try:
+            return err.code, err.read()
+        except (OSError, http.client.HTTPException):
+            return err.code, b""
+    except (OSError, ValueError, http.client.HTTPException):
         return None
 
 

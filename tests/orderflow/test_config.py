@@ -17,7 +17,7 @@ def test_defaults_follow_the_spec_table() -> None:
     assert load_settings("ingest", {}).http_port == 8080
     assert (s.mode, s.rate_limit_rps, s.concurrency) == ("queued", 50.0, 16)
     assert (s.ack_wait_s, s.task_timeout_s, s.drain_timeout_s, s.max_deliver) == (30, 3600, 60, 5)
-    assert s.work_s == WorkRange(0.5, 0.5) and s.work_fail_rate == 0
+    assert s.work_s == WorkRange(0.5, 0.5) and s.work_fail_rate == 0 and s.work_checkpoints
     assert s.task_types == (TaskType("default", 16, 3600.0),)
 
 
@@ -37,6 +37,12 @@ def test_values_are_parsed_and_derived() -> None:
     assert s.task_types == (TaskType("default", 8, 3600.0), TaskType("report", 2, 60.0))
     assert s.split_types
     assert (s.max_attempts, s.max_crashes, s.max_deliveries) == (5, 3, 100)
+
+
+def test_the_demo_checkpoints_can_be_turned_off() -> None:
+    assert not load_settings("worker", {"ORDERFLOW_WORK_CHECKPOINTS": "false"}).work_checkpoints
+    with pytest.raises(ConfigError, match="ORDERFLOW_WORK_CHECKPOINTS='off': must be true or false"):
+        load_settings("worker", {"ORDERFLOW_WORK_CHECKPOINTS": "off"})
 
 
 def test_max_attempts_is_max_delivers_clearer_name() -> None:

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from orderflow_tools.kit import (
     cpu_s,
     descendants,
     free_port,
+    http_get,
     parse_metrics,
     pid_alive,
     port_free,
@@ -44,6 +46,26 @@ def test_a_free_port_can_be_bound_and_a_bound_one_is_not_free() -> None:
         s.bind(("127.0.0.1", port))
         s.listen()
         assert not port_free(port)
+
+
+def test_an_answer_that_breaks_off_is_no_answer() -> None:
+    """A process killed while it answers /metrics: the head promises 100 bytes, 5 come, then the
+    connection closes (http.client's IncompleteRead): None, as for no answer at all."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def answer_short() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(4096)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
+
+        thread = threading.Thread(target=answer_short)
+        thread.start()
+        assert http_get(f"http://127.0.0.1:{port}/metrics", 5.0) is None
+        thread.join(5)
 
 
 def test_waiting_for_a_child_that_exits_fails_at_once_with_its_log(tmp_path: Path) -> None:

@@ -1,0 +1,84 @@
+"""The demo handler's simulated work: its length comes from the order id, it checkpoints and
+resumes, and ORDERFLOW_WORK_CHECKPOINTS=false makes every run start over. In process: the Job's
+control line is a stand-in that keeps the checkpoint and the run records in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from orderflow.config import load_settings
+from orderflow.contract import Order
+from worker.demo import register
+from worker.handlers import Handler, Job, Registry
+
+
+class StandInControl:
+    """What a run's Job talks to: the last checkpoint and every run record, in memory."""
+
+    def __init__(self) -> None:
+        self.checkpoint_state: Any = None
+        self.records: list[tuple[str, float | None, float | None]] = []
+
+    async def checkpoint(self, state: Any) -> None:
+        self.checkpoint_state = state
+
+    async def record(self, event: str, progress_s: float | None, length_s: float | None) -> None:
+        self.records.append((event, progress_s, length_s))
+
+
+def demo(**env: str) -> Handler:
+    registry = Registry()
+    register(registry, load_settings("worker", {f"ORDERFLOW_{k}": v for k, v in env.items()}))
+    return registry.get("default")
+
+
+def job(order_id: str, control: StandInControl) -> Job:
+    order = Order(order_id, 1, 1, "m", time.time())
+    return Job(order, "default", 0, 1, "w-1", control.checkpoint_state, control)
+
+
+async def run_for(handler: Handler, j: Job, seconds: float) -> None:
+    """Run the handler, cancel it after `seconds` (a hand-back), let it unwind."""
+    task = asyncio.ensure_future(handler(j))
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def test_an_orders_length_is_drawn_from_its_id_so_every_run_is_the_same_job() -> None:
+    handler = demo(WORK_S="0.01-0.05")
+
+    def length(order_id: str) -> float | None:
+        control = StandInControl()
+        asyncio.run(handler(job(order_id, control)))
+        assert [e for e, _, _ in control.records] == ["start", "done"]
+        return control.records[-1][2]
+
+    assert length("c7-1") == length("c7-1")
+    assert len({length(f"c7-{i}") for i in range(5)}) == 5
+
+
+def test_a_handed_back_run_checkpoints_while_it_unwinds_and_the_next_run_resumes_there() -> None:
+    handler = demo(WORK_S="5-6")
+    control = StandInControl()
+    asyncio.run(run_for(handler, job("o-1", control), 0.3))
+    (start, _, length), (event, progress, _) = control.records
+    assert (start, event) == ("start", "interrupted") and progress is not None and progress >= 0.25
+    assert control.checkpoint_state == {"length_s": length, "done_s": round(progress, 3)}
+    control.records.clear()
+    asyncio.run(run_for(handler, job("o-1", control), 0.05))
+    assert control.records[0] == ("start", round(progress, 3), length)
+
+
+def test_with_checkpoints_off_a_handed_back_run_starts_over() -> None:
+    handler = demo(WORK_S="5-6", WORK_CHECKPOINTS="false")
+    control = StandInControl()
+    asyncio.run(run_for(handler, job("o-1", control), 0.3))
+    assert control.checkpoint_state is None
+    (_, _, length), (event, progress, _) = control.records
+    assert event == "interrupted" and progress is not None and progress >= 0.25
+    control.records.clear()
+    asyncio.run(run_for(handler, job("o-1", control), 0.05))
+    assert control.records[0] == ("start", 0.0, length)
