@@ -145,6 +145,14 @@ def add_parser(subparsers: Any) -> None:
         "orderflow_pod_deletion_cost (work, the default) or idle 0 / busy 100 (busy: before issue #14)",
     )
     p.add_argument(
+        "--hpa",
+        choices=("chart", "lag"),
+        default="chart",
+        help="the replayed autoscaler: as the chart renders it (chart, the default: the backlog and "
+        "slot utilisation at 0.8, tolerance 0.2) or the backlog alone at the cluster's default "
+        "tolerance 0.1 (lag: before issue #14)",
+    )
+    p.add_argument(
         "--seed", type=int, default=1, help="seed of the fault schedule and the orders (default 1)"
     )
     p.add_argument(
@@ -246,6 +254,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         checkpoints=args.checkpoints,
         priority=args.priority,
         cost_mode=args.deletion_cost,
+        hpa=args.hpa,
         profile=args.profile,
     )
     # Long enough for the last jobs, a hand-back and a redelivery after ack_wait, and some backlog.

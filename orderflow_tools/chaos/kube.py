@@ -2,8 +2,13 @@
 ReplicaSet's choice of which pod a scale-down deletes.
 
 HPA (autoscaling/v2, an External metric with an AverageValue target):
-- desired = ceil(backlog / target_per_pod), unless backlog / (current * target) is within the
-  tolerance (10%) of 1, then current; clamped to [min, max].
+- the metric: the backlog (the consumer's pending + ack pending), or, as the chart's autoscaling
+  renders it since issue #14 (KEDA scalingModifiers `max(lag, running)`, or the plain HPA's two
+  metrics), the larger of the backlog and the running jobs over the utilisation target
+  (`utilisation.target`, 0.8: a pod is asked to keep a fifth of its slots free);
+- desired = ceil(metric / target_per_pod), unless metric / (current * target) is within the
+  tolerance of 1 (the chart's 0.2 on Kubernetes >= 1.35, the cluster default 0.1 before), then
+  current; clamped to [min, max].
 - scale-up: no stabilization; at most max(4 pods, 100%) more per scale-up period (the defaults).
 - scale-down: the highest recommendation of the stabilization window wins (so a short dip does
   not remove pods), and a policy removes at most N pods per period.
@@ -43,6 +48,8 @@ class HpaPolicy:
     target_per_pod: float  # backlog (pending + ack pending) one pod should carry: its slots
     sync_period_s: float = 15.0
     tolerance: float = 0.1
+    # The utilisation signal's target (running jobs / slots), None: the backlog alone (before #14).
+    utilisation_target: float | None = None
     scale_down_window_s: float = 300.0
     scale_down_pods: int = 1
     scale_down_period_s: float = 15.0
@@ -56,13 +63,17 @@ class Autoscaler:
         self._recommendations: deque[tuple[float, int]] = deque()
         self._changes: deque[tuple[float, int]] = deque()  # (time, replicas added (+) / removed (-))
 
-    def desired(self, now: float, current: int, backlog: float) -> int:
-        """The replica count for this sync, given the current count and the metric."""
+    def desired(self, now: float, current: int, backlog: float, running: float = 0.0) -> int:
+        """The replica count for this sync, given the current count, the backlog and the jobs
+        running on the pods Prometheus scrapes."""
         p = self.policy
-        if current > 0 and abs(backlog / (current * p.target_per_pod) - 1.0) <= p.tolerance:
+        metric = backlog
+        if p.utilisation_target is not None:
+            metric = max(backlog, running / p.utilisation_target)
+        if current > 0 and abs(metric / (current * p.target_per_pod) - 1.0) <= p.tolerance:
             raw = current
         else:
-            raw = math.ceil(backlog / p.target_per_pod)
+            raw = math.ceil(metric / p.target_per_pod)
         raw = max(p.min_replicas, min(p.max_replicas, raw))
         self._recommendations.append((now, raw))
         while self._recommendations and self._recommendations[0][0] < now - p.scale_down_window_s:

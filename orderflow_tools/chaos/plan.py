@@ -39,6 +39,10 @@ class Settings:
     checkpoints: bool = True  # ORDERFLOW_WORK_CHECKPOINTS of the demo handler
     priority: str = "auto"  # ORDERFLOW_PRIORITY: pull priority groups (auto) or not (off)
     cost_mode: str = "work"  # the replayed pod-deletion-cost: work at stake (now) or busy 0/100 (before)
+    # The replayed autoscaler: as the chart renders it (backlog and slot utilisation at
+    # UTILISATION_TARGET, tolerance HPA_TOLERANCE), or the backlog alone at the cluster's default
+    # tolerance (lag: before issue #14).
+    hpa: str = "chart"
     cost_interval_s: float = 5.0  # the keeper's minimum interval between patches (the chart's default)
     profile: str = "default"
     restart_delay_s: float = 1.0  # the kubelet restarts a killed container after this
@@ -54,6 +58,12 @@ class Settings:
     def grace_s(self) -> float:
         """terminationGracePeriodSeconds as the chart derives it: ceil(drain) + NATS drain + safety."""
         return math.ceil(self.drain_timeout_s) + self.nats_drain_margin_s + self.safety_margin_s
+
+
+# The chart's worker.autoscaling.utilisation.target and scaleDown.tolerance (values.yaml).
+UTILISATION_TARGET = 0.8
+HPA_TOLERANCE = 0.2
+CLUSTER_TOLERANCE = 0.1  # the HPA's default (--horizontal-pod-autoscaler-tolerance)
 
 
 @dataclass(frozen=True)

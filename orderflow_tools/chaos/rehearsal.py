@@ -26,7 +26,14 @@ from typing import Any
 
 from orderflow import contract
 from orderflow_tools.chaos import kube, ledger, timeline, work
-from orderflow_tools.chaos.plan import Fault, Settings, schedule
+from orderflow_tools.chaos.plan import (
+    CLUSTER_TOLERANCE,
+    HPA_TOLERANCE,
+    UTILISATION_TARGET,
+    Fault,
+    Settings,
+    schedule,
+)
 from orderflow_tools.chaos.procs import Pod, drain_line, service_process, worker_env
 from orderflow_tools.kit import (
     REPO,
@@ -122,6 +129,8 @@ class Rehearsal:
                 min_replicas=s.min_workers,
                 max_replicas=s.max_workers,
                 target_per_pod=float(s.concurrency),
+                utilisation_target=UTILISATION_TARGET if s.hpa == "chart" else None,
+                tolerance=HPA_TOLERANCE if s.hpa == "chart" else CLUSTER_TOLERANCE,
                 sync_period_s=s.hpa_sync_s,
                 scale_down_window_s=s.scale_down_window_s,
                 scale_down_pods=s.scale_down_pods,
@@ -293,6 +302,17 @@ class Rehearsal:
                 max(p.metrics.get("orderflow_consumer_ack_pending", 0.0) for p in fresh),
             )
 
+    def running(self) -> float:
+        """The jobs running on the pods Prometheus scrapes for the utilisation signal: the running,
+        not terminating ones (a terminating pod leaves its Service's endpoints, and with them the
+        ServiceMonitor's targets)."""
+        now = self.now()
+        return sum(
+            p.in_flight
+            for p in self.pods
+            if p.phase == "running" and p.metrics and now - p.metrics_at < 3 * TICK_S
+        )
+
     def kubelet(self) -> None:
         """Container exits, restarts after a kill, and the grace period of terminating pods."""
         now = self.now()
@@ -392,7 +412,7 @@ class Rehearsal:
             return
         self.next_sync = now + self.s.hpa_sync_s
         current = self.replicas()
-        desired = self.hpa.desired(now, len(current), sum(self.backlog))
+        desired = self.hpa.desired(now, len(current), sum(self.backlog), self.running())
         if desired > len(current):
             for _ in range(desired - len(current)):
                 self.create_pod()
@@ -619,7 +639,7 @@ class Rehearsal:
             f"orderflow chaos ({s.profile}): sine 0-{s.peak_rps:g} RPS / {s.period_s:g}s for "
             f"{s.duration_s:g}s, work {s.work}s, drain {s.drain_timeout_s:g}s, {s.min_workers}-"
             f"{s.max_workers} workers x {s.concurrency} slots, checkpoints "
-            f"{'on' if s.checkpoints else 'off'}, priority {s.priority}, cost {s.cost_mode}, seed {s.seed}\n"
+            f"{'on' if s.checkpoints else 'off'}, priority {s.priority}, cost {s.cost_mode}, hpa {s.hpa}, seed {s.seed}\n"
             f"accepted {f['accepted']}, done once {f['done_once']}, lost {f['lost']}, "
             f"done twice {f['done_twice']}, scale-downs {f['scale_downs']}, evictions {f['evictions']}, "
             f"SIGKILLs {f['sigkills']}, hand-backs {f['handed_back']}, work redone "

@@ -50,6 +50,18 @@ def test_the_hpa_scales_up_at_once_and_by_the_backlog_per_pod() -> None:
     assert hpa.desired(21, 6, 610) == 6  # within the 10% tolerance: no change
 
 
+def test_the_charts_hpa_keeps_a_fifth_of_the_slots_free() -> None:
+    """As the chart renders it: the larger of the backlog and the running jobs / 0.8, per 100 slots,
+    tolerance 0.2. 1. 400 running with nothing waiting asks for 5 pods, not 4. 2. Within 20 % of
+    the current count: no change. 3. A backlog larger than running / 0.8 wins."""
+    hpa = Autoscaler(replace(POLICY, utilisation_target=0.8, tolerance=0.2))
+    assert hpa.desired(0, 4, 400, running=400) == 5  # max(400, 400 / 0.8 = 500) / 100
+    assert hpa.desired(1, 5, 460, running=370) == 5  # 462.5 / 500: within the tolerance
+    assert hpa.desired(20, 5, 900, running=500) == 6  # the backlog wins; clamped to max_replicas
+    lag_only = Autoscaler(POLICY)
+    assert lag_only.desired(0, 4, 400, running=400) == 4  # before issue #14: the backlog alone
+
+
 def test_the_hpa_scales_down_only_after_the_window_and_one_pod_per_period() -> None:
     """1. Backlog 550 for 6 pods -> 6. 2. The backlog vanishes: nothing happens for the 30 s window.
     3. Then one pod per 10 s period: 5, 4, ... never faster."""
