@@ -22,7 +22,6 @@ from orderflow import contract
 log = logging.getLogger(__name__)
 
 MAX_PRIORITY = 9
-LEAVE_TIMEOUT_S = 1.0
 _KEY_UNSAFE = re.compile(r"[^-/_=.a-zA-Z0-9]")
 
 
@@ -33,12 +32,18 @@ def rank_of(me: tuple[float, str], others: list[tuple[float, str]]) -> int:
 
 class Ranks:
     def __init__(
-        self, worker_id: str, refresh_s: float, ttl_s: float, on_change: Callable[[int], None]
+        self,
+        worker_id: str,
+        refresh_s: float,
+        ttl_s: float,
+        on_change: Callable[[int], None],
+        leave_s: float = 1.0,
     ) -> None:
         self.key = _KEY_UNSAFE.sub("_", worker_id)
         self.started_at = time.time()
         self.refresh_s = refresh_s
         self.ttl_s = ttl_s
+        self.leave_s = leave_s
         self.rank: int | None = None
         self._on_change = on_change
         self._seen: dict[str, tuple[float, float]] = {}  # key -> (started_at, seen at, monotonic)
@@ -103,11 +108,11 @@ class Ranks:
     async def leave(self, js: JetStreamContext) -> None:
         """On the way out: younger workers move up now, not after the TTL. No refresh after it, or
         the entry would come back for the rest of the drain (and its TTL after). At most
-        LEAVE_TIMEOUT_S: it only saves the others the TTL, and it runs inside the drain budget (a
+        `leave_s` (Timing.rank_leave_s): it only saves the others the TTL, and it runs inside the drain budget (a
         NATS restart at the SIGTERM left both requests unanswered for their 5 s JetStream timeout
         each, and the chaos rehearsal's kubelet SIGKILLed the idle pod at the end of its grace)."""
         self._left = True
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(LEAVE_TIMEOUT_S):
+            async with asyncio.timeout(self.leave_s):
                 kv = await js.key_value(contract.WORKERS_BUCKET)
                 await kv.delete(self.key)

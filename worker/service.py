@@ -222,7 +222,11 @@ class WorkerService:
             self._spawn(f"consumer-info-{consumer.name}", functools.partial(self._sample, js, consumer.name))
         if any(r.consumer.priority for r in self.runners):
             ranks = self._ranks = Ranks(
-                s.worker_id, self.timing.rank_refresh_s, self.timing.rank_ttl_s, self._set_priority
+                s.worker_id,
+                self.timing.rank_refresh_s,
+                self.timing.rank_ttl_s,
+                self._set_priority,
+                leave_s=self.timing.rank_leave_s,
             )
             self._spawn("ranks", lambda: ranks.run(js))
         else:
@@ -384,7 +388,7 @@ class WorkerService:
             await asyncio.wait(tasks, timeout=max(1.0, deadline - time.monotonic()))
 
         # Phase 4: tickers and watchers off, then drain the connection (flushes acks and naks).
-        stuck = await cancel_all(self._background, CANCEL_WITHIN_S)
+        stuck = await cancel_all(self._background, self.timing.cancel_within_s)
         if stuck:
             log.warning("drain: %s did not stop when cancelled; left behind", ", ".join(sorted(stuck)))
         if self._keeper is not None:
@@ -400,10 +404,6 @@ class WorkerService:
             len(stopping),
             unstarted,
         )
-
-
-# Background tasks get this long to end once cancelled (they end at once unless a cancel is lost).
-CANCEL_WITHIN_S = 2.0
 
 
 async def cancel_all(tasks: Sequence[asyncio.Task[None]], within_s: float) -> list[str]:

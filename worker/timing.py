@@ -33,6 +33,11 @@ The arithmetic, all of it (ack_wait = A, defaults A = 30 s):
   loop is blocked, so the job would otherwise be redelivered while it still runs).
 - rank_refresh_s = 2 s, rank_ttl_s = 3 x that: a worker's entry in ORDER_WORKERS, refreshed, and
   forgotten by the others when it stops.
+- the drain's tail, after its deadline, inside the grace period's 5 s safety margin (the chart:
+  grace = ceil(drain) + NATS drain + 5 s): cancel_within_s = 2 s for the background tasks to end
+  once cancelled (cancelled again until they do: a cancel can be lost, gh-86296), then
+  rank_leave_s = 1 s at most to delete this worker's entry in ORDER_WORKERS (it only saves the
+  others the TTL; NATS away at the SIGTERM would otherwise cost two 5 s JetStream timeouts).
 - fetch_grace_s = 1 s: after a NATS restart an open pull request is gone without a status, so a
   request's reservation is released `fetch_expiry_s + fetch_grace_s` after it was sent.
 - a delivery given back unstarted (it reached a worker that stopped fetching) is naked with a
@@ -65,6 +70,8 @@ class Timing:
     loop_block_limit_s: float
     rank_refresh_s: float
     rank_ttl_s: float
+    rank_leave_s: float
+    cancel_within_s: float
     fetch_expiry_s: float
     fetch_grace_s: float
     nats_drain_timeout_s: float
@@ -89,6 +96,8 @@ class Timing:
             loop_block_limit_s=a / 4,
             rank_refresh_s=2.0,
             rank_ttl_s=6.0,
+            rank_leave_s=1.0,
+            cancel_within_s=2.0,
             fetch_expiry_s=settings.fetch_expiry_s,
             fetch_grace_s=1.0,
             nats_drain_timeout_s=settings.nats_drain_timeout_s,
