@@ -302,6 +302,12 @@ def print_summary(summary: dict[str, Any], out: Path) -> None:
     w = f["work"]
     h, c = f["handbacks_per_order"], f["crashes_per_order"]
     verdict = "OK: every accepted order done exactly once" if summary["ok"] else "FAILED"
+    nodes = (  # on a cluster only
+        f"  NATS node kills         {f['node_kills']} of {f['nats_nodes']} nodes  (new leader after "
+        f"{f['leader_elected_after_s']} s, back after {f['node_down_s']} s)\n"
+        if f["nats_nodes"] > 1
+        else ""
+    )
     print(
         f"""
 chaos ledger: {verdict}
@@ -324,8 +330,7 @@ chaos ledger: {verdict}
   victims, after the load {_victims(f["victims"]["after_load"])}
   redeliveries            {f["redeliveries_metric"]:.0f}  (starts with attempt > 1: {f["redelivered_starts"]})
   NATS / ingest restarts  {f["nats_restarts"]} / {f["ingest_restarts"]}  (NATS down {f["nats_downtime_s"]} s)
-  NATS node kills         {f["node_kills"]} of {f["nats_nodes"]} nodes  (new leader after {f["leader_elected_after_s"]} s, back after {f["node_down_s"]} s)
-  max backlog             {f["max_backlog"]:.0f}
+{nodes}  max backlog             {f["max_backlog"]:.0f}
   time to drain           {f["time_to_drain_s"]} s after the load
   written                 {out / "summary.json"}, {out / "timeline.png"}""",
         flush=True,
