@@ -5,6 +5,7 @@ config, say exactly what differs; refuse to start on differences JetStream canno
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -238,6 +239,11 @@ async def ensure_stream(js: JetStreamContext, want: jsapi.StreamConfig) -> None:
     log.warning("%s — updated", _describe(f"stream {want.name}", diffs))
 
 
+# Buckets whose contents every worker writes again within seconds: a config JetStream cannot edit
+# is fixed by deleting and making them again.
+_DISPOSABLE_BUCKETS = frozenset({contract.WORKERS_BUCKET})
+
+
 def bucket_configs(settings: Settings) -> list[jsapi.KeyValueConfig]:
     def bucket(name: str, ttl_s: float, storage: jsapi.StorageType, replicas: int) -> jsapi.KeyValueConfig:
         return jsapi.KeyValueConfig(
@@ -250,8 +256,10 @@ def bucket_configs(settings: Settings) -> list[jsapi.KeyValueConfig]:
         # Markers for orders cancelled before any worker got them; one lives as long as a status.
         bucket(contract.CANCELS_BUCKET, settings.status_ttl_s, jsapi.StorageType.FILE, r),
         # Who is alive, and since when: refreshed every 2 s, forgotten 6 s after the last refresh.
-        # Memory is enough: after a NATS restart every live worker is back in it within seconds.
-        bucket(contract.WORKERS_BUCKET, 6.0, jsapi.StorageType.MEMORY, r),
+        # On file, not in memory: a memory stream is gone after a NATS restart and nobody makes it
+        # again, so every refresh failed and each worker saw the others vanish and pulled at
+        # priority 0 until it stopped (found by the chaos rehearsal; tests/worker/test_priority.py).
+        bucket(contract.WORKERS_BUCKET, 6.0, jsapi.StorageType.FILE, r),
         # Idempotency-Key records (ingest/keys.py): one per keyed order, for the key's lifetime.
         bucket(KEYS_BUCKET, settings.idempotency_ttl_s, jsapi.StorageType.FILE, r),
     ]
@@ -265,6 +273,25 @@ async def ensure_bucket(js: JetStreamContext, want: jsapi.KeyValueConfig) -> Non
         log.info("created KV bucket %s", want.bucket)
         return
     have = info.config
+    if have.storage != want.storage:
+        if want.bucket in _DISPOSABLE_BUCKETS:
+            with contextlib.suppress(NotFoundError):  # another process did it first
+                await js.delete_key_value(want.bucket)
+            await js.create_key_value(want)
+            log.warning(
+                "KV %s: storage %s on the server, orderflow wants %s — made again (it holds only "
+                "seconds of liveness entries)",
+                want.bucket,
+                _norm(have.storage),
+                _norm(want.storage),
+            )
+            return
+        log.warning(
+            "KV %s: storage %s on the server, orderflow wants %s — JetStream cannot change it; left as it is",
+            want.bucket,
+            _norm(have.storage),
+            _norm(want.storage),
+        )
     if _norm(have.max_age) != _norm(want.ttl) or have.num_replicas != want.replicas:
         cfg = have.evolve(max_age=want.ttl, num_replicas=want.replicas)
         await js.update_stream(cfg)

@@ -51,16 +51,31 @@ class Ranks:
         # would count itself the oldest and pull at priority 0.
         self._synced = False
         self._left = False  # left the ranks (draining): refresh no more
+        self._echo_at = 0.0  # monotonic time the watch last delivered this worker's own entry
 
     async def run(self, js: JetStreamContext) -> None:
-        """Until cancelled: keep this worker's entry fresh and its rank up to date."""
+        """Until cancelled: keep this worker's entry fresh and its rank up to date.
+
+        The watch must bring back each of this worker's own refreshes. One that has not come back
+        by the next refresh means the watch is dead: a NATS restart ends the server's ephemeral
+        consumer behind nats-py's watcher without an error, and the worker would count every other
+        entry gone after the TTL and pull at priority 0 for the rest of its life (the chaos
+        rehearsal found work spread over every pod again after its NATS restart). Then it watches
+        again, which delivers every entry there is."""
         kv = await js.key_value(contract.WORKERS_BUCKET)
         follow = asyncio.ensure_future(self._follow(js))
         try:
             value = json.dumps({"started_at": self.started_at}).encode()
+            put_at: float | None = None  # monotonic time of the last refresh the server stored
             while not self._left:
+                if put_at is not None and self._echo_at < put_at:
+                    log.info("ranks: the watch did not bring back this worker's refresh; watching again")
+                    follow.cancel()
+                    follow = asyncio.ensure_future(self._follow(js))
+                    put_at = None
                 try:
                     await kv.put(self.key, value)
+                    put_at = time.monotonic()
                 except Exception as exc:
                     log.debug("rank entry not refreshed: %r", exc)
                 self._seen[self.key] = (self.started_at, time.monotonic())
@@ -78,6 +93,8 @@ class Ranks:
                         self._synced = True
                         self._update()
                         continue
+                    if entry.key == self.key:
+                        self._echo_at = time.monotonic()
                     if entry.operation in ("DEL", "PURGE"):
                         self._seen.pop(entry.key, None)
                     else:

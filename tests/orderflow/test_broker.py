@@ -62,6 +62,39 @@ def test_an_editable_difference_is_updated_and_named(
     run(main())
 
 
+def test_a_memory_workers_bucket_of_an_older_release_is_made_again_on_file(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ORDER_WORKERS was a memory bucket, gone after every NATS restart. Its storage cannot be
+    edited, and it holds only seconds of liveness entries: start-up deletes it, makes it again on
+    file and says so; the buckets that hold orders' data are never dropped."""
+    settings = load_settings("worker", {"ORDERFLOW_NATS_URL": nats_server.url})
+
+    async def main() -> None:
+        async with connect(nats_server.url) as nc:
+            js = nc.jetstream()
+            await js.create_key_value(
+                jsapi.KeyValueConfig(
+                    bucket=contract.WORKERS_BUCKET, history=1, ttl=6.0, storage=jsapi.StorageType.MEMORY
+                )
+            )
+            kv = await js.key_value(contract.WORKERS_BUCKET)
+            await kv.put("old", b"{}")
+            with caplog.at_level(logging.WARNING, logger="orderflow.broker"):
+                await broker.ensure_layout(js, settings)
+            info = await js.stream_info("KV_" + contract.WORKERS_BUCKET)
+            assert info.config.storage == jsapi.StorageType.FILE
+            assert info.config.max_age == 6.0
+            assert (
+                "KV ORDER_WORKERS: storage memory on the server, orderflow wants file — made again"
+                in caplog.text
+            )
+            status = await js.stream_info("KV_" + contract.STATUS_BUCKET)
+            assert status.config.storage == jsapi.StorageType.FILE
+
+    run(main())
+
+
 def test_a_difference_jetstream_cannot_edit_stops_start_up_with_a_clear_message(
     nats_server: NatsServer,
 ) -> None:

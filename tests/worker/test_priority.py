@@ -181,3 +181,32 @@ def test_a_trickle_runs_on_the_older_worker_and_the_newer_stays_idle_until_the_o
     # B's rank was 1 from the start (it waited for the entries already there, and did not count
     # itself the oldest for a moment), then 1 -> 0 once, never back.
     assert re.findall(r"pull priority \d+ -> \d+", b.logs()) == ["pull priority 1 -> 0"]
+
+
+@pytest.mark.timeout(180)
+def test_the_ranks_survive_a_nats_restart(nats_server: NatsServer, spawn: Any) -> None:
+    """Found by the chaos rehearsal: after a NATS restart every worker pulled at priority 0 for the
+    rest of its life (its KV watch had died with the server's ephemeral consumer, without an
+    error), so work spread over all pods again and scale-downs hit busy ones.
+    1. A, then B; priorities (0, 1).
+    2. nats-server restarts (same port and store).
+    3. Within a few seconds of the workers' reconnect the priorities are (0, 1) again, and they
+       stay so, sampled every 0.2 s, for three times the rank entries' TTL (6 s)."""
+    a = spawn("worker", WORKER_ID="A").wait_ready()
+    time.sleep(2)
+    b = spawn("worker", WORKER_ID="B").wait_ready()
+
+    def priorities() -> tuple[float, float]:
+        return (a.metric("orderflow_pull_priority"), b.metric("orderflow_pull_priority"))
+
+    wait_until(lambda: priorities() == (0, 1), 20, "A at priority 0 and B at 1", 0.2)
+    nats_server.restart()
+    a.wait_ready(30)
+    b.wait_ready(30)
+    wait_until(lambda: priorities() == (0, 1), 15, "the ranks back after the restart", 0.2)
+    seen = set()
+    deadline = time.monotonic() + 18
+    while time.monotonic() < deadline:
+        seen.add(priorities())
+        time.sleep(0.2)
+    assert seen == {(0, 1)}, seen
