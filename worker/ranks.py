@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from orderflow import contract
 
@@ -66,7 +67,7 @@ class Ranks:
         follow = asyncio.ensure_future(self._follow(js))
         try:
             value = json.dumps({"started_at": self.started_at}).encode()
-            put_at: float | None = None  # monotonic time of the last refresh the server stored
+            put_at: float | None = None  # when the last refresh the server stored was sent (monotonic)
             while not self._left:
                 if put_at is not None and self._echo_at < put_at:
                     log.info("ranks: the watch did not bring back this worker's refresh; watching again")
@@ -74,8 +75,9 @@ class Ranks:
                     follow = asyncio.ensure_future(self._follow(js))
                     put_at = None
                 try:
+                    sent = time.monotonic()  # the echo may come in before the put's answer does
                     await kv.put(self.key, value)
-                    put_at = time.monotonic()
+                    put_at = sent
                 except Exception as exc:
                     log.debug("rank entry not refreshed: %r", exc)
                 self._seen[self.key] = (self.started_at, time.monotonic())
@@ -88,25 +90,34 @@ class Ranks:
         while True:
             try:
                 kv = await js.key_value(contract.WORKERS_BUCKET)
-                async for entry in await kv.watchall():
-                    if entry is None:  # the entries already there are in
-                        self._synced = True
-                        self._update()
-                        continue
-                    if entry.key == self.key:
-                        self._echo_at = time.monotonic()
-                    if entry.operation in ("DEL", "PURGE"):
-                        self._seen.pop(entry.key, None)
-                    else:
-                        with contextlib.suppress(ValueError, TypeError, KeyError):
-                            started = float(json.loads(entry.value or b"{}")["started_at"])
-                            self._seen[entry.key] = (started, time.monotonic())
-                    self._update()
+                watcher = await kv.watchall()
+                try:
+                    async for entry in watcher:
+                        self._seen_entry(entry)
+                finally:
+                    # Unsubscribe, so that the server reclaims the watch's consumer when it is
+                    # left behind (run() starts a new watch after a NATS restart).
+                    with contextlib.suppress(Exception):
+                        await watcher.stop()  # type: ignore[no-untyped-call]
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.debug("ranks: watch failed (%r); again in 1 s", exc)
                 await asyncio.sleep(1.0)
+
+    def _seen_entry(self, entry: KeyValue.Entry | None) -> None:
+        if entry is None:  # the entries already there are in
+            self._synced = True
+        else:
+            if entry.key == self.key:
+                self._echo_at = time.monotonic()
+            if entry.operation in ("DEL", "PURGE"):
+                self._seen.pop(entry.key, None)
+            else:
+                with contextlib.suppress(ValueError, TypeError, KeyError):
+                    started = float(json.loads(entry.value or b"{}")["started_at"])
+                    self._seen[entry.key] = (started, time.monotonic())
+        self._update()
 
     def _update(self) -> None:
         if not self._synced:
