@@ -60,6 +60,11 @@ def setup_title(run: Run) -> str:
         parts.append(f"peak {peak:.0f} RPS")
     workers, slots = setup.get("workers"), setup.get("slots_per_worker")
     plural = "worker" if workers == 1 else "workers"
+    if m.get("mode") == "direct":
+        # The ingest does the work inside the request; the workers (if any run) get none of it.
+        if setup.get("work_s"):
+            parts.append(f"work {setup['work_s']} s inline")
+        return " · ".join(str(p) for p in parts if p)
     if workers and slots:
         parts.append(f"{workers} {plural} x {slots} slots")
     elif workers:

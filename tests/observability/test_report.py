@@ -175,6 +175,8 @@ def test_titles_state_the_setup_and_the_queue_its_source_and_refresh(tmp_path: P
     nats_only_run(tmp_path)
     run = load_run(tmp_path)
     assert report.setup_title(run) == "sine · queued mode · peak 21 RPS · 2 workers x 4 slots · work 0.5 s"
+    run.meta["mode"] = "direct"  # the work is done in the request: no workers in the title
+    assert report.setup_title(run) == "sine · direct mode · peak 21 RPS · work 0.5 s inline"
     synthetic_run(tmp_path)  # the workers' gauge only
     meta = json.loads((tmp_path / "run.json").read_text())
     meta["consumer_info_interval_s"] = 5.0
