@@ -132,30 +132,34 @@ def test_the_annotation_follows_the_exported_cost_as_the_keeper_patches_it() -> 
     assert p.cost == 0
 
 
+# A small rehearsal's settings; each test changes what it is about.
+SMALL = Settings(
+    out=Path("/tmp"),
+    duration_s=600,
+    peak_rps=10,
+    period_s=60,
+    work=WorkRange(1, 2),
+    min_workers=1,
+    max_workers=3,
+    concurrency=4,
+    ack_wait_s=5,
+    drain_timeout_s=3,
+    max_deliver=5,
+    kill_every_s=60,
+    nats_restarts=2,
+    ingest_restarts=1,
+    seed=3,
+    hpa_sync_s=1,
+    scale_down_window_s=5,
+    scale_down_pods=1,
+    scale_down_period_s=2,
+    drain_wait_s=60,
+    ingest_shutdown_delay_s=1,
+)
+
+
 def test_the_fault_schedule_is_seeded_and_inside_the_load() -> None:
-    s = Settings(
-        out=Path("/tmp"),
-        duration_s=600,
-        peak_rps=10,
-        period_s=60,
-        work=WorkRange(1, 2),
-        min_workers=1,
-        max_workers=3,
-        concurrency=4,
-        ack_wait_s=5,
-        drain_timeout_s=3,
-        max_deliver=5,
-        kill_every_s=60,
-        nats_restarts=2,
-        ingest_restarts=1,
-        seed=3,
-        hpa_sync_s=1,
-        scale_down_window_s=5,
-        scale_down_pods=1,
-        scale_down_period_s=2,
-        drain_wait_s=60,
-        ingest_shutdown_delay_s=1,
-    )
+    s = SMALL
     a, b = schedule(s, random.Random(3)), schedule(s, random.Random(3))
     assert a == b
     kinds = [f.kind for f in a]
@@ -166,28 +170,15 @@ def test_the_fault_schedule_is_seeded_and_inside_the_load() -> None:
 
 
 def test_evictions_never_leave_a_longer_gap_than_asked_and_move_no_other_fault() -> None:
-    s = Settings(
-        out=Path("/tmp"),
+    s = replace(
+        SMALL,
         duration_s=300,
         peak_rps=1,
-        period_s=60,
         work=WorkRange(20, 90),
-        min_workers=1,
-        max_workers=3,
-        concurrency=4,
-        ack_wait_s=5,
         drain_timeout_s=2,
-        max_deliver=5,
         kill_every_s=30,
         nats_restarts=1,
         ingest_restarts=0,
-        seed=3,
-        hpa_sync_s=1,
-        scale_down_window_s=5,
-        scale_down_pods=1,
-        scale_down_period_s=2,
-        drain_wait_s=60,
-        ingest_shutdown_delay_s=1,
     )
     without = schedule(s, random.Random(3))
     with_evictions = schedule(replace(s, evict_every_s=15), random.Random(3))
