@@ -55,6 +55,21 @@ def sigterm_and_wait(w: Service) -> None:
     assert w.wait(30) == 0, w.logs()[-3000:]
 
 
+def scale_down_while_running(
+    spawn: Any, url: str, worker_id: str, settings: dict[str, Any], order_id: str, prefix: str
+) -> tuple[str, Service, contract.StatusRecord]:
+    """A worker starts and gets the order (published now if `order_id` is empty: the first worker
+    made the stream); once it runs there, SIGTERM (a scale-down) and its exit 0. Returns the order
+    id, the worker and the order's status after the drain."""
+    w = spawn("worker", WORKER_ID=worker_id, **settings).wait_ready()
+    order_id = order_id or publish_one(url, prefix)
+    wait_started_on(url, order_id, worker_id)
+    sigterm_and_wait(w)
+    st = status_of(url, order_id)
+    assert st is not None
+    return order_id, w, st
+
+
 def sigkill(w: Service) -> float:
     killed_at = time.time()
     w.signal(signal.SIGKILL)
@@ -77,13 +92,7 @@ def test_a_job_handed_back_ten_times_ends_done_once_and_costs_no_attempt(
     settings = {"CONCURRENCY": 1, "WORK_S": "25", "DRAIN_TIMEOUT_S": 1}
     order_id = ""
     for i in range(10):
-        w = spawn("worker", WORKER_ID=f"w{i}", **settings).wait_ready()
-        if not order_id:
-            order_id = publish_one(url, "long")
-        wait_started_on(url, order_id, f"w{i}")
-        sigterm_and_wait(w)
-        st = status_of(url, order_id)
-        assert st is not None
+        order_id, w, st = scale_down_while_running(spawn, url, f"w{i}", settings, order_id, "long")
         assert (st.status, st.handbacks, st.attempts, st.crashes) == ("queued", i + 1, 0, 0), st
         assert "1 handed back at the deadline" in w.logs()
         # Progress is kept, not restarted: had it reached the end the job would be done already.
@@ -113,9 +122,15 @@ def test_a_job_handed_back_ten_times_ends_done_once_and_costs_no_attempt(
     assert progress[-1] > 0
     [done] = events(records, "done")
     assert done.worker_id == "w10" and done.length_s == 25 and done.progress_s == pytest.approx(25)
-    st = status_of(url, order_id)
-    assert st is not None
-    assert (st.status, st.attempts, st.handbacks, st.crashes, st.deliveries) == ("done", 0, 10, 0, 11), st
+    final = status_of(url, order_id)
+    assert final is not None
+    assert (final.status, final.attempts, final.handbacks, final.crashes, final.deliveries) == (
+        "done",
+        0,
+        10,
+        0,
+        11,
+    ), final
     info = run(consumer_info(url))
     assert info.num_pending == 0 and info.num_ack_pending == 0
     assert run(read_stream(url, contract.DLQ_STREAM)) == []
@@ -200,13 +215,7 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliver_failed_a
     }
     order_id = ""
     for i in range(3):
-        w = spawn("worker", WORKER_ID=f"h{i}", **settings).wait_ready()
-        if not order_id:
-            order_id = publish_one(url, "failing")
-        wait_started_on(url, order_id, f"h{i}")
-        sigterm_and_wait(w)
-        st = status_of(url, order_id)
-        assert st is not None
+        order_id, _, st = scale_down_while_running(spawn, url, f"h{i}", settings, order_id, "failing")
         assert (st.status, st.handbacks, st.attempts) == ("queued", i + 1, 0), st
     assert events(records_of(url, order_id), "error") == []  # no failure so far
 
@@ -228,10 +237,16 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliver_failed_a
         ("h3", 3),
     ]
     assert [r.attempt for r in events(records, "error")] == [1, 2, 3]
-    st = status_of(url, order_id)
-    assert st is not None
-    assert (st.status, st.attempts, st.handbacks, st.crashes, st.deliveries) == ("dead", 3, 3, 0, 6), st
-    assert (st.error or "").startswith("failed 3 attempts; last: SimulatedFailure"), st.error
+    final = status_of(url, order_id)
+    assert final is not None
+    assert (final.status, final.attempts, final.handbacks, final.crashes, final.deliveries) == (
+        "dead",
+        3,
+        3,
+        0,
+        6,
+    ), final
+    assert (final.error or "").startswith("failed 3 attempts; last: SimulatedFailure"), final.error
     [dead] = run(read_stream(url, contract.DLQ_STREAM))
     h = dead.headers
     assert "failed 3 attempts" in h[contract.H_ERROR]
