@@ -74,7 +74,7 @@ def test_a_blocked_event_loop_fails_liveness_in_time_and_the_probes_still_answer
        above the limit.
     5. The worker logs the loud line ("event loop blocked for ...") and, once the loop runs
        again, "event loop running again"; /healthz turns 200 again, /readyz too, the lag falls
-       back, and the job completes (done once)."""
+       back within a second and stays down, and the job completes (done once)."""
     w = spawn("worker", HANDLERS="blocking", ACK_WAIT_S=ACK_WAIT_S, WORK_S="0.1").wait_ready()
     assert w.get("/healthz")[0] == 200
     with Prober(w, "/healthz") as health, Prober(w, "/readyz") as ready, Prober(w, "/metrics") as metrics:
@@ -126,8 +126,17 @@ def test_a_blocked_event_loop_fails_liveness_in_time_and_the_probes_still_answer
     assert healthy_again[0] - unblocked_at < 2.0
     after = [a for a in health.answers if a[0] > healthy_again[0]]
     assert len(after) >= 10 and {a[1] for a in after} == {200}
+    # The gauge is the last measured lag: the block's own length, once the loop answers the
+    # watchdog's pending ask, until the next ask is answered (one watch interval, 0.1 s, later).
+    # So a scrape racing /healthz's first 200 may still read the block; it falls back right after
+    # and stays down.
     lag_after = [
-        gauge(a[2], "orderflow_event_loop_lag_seconds") for a in metrics.answers if a[0] > healthy_again[0]
+        (a[0], gauge(a[2], "orderflow_event_loop_lag_seconds"))
+        for a in metrics.answers
+        if a[0] > healthy_again[0]
     ]
-    assert len(lag_after) >= 10 and max(lag_after) < 0.5, lag_after
+    fell_at = next(at for at, lag in lag_after if lag < 0.5)
+    assert fell_at - healthy_again[0] < 1.0, lag_after
+    settled = [lag for at, lag in lag_after if at >= fell_at]
+    assert len(settled) >= 10 and max(settled) < 0.5, lag_after
     assert w.metric('orderflow_work_done_total{status="done"}') == 1
