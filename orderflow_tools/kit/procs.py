@@ -36,6 +36,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_port_block(n: int, host: str = "127.0.0.1") -> int:
+    """A port p with p .. p+n-1 all free right now (`orderflow dev --worker-port` takes one per
+    worker from there)."""
+    while True:
+        port = free_port(host)
+        if all(port_free(port + i, host) for i in range(1, n)):
+            return port
+
+
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether `port` can be bound now (SO_REUSEADDR: a socket in TIME_WAIT does not count)."""
     with socket.socket() as s:

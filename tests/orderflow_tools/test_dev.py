@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from harness import REPO, find_binary, free_port, http, wait_until
 
-from orderflow_tools.kit import descendants, parse_metrics, pid_alive, total
+from orderflow_tools.kit import descendants, free_port_block, parse_metrics, pid_alive, total
 
 pytestmark = pytest.mark.slow
 ORDER = b'{"product_id":"33","count":"3","username":"maksim"}'
@@ -85,9 +85,7 @@ def start_dev(tmp_path: Path) -> Iterator[object]:
         data: Path | None = None,
         **settings: str,
     ) -> Dev:
-        port, nats_port, worker_port = free_port(), free_port(), free_port()
-        while any(not _free(worker_port + i) for i in range(workers)):
-            worker_port = free_port()
+        port, nats_port, worker_port = free_port(), free_port(), free_port_block(workers)
         n = len(started)
         out, err = tmp_path / f"dev-{n}.out", tmp_path / f"dev-{n}.err"
         args = dev_args(port, nats_port, worker_port, workers, data or tmp_path / "data")
@@ -114,12 +112,6 @@ def start_dev(tmp_path: Path) -> Iterator[object]:
         if dev.proc.poll() is None:
             dev.proc.kill()
         dev.proc.wait(10)
-
-
-def _free(port: int) -> bool:
-    from orderflow_tools.kit import port_free
-
-    return port_free(port)
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -351,12 +343,8 @@ def test_orderflow_dev_nats_cluster_3_runs_on_a_3_node_cluster_with_r3_streams(t
     stops everything with exit code 0."""
     from harness import connect, run
 
-    from orderflow_tools.kit import port_free
-
     find_binary("nats-server")
-    port, worker_port, nats_port = free_port(), free_port(), free_port()
-    while not all(port_free(nats_port + i) for i in range(3)):
-        nats_port = free_port()
+    port, worker_port, nats_port = free_port(), free_port(), free_port_block(3)
     env = dev_env(WORK_S="0.1")
     log = tmp_path / "dev.log"
     args = [*dev_args(port, nats_port, worker_port, 1, tmp_path / "data"), "--nats-cluster", "3"]

@@ -21,6 +21,7 @@ import pytest
 from harness import REPO, find_binary, free_port, wait_until
 
 from orderflow_tools import report
+from orderflow_tools.kit import free_port_block
 
 pytestmark = pytest.mark.slow
 EXAMPLE_ID = "9f2c4e71a08b3d56c1e0f7a29b4d8e63"
@@ -36,7 +37,8 @@ def first_steps() -> list[str]:
 def test_the_readme_first_steps_work_as_written(tmp_path: Path, k6: Path) -> None:
     find_binary("nats-server")
     find_binary("curl", "the README uses curl")
-    port, nats_port, worker_port = free_port(), free_port(), free_port()
+    # `orderflow dev` runs 2 workers, on --worker-port and the port after it
+    port, nats_port, worker_port = free_port(), free_port(), free_port_block(2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     out = (tmp_path / "dev.log").open("wb")
     dev = subprocess.Popen(
@@ -45,7 +47,14 @@ def test_the_readme_first_steps_work_as_written(tmp_path: Path, k6: Path) -> Non
         cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        wait_until(lambda: "orderflow dev is up" in (tmp_path / "dev.log").read_text(), 90, "dev to be up")
+        wait_until(
+            lambda: (
+                "orderflow dev is up" in (text := (tmp_path / "dev.log").read_text())
+                or (dev.poll() is not None and pytest.fail(f"orderflow dev exited {dev.returncode}: {text}"))
+            ),
+            90,
+            "dev to be up",
+        )
         order_id = None
         outputs = []
         for line in first_steps():
