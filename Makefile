@@ -28,7 +28,7 @@ run: install-run  ## the whole system locally: NATS (JetStream), the ingest on :
 	$(BIN)/orderflow dev $(ARGS)
 
 test: install tools lint  ## lint, then every test against real nats-server / uvicorn / worker processes
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15  # the 15 slowest tests close the run (CI prints them)
 
 # tests/images is part of `make test` (testpaths): it builds the images itself (scripts/images/build.sh,
 # cached), and skips with the reason where podman cannot run, except with CI set, where it fails.
