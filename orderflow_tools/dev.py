@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from orderflow.config import ConfigError, Settings, load_settings
+from orderflow_tools.datalock import DataDirBusy, lock_data_dir
 from orderflow_tools.kit import (
     NatsCluster,
     NatsServer,
@@ -142,6 +143,12 @@ def run_dev(args: argparse.Namespace) -> int:
             "through the loss of one node only from 3 on)"
         )
         return 2
+    data = Path(args.data_dir).resolve()
+    try:
+        lock_data_dir(data)  # held until this process exits, however it exits
+    except DataDirBusy as exc:
+        console.err(f"orderflow dev: {exc}")
+        return 2
     nats_ports = [args.nats_port + i for i in range(max(1, args.nats_cluster))]
     taken = [p for p in (args.port, *worker_ports) if not port_free(p, probe)]
     taken += [p for p in nats_ports if not port_free(p)]
@@ -162,7 +169,6 @@ def run_dev(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    data = Path(args.data_dir).resolve()
     (data / "jetstream").mkdir(parents=True, exist_ok=True)
     nats: Nats
     try:

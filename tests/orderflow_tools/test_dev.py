@@ -384,3 +384,36 @@ def test_orderflow_dev_nats_cluster_3_runs_on_a_3_node_cluster_with_r3_streams(t
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_second_dev_on_the_same_data_dir_exits_2_at_once_naming_the_holder(
+    start_dev: object, tmp_path: Path
+) -> None:
+    """Two nats-servers on one JetStream store corrupt it ("Recovering stream state from index
+    errored") and lose orders that got 200 (issue #20).
+    1. `orderflow dev` runs on a data dir; an order is done.
+    2. A second one on the same dir (other ports) exits 2 within seconds, naming the first's pid
+       and command, and starts nothing: the first stack keeps serving its orders.
+    3. Once the first stops, the dir is free again."""
+    data = tmp_path / "shared-data"
+    first = start_dev(data=data, WORK_S="0.05")  # type: ignore[operator]
+    first.wait_up()
+    status, _, body = http("POST", first.base + "/orders", ORDER)
+    assert status == 200
+    order_id = json.loads(body)["order_id"]
+
+    second = start_dev(data=data)  # type: ignore[operator]
+    assert second.proc.wait(10) == 2, second.text()
+    err = second.err.read_text()
+    assert f"pid {first.proc.pid}" in err and "orderflow_tools.cli dev" in err, err
+    assert str(data) in err
+
+    def done() -> bool:
+        status, _, body = http("GET", f"{first.base}/orders/{order_id}")
+        return status == 200 and json.loads(body)["status"] == "done"
+
+    wait_until(done, 15, "the first stack's order to be done")
+    first.proc.send_signal(signal.SIGINT)
+    assert first.proc.wait(30) == 0
+    third = start_dev(data=data)  # type: ignore[operator]
+    third.wait_up()
