@@ -125,7 +125,7 @@ def build() -> dm.Dashboard:
             graph(
                 "Failures/s",
                 "Runs that failed, per task type and outcome: retry (the handler raised), timeout, poison "
-                "(terminated), slot_crashed (an error escaped the handler), dead (dead-lettered).",
+                "(dead-lettered at once), slot_crashed (an error escaped the handler), dead (dead-lettered).",
                 [
                     query(
                         f"sum by (type, outcome) (rate({DONE_COUNT}{{{TYPE}, {FAILED}}}[{RATE}]))",

@@ -47,6 +47,10 @@ H_ATTEMPTS = "Orderflow-Attempts"
 H_ORDER_ID = "Orderflow-Order-Id"
 H_SUBJECT = "Orderflow-Subject"
 H_WORKER = "Orderflow-Worker"
+# Why an order is in ORDERS_DLQ: out of failed attempts, its worker died too often, delivered too
+# often, the handler called it poison, or the payload is not an order at all.
+H_REASON = "Orderflow-Reason"
+DLQ_REASONS = ("attempts", "crashes", "deliveries", "poison", "undecodable")
 # "A status record may exist for this order: read it before running" (keyed orders, DLQ replays,
 # rescheduled retries). A generated id cannot have one, so its first delivery skips the read.
 H_STATUS_CHECK = "Orderflow-Status-Check"

@@ -2,14 +2,18 @@
 Hatchet's bulk replay are the models).
 
 A dead order is a message in ORDERS_DLQ on `dlq.orders.<type>.<order_id>`: the original payload
-and headers plus Orderflow-Error, Orderflow-Attempts (failed attempts), Orderflow-Deliveries,
-Orderflow-Crashes, Orderflow-Handbacks, Orderflow-Order-Id, Orderflow-Subject and Orderflow-Worker
-(worker/outcome.py). Filters: `--type`, `--since` (a duration back from now, 90m, 2h, 3d, or an ISO
-8601 time), `--error-contains` (case-insensitive); `replay` also takes order ids, or `--all`.
+and headers plus Orderflow-Reason (attempts, crashes, deliveries, poison or undecodable: a poison or
+undecodable order is copied here too, so it can be replayed once its handler or release is fixed),
+Orderflow-Error, Orderflow-Attempts (failed attempts), Orderflow-Deliveries, Orderflow-Crashes,
+Orderflow-Handbacks, Orderflow-Order-Id, Orderflow-Subject and Orderflow-Worker (worker/outcome.py).
+Filters: `--type`, `--since` (a duration back from now, 90m, 2h, 3d, or an ISO 8601 time),
+`--error-contains` (case-insensitive); `replay` also takes order ids, or `--all`.
 
 `replay` republishes each to `orders.<type>.<order_id>` (the order keeps its id, so the done-dedupe
 still protects an order that was done meanwhile) without the dead-letter bookkeeping, with
-Orderflow-Replay: 1 (the worker runs it again with fresh counts although its status is dead) and
+Orderflow-Replay: 1 (the worker runs it again with fresh counts although its status is dead or
+failed; once: a replay that fails again counts its attempts, backs off and is dead-lettered after
+ORDERFLOW_MAX_DELIVER like any order) and
 Orderflow-Status-Check: 1 (the worker reads that status first), and with Nats-Msg-Id
 `<id>.replay.<dlq seq>` (a replay repeated after a crash is a duplicate inside the window). The
 DLQ entry is removed only after JetStream acknowledged the republish; a failure stops the replay
@@ -77,6 +81,11 @@ class Dead:
     @property
     def error(self) -> str:
         return self.headers.get(contract.H_ERROR, "")
+
+    @property
+    def reason(self) -> str:
+        """Why it is here (contract.DLQ_REASONS); `-` for a dead letter older than the header."""
+        return self.headers.get(contract.H_REASON, "-")
 
     def header(self, name: str, default: str = "-") -> str:
         return self.headers.get(name, default)
@@ -215,7 +224,7 @@ async def find(s: Session, order_id: str) -> Dead | None:
 def _row(d: Dead) -> str:
     error = d.error if len(d.error) <= 70 else d.error[:67] + "..."
     return (
-        f"{d.seq:>7}  {_iso(d.at)}  {d.task_type:<10} {d.order_id:<34} "
+        f"{d.seq:>7}  {_iso(d.at)}  {d.task_type:<10} {d.order_id:<34} {d.reason:<11} "
         f"attempts {d.header(contract.H_ATTEMPTS):>2}  crashes {d.header(contract.H_CRASHES):>2}  {error}"
     )
 
@@ -227,7 +236,8 @@ async def list_dead(settings: Settings, filters: Filters) -> int:
             async for dead in dead_orders:
                 if n == 0:
                     print(
-                        f"{'seq':>7}  {'dead-lettered at':<24}  {'type':<10} {'order id':<34} counts, error"
+                        f"{'seq':>7}  {'dead-lettered at':<24}  {'type':<10} {'order id':<34} {'reason':<11} "
+                        "counts, error"
                     )
                 print(_row(dead))
                 n += 1
@@ -245,6 +255,7 @@ async def show(settings: Settings, order_id: str) -> int:
         print(f"order       {dead.order_id}")
         print(f"type        {dead.task_type}   ({dead.subject}, {contract.DLQ_STREAM} seq {dead.seq})")
         print(f"dead since  {_iso(dead.at)}   (last worker {dead.header(contract.H_WORKER)})")
+        print(f"reason      {dead.reason}")
         print(f"error       {dead.error or '-'}")
         print(
             f"counts      failed attempts {dead.header(contract.H_ATTEMPTS)}, deliveries "
@@ -264,6 +275,7 @@ async def show(settings: Settings, order_id: str) -> int:
 
 _BOOKKEEPING = {
     "Orderflow-Error",
+    "Orderflow-Reason",
     "Orderflow-Attempts",
     "Orderflow-Deliveries",
     "Orderflow-Failed-Attempts",

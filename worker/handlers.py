@@ -9,8 +9,10 @@ A handler module has `register(registry, settings)`; ORDERFLOW_HANDLERS lists th
     def register(registry, settings):
         registry.add("invoice", send_invoice)
 
-Raise PoisonError for input that can never succeed (terminated, not retried); any other exception
-is a failed attempt, retried with backoff until ORDERFLOW_MAX_DELIVER, then dead-lettered.
+Raise PoisonError for input that can never succeed (not retried: copied to ORDERS_DLQ with reason
+`poison`, status `failed`, so `orderflow dlq replay` can run it once the handler is fixed); any
+other exception is a failed attempt, retried with backoff until ORDERFLOW_MAX_DELIVER, then
+dead-lettered.
 
 A long job checkpoints: `await job.checkpoint(state)` stores a small JSON-serialisable state with
 the order (confirmed by JetStream); the order's next run, after a hand-back, a crash or a retry,
@@ -29,7 +31,7 @@ from orderflow.contract import Order
 
 
 class PoisonError(Exception):
-    """The input can never be processed: terminate the message, do not retry."""
+    """The input can never be processed: dead-letter it at once (reason `poison`), do not retry."""
 
 
 class CheckpointError(ValueError):

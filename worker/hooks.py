@@ -114,7 +114,7 @@ class MetricsHook(Hook):
                 self._m.deduplicated.inc()
         elif kind in _ERROR:
             self._error.inc()
-            if kind is Kind.DEAD:
+            if kind is Kind.DEAD or kind is Kind.POISON:  # both copied to the DLQ
                 self._m.dead_letters.inc()
         elif kind is Kind.HANDED_BACK or kind is Kind.UNSTARTED:
             self._m.handed_back.inc()

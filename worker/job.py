@@ -4,7 +4,8 @@ settler (worker/outcome.py, the only place that writes status or acks).
 Admission turns facts into a verdict, one rule each, in this order (`admit`, a pure function):
  1. cancelled (a cancel marker, or the status says so)      -> term, never run
  2. already done                                            -> ack, never run (the done-dedupe)
- 3. dead or failed before, and not a DLQ replay             -> term
+ 3. dead or failed before, and not a DLQ replay             -> term (a replay starts with fresh
+    counts from that record, once; its later deliveries carry their counts like any order's)
  4. its retry is already scheduled as a newer message       -> ack this leftover
  5. `processing` with a live lease held by another worker   -> defer until the lease ends
     (a redelivery after a NATS restart while its first run is alive; costs no attempt)
@@ -83,7 +84,11 @@ def admit(
             return Verdict(Outcome(Kind.ALREADY_FINAL))
         if status == "queued" and previous.scheduled and d.books.failed < previous.attempts:
             return Verdict(Outcome(Kind.SUPERSEDED))
-        if not replay:
+        # A replay starts afresh from the final record it was replayed from, once: the replayed
+        # message carries its header on every redelivery, and from its first failure on the record
+        # is its own (queued), so from then on its books carry over like any order's (else a failing
+        # replay ran at attempt 1 with no backoff until the delivery cap, 101 times).
+        if not (replay and status in ("dead", "failed")):
             carried = Books.of(previous)
             carried.failed = max(carried.failed, d.books.failed)
             carried.handbacks = max(carried.handbacks, d.books.handbacks)
@@ -111,15 +116,15 @@ def admit(
         d.books.crashes += 1
     b = d.books
     if b.crashes >= limits.max_crashes:
-        return Verdict(
-            Outcome(Kind.DEAD, f"its worker died {b.crashes} times while running it"), crash, lost_s=lost
-        )
+        error = f"its worker died {b.crashes} times while running it"
+        return Verdict(Outcome(Kind.DEAD, error, reason="crashes"), crash, lost_s=lost)
     if d.deliveries > limits.max_deliveries:
-        return Verdict(
-            Outcome(Kind.DEAD, f"delivered {d.deliveries} times without a result"), crash, lost_s=lost
-        )
+        error = f"delivered {d.deliveries} times without a result"
+        return Verdict(Outcome(Kind.DEAD, error, reason="deliveries"), crash, lost_s=lost)
     if b.failed >= limits.max_attempts:
-        return Verdict(Outcome(Kind.DEAD, f"failed {b.failed} attempts"), crash, lost_s=lost)
+        return Verdict(
+            Outcome(Kind.DEAD, f"failed {b.failed} attempts", reason="attempts"), crash, lost_s=lost
+        )
     return Verdict(None, crash, lost_s=lost)
 
 
@@ -247,7 +252,7 @@ class JobPipeline:
         try:
             d.order_id = contract.decode_order(msg.data).order_id
         except (msgspec.DecodeError, msgspec.ValidationError):
-            d.order_id = header(msg, contract.H_MSG_ID) or f"seq-{d.meta.seq}"
+            d.order_id = _fallback_id(msg, d.meta.seq)
 
         async def settle() -> None:
             kind = await self._settler.settle(d, Outcome(Kind.UNSTARTED))
@@ -281,8 +286,8 @@ class JobPipeline:
         try:
             order = contract.decode_order(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            d.order_id = header(msg, contract.H_MSG_ID) or f"seq-{d.meta.seq}"
-            await self._settle(run, Outcome(Kind.POISON, f"undecodable order: {exc}"))
+            d.order_id = _fallback_id(msg, d.meta.seq)
+            await self._settle(run, Outcome(Kind.POISON, f"undecodable order: {exc}", reason="undecodable"))
             return
         d.order_id = order.order_id
 
@@ -420,6 +425,17 @@ class _Control:
 
     async def record(self, event: str, progress_s: float | None, length_s: float | None) -> None:
         await self._pipeline.record_run(self._run, event, progress_s, length_s)
+
+
+def _fallback_id(msg: Message, seq: int) -> str:
+    """The id of a message that is not an order: its subject's (`orders.<type>.<id>`, which a
+    replay keeps), else its Nats-Msg-Id (`orders.<type>`, the older form), where that can be a
+    status key and a DLQ subject token; else its stream sequence."""
+    parts = msg.subject.split(".", 2)
+    for candidate in (parts[2] if len(parts) == 3 else "", header(msg, contract.H_MSG_ID)):
+        if contract.valid_order_id(candidate):
+            return candidate
+    return f"seq-{seq}"
 
 
 _side_tasks: set[asyncio.Task[None]] = set()

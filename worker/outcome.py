@@ -62,6 +62,8 @@ class Outcome:
     kind: Kind
     error: str | None = None
     delay_s: float | None = None  # RUNNING_ELSEWHERE: when to look again
+    # DEAD, POISON: why it goes to the DLQ (contract.DLQ_REASONS), in its Orderflow-Reason header
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -282,8 +284,8 @@ class Settler:
         if kind in FAILED:
             b.failed += 1
             if kind is not Kind.POISON and b.failed >= self._limits.max_attempts:
-                reason = f"failed {b.failed} attempts; last: {outcome.error}"
-                return await self._dead_letter(d, reason)
+                error = f"failed {b.failed} attempts; last: {outcome.error}"
+                return await self._dead_letter(d, error, "attempts")
         if kind is Kind.DONE:
             await self._put_confirmed(self.record(d, "done"))
             await t.ack(d.msg)
@@ -312,11 +314,13 @@ class Settler:
                 "order %s attempt %d failed (%s); retry in %.2fs", d.order_id, b.failed, outcome.error, delay
             )
         elif kind is Kind.POISON:
-            await self._put_confirmed(self.record(d, "failed", outcome.error))
-            await t.term(d.msg)
-            log.warning("order %s is poison (%s); terminated", d.order_id, outcome.error)
+            # Never retried, but copied to the DLQ like a dead order: a handler that misclassifies
+            # an error (or a payload a newer release can read) can be replayed, not lost.
+            return await self._dead_letter(
+                d, outcome.error or "poison", outcome.reason or "poison", Kind.POISON
+            )
         elif kind is Kind.DEAD:
-            return await self._dead_letter(d, outcome.error or "dead")
+            return await self._dead_letter(d, outcome.error or "dead", outcome.reason or "attempts")
         elif kind is Kind.HANDED_BACK:
             b.handbacks += 1
             await self._put_confirmed(self.record(d, "queued", f"handed back by {self._worker_id}"))
@@ -388,7 +392,8 @@ class Settler:
             attempts,
         )
 
-    async def _dead_letter(self, d: Delivery, error: str) -> Kind:
+    async def _dead_letter(self, d: Delivery, error: str, reason: str, kind: Kind = Kind.DEAD) -> Kind:
+        """A copy in ORDERS_DLQ, then the final status (`dead`, or `failed` for poison), then term."""
         # The order's own headers, not the server's (Nats-*): the copy of a fired schedule carries
         # Nats-Scheduler and Nats-Schedule-Next, and ORDERS_DLQ (no schedules) refuses a message
         # with them (err 10188, "message schedules is disabled"): the dead letter never landed.
@@ -396,6 +401,7 @@ class Settler:
         headers.update(
             {
                 contract.H_ERROR: _short(error) or "",
+                contract.H_REASON: reason,
                 contract.H_ATTEMPTS: str(d.books.failed),
                 contract.H_DELIVERIES: str(d.deliveries),
                 contract.H_CRASHES: str(d.books.crashes),
@@ -418,7 +424,7 @@ class Settler:
                 log.debug("order %s: pending dead-letter not recorded (%r)", d.order_id, put_exc)
             await self._t.nak(d.msg, delay)
             return Kind.RETRY
-        await self._put_confirmed(self.record(d, "dead", error))
+        await self._put_confirmed(self.record(d, "failed" if kind is Kind.POISON else "dead", error))
         await self._t.term(d.msg)
-        log.warning("order %s dead-lettered: %s", d.order_id, error)
-        return Kind.DEAD
+        log.warning("order %s dead-lettered (%s): %s", d.order_id, reason, error)
+        return kind

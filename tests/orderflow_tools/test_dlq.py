@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ def test_list_shows_the_dead_orders_and_filters_them(nats_server: NatsServer, de
     assert len(rows) == 3 and "3 dead orders in ORDERS_DLQ" in out.stdout
     assert all("billing BROKEN for" in r and "attempts  2" in r for r in rows)
     assert sorted(r.split()[3] for r in rows) == ["d-0", "d-1", "i-0"]
+    assert all(r.split()[4] == "attempts" for r in rows)  # the reason
 
     def listed(*filters: str) -> int:
         result = cli(url, "dlq", "list", *filters)
@@ -209,3 +211,61 @@ def test_a_long_replay_reports_progress_and_republishes_what_makes_a_fresh_run(
         contract.H_DELIVERIES,
     ):
         assert name not in headers
+
+
+def test_a_replay_that_fails_again_backs_off_and_is_dead_after_max_deliver(
+    nats_server: NatsServer, dead: Path
+) -> None:
+    """1. d-0 is dead after 2 failed attempts (MAX_DELIVER 2); billing is still broken.
+    2. `replay d-0`: it runs with fresh counts once, fails, backs off, fails again and is back in
+       the DLQ after 2 more failed attempts: 4 runs in all, not the delivery cap's 101."""
+    url = nats_server.url
+    assert "replayed 1 order " in cli(url, "dlq", "replay", "d-0").stdout
+    wait_until(lambda: run(dlq_size(url)) == 3, 30, "d-0 back in the DLQ")
+    time.sleep(1.0)  # a loop would go on running it meanwhile
+    out = cli(url, "dlq", "show", "d-0")
+    error = next(line for line in out.stdout.splitlines() if line.startswith("error "))
+    assert "failed 2 attempts" in error and "reason      attempts" in out.stdout
+    assert count_events(run(run_records(url)), "start")["d-0"] == 4
+    st = run(statuses(url))["d-0"]
+    assert (st.status, st.attempts) == ("dead", 2)
+
+
+def test_poison_and_undecodable_orders_are_listed_with_their_reason_and_replayable(
+    nats_server: NatsServer, spawn: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1. While billing is broken, p-0 (user "poison") is poison and junk-1 is not an order: both
+       are copied to the DLQ at once (no retry), reasons poison and undecodable; p-0 is `failed`.
+    2. Billing fixed, `replay --all`: p-0 runs and is done; junk-1, still not an order, is
+       dead-lettered again."""
+    url = nats_server.url
+    broken = tmp_path / "billing-broken"
+    broken.touch()
+    monkeypatch.setenv("BILLING_BROKEN_FILE", str(broken))
+    spawn("worker", HANDLERS="billing", MAX_DELIVER=3, RETRY_BASE_S="0.05", RETRY_MAX_S="0.1").wait_ready()
+    run(publish_orders(url, 1, prefix="p", username="poison"))
+
+    async def publish_junk() -> None:
+        async with connect(url) as nc:
+            await nc.jetstream().publish(
+                "orders.default.junk-1", b"\x00not an order", headers={contract.H_MSG_ID: "junk-1"}
+            )
+
+    run(publish_junk())
+    wait_until(lambda: run(dlq_size(url)) == 2, 30, "both in the DLQ")
+    rows = {
+        r.split()[3]: r.split()[4] for r in cli(url, "dlq", "list").stdout.splitlines() if " attempts " in r
+    }
+    assert rows == {"p-0": "poison", "junk-1": "undecodable"}
+    st = run(statuses(url))
+    assert (st["p-0"].status, st["p-0"].attempts) == ("failed", 1)
+    assert count_events(run(run_records(url)), "start") == {"p-0": 1}  # never retried
+
+    broken.unlink()
+    assert "replayed 2 orders" in cli(url, "dlq", "replay", "--all").stdout
+    wait_until(lambda: run(statuses(url))["p-0"].status == "done", 30, "p-0 to be done")
+    wait_until(lambda: run(dlq_size(url)) == 1, 30, "junk-1 back in the DLQ")
+    rows = {
+        r.split()[3]: r.split()[4] for r in cli(url, "dlq", "list").stdout.splitlines() if " attempts " in r
+    }
+    assert rows == {"junk-1": "undecodable"}

@@ -1,6 +1,7 @@
 """A test handler plugin (ORDERFLOW_HANDLERS=billing) for every configured task type: while the file
 named by BILLING_BROKEN_FILE exists, every run fails with "billing BROKEN for <id>" (a retryable
-error, so the order is dead-lettered after its attempts); once the file is gone, runs succeed.
+error, so the order is dead-lettered after its attempts), and an order from user "poison" is called
+poison (PoisonError: dead-lettered at once, reason poison); once the file is gone, runs succeed.
 Every run is recorded in ORDER_RUNS, like the demo's."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import asyncio
 import os
 
 from orderflow.config import Settings
-from worker.handlers import Job, Registry
+from worker.handlers import Job, PoisonError, Registry
 
 
 class BillingBroken(Exception):
@@ -23,6 +24,8 @@ def register(registry: Registry, settings: Settings) -> None:
         await job.record("start")
         if await asyncio.to_thread(os.path.exists, broken):
             await job.record("error")
+            if job.order.username == "poison":
+                raise PoisonError(f"billing cannot read {job.order.order_id}")
             raise BillingBroken(f"billing BROKEN for {job.order.order_id}")
         await job.record("done")
 

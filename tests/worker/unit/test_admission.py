@@ -69,6 +69,19 @@ def test_3_a_dead_or_failed_order_is_termed_unless_replayed(status: str) -> None
     assert (replay.books.failed, replay.books.crashes) == (0, 0)
 
 
+def test_3_a_replay_is_fresh_once_then_its_failures_count_up_to_the_dead_letter() -> None:
+    """The replay header rides on every redelivery of the replayed message: only the delivery that
+    finds the dead record starts afresh; the next ones carry the replay's own failures."""
+    headers = {contract.H_REPLAY: "1", contract.H_STATUS_CHECK: "1"}
+    lim = limits(settings(MAX_DELIVER=3))
+    again = delivery(2, headers)
+    v = verdict(again, record("queued", attempts=1, crashes=1), lim)
+    assert v.outcome is None and (again.books.failed, again.books.crashes) == (1, 1)
+    last = delivery(4, headers)
+    v = verdict(last, record("queued", attempts=3), lim)
+    assert kind(v) is Kind.DEAD and v.outcome is not None and v.outcome.reason == "attempts"
+
+
 def test_4_the_leftover_of_a_scheduled_retry_is_acked() -> None:
     rescheduled = record("queued", attempts=3, scheduled=True, retry_at=NOW + 100)
     assert kind(verdict(delivery(2), rescheduled)) is Kind.SUPERSEDED

@@ -51,6 +51,7 @@ def test_the_last_failed_attempt_goes_to_the_dlq_first_then_dead_then_term() -> 
     subject, _, headers = t.published[0]
     assert subject == "dlq.orders.default.o-1"
     assert headers[contract.H_ATTEMPTS] == "5" and headers[contract.H_ERROR].startswith("failed 5 attempts")
+    assert headers[contract.H_REASON] == "attempts"
 
 
 def test_a_dlq_that_cannot_store_keeps_the_message_and_the_counts() -> None:
@@ -90,10 +91,28 @@ def test_without_schedules_a_long_retry_stays_a_nak() -> None:
     assert t.ops() == ["put:queued", "nak"]
 
 
-def test_poison_is_failed_and_termed_never_retried() -> None:
+def test_poison_is_copied_to_the_dlq_then_failed_and_termed_never_retried() -> None:
     t, s, d = setup()
-    settle(s, d, Kind.POISON, "nothing to invoice")
-    assert t.ops() == ["put:failed", "term"]
+    assert settle(s, d, Kind.POISON, "nothing to invoice") is Kind.POISON
+    assert t.ops() == ["publish", "put:failed", "term"]
+    subject, data, headers = t.published[0]
+    assert subject == "dlq.orders.default.o-1" and data == d.msg.data
+    assert headers[contract.H_REASON] == "poison" and headers[contract.H_ERROR] == "nothing to invoice"
+    assert t.records["o-1"].status == "failed"
+
+
+def test_an_undecodable_order_goes_to_the_dlq_with_its_reason() -> None:
+    t, s, d = setup()
+    asyncio.run(s.settle(d, Outcome(Kind.POISON, "undecodable order: bad JSON", reason="undecodable")))
+    assert t.ops() == ["publish", "put:failed", "term"]
+    assert t.published[0][2][contract.H_REASON] == "undecodable"
+
+
+def test_poison_that_the_dlq_cannot_store_is_kept_not_termed() -> None:
+    t, s, d = setup()
+    t.fail_publish = True
+    assert settle(s, d, Kind.POISON, "nothing to invoice") is Kind.RETRY
+    assert t.ops() == ["put:queued", "nak"]
 
 
 def test_a_cancel_records_cancelled_terms_and_forgets_the_marker() -> None:

@@ -473,3 +473,22 @@ def test_recovery_re_leases_every_running_job_at_once() -> None:
     rig = asyncio.run(main())
     confirmed = [c for c in rig.t.calls if c[0] == "put" and c[2] == ("processing", True)]
     assert len(confirmed) == 3
+
+
+def test_an_undecodable_message_goes_to_the_dlq_under_its_subjects_id_without_a_run() -> None:
+    ran: list[str] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.order.order_id)
+
+    async def main() -> Rig:
+        rig = Rig(handler)
+        rig.pool.start(FakeMsg("junk-1", data=b"\x00not an order", headers={contract.H_MSG_ID: "a b*"}))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert ran == [] and rig.t.ops() == ["publish", "put:failed", "term"]
+    subject, _, headers = rig.t.published[0]
+    assert subject == "dlq.orders.default.junk-1" and headers[contract.H_REASON] == "undecodable"
+    assert ("undecodable", "junk-1") not in rig.hooks.events and ("poison", "junk-1") in rig.hooks.events
