@@ -83,6 +83,7 @@ OPENAPI: dict[str, Any] = {
                                         "type": "string",
                                         "minLength": 1,
                                         "maxLength": contract.MAX_USERNAME,
+                                        "pattern": contract.USERNAME_PATTERN,
                                     },
                                 },
                             }

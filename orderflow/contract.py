@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 
+from orderflow.logformat import CONTROLS
+
 # --- names (docs/architecture.md) -------------------------------------------------------------------------
 STREAM = "ORDERS"
 SUBJECT_PREFIX = "orders."
@@ -79,6 +81,10 @@ FINAL_STATUSES = frozenset({"done", "failed", "dead", "cancelled"})
 # \Z, not $: `$` also matches before a trailing newline ("X\n" is not an id, "5\n" not a number).
 _ID_RE = re.compile(r"^[A-Za-z0-9_=-]+(?:\.[A-Za-z0-9_=-]+)*\Z")
 _INT_RE = re.compile(r"^-?[0-9]+\Z")
+# A username is shown and logged: no C0/C1 control, line separator or bidi control (a NUL, CR/LF,
+# ESC or U+202E RIGHT-TO-LEFT OVERRIDE would forge or garble what a person reads).
+_USERNAME_CONTROL_RE = re.compile(f"[{CONTROLS}]")
+USERNAME_PATTERN = f"^[^{CONTROLS}]*$"  # the same, for the OpenAPI document
 
 
 def consumer_name(task_type: str, split: bool) -> str:
@@ -244,6 +250,13 @@ def validate_order(body: bytes, order_id: str) -> Order | list[FieldError]:
         errors.append(FieldError("username", "must be a non-empty string"))
     elif len(username) > MAX_USERNAME:
         errors.append(FieldError("username", f"must be at most {MAX_USERNAME} characters"))
+    elif (bad := _USERNAME_CONTROL_RE.search(username)) is not None:
+        errors.append(
+            FieldError(
+                "username",
+                f"must not contain control or bidi characters (U+{ord(bad.group()):04X} at {bad.start()})",
+            )
+        )
     if errors:
         return errors
     assert isinstance(username, str)

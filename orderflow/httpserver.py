@@ -246,6 +246,7 @@ def make_server(
     config = uvicorn.Config(
         app,
         log_level=log_level,
+        log_config=None,  # uvicorn's records go to the root handler: our format, controls escaped
         access_log=False,
         lifespan="off",
         loop="none",  # the caller's loop (uvloop when installed)

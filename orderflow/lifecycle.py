@@ -22,6 +22,8 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from orderflow.logformat import SafeFormatter
+
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -110,9 +112,9 @@ def _read_outcome(future: asyncio.Future[Any]) -> None:
 
 
 def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-    )
+    handler = logging.StreamHandler()
+    # Control characters escaped: log lines carry handler errors and what clients sent.
+    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     # nats-py logs every reconnect attempt at ERROR with a traceback; one line is enough.
     logging.getLogger("nats").setLevel(logging.CRITICAL)

@@ -19,6 +19,7 @@ import re
 import socket
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,11 @@ quantity_like = (
     | st.sampled_from(["5\n", "5 ", " 5", "007", "-0", "+5", "5.0", "1e2", "\u0665"])  # near misses
     | json_values
 )
-username_like = st.text(max_size=70) | st.sampled_from(["", " ", "\t\n", "x" * 64, "x" * 65]) | json_values
+username_like = (
+    st.text(max_size=70)
+    | st.sampled_from(["", " ", "\t\n", "x" * 64, "x" * 65, "m\x1b[2J", "m\u202egnp.exe", "m\x85", "m\u2066"])
+    | json_values
+)
 order_like = st.fixed_dictionaries(
     {},
     optional={
@@ -191,6 +196,15 @@ def _valid_quantity(value: Any) -> bool:
     )
 
 
+# The spec's model of a username's forbidden characters, written apart from the validator's regex:
+# controls (Cc), line and paragraph separators (Zl, Zp) and the bidi formatting characters.
+_BIDI = {0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)}
+
+
+def _readable(name: str) -> bool:
+    return not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or ord(c) in _BIDI for c in name)
+
+
 def _expect_valid(body: Any) -> bool:
     if not isinstance(body, dict):
         return False
@@ -201,6 +215,7 @@ def _expect_valid(body: Any) -> bool:
         and isinstance(name, str)
         and bool(name.strip())
         and len(name) <= contract.MAX_USERNAME
+        and _readable(name)
     )
 
 
@@ -208,6 +223,7 @@ def _check_result(result: Any) -> None:
     if isinstance(result, contract.Order):
         assert 0 <= result.product_id <= 100 and 0 <= result.count <= 100
         assert 0 < len(result.username.strip()) and len(result.username) <= contract.MAX_USERNAME
+        assert _readable(result.username)
         return
     assert isinstance(result, list) and result, f"neither an Order nor errors: {result!r}"
     for error in result:

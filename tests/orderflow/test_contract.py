@@ -14,6 +14,14 @@ VALID = [
     ({"product_id": 33, "count": 3, "username": "m"}, (33, 3)),
     ({"product_id": 0, "count": "100", "username": "m"}, (0, 100)),
     ({"product_id": "0", "count": 100, "username": "x" * 64, "extra": "ignored"}, (0, 100)),
+    (
+        {
+            "product_id": 1,
+            "count": 1,
+            "username": "Ma\u00efa \u041c\u0430\u043a\u0441\u0438\u043c \u0645\u062d\u0645\u062f \U0001f600",
+        },
+        (1, 1),
+    ),
 ]
 
 INVALID = [
@@ -35,6 +43,9 @@ INVALID = [
     ({"product_id": " 3", "count": 1, "username": "m"}, "product_id"),
     ({"product_id": "5\n", "count": 1, "username": "m"}, "product_id"),
 ]
+# NUL, CR/LF, TAB, ESC, DEL, C1 (NEL, CSI), the line separator, the bidi marks, overrides and isolates
+CONTROLS = ["\x00", "\r\n", "\t", "\x1b[31m", "\x7f", "\x85", "\x9b", "\u2028", "\u200f", "\u061c"]
+CONTROLS += [chr(c) for c in range(0x202A, 0x202F)] + [chr(c) for c in range(0x2066, 0x206A)]
 
 
 @pytest.mark.parametrize(("body", "expected"), VALID)
@@ -51,6 +62,15 @@ def test_invalid_orders_name_the_field(body: dict[str, object], field: str) -> N
     assert isinstance(errors, list)
     assert [e.field for e in errors] == [field]
     assert errors[0].message
+
+
+@pytest.mark.parametrize("control", CONTROLS)
+def test_a_username_with_a_control_or_bidi_character_is_invalid(control: str) -> None:
+    errors = contract.validate_order(
+        json.dumps({"product_id": 1, "count": 1, "username": f"ma{control}ksim"}).encode(), "id-1"
+    )
+    assert isinstance(errors, list) and [e.field for e in errors] == ["username"]
+    assert f"U+{ord(control[0]):04X} at 2" in errors[0].message
 
 
 @pytest.mark.parametrize("raw", [b"[1, 2]", b"not json", b"", b'"a string"', b"{", b"null", b"42"])
