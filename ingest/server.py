@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from prometheus_client import CollectorRegistry
 
 from ingest.app import create_app
 from ingest.edge import edge
 from ingest.state import IngestState
-from orderflow import httpserver
+from orderflow import httpserver, natsauth
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
 from orderflow.metrics import IngestMetrics
@@ -31,14 +32,18 @@ async def serve(settings: Settings) -> int:
     # 1. Connect once (queued mode). Until connected /readyz answers 503; a process behind a
     # shared port (bind_when_ready) does not even listen before, so SO_REUSEPORT never hands it a
     # connection it would answer 503.
+    # A refusal (wrong CA, unknown or revoked user) is final: stop at once and exit 2 with it.
     connecting: asyncio.Task[None] | None = None
     if settings.mode == "queued":
         connecting = asyncio.create_task(state.connect(lifecycle.stop), name="nats-connect")
+        connecting.add_done_callback(lambda t: _stop_if_refused(t, lifecycle))
         if settings.bind_when_ready:
             await wait_any(asyncio.shield(connecting), lifecycle.stop.wait())
             if not connecting.done():
                 connecting.cancel()
                 return 0
+            if _refused(connecting) is not None:
+                return _exit_refused(connecting)
     else:
         log.info("direct mode: work inline, capacity %g RPS", settings.rate_limit_rps)
 
@@ -53,6 +58,9 @@ async def serve(settings: Settings) -> int:
         return 1
     log.info("ingest (%s mode) listening on %s:%d", settings.mode, settings.http_host, settings.http_port)
     await lifecycle.stop.wait()
+    if connecting is not None and _refused(connecting) is not None:
+        await server.stop(lifecycle.force)
+        return _exit_refused(connecting)
 
     # 3. Readiness 503 at once; keep serving while the endpoints controllers and kube-proxy take
     # this pod out of rotation (requests still arrive for a few seconds after SIGTERM).
@@ -70,3 +78,21 @@ async def serve(settings: Settings) -> int:
     await state.close()
     log.info("ingest stopped")
     return 0
+
+
+def _refused(connecting: asyncio.Task[None]) -> natsauth.NatsAccessError | None:
+    if not connecting.done() or connecting.cancelled():
+        return None
+    exc = connecting.exception()
+    return exc if isinstance(exc, natsauth.NatsAccessError) else None
+
+
+def _stop_if_refused(connecting: asyncio.Task[None], lifecycle: Lifecycle) -> None:
+    if _refused(connecting) is not None:
+        lifecycle.stop.set()
+
+
+def _exit_refused(connecting: asyncio.Task[None]) -> int:
+    log.error("%s", _refused(connecting))
+    print(f"ingest: {_refused(connecting)}", file=sys.stderr)
+    return 2

@@ -88,7 +88,7 @@ class IngestState:
         js = nc.jetstream(timeout=s.publish_timeout_s)
         while True:
             try:
-                await broker.ensure_layout(js, s)
+                await broker.ensure_layout(js, s, may_change=False)
                 break
             except broker.BrokerConfigError as exc:
                 log.error("%s", exc)

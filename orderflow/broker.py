@@ -12,13 +12,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js.errors import NotFoundError
 
-from orderflow import contract
+from orderflow import contract, natsauth
 from orderflow.config import Settings
 from orderflow.link import RECONNECT_WAIT_S, Link
 
@@ -67,8 +66,12 @@ async def connect(
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
     **extra: Any,
 ) -> Client:
-    """Connect with endless reconnects: a NATS restart must never need a service restart."""
+    """Connect with endless reconnects: a NATS restart must never need a service restart. A server
+    that refuses us (TLS, credentials) is final: NatsAccessError, at once, never a retry loop."""
     link = link or Link()
+    nc = Client()
+    servers = natsauth.redact_urls(settings.nats_urls)
+    last_refusal: list[str] = []
 
     async def on_disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
@@ -77,13 +80,21 @@ async def connect(
 
     async def on_reconnected() -> None:
         url = nc.connected_url
-        log.info("NATS reconnected to %s", url.netloc if url else "?")
+        log.info("NATS reconnected to %s", natsauth.redact(url.netloc) if url else "?")
         link.connected(url.netloc if url else None)
         if on_reconnect is not None:
             await on_reconnect()
 
     async def on_error(exc: Exception) -> None:
-        log.debug("NATS error: %r", exc)
+        problem = natsauth.access_problem(exc)
+        if problem is None:
+            log.debug("NATS error: %s", natsauth.redact(repr(exc)))
+        elif not nc.is_connected and nc.connected_url is None and not nc.is_reconnecting:
+            # The first connect: nats-py would retry it forever; raising here ends its loop.
+            raise natsauth.NatsAccessError(f"NATS at {servers} refused the connection: {problem}")
+        elif last_refusal != [problem]:  # a reconnect refused: said once per reason, retried
+            last_refusal[:] = [problem]
+            log.error("NATS at %s refused the reconnect: %s", servers, problem)
 
     options: dict[str, Any] = {
         "name": name,
@@ -98,7 +109,12 @@ async def connect(
         **settings.nats_options(),
         **extra,
     }
-    nc: Client = await nats.connect(**options)
+    try:
+        await nc.connect(**options)
+    except natsauth.NatsAccessError:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 1.0)
+        raise
     link.connected(nc.connected_url.netloc if nc.connected_url else None)
     return nc
 
@@ -110,16 +126,22 @@ async def connect_retrying(
     link: Link | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
-    """Keep trying the first connection (a pod may start before NATS does)."""
+    """Keep trying the first connection (a pod may start before NATS does); a refusal (TLS,
+    credentials: NatsAccessError) is raised at once."""
     delay = 0.2
     while True:
         try:
             return await connect(settings, name, link, on_reconnect)
+        except natsauth.NatsAccessError:
+            raise
         except Exception as exc:  # nats raises several unrelated types for "not there yet"
             if stop is not None and stop.is_set():
                 raise
             log.warning(
-                "cannot reach NATS at %s (%s); retrying in %.1fs", ",".join(settings.nats_urls), exc, delay
+                "cannot reach NATS at %s (%s); retrying in %.1fs",
+                natsauth.redact_urls(settings.nats_urls),
+                natsauth.redact(str(exc)),
+                delay,
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -218,7 +240,7 @@ def _describe(what: str, diffs: list[tuple[str, Any, Any]]) -> str:
     return f"{what}: " + "; ".join(f"{k} is {h!r} on the server, orderflow wants {w!r}" for k, h, w in diffs)
 
 
-async def ensure_stream(js: JetStreamContext, want: jsapi.StreamConfig) -> None:
+async def ensure_stream(js: JetStreamContext, want: jsapi.StreamConfig, may_change: bool = True) -> None:
     assert want.name is not None
     try:
         info = await js.stream_info(want.name)
@@ -235,6 +257,9 @@ async def ensure_stream(js: JetStreamContext, want: jsapi.StreamConfig) -> None:
             _describe(f"stream {want.name}", fixed)
             + " — JetStream cannot change this; migrate or delete the stream"
         )
+    if not may_change:
+        log.warning("%s — left for the workers to update", _describe(f"stream {want.name}", diffs))
+        return
     await js.update_stream(want)
     log.warning("%s — updated", _describe(f"stream {want.name}", diffs))
 
@@ -265,7 +290,7 @@ def bucket_configs(settings: Settings) -> list[jsapi.KeyValueConfig]:
     ]
 
 
-async def ensure_bucket(js: JetStreamContext, want: jsapi.KeyValueConfig) -> None:
+async def ensure_bucket(js: JetStreamContext, want: jsapi.KeyValueConfig, may_change: bool = True) -> None:
     try:
         info = await js.stream_info("KV_" + want.bucket)
     except NotFoundError:
@@ -273,6 +298,8 @@ async def ensure_bucket(js: JetStreamContext, want: jsapi.KeyValueConfig) -> Non
         log.info("created KV bucket %s", want.bucket)
         return
     have = info.config
+    if not may_change:
+        return  # the ingest's identity may create, never update or delete (docs/kubernetes.md)
     if have.storage != want.storage:
         if want.bucket in _DISPOSABLE_BUCKETS:
             with contextlib.suppress(NotFoundError):  # another process did it first
@@ -312,12 +339,14 @@ class Layout:
     schedules: bool  # ORDERS takes scheduled messages (nats-server 2.12+)
 
 
-async def ensure_layout(js: JetStreamContext, settings: Settings) -> Layout:
-    """Streams and KV, idempotently. Safe to run from every pod at start-up."""
+async def ensure_layout(js: JetStreamContext, settings: Settings, may_change: bool = True) -> Layout:
+    """Streams and KV, idempotently. Safe to run from every pod at start-up. `may_change=False`
+    (the ingest, whose NATS identity may create streams but not update, purge or delete them)
+    creates what is missing and leaves differences to the workers."""
     for cfg in stream_configs(settings):
-        await ensure_stream(js, cfg)
+        await ensure_stream(js, cfg, may_change)
     for bucket in bucket_configs(settings):
-        await ensure_bucket(js, bucket)
+        await ensure_bucket(js, bucket, may_change)
     info = await js.stream_info(contract.RETRIES_STREAM)
     schedules = bool(info.config.allow_msg_schedules)
     if not schedules:

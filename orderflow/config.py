@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
+from orderflow import natsauth
+
 PREFIX = "ORDERFLOW_"
 Service = Literal["ingest", "worker", "cli"]
 PriorityMode = Literal["auto", "off"]
@@ -52,10 +54,20 @@ class Settings:
     service: Service = "cli"
     # NATS
     nats_urls: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    # Identity and TLS (orderflow/natsauth.py): files, mounted from Secrets, checked at start-up.
+    # The password and token are read from their _FILE; the plain env values are discouraged.
     nats_user: str | None = None
     nats_password: str | None = field(default=None, repr=False)
+    nats_password_file: str | None = None
     nats_token: str | None = field(default=None, repr=False)
+    nats_token_file: str | None = None
     nats_creds_file: str | None = None
+    nats_nkey_seed_file: str | None = None
+    nats_ca_file: str | None = None
+    nats_cert_file: str | None = None
+    nats_key_file: str | None = None
+    # The name the server's certificate must carry when it differs from the URL's host.
+    nats_tls_hostname: str | None = None
     connect_timeout_s: float = 5.0
     # How long a service's last step, draining its NATS connection (flushing acks, naks and
     # publishes), may take. The chart's grace periods count it once.
@@ -148,15 +160,8 @@ class Settings:
         return self.max_deliver
 
     def nats_options(self) -> dict[str, Any]:
-        opts: dict[str, Any] = {"servers": list(self.nats_urls)}
-        if self.nats_user:
-            opts["user"] = self.nats_user
-            opts["password"] = self.nats_password
-        if self.nats_token:
-            opts["token"] = self.nats_token
-        if self.nats_creds_file:
-            opts["user_credentials"] = self.nats_creds_file
-        return opts
+        """nats-py's connect options: servers, TLS context, identity."""
+        return natsauth.connect_options(self)
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -227,7 +232,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "NATS_USER": ("nats_user", str),
     "NATS_PASSWORD": ("nats_password", str),
     "NATS_TOKEN": ("nats_token", str),
-    "NATS_CREDS_FILE": ("nats_creds_file", str),
+    "NATS_TLS_HOSTNAME": ("nats_tls_hostname", str),
     "CONNECT_TIMEOUT_S": ("connect_timeout_s", _number(float, 0.1)),
     "NATS_DRAIN_TIMEOUT_S": ("nats_drain_timeout_s", _number(float, 0.1, 600)),
     "STREAM_REPLICAS": ("stream_replicas", _number(int, 1, 5)),
@@ -279,7 +284,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 # TASK_TYPES is parsed after CONCURRENCY and TASK_TIMEOUT_S, whose values are its defaults.
 # MAX_ATTEMPTS is MAX_DELIVER's clearer name (failed attempts, not deliveries); either works.
-KNOWN = {*_PARSERS, "TASK_TYPES", "MAX_ATTEMPTS"}
+# The NATS file settings (natsauth.FILE_SETTINGS) are checked by natsauth.load.
+KNOWN = {*_PARSERS, *natsauth.FILE_SETTINGS, "TASK_TYPES", "MAX_ATTEMPTS"}
 
 
 def _task_types(raw: str, concurrency: int, timeout_s: float) -> tuple[TaskType, ...]:
@@ -337,6 +343,7 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
     retry_base = values.get("retry_base_s", defaults["retry_base_s"])
     if values.get("retry_max_s", defaults["retry_max_s"]) < retry_base:
         problems.append(f"{PREFIX}RETRY_MAX_S must be >= {PREFIX}RETRY_BASE_S")
+    natsauth.load(env, PREFIX, values, problems)
     if bool(values.get("nats_user")) != bool(values.get("nats_password")):
         problems.append(f"{PREFIX}NATS_USER and {PREFIX}NATS_PASSWORD go together")
     if problems:

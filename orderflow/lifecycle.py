@@ -22,6 +22,7 @@ import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from orderflow import natsauth
 from orderflow.logformat import SafeFormatter
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,11 @@ def setup_logging(level: str) -> None:
     handler = logging.StreamHandler()
     # Control characters escaped: log lines carry handler errors and what clients sent.
     handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
+    # Credentials in a NATS URL never reach a log line, whoever logs it (nats-py's texts too).
+    handler.addFilter(natsauth.RedactingFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
+    # nats-py's protocol returns True from eof_received(), which asyncio ignores under TLS with a
+    # warning on every closed TLS connection (a NATS restart, each drain): noise, not news.
+    logging.getLogger("asyncio").addFilter(lambda r: "eof_received()" not in r.getMessage())
     # nats-py logs every reconnect attempt at ERROR with a traceback; one line is enough.
     logging.getLogger("nats").setLevel(logging.CRITICAL)

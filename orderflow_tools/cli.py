@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from orderflow.config import ConfigError, Settings, load_settings
 from orderflow_tools import dev
-from orderflow_tools.natsconn import Unreachable, url_of
+from orderflow_tools.natsconn import Refused, Unreachable, url_of
 
 # nats-py (aiohttp below it), the services and the tools' heavier modules are imported where they
 # are used: `orderflow --help` and a typo answer without loading them.
@@ -64,11 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import nats.errors
 
-    from orderflow import natsmux
+    from orderflow import natsauth, natsmux
 
     try:
         code: int = args.func(args)
     except ConfigError as exc:
+        print(f"orderflow: {exc}", file=sys.stderr)
+        return 2
+    except Refused as exc:  # a wrong CA, an unknown or revoked user: fix the settings
         print(f"orderflow: {exc}", file=sys.stderr)
         return 2
     except Unreachable as exc:
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     except (nats.errors.Error, natsmux.RequestTimeout, natsmux.ConnectionLost, natsmux.JetStreamError) as exc:
         settings = getattr(args, "resolved_settings", None)
         where = f" at {url_of(settings)}" if settings is not None else ""
-        print(f"orderflow: NATS{where} failed the request: {exc!r}", file=sys.stderr)
+        print(f"orderflow: NATS{where} failed the request: {natsauth.redact(repr(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
+from orderflow import natsauth
 from orderflow.config import ConfigError, Settings, load_settings
 from orderflow_tools.datalock import DataDirBusy, lock_data_dir
 from orderflow_tools.kit import (
@@ -206,7 +207,7 @@ def run_dev(args: argparse.Namespace) -> int:
         asyncio.run(_migrate(replace(settings, nats_urls=tuple(nats.url.split(","))), console))
     except Exception as exc:  # refused, or NATS trouble: say it, start nothing
         nats.stop()
-        console.err(f"orderflow dev: {exc}")
+        console.err(f"orderflow dev: {natsauth.redact(str(exc))}")
         return 2 if isinstance(exc, MigrationRefused) else 1
     children = _children(args, host, nats.url)
     for child in children.values():

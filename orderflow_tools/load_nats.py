@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orderflow.config import Settings
+from orderflow_tools.natsconn import url_of
 
 TARGET = "nats"
 
@@ -65,7 +66,7 @@ class NatsSampler:
 
     @property
     def url(self) -> str:
-        return ",".join(self.settings.nats_urls)
+        return url_of(self.settings)  # credentials hidden: it is printed and written to runs
 
     def probe(self) -> str | None:
         """None if NATS answers, else why not (said once, up front)."""

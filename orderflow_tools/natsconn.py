@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from orderflow import natsauth
 from orderflow.config import Settings
 
 if TYPE_CHECKING:  # nats-py is imported where used: `orderflow --help` stays fast
@@ -32,8 +33,13 @@ class Unreachable(Exception):
     """No NATS at the configured URL, or it went away; str() is the message to print."""
 
 
+class Refused(Unreachable):
+    """NATS answered and refused us (TLS, credentials): a configuration error, exit 2."""
+
+
 def url_of(settings: Settings) -> str:
-    return ",".join(settings.nats_urls)
+    """The servers for a message: credentials in a URL are never printed."""
+    return natsauth.redact_urls(settings.nats_urls)
 
 
 @dataclass
@@ -57,8 +63,10 @@ async def connect(settings: Settings, name: str = "orderflow-cli") -> Client:
             ),
             CONNECT_BUDGET_S,
         )
+    except natsauth.NatsAccessError as exc:
+        raise Refused(str(exc)) from None
     except (OSError, nats.errors.Error, TimeoutError) as exc:
-        reason = str(exc) or type(exc).__name__
+        reason = natsauth.redact(str(exc)) or type(exc).__name__
         raise Unreachable(f"cannot reach NATS at {url} ({reason})") from None
 
 

@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
-from orderflow import broker, contract
+from orderflow import broker, contract, natsauth
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
 from orderflow.link import Link
@@ -128,6 +128,11 @@ class WorkerService:
                 self.nc = await broker.connect_retrying(
                     s, f"worker-{s.worker_id}", self.lifecycle.stop, self.link, self._on_reconnect
                 )
+            except natsauth.NatsAccessError as exc:
+                # A wrong CA, an unknown or revoked user: no retry helps, an operator must act.
+                log.error("%s", exc)
+                print(f"worker: {exc}", file=sys.stderr)
+                return 2
             except Exception:
                 return 0 if self.lifecycle.stop.is_set() else 1
             try:

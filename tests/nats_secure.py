@@ -1,0 +1,173 @@
+"""A nats-server as production runs it: TLS with client certificates (mTLS) and orderflow's account
+with one user per service, their permissions read from the accounts snippet in
+docs/kubernetes.md (so the documented snippet is the one the tests prove). Certificates are made
+here with the `openssl` CLI, nkeys with the `nkeys` package (a runtime dependency)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nkeys
+import yaml
+from harness import REPO, find_binary
+
+from orderflow_tools import kit
+
+SNIPPET_START = "# nats-security-values.yaml"
+PLACEHOLDERS = {"ingest": "INGEST_PUBLIC_NKEY", "worker": "WORKER_PUBLIC_NKEY", "cli": "CLI_PUBLIC_NKEY"}
+
+
+def documented_values() -> dict[str, Any]:
+    """The NATS Helm values snippet of docs/kubernetes.md, parsed."""
+    text = (REPO / "docs" / "kubernetes.md").read_text()
+    m = re.search(r"```yaml\n(" + re.escape(SNIPPET_START) + r".*?)```", text, re.S)
+    assert m, f"docs/kubernetes.md has no ```yaml block starting with {SNIPPET_START!r}"
+    values: dict[str, Any] = yaml.safe_load(m.group(1))
+    return values
+
+
+def documented_users() -> dict[str, dict[str, Any]]:
+    """service -> its user entry (nkey placeholder and permissions) from the snippet."""
+    users = documented_values()["config"]["merge"]["accounts"]["ORDERFLOW"]["users"]
+    by_key = {u["nkey"]: u for u in users}
+    return {service: by_key[placeholder] for service, placeholder in PLACEHOLDERS.items()}
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def _key_and_csr(d: Path, name: str, cn: str) -> None:
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"), "-subj", f"/CN={cn}",
+    )  # fmt: skip
+
+
+def _ca(d: Path, name: str) -> None:
+    _openssl(
+        "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+        "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.crt"), "-subj", f"/CN={name}",
+    )  # fmt: skip
+
+
+def _sign(d: Path, name: str, ca: str, ext: str) -> None:
+    (d / f"{name}.ext").write_text(ext)
+    _openssl(
+        "x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / f"{ca}.crt"),
+        "-CAkey", str(d / f"{ca}.key"), "-CAcreateserial", "-days", "1",
+        "-extfile", str(d / f"{name}.ext"), "-out", str(d / f"{name}.crt"),
+    )  # fmt: skip
+
+
+@dataclass
+class Pki:
+    """ca (trusted by the server), server and client certificates signed by it, and other-ca, a CA
+    nobody trusts (a client given it as its CA cannot verify the server)."""
+
+    dir: Path
+
+    @classmethod
+    def make(cls, d: Path) -> Pki:
+        d.mkdir(parents=True, exist_ok=True)
+        _ca(d, "ca")
+        _ca(d, "other-ca")
+        _key_and_csr(d, "server", "localhost")
+        _sign(d, "server", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+        _key_and_csr(d, "client", "orderflow")
+        _sign(d, "client", "ca", "extendedKeyUsage=clientAuth\n")
+        return cls(d)
+
+    def path(self, name: str) -> str:
+        return str(self.dir / name)
+
+
+def new_seed(path: Path) -> str:
+    """A user nkey seed written to `path` (mode 0600); its public key."""
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    path.write_bytes(seed + b"\n")
+    path.chmod(0o600)
+    public: bytes = nkeys.from_seed(bytearray(seed)).public_key
+    return public.decode()
+
+
+@dataclass
+class SecureNats:
+    """nats-server with mTLS and the documented users; the ingest authenticates with a password
+    file (user orderflow-ingest), the workers and the CLI with nkey seed files."""
+
+    dir: Path
+    pki: Pki
+    server: kit.NatsServer
+    password: str
+    seeds: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, d: Path) -> SecureNats:
+        pki = Pki.make(d / "pki")
+        users = documented_users()
+        password = secrets.token_urlsafe(16)
+        (d / "ingest.password").write_text(password + "\n")
+        seeds = {s: d / f"{s}.nk" for s in ("worker", "cli")}
+        accounts_users: list[dict[str, Any]] = [
+            {"user": "orderflow-ingest", "password": password, "permissions": users["ingest"]["permissions"]}
+        ]
+        accounts_users += [
+            {"nkey": new_seed(path), "permissions": users[s]["permissions"]} for s, path in seeds.items()
+        ]
+        config = {
+            # What config.nats.tls (+ merge) and tlsCA render in the official chart.
+            "tls": {
+                "cert_file": pki.path("server.crt"),
+                "key_file": pki.path("server.key"),
+                "ca_file": pki.path("ca.crt"),
+                "verify": True,
+                "timeout": 2,
+            },
+            "accounts": {"ORDERFLOW": {"jetstream": "enabled", "users": accounts_users}},
+        }
+        conf = d / "nats-server.conf"
+        conf.write_text(json.dumps(config, indent=2))  # nats-server reads JSON as its config format
+        server = kit.NatsServer(
+            d / "jetstream",
+            d / "nats-server.log",
+            binary=find_binary("nats-server"),
+            extra_args=["-c", str(conf)],
+        )
+        server.start()
+        return cls(d, pki, server, password, seeds)
+
+    @property
+    def url(self) -> str:
+        return f"tls://127.0.0.1:{self.server.port}"
+
+    def tls(self, ca: str = "ca.crt") -> dict[str, str]:
+        return {
+            "NATS_CA_FILE": self.pki.path(ca),
+            "NATS_CERT_FILE": self.pki.path("client.crt"),
+            "NATS_KEY_FILE": self.pki.path("client.key"),
+        }
+
+    def identity(self, service: str) -> dict[str, str]:
+        """ORDERFLOW_* settings (without the prefix) of a service's identity and TLS files."""
+        if service == "ingest":
+            auth = {"NATS_USER": "orderflow-ingest", "NATS_PASSWORD_FILE": str(self.dir / "ingest.password")}
+        else:
+            auth = {"NATS_NKEY_SEED_FILE": str(self.seeds[service])}
+        return {**self.tls(), **auth}
+
+    def violations(self) -> list[str]:
+        log = self.server.log_path
+        assert log is not None
+        # nats-server 2.10+: `... - "ORDERFLOW/user:<name>" - Publish Violation - Subject "<subject>"`
+        return [line for line in log.read_text(errors="replace").splitlines() if " Violation - " in line]
+
+    def stop(self) -> None:
+        self.server.stop()

@@ -1,0 +1,165 @@
+"""NATS secured end to end, against one real nats-server with TLS, client certificates (mTLS) and
+the per-service users of docs/kubernetes.md's accounts snippet (tests/nats_secure.py): each
+service works under its own identity with only its permissions; the ingest's identity cannot
+consume, purge or delete; a wrong CA or an unknown user stops a service at start with exit 2 and
+the reason, promptly, and no secret shows in what it prints."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import Service, cli, http, service_env, wait_until
+from nats_secure import SecureNats, new_seed
+
+from orderflow import broker, contract
+from orderflow.config import load_settings
+
+pytestmark = [pytest.mark.timeout(120)]
+
+
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureNats]:
+    server = SecureNats.start(tmp_path_factory.mktemp("secure-nats"))
+    yield server
+    server.stop()
+
+
+def _env(nats: SecureNats, service: str, **settings: str) -> dict[str, str]:
+    return {**nats.identity(service), **settings}
+
+
+def test_each_service_works_under_its_own_identity(nats: SecureNats, tmp_path: Path) -> None:
+    """1. The ingest (password file) and a worker (nkey seed), both with a client certificate,
+    start and get ready; the ingest created the layout, the worker its consumer.
+    2. An order is accepted (200), the worker completes it, the ingest shows it done.
+    3. The CLI (its own nkey) reads its status, the consumers and the dead letters.
+    4. The server refused nothing: every subject they used is in their documented permissions."""
+    ingest = Service("ingest", service_env(nats.url, **_env(nats, "ingest")), tmp_path / "ingest.log")
+    worker = Service(
+        "worker", service_env(nats.url, **_env(nats, "worker", WORK_S="0.05")), tmp_path / "w.log"
+    )
+    try:
+        ingest.start().wait_ready(30)
+        worker.start().wait_ready(30)
+        status, _, body = http("POST", ingest.url + "/orders", b'{"product_id":1,"count":2,"username":"m"}')
+        assert status == 200, body
+        order_id = json.loads(body)["order_id"]
+
+        def done() -> bool:
+            code, _, shown = ingest.get(f"/orders/{order_id}")
+            return code == 200 and json.loads(shown)["status"] == "done"
+
+        wait_until(done, 30, "the order to be done")
+        cli_env = _env(nats, "cli")
+        for args in (["status", order_id], ["consumers"], ["dlq", "list"]):
+            result = cli(nats.url, *args, **cli_env)  # type: ignore[arg-type]  # settings, not timeout
+            assert result.returncode == 0, (args, result.stderr)
+            if args[0] == "status":
+                assert json.loads(result.stdout)["status"] == "done"
+    finally:
+        worker.stop()
+        ingest.stop()
+    assert nats.violations() == []
+
+
+def test_the_ingest_identity_cannot_consume_purge_or_delete(nats: SecureNats) -> None:
+    """Under the ingest's identity every consuming or destroying JetStream call is refused by
+    the server (a permissions violation, no answer), and ORDERS is still there afterwards."""
+    env = {f"ORDERFLOW_{k}": v for k, v in _env(nats, "ingest", NATS_URL=nats.url).items()}
+    settings = load_settings("ingest", env)
+    refused = [
+        f"$JS.API.CONSUMER.CREATE.{contract.STREAM}.thief",
+        f"$JS.API.CONSUMER.MSG.NEXT.{contract.STREAM}.workers",
+        f"$JS.API.STREAM.PURGE.{contract.STREAM}",
+        f"$JS.API.STREAM.DELETE.{contract.STREAM}",
+        f"$JS.API.STREAM.UPDATE.{contract.STREAM}",
+        f"$JS.API.STREAM.MSG.DELETE.{contract.STREAM}",
+    ]
+
+    async def attempt() -> tuple[list[str], int]:
+        nc = await broker.connect(settings, "ingest-test")
+        try:
+            js = nc.jetstream(timeout=2.0)
+            await broker.ensure_layout(js, settings, may_change=False)
+            answered = []
+            for subject in refused:
+                try:
+                    await nc.request(subject, b"{}", timeout=0.5)
+                    answered.append(subject)
+                except TimeoutError:
+                    pass
+            # A plain subscription on the orders (reading them off the wire) is refused too.
+            await nc.subscribe("orders.>")
+            await nc.flush()
+            await asyncio.sleep(0.2)
+            info = await js.stream_info(contract.STREAM)
+            return answered, info.config.num_replicas or 0
+        finally:
+            await nc.close()
+
+    answered, replicas = asyncio.run(attempt())
+    assert answered == []
+    assert replicas == 1  # still there, unchanged
+    seen = "\n".join(nats.violations())
+    for subject in refused:
+        assert f'Publish Violation - Subject "{subject}"' in seen
+    assert 'Subscription Violation - Subject "orders.>"' in seen
+
+
+def test_a_refused_connection_stops_a_worker_at_start_with_exit_2_and_the_reason(
+    nats: SecureNats, tmp_path: Path
+) -> None:
+    """Three workers at once, each refused for another reason: a CA that did not sign the
+    server's certificate, a user the server does not know (a removed one), no client
+    certificate. Each exits 2 within seconds, naming the server and the reason."""
+    new_seed(tmp_path / "unknown.nk")  # a valid seed the server does not know
+    cases = {
+        "certificate is not trusted": {"NATS_CA_FILE": nats.pki.path("other-ca.crt")},
+        "refused our credentials": {"NATS_NKEY_SEED_FILE": str(tmp_path / "unknown.nk")},
+        "TLS handshake refused": {"NATS_CERT_FILE": "", "NATS_KEY_FILE": ""},
+    }
+    workers = {
+        reason: Service(
+            "worker", service_env(nats.url, **_env(nats, "worker", **over)), tmp_path / f"{i}.log"
+        )
+        for i, (reason, over) in enumerate(cases.items())
+    }
+    started = time.monotonic()
+    try:
+        for w in workers.values():
+            w.start()
+        codes = {reason: w.wait(20) for reason, w in workers.items()}
+    finally:
+        for w in workers.values():
+            w.stop()
+    took_s = time.monotonic() - started
+    for reason, w in workers.items():
+        assert codes[reason] == 2, w.logs()[-2000:]
+        assert reason in w.logs() and f"NATS at {nats.url} refused the connection" in w.logs()
+    assert took_s < 15, f"exit 2 after {took_s:.1f}s"
+
+
+def test_the_ingest_and_the_cli_exit_2_on_bad_credentials_and_print_no_secret(
+    nats: SecureNats, tmp_path: Path
+) -> None:
+    """A password in the URL (discouraged) that the server refuses: the ingest and the CLI exit 2
+    naming the server, the user and the reason, never the password."""
+    secret = "hunter2-not-the-password"
+    url = nats.url.replace("tls://", f"tls://orderflow-ingest:{secret}@")
+    env = {**nats.tls(), "SHUTDOWN_DELAY_S": "5"}
+    ingest = Service("ingest", service_env(url, **env), tmp_path / "ingest.log")
+    ingest.start()
+    try:
+        assert ingest.wait(20) == 2, ingest.logs()[-2000:]
+    finally:
+        ingest.stop()
+    result = cli(url, "status", **nats.tls())  # type: ignore[arg-type]  # settings, not timeout
+    assert result.returncode == 2, result.stderr
+    for text in (ingest.logs(), result.stderr):
+        assert "refused our credentials" in text and "orderflow-ingest:***@127.0.0.1" in text
+        assert secret not in text
