@@ -36,7 +36,9 @@ class DirectOrders:
         self._work = state.settings.work_s
         self._work_done = state.metrics.work_done
 
-    async def __call__(self, order: contract.Order, task_type: str, keyed: bool) -> tuple[int, bytes]:
+    async def __call__(
+        self, order: contract.Order | contract.TypedOrder, task_type: str, keyed: bool
+    ) -> tuple[int, bytes]:
         # Inline work keeps no records: an Idempotency-Key is only the order id here.
         if not self._capacity.take():
             self._work_done.labels("error").inc()

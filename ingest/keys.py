@@ -62,8 +62,11 @@ class Outcome(enum.Enum):
     UNAVAILABLE = "unavailable"  # the key store cannot answer: 503
 
 
-def fingerprint(order: contract.Order, task_type: str) -> str:
-    canonical = f"{task_type}\0{order.product_id}\0{order.count}\0{order.username}".encode()
+def fingerprint(order: contract.Order | contract.TypedOrder, task_type: str) -> str:
+    if isinstance(order, contract.TypedOrder):  # its payload is stored with sorted keys
+        canonical = task_type.encode() + b"\0" + bytes(order.payload)
+    else:
+        canonical = f"{task_type}\0{order.product_id}\0{order.count}\0{order.username}".encode()
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
@@ -99,7 +102,7 @@ class IdempotencyKeys:
         self._refusals = refusals
         self._in_flight_s = publish_timeout_s + _CLOCK_MARGIN_S
 
-    async def claim(self, order: contract.Order, task_type: str) -> Claim:
+    async def claim(self, order: contract.Order | contract.TypedOrder, task_type: str) -> Claim:
         key = order.order_id
         mine = KeyRecord(fingerprint(order, task_type), key, time.time(), os.urandom(8).hex())
         for _ in range(3):  # a record can expire between our create and our read

@@ -1,8 +1,16 @@
 """The OpenAPI 3.1 document served at /openapi.json, written out so that schemathesis and
-client generators see exactly the contract the validator enforces."""
+client generators see exactly the contract the validator enforces.
+
+Each task type's payload is in it (`document`): the request body is the default type's, every
+type's schema is a component, and `x-orderflow-payloads` maps each type to its own (OpenAPI cannot
+tie a body to a query parameter's value). A declared schema's `$defs` become components too, its
+references rewritten to them."""
 
 from __future__ import annotations
 
+import copy
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orderflow import contract
@@ -30,6 +38,21 @@ _invalid = {
     },
 }
 _json = "application/json"
+# The seed's order: the payload of every task type that declares none (orderflow/payloads.py).
+SEED_ORDER: dict[str, Any] = {
+    "type": "object",
+    "required": ["product_id", "count", "username"],
+    "properties": {
+        "product_id": _quantity,
+        "count": _quantity,
+        "username": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": contract.MAX_USERNAME,
+            "pattern": contract.USERNAME_PATTERN,
+        },
+    },
+}
 
 
 def _key_problem(result: str) -> dict[str, Any]:
@@ -69,27 +92,7 @@ OPENAPI: dict[str, Any] = {
                     },
                     {"name": "type", "in": "query", "required": False, "schema": {"type": "string"}},
                 ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        _json: {
-                            "schema": {
-                                "type": "object",
-                                "required": ["product_id", "count", "username"],
-                                "properties": {
-                                    "product_id": _quantity,
-                                    "count": _quantity,
-                                    "username": {
-                                        "type": "string",
-                                        "minLength": 1,
-                                        "maxLength": contract.MAX_USERNAME,
-                                        "pattern": contract.USERNAME_PATTERN,
-                                    },
-                                },
-                            }
-                        }
-                    },
-                },
+                "requestBody": {"required": True, "content": {_json: {"schema": SEED_ORDER}}},
                 "responses": {
                     "200": {
                         "description": "stored durably (JetStream PubAck received)",
@@ -172,3 +175,64 @@ OPENAPI: dict[str, Any] = {
         "/metrics": {"get": {"responses": {"200": {"description": "Prometheus metrics"}}}},
     },
 }
+
+
+def document(task_types: Sequence[str], declared: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    """The document for these task types (the first is the default), with their declared payloads."""
+    doc = copy.deepcopy(OPENAPI)
+    components: dict[str, Any] = {"Order": copy.deepcopy(SEED_ORDER)}
+    refs: dict[str, Any] = {}
+    for task_type in task_types:
+        schema = declared.get(task_type)
+        if schema is None:
+            refs[task_type] = {"$ref": "#/components/schemas/Order"}
+            continue
+        name = f"payload.{task_type}"
+        components[name] = _hoisted(schema, name + ".", components)
+        refs[task_type] = {"$ref": f"#/components/schemas/{name}"}
+    post = doc["paths"]["/orders"]["post"]
+    default = declared.get(task_types[0])
+    if default is not None:
+        post["requestBody"]["content"][_json]["schema"] = refs[task_types[0]]
+    for parameter in post["parameters"]:
+        if parameter["name"] == "type":
+            parameter["schema"] = {"type": "string", "enum": list(task_types), "default": task_types[0]}
+            parameter["description"] = (
+                "The task type; the body is its payload (x-orderflow-payloads). An unknown type answers "
+                "400 naming the known ones."
+            )
+    post["x-orderflow-payloads"] = refs
+    doc["components"] = {"schemas": components}
+    return doc
+
+
+_REF_ROOTS = ("#/$defs/", "#/definitions/")
+
+
+def _component(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)
+
+
+def _hoisted(schema: dict[str, Any], prefix: str, components: dict[str, Any]) -> dict[str, Any]:
+    """`schema` without its `$defs`/`definitions` (moved to components as prefix + name) and with
+    its references to them pointed there: `#/$defs/X` would resolve against the document's root."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("$defs", "definitions") and isinstance(value, dict):
+                for name, sub in value.items():
+                    components[_component(prefix + name)] = walk(sub)
+            elif key == "$ref" and isinstance(value, str) and value.startswith(_REF_ROOTS):
+                name = value.split("/", 2)[2]
+                out[key] = "#/components/schemas/" + _component(prefix + name)
+            elif key != "$schema":
+                out[key] = walk(value)
+        return out
+
+    result: dict[str, Any] = walk(schema)
+    return result

@@ -23,7 +23,7 @@ ROUTE = "/orders"
 PATHS = (ROUTE, ROUTE + "/")  # `/orders/` is `/orders`
 
 # (order, task type, whether the client gave an Idempotency-Key) -> (status, body)
-Accept = Callable[[contract.Order, str, bool], Awaitable[tuple[int, bytes]]]
+Accept = Callable[[contract.Order | contract.TypedOrder, str, bool], Awaitable[tuple[int, bytes]]]
 
 
 class _Disconnected(Exception):
@@ -39,7 +39,9 @@ class QueuedOrders:
         self.state = state
         self._keyed = {o: state.metrics.idempotent_requests.labels(o.value) for o in Outcome}
 
-    async def __call__(self, order: contract.Order, task_type: str, keyed: bool) -> tuple[int, bytes]:
+    async def __call__(
+        self, order: contract.Order | contract.TypedOrder, task_type: str, keyed: bool
+    ) -> tuple[int, bytes]:
         publisher = self.state.publisher
         keys = self.state.keys
         if publisher is None or keys is None:
@@ -127,7 +129,10 @@ class OrdersEndpoint:
             body += chunk
             more = message.get("more_body", False)
 
-        order = contract.validate_order(body, key or state.new_id())
+        # The type's declared payload, if it has one (ingest/payloads.py); else the seed's order.
+        schema = state.payloads.get(task_type)
+        order_id = key or state.new_id()
+        order = contract.validate_order(body, order_id) if schema is None else schema.validate(body, order_id)
         if isinstance(order, list):
             return 400, responses.invalid(order)
         return await self.accept(order, task_type, key is not None)

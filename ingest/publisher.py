@@ -123,7 +123,9 @@ class Publisher:
         if self._inflight_gauge is None:
             metrics.publish_inflight.set_function(lambda: requests.in_flight)
 
-    async def publish(self, order: contract.Order, task_type: str, status_check: bool = False) -> Published:
+    async def publish(
+        self, order: contract.Order | contract.TypedOrder, task_type: str, status_check: bool = False
+    ) -> Published:
         """Store the order on `orders.<type>.<id>` with Nats-Msg-Id = its id (a retried order is a
         duplicate inside the duplicate window). `status_check` marks it for the worker: a status
         record may exist for this id (a client's Idempotency-Key), read it before running."""

@@ -8,8 +8,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ingest import openapi as api
 from ingest import responses
-from ingest.openapi import OPENAPI
 from ingest.state import IngestState
 from orderflow import contract, lookup
 
@@ -50,4 +50,12 @@ async def get_order(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return _json(OPENAPI)
+    """The API document with every task type's payload; built again only when a payload changes."""
+    state = _state(request)
+    catalogue = state.catalogue
+    cached = state.openapi
+    if cached is None or cached[0] != catalogue.version:
+        declared = {t: s.schema for t, s in catalogue.schemas.items()}
+        types = [t.name for t in state.settings.task_types]
+        cached = state.openapi = (catalogue.version, contract.encode(api.document(types, declared)))
+    return Response(cached[1], media_type=_JSON)

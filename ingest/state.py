@@ -13,9 +13,11 @@ from prometheus_client import CollectorRegistry
 
 from ingest.ids import IdSource
 from ingest.keys import IdempotencyKeys
+from ingest.payloads import PayloadCatalogue
 from ingest.publisher import Publisher, Refusals
 from orderflow import broker, contract
 from orderflow.config import Settings
+from orderflow.lifecycle import wait_any
 from orderflow.link import Link
 from orderflow.lookup import OrderLookup
 from orderflow.metrics import IngestMetrics
@@ -36,6 +38,10 @@ class IngestState:
         self.metrics = metrics
         self.default_type = settings.task_types[0].name
         self.task_types = {t.name for t in settings.task_types}
+        self.catalogue = PayloadCatalogue(self.task_types)
+        # type -> its declared payload's schema, read per order; no entry: the seed's order
+        self.payloads = self.catalogue.schemas
+        self.openapi: tuple[int, bytes] | None = None  # (catalogue version, the document)
         self.new_id = IdSource()
         self.nc: Client | None = None
         self.link = Link()
@@ -48,6 +54,7 @@ class IngestState:
         self._fatal: str | None = None
         self._stream_problem: str | None = "checking the stream"
         self._stream_check: asyncio.Task[None] | None = None
+        self._payload_watch: asyncio.Task[None] | None = None
 
     # --- probes (orderflow.probes.Probed) ---------------------------------------------------
     @property
@@ -98,6 +105,19 @@ class IngestState:
             except Exception as exc:
                 log.warning("JetStream not ready (%s); retrying", exc)
                 await asyncio.sleep(1.0)
+        # The declared payloads before the first order: one checked as the seed's order by mistake
+        # would be stored and then dead-lettered by its worker.
+        self._payload_watch = asyncio.create_task(self.catalogue.watch(js), name="payload-watch")
+        while not self.catalogue.loaded.is_set():
+            await wait_any(self.catalogue.loaded.wait(), stop.wait(), timeout_s=5.0)
+            if stop.is_set():
+                self._payload_watch.cancel()
+                await nc.close()
+                return
+            if not self.catalogue.loaded.is_set():
+                log.warning(
+                    "payloads (KV %s) not loaded yet; not taking orders before", contract.TYPES_BUCKET
+                )
         self.requests = await Requester(nc, s.publish_timeout_s).start()
         self.link.on_lost(self.requests.connection_lost)
         self.lookup = OrderLookup(self.requests, s.publish_timeout_s)
@@ -154,8 +174,9 @@ class IngestState:
 
     async def close(self) -> None:
         """Drain the NATS connection: what is buffered is flushed, replies still in flight arrive."""
-        if self._stream_check is not None:
-            self._stream_check.cancel()
+        for task in (self._stream_check, self._payload_watch):
+            if task is not None:
+                task.cancel()
         if self.requests is not None:
             await self.requests.stop()
         nc = self.nc

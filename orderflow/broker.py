@@ -287,6 +287,9 @@ def bucket_configs(settings: Settings) -> list[jsapi.KeyValueConfig]:
         bucket(contract.WORKERS_BUCKET, 6.0, jsapi.StorageType.FILE, r),
         # Idempotency-Key records (ingest/keys.py): one per keyed order, for the key's lifetime.
         bucket(KEYS_BUCKET, settings.idempotency_ttl_s, jsapi.StorageType.FILE, r),
+        # Each task type's payload as its workers declare it (orderflow/payloads.py); kept for good
+        # (no TTL): an ingest started while no worker runs still checks orders by it.
+        bucket(contract.TYPES_BUCKET, 0.0, jsapi.StorageType.FILE, r),
     ]
 
 

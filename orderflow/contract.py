@@ -30,6 +30,9 @@ DURABLE = "workers"
 CANCELS_BUCKET = "ORDER_CANCELS"
 # Live workers and when each started: the order of their pull priorities (oldest first).
 WORKERS_BUCKET = "ORDER_WORKERS"
+# Each task type's payload as its workers declare it (orderflow/payloads.py): key = the type, value
+# a TypeRecord. Workers write it at start; the ingest watches it and validates orders by it.
+TYPES_BUCKET = "ORDER_TYPES"
 # The consumers' priority group: pulls carry a priority from the worker's rank.
 PRIORITY_GROUP = "orderflow"
 # Retries that wait longer than a few ack waits are scheduled messages (nats-server 2.12) in a stream
@@ -50,9 +53,10 @@ H_ORDER_ID = "Orderflow-Order-Id"
 H_SUBJECT = "Orderflow-Subject"
 H_WORKER = "Orderflow-Worker"
 # Why an order is in ORDERS_DLQ: out of failed attempts, its worker died too often, delivered too
-# often, the handler called it poison, or the payload is not an order at all.
+# often, the handler called it poison, the payload is not an order at all, or it is an order whose
+# payload does not fit its task type's as the worker has it now (a schema changed while it waited).
 H_REASON = "Orderflow-Reason"
-DLQ_REASONS = ("attempts", "crashes", "deliveries", "poison", "undecodable")
+DLQ_REASONS = ("attempts", "crashes", "deliveries", "poison", "undecodable", "payload")
 # "A status record may exist for this order: read it before running" (keyed orders, DLQ replays,
 # rescheduled retries). A generated id cannot have one, so its first delivery skips the read.
 H_STATUS_CHECK = "Orderflow-Status-Check"
@@ -128,6 +132,22 @@ class Order(msgspec.Struct, frozen=True, omit_defaults=True):
     created_at: float = 0.0
 
 
+class TypedOrder(msgspec.Struct, frozen=True, omit_defaults=True):
+    """An order of a type that declares a payload of its own (orderflow/payloads.py): the payload
+    as the client sent it, checked by the ingest against the type's JSON Schema and stored as
+    compact JSON with sorted keys (an Idempotency-Key compares it)."""
+
+    order_id: str
+    payload: msgspec.Raw
+    created_at: float = 0.0
+
+
+class OrderRef(msgspec.Struct, frozen=True):
+    """Only the id of a stored order, whatever its payload (hand-backs, tools, dead letters)."""
+
+    order_id: str
+
+
 class FieldError(msgspec.Struct, frozen=True):
     field: str
     message: str
@@ -185,6 +205,8 @@ class RunRecord(msgspec.Struct, frozen=True, omit_defaults=True):
 _encoder = msgspec.json.Encoder()
 _json_any = msgspec.json.Decoder()
 _order_decoder = msgspec.json.Decoder(Order)
+_typed_decoder = msgspec.json.Decoder(TypedOrder)
+_ref_decoder = msgspec.json.Decoder(OrderRef)
 _status_decoder = msgspec.json.Decoder(StatusRecord)
 _run_decoder = msgspec.json.Decoder(RunRecord)
 
@@ -201,6 +223,23 @@ def decode_order(data: bytes) -> Order:
     ):
         raise msgspec.ValidationError("order out of contract")
     return order
+
+
+def decode_typed_order(data: bytes) -> TypedOrder:
+    """Decode a stored order of a declared payload (its payload still raw JSON)."""
+    order = _typed_decoder.decode(data)
+    if not valid_order_id(order.order_id):
+        raise msgspec.ValidationError("order id out of contract")
+    return order
+
+
+def order_id_of(data: bytes) -> str | None:
+    """The id of a stored order of any payload, or None when there is none to read."""
+    try:
+        order_id = _ref_decoder.decode(data).order_id
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return order_id if valid_order_id(order_id) else None
 
 
 def decode_status(data: bytes) -> StatusRecord:

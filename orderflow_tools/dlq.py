@@ -2,8 +2,9 @@
 Hatchet's bulk replay are the models).
 
 A dead order is a message in ORDERS_DLQ on `dlq.orders.<type>.<order_id>`: the original payload
-and headers plus Orderflow-Reason (attempts, crashes, deliveries, poison or undecodable: a poison or
-undecodable order is copied here too, so it can be replayed once its handler or release is fixed),
+and headers plus Orderflow-Reason (attempts, crashes, deliveries, poison, undecodable or payload: a
+poison or undecodable order, or one whose payload no longer fits its type's, is copied here too, so
+it can be replayed once its handler or release is fixed),
 Orderflow-Error, Orderflow-Attempts (failed attempts), Orderflow-Deliveries, Orderflow-Crashes,
 Orderflow-Handbacks, Orderflow-Order-Id, Orderflow-Subject and Orderflow-Worker (worker/outcome.py).
 Filters: `--type`, `--since` (a duration back from now, 90m, 2h, 3d, or an ISO 8601 time),

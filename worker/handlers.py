@@ -4,10 +4,16 @@ A handler module has `register(registry, settings)`; ORDERFLOW_HANDLERS lists th
 (default `worker.demo`). Adding a task type takes a few lines:
 
     # myapp/handlers.py                      ORDERFLOW_HANDLERS=worker.demo,myapp.handlers
-    async def send_invoice(job: Job) -> None:   ORDERFLOW_TASK_TYPES=default,invoice:4:600
-        await billing.send(job.order.order_id)  # idempotent by order id
+    class Invoice(msgspec.Struct):              ORDERFLOW_TASK_TYPES=default,invoice:4:600
+        customer: str
+    async def send_invoice(job: Job) -> None:
+        await billing.send(job.order_id, job.payload.customer)  # idempotent by order id
     def register(registry, settings):
-        registry.add("invoice", send_invoice)
+        registry.add("invoice", send_invoice, payload=Invoice)
+
+A type's payload is the seed's order (product_id, count, username) unless it declares its own: a
+msgspec Struct or a JSON Schema (worker/payload.py). The workers publish it for the ingest, which
+checks every order of the type against it (orderflow/payloads.py); `job.payload` is the decoded one.
 
 Raise PoisonError for input that can never succeed (not retried: copied to ORDERS_DLQ with reason
 `poison`, status `failed`, so `orderflow dlq replay` can run it once the handler is fixed); any
@@ -27,7 +33,8 @@ import importlib
 from typing import Any, Protocol
 
 from orderflow.config import Settings
-from orderflow.contract import Order
+from orderflow.contract import Order, TypedOrder
+from worker.payload import SEED, PayloadCodec, codec_of
 
 
 class PoisonError(Exception):
@@ -46,25 +53,42 @@ class _Control(Protocol):
 class Job:
     """What a handler sees of one run of an order."""
 
-    __slots__ = ("_control", "delivery", "failed_attempts", "order", "resume_from", "task_type", "worker_id")
+    __slots__ = (
+        "_control",
+        "delivery",
+        "failed_attempts",
+        "order",
+        "payload",
+        "resume_from",
+        "task_type",
+        "worker_id",
+    )
 
     def __init__(
         self,
-        order: Order,
+        order: Order | TypedOrder,
         task_type: str,
         failed_attempts: int,
         delivery: int,
         worker_id: str,
         resume_from: Any,
         control: _Control,
+        payload: Any = None,
     ) -> None:
         self.order = order
+        # the type's declared payload, decoded (its Struct, or a dict for a JSON Schema); for the
+        # seed's order the order itself (product_id, count, username)
+        self.payload: Any = order if payload is None else payload
         self.task_type = task_type
         self.failed_attempts = failed_attempts  # failed attempts before this run
         self.delivery = delivery  # deliveries of this order so far, this one included
         self.worker_id = worker_id
         self.resume_from = resume_from  # the last checkpoint's state, None on a first run
         self._control = control
+
+    @property
+    def order_id(self) -> str:
+        return self.order.order_id
 
     @property
     def attempt(self) -> int:
@@ -93,19 +117,24 @@ class Handler(Protocol):
 
 
 class Registry:
-    """Task type -> handler. A module may also offer a catch-all (`fallback`) for every configured
-    type that no module registers explicitly; an explicit registration always wins, whatever the
-    order of ORDERFLOW_HANDLERS."""
+    """Task type -> handler (and its payload). A module may also offer a catch-all (`fallback`)
+    for every configured type that no module registers explicitly; an explicit registration always
+    wins, whatever the order of ORDERFLOW_HANDLERS."""
 
     def __init__(self) -> None:
         self._handlers: dict[str, Handler] = {}
+        self._payloads: dict[str, PayloadCodec] = {}
         self._fallback: tuple[str, Handler] | None = None
         self._loading = "?"
 
-    def add(self, task_type: str, handler: Handler) -> None:
+    def add(self, task_type: str, handler: Handler, payload: Any = None) -> None:
+        """`payload`: a msgspec.Struct class or a JSON Schema (dict) for the type's orders; None
+        keeps the seed's order. A schema that is not valid JSON Schema fails here, at start."""
         if task_type in self._handlers:
             raise ValueError(f"task type {task_type!r} already has a handler")
+        codec = codec_of(task_type, payload)
         self._handlers[task_type] = handler
+        self._payloads[task_type] = codec
 
     def fallback(self, handler: Handler) -> None:
         """Run `handler` for every configured type without an explicit one (the demo's way)."""
@@ -122,6 +151,10 @@ class Registry:
         if self._fallback is not None:
             return self._fallback[1]
         raise KeyError(task_type)
+
+    def payload(self, task_type: str) -> PayloadCodec:
+        """How the type's orders are decoded (the catch-all's types take the seed's order)."""
+        return self._payloads.get(task_type, SEED)
 
     def __contains__(self, task_type: object) -> bool:
         return task_type in self._handlers or self._fallback is not None

@@ -39,6 +39,7 @@ from orderflow import contract
 from worker.handlers import CheckpointError, Handler, Job, PoisonError
 from worker.hooks import Hooks, at_stake_s
 from worker.outcome import Books, Delivery, Kind, Limits, Outcome, Settler, keep_trying
+from worker.payload import SEED, PayloadCodec
 from worker.pool import Pool, Slot
 from worker.timing import Timing
 from worker.transport import Message, Meta, Transport, header
@@ -178,9 +179,11 @@ class JobPipeline:
         worker_id: str,
         is_cancelled: Callable[[str], bool],
         recovery: Recovery,
+        codec: PayloadCodec = SEED,
     ) -> None:
         self.task_type = task_type
         self._handler = handler
+        self._codec = codec
         self._settler = settler
         self._t = transport
         self._hooks = hooks
@@ -249,10 +252,7 @@ class JobPipeline:
         """A delivery the fetch loop will not start (it stopped fetching): the settler records that
         it ended cleanly and naks it; not an attempt."""
         d = Delivery(msg, Meta(msg.reply), self.task_type)
-        try:
-            d.order_id = contract.decode_order(msg.data).order_id
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            d.order_id = _fallback_id(msg, d.meta.seq)
+        d.order_id = contract.order_id_of(msg.data) or _fallback_id(msg, d.meta.seq)
 
         async def settle() -> None:
             kind = await self._settler.settle(d, Outcome(Kind.UNSTARTED))
@@ -284,10 +284,20 @@ class JobPipeline:
         d = run.delivery
         msg = d.msg
         try:
-            order = contract.decode_order(msg.data)
+            order, payload = self._codec.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            d.order_id = _fallback_id(msg, d.meta.seq)
-            await self._settle(run, Outcome(Kind.POISON, f"undecodable order: {exc}", reason="undecodable"))
+            order_id = contract.order_id_of(msg.data)
+            if order_id is None:
+                d.order_id = _fallback_id(msg, d.meta.seq)
+                await self._settle(
+                    run, Outcome(Kind.POISON, f"undecodable order: {exc}", reason="undecodable")
+                )
+                return
+            # An order, but not of the payload this worker's handler takes (stored before a schema
+            # changed, or by hand): dead-lettered with the reason, replayable once a handler takes it.
+            d.order_id = order_id
+            error = f"payload does not fit task type {self.task_type}'s: {exc}"
+            await self._settle(run, Outcome(Kind.DEAD, error, reason="payload"))
             return
         d.order_id = order.order_id
 
@@ -321,7 +331,14 @@ class JobPipeline:
         self._hooks.started(d)
         resume = _any.decode(d.books.checkpoint) if d.books.checkpoint is not None else None
         job = Job(
-            order, d.task_type, d.books.failed, d.deliveries, self._worker_id, resume, _Control(self, run)
+            order,
+            d.task_type,
+            d.books.failed,
+            d.deliveries,
+            self._worker_id,
+            resume,
+            _Control(self, run),
+            payload,
         )
         try:
             await self._handler(job)

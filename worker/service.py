@@ -26,6 +26,7 @@ from orderflow.lifecycle import Lifecycle, wait_any
 from orderflow.link import Link
 from orderflow.metrics import WorkerMetrics
 from orderflow.natsmux import Requester
+from worker import payload
 from worker.cancels import CancelMarkers
 from worker.consumer import FetchLoop
 from worker.handlers import Registry, load_handlers
@@ -158,6 +159,11 @@ class WorkerService:
         s = self.settings
         js = nc.jetstream(timeout=5.0)
         layout = await self._until_answered("the stream layout", lambda: broker.ensure_layout(js, s))
+        served = [t.name for t in s.task_types]
+        await self._until_answered(
+            "the payload declarations",
+            lambda: payload.declare(js, served, self.handlers.payload, s.worker_id),
+        )
         requests = self._requests = await Requester(nc).start()
         # A reply that can no longer come (its connection is gone) fails now, not at its timeout.
         self.link.on_lost(requests.connection_lost)
@@ -205,6 +211,7 @@ class WorkerService:
                 s.worker_id,
                 self.cancels.__contains__,
                 recovery,
+                self.handlers.payload(task_type.name),
             )
             pool = Pool(task_type.name, task_type.concurrency, task_type.timeout_s, pipeline, timing)
             pipeline.bind(pool)

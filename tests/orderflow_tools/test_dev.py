@@ -236,7 +236,8 @@ def test_the_readme_task_type_example_works_as_written_and_dev_migrates_its_stor
        `invoice` before myapp loaded ("already has a handler"), then the old consumer overlapped
        the new ones (a raw "filtered consumer not unique" traceback). Now dev deletes `workers`
        and says so, both workers start, and the README's curl is run by the new handler.
-    3. A default order still runs the demo; an invoice of count 0 is poison (failed)."""
+    3. A default order still runs the demo; an invoice of 0 cents is poison (failed); a seed order
+       sent as an invoice answers 400 naming the fields of the payload myapp declared."""
     section = readme_section("Adding a task type")
     [handler] = code_blocks(section, "python")
     [commands] = code_blocks(section, "sh")
@@ -277,9 +278,13 @@ def test_the_readme_task_type_example_works_as_written_and_dev_migrates_its_stor
 
     default = json.loads(http("POST", second.base + "/orders", ORDER)[2])["order_id"]
     wait_until(lambda: _status(second, default) == "done", 20, "a default order to be done")
-    nothing = b'{"product_id":1,"count":0,"username":"m"}'
+    nothing = b'{"customer":"acme","amount_cents":0}'
     poison = json.loads(http("POST", second.base + "/orders?type=invoice", nothing)[2])["order_id"]
     wait_until(lambda: _status(second, poison) == "failed", 20, "the empty invoice to fail")
+    # the ingest checks invoices by the payload myapp declared (through KV ORDER_TYPES)
+    seed_order = http("POST", second.base + "/orders?type=invoice", ORDER)
+    assert seed_order[0] == 400, seed_order
+    assert {e["field"] for e in json.loads(seed_order[2])["errors"]} >= {"customer", "amount_cents"}
 
 
 def _status(dev: Dev, order_id: str) -> str | None:

@@ -24,7 +24,7 @@ def register(registry: Registry, settings: Settings) -> None:
         await job.record("start")
         if await asyncio.to_thread(os.path.exists, broken):
             await job.record("error")
-            if job.order.username == "poison":
+            if job.payload.username == "poison":
                 raise PoisonError(f"billing cannot read {job.order.order_id}")
             raise BillingBroken(f"billing BROKEN for {job.order.order_id}")
         await job.record("done")

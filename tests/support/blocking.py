@@ -23,7 +23,7 @@ def block_s(username: str) -> float:
 def register(registry: Registry, settings: Settings) -> None:
     async def blocking(job: Job) -> None:
         await job.record("start")
-        seconds = block_s(job.order.username)
+        seconds = block_s(job.payload.username)
         if seconds:
             time.sleep(seconds)  # noqa: ASYNC251  (on purpose: no heartbeat, no timer, no callback)
         else:

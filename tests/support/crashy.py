@@ -17,7 +17,7 @@ class SlotCrash(BaseException):
 def register(registry: Registry, settings: Settings) -> None:
     async def crashy(job: Job) -> None:
         await job.record("start")
-        if job.order.username == "crash-once" and job.attempt == 1:
+        if job.payload.username == "crash-once" and job.attempt == 1:
             raise SlotCrash("boom")
         await asyncio.sleep(settings.work_s.min_s)
         await job.record("done")

@@ -20,7 +20,7 @@ def failures_wanted(username: str) -> int:
 def register(registry: Registry, settings: Settings) -> None:
     async def flaky(job: Job) -> None:
         await job.record("start")
-        if job.attempt <= failures_wanted(job.order.username):
+        if job.attempt <= failures_wanted(job.payload.username):
             await job.record("error")
             raise Flaky(f"attempt {job.attempt} fails on purpose")
         await job.record("done")

@@ -15,6 +15,7 @@ from worker.handlers import CheckpointError, Job
 from worker.hooks import Hook, Hooks
 from worker.job import JobPipeline, Recovery
 from worker.outcome import Delivery, Kind, Settler
+from worker.payload import SEED, PayloadCodec
 from worker.pool import Pool
 from worker.timing import Timing
 
@@ -50,6 +51,7 @@ class Rig:
         timeout_s: float = 60.0,
         cancelled: frozenset[str] = frozenset(),
         recovering: bool = False,
+        codec: PayloadCodec = SEED,
         **env: object,
     ) -> None:
         self.t = StandInTransport()
@@ -63,7 +65,7 @@ class Rig:
             recovery.open()
         self.pipeline = JobPipeline(
             "default", handler, self.settler, self.t, Hooks(self.hooks), self.timing, lim, "me",
-            cancelled.__contains__, recovery,
+            cancelled.__contains__, recovery, codec,
         )  # fmt: skip
         self.pool = Pool("default", 4, timeout_s, self.pipeline, self.timing)
         self.pipeline.bind(self.pool)
