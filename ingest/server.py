@@ -39,7 +39,7 @@ async def serve(settings: Settings) -> int:
         connecting.add_done_callback(lambda t: _stop_if_refused(t, lifecycle))
         if settings.bind_when_ready:
             await wait_any(asyncio.shield(connecting), lifecycle.stop.wait())
-            if not connecting.done():
+            if not connecting.done() or lifecycle.stop.is_set():
                 connecting.cancel()
                 return 0
             if _refused(connecting) is not None:
@@ -65,8 +65,10 @@ async def serve(settings: Settings) -> int:
     # 3. Readiness 503 at once; keep serving while the endpoints controllers and kube-proxy take
     # this pod out of rotation (requests still arrive for a few seconds after SIGTERM).
     state.begin_shutdown()
-    log.info("shutting down: readiness 503, serving %.1fs more", settings.shutdown_delay_s)
-    await wait_any(lifecycle.force.wait(), timeout_s=settings.shutdown_delay_s)
+    # Never connected (queued mode): never ready, so in no Service's endpoints: nothing to wait for.
+    delay_s = 0.0 if connecting is not None and state.nc is None else settings.shutdown_delay_s
+    log.info("shutting down: readiness 503, serving %.1fs more", delay_s)
+    await wait_any(lifecycle.force.wait(), timeout_s=delay_s)
 
     # 4. Stop accepting; finish in-flight requests within shutdown_timeout_s (a second signal
     # cuts this short).

@@ -91,7 +91,10 @@ class IngestState:
         """Connect (retrying until NATS is there or `stop` is set) and ensure the stream layout.
         A layout JetStream cannot reach is fatal: readiness says why until an operator acts."""
         s = self.settings
-        nc = await broker.connect_retrying(s, f"ingest-{s.worker_id}", stop, self.link)
+        try:
+            nc = await broker.connect_retrying(s, f"ingest-{s.worker_id}", stop, self.link)
+        except broker.Stopped:
+            return  # stopped before NATS was ever there: nothing to drain
         js = nc.jetstream(timeout=s.publish_timeout_s)
         while True:
             try:

@@ -19,7 +19,9 @@ from nats.js.errors import NotFoundError
 
 from orderflow import contract, natsauth
 from orderflow.config import Settings
+from orderflow.lifecycle import wait_any
 from orderflow.link import RECONNECT_WAIT_S, Link
+from orderflow.logsummary import SummaryLog
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +61,22 @@ class BrokerConfigError(Exception):
     """The server's existing stream/consumer cannot be brought to orderflow's config."""
 
 
+class Stopped(Exception):
+    """A stop was asked for before the first connection: nothing to serve, nothing to drain."""
+
+
 async def connect(
     settings: Settings,
     name: str,
     link: Link | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    on_first_error: Callable[[Exception], None] | None = None,
     **extra: Any,
 ) -> Client:
     """Connect with endless reconnects: a NATS restart must never need a service restart. A server
-    that refuses us (TLS, credentials) is final: NatsAccessError, at once, never a retry loop."""
+    that refuses us (TLS, credentials) is final: NatsAccessError, at once, never a retry loop. With
+    endless reconnects nats-py tries the *first* connection forever too, inside `nats.connect`,
+    reporting each failure only to the error callback: `on_first_error` gets those."""
     link = link or Link()
     nc = Client()
     servers = natsauth.redact_urls(settings.nats_urls)
@@ -87,9 +96,13 @@ async def connect(
 
     async def on_error(exc: Exception) -> None:
         problem = natsauth.access_problem(exc)
+        first = not nc.is_connected and nc.connected_url is None and not nc.is_reconnecting
         if problem is None:
-            log.debug("NATS error: %s", natsauth.redact(repr(exc)))
-        elif not nc.is_connected and nc.connected_url is None and not nc.is_reconnecting:
+            if first and on_first_error is not None:
+                on_first_error(exc)
+            else:
+                log.debug("NATS error: %s", natsauth.redact(repr(exc)))
+        elif first:
             # The first connect: nats-py would retry it forever; raising here ends its loop.
             raise natsauth.NatsAccessError(f"NATS at {servers} refused the connection: {problem}")
         elif last_refusal != [problem]:  # a reconnect refused: said once per reason, retried
@@ -126,25 +139,35 @@ async def connect_retrying(
     link: Link | None = None,
     on_reconnect: Callable[[], Awaitable[None]] | None = None,
 ) -> Client:
-    """Keep trying the first connection (a pod may start before NATS does); a refusal (TLS,
+    """Keep trying the first connection (a pod may start before NATS does), saying so once per
+    `refusal_log_interval_s` with the URL (redacted) and the reason; `stop` set meanwhile raises
+    Stopped at once (nats-py's own first-connection loop never looks at a signal). A refusal (TLS,
     credentials: NatsAccessError) is raised at once."""
+    stop = stop or asyncio.Event()
+    urls = natsauth.redact_urls(settings.nats_urls)
+    failures = SummaryLog(log, f"cannot reach NATS at {urls}", settings.refusal_log_interval_s)
+
+    def failed(exc: BaseException) -> None:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        failures.note(natsauth.redact(reason))
+
     delay = 0.2
     while True:
-        try:
-            return await connect(settings, name, link, on_reconnect)
-        except natsauth.NatsAccessError:
-            raise
-        except Exception as exc:  # nats raises several unrelated types for "not there yet"
-            if stop is not None and stop.is_set():
-                raise
-            log.warning(
-                "cannot reach NATS at %s (%s); retrying in %.1fs",
-                natsauth.redact_urls(settings.nats_urls),
-                natsauth.redact(str(exc)),
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+        attempt = asyncio.ensure_future(connect(settings, name, link, on_reconnect, failed))
+        await wait_any(attempt, stop.wait())  # cancels the attempt if stop came first
+        if not attempt.done() or attempt.cancelled():
+            raise Stopped
+        exc = attempt.exception()
+        if exc is None:
+            failures.flush()
+            return attempt.result()
+        if isinstance(exc, natsauth.NatsAccessError):
+            raise exc
+        # nats-py raises a few unrelated types for "not there yet" outside its own loop
+        failed(exc)
+        if await wait_any(stop.wait(), timeout_s=delay):
+            raise Stopped
+        delay = min(delay * 2, 5.0)
 
 
 def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import signal
+import time
+from pathlib import Path
 
 import pytest
-from harness import NatsServer, connect, run
+from harness import NatsServer, Service, connect, free_port, run, service_env, wait_until
 from nats.js import api as jsapi
 
 from orderflow import broker, contract
@@ -189,3 +192,39 @@ def test_switching_to_split_task_types_names_the_old_consumer_and_the_command_th
             assert handle.name == "workers-default"
 
     run(main())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "sig"),
+    [("worker", signal.SIGTERM), ("worker", signal.SIGINT), ("ingest", signal.SIGTERM)],
+)
+def test_a_service_that_cannot_reach_nats_says_so_is_unready_and_stops_at_once(
+    module: str, sig: int, tmp_path: Path
+) -> None:
+    """Both services share broker.connect_retrying. A worker used to log nothing and hang on every
+    signal: nats-py's first connection loops forever inside `nats.connect`, and never sees a signal.
+    1. Started against a port where nothing listens, with a user and password in the URL.
+    2. It says it cannot reach NATS, with the URL redacted and the reason, once per interval (1 s).
+    3. /readyz 503, /healthz 200 (the process is alive: a restart would not bring NATS).
+    4. One signal: exit 0 within a second (there is nothing to drain)."""
+    port = free_port()
+    url = f"nats://orders:s3cret@127.0.0.1:{port}"
+    svc = Service(module, service_env(url, REFUSAL_LOG_INTERVAL_S=1), tmp_path / f"{module}.log").start()
+    try:
+        said = f"cannot reach NATS at nats://orders:***@127.0.0.1:{port}: ConnectionRefusedError"
+        wait_until(lambda: said in svc.logs(), 20, "the service to say it cannot reach NATS")
+        start = time.monotonic()
+        wait_until(lambda: svc.get("/readyz")[0] == 503, 10, "/readyz to answer")
+        assert svc.get("/healthz")[0] == 200
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - start)))
+        lines = [line for line in svc.logs().splitlines() if "cannot reach NATS" in line]
+        assert 2 <= len(lines) <= 5, lines  # the first at once, then one per interval
+        assert "in the last 1s (last: ConnectionRefusedError" in lines[-1]
+        assert "s3cret" not in svc.logs()
+        svc.signal(sig)
+        signalled = time.monotonic()
+        assert svc.wait(5) == 0
+        assert time.monotonic() - signalled < 1.0
+    finally:
+        svc.stop()
