@@ -39,11 +39,11 @@ async def serve(settings: Settings) -> int:
         connecting.add_done_callback(lambda t: _stop_if_refused(t, lifecycle))
         if settings.bind_when_ready:
             await wait_any(asyncio.shield(connecting), lifecycle.stop.wait())
+            if _refused(connecting) is not None:  # (a refusal sets the stop event too)
+                return _exit_refused(connecting)
             if not connecting.done() or lifecycle.stop.is_set():
                 connecting.cancel()
                 return 0
-            if _refused(connecting) is not None:
-                return _exit_refused(connecting)
     else:
         log.info("direct mode: work inline, capacity %g RPS", settings.rate_limit_rps)
 
