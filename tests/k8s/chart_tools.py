@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from orderflow import natsauth
 from orderflow.config import KNOWN, ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +30,14 @@ CHART = REPO / "charts" / "orderflow"
 ALL_ON = CHART / "ci" / "all-on-values.yaml"
 KUSTOMIZE = REPO / "kustomize"
 OVERLAYS = ["base", "overlays/dev", "overlays/prod"]
-COMPONENTS = ["monitoring", "autoscaling-keda", "autoscaling-hpa", "network-policy", "scale-down-tolerance"]
+COMPONENTS = [
+    "monitoring",
+    "autoscaling-keda",
+    "autoscaling-hpa",
+    "network-policy",
+    "scale-down-tolerance",
+    "nats-secure",
+]
 # The cluster version everything renders for and validates against unless a test says otherwise.
 KUBERNETES_VERSION = "1.34.0"
 CI = bool(os.environ.get("CI"))
@@ -243,20 +251,34 @@ def validate(docs: list[Doc], kubernetes_version: str = KUBERNETES_VERSION) -> N
 
 
 def check_orderflow_env(docs: list[Doc]) -> None:
-    """Every ORDERFLOW_* env name is a known setting and the literal values load; no service links."""
-    placeholders = {
-        "ORDERFLOW_NATS_URL": "nats://nats:4222",
-        "ORDERFLOW_NATS_USER": "u",
-        "ORDERFLOW_NATS_PASSWORD": "p",
-    }
+    """Every ORDERFLOW_* env name is a known setting and the literal values load; no service links;
+    no secret in an env value (secretKeyRef): a setting that names a file (the NATS identity and
+    TLS) points into a volume mounted read-only, and is checked there rather than loaded here."""
+    placeholders = {"ORDERFLOW_NATS_URL": "nats://nats:4222"}
     pending = {f"ORDERFLOW_{s}" for s in PENDING_SETTINGS}
+    files = {f"ORDERFLOW_{s}" for s in natsauth.FILE_SETTINGS}
     for d in by_kind(docs, "Deployment"):
-        assert pod_spec(d)["enableServiceLinks"] is False, d["metadata"]["name"]
+        name = d["metadata"]["name"]
+        assert pod_spec(d)["enableServiceLinks"] is False, name
         env = env_of(d)
-        names = {n for n in env if n.startswith("ORDERFLOW_")} - pending
+        # The URL carries no credentials (they are files); kustomize keeps it in its Secret.
+        from_secrets = [
+            n
+            for n, e in env.items()
+            if "secretKeyRef" in e.get("valueFrom", {}) and n != "ORDERFLOW_NATS_URL"
+        ]
+        assert not from_secrets, f"{name}: secrets as env values {from_secrets}"
+        mounts = {m["mountPath"]: m for m in container(d).get("volumeMounts", [])}
+        for n in files & set(env):
+            path = env[n]["value"]
+            mount = next((m for p, m in mounts.items() if path.startswith(p.rstrip("/") + "/")), None)
+            assert mount is not None and mount.get("readOnly"), f"{name}: {n}={path} not in a read-only mount"
+        names = {n for n in env if n.startswith("ORDERFLOW_")} - pending - files
         unknown = {n for n in names if n.removeprefix("ORDERFLOW_") not in KNOWN}
-        assert not unknown, f"{d['metadata']['name']}: unknown settings {unknown}"
+        assert not unknown, f"{name}: unknown settings {unknown}"
         values = {n: e.get("value", placeholders.get(n, "x")) for n, e in env.items() if n in names}
+        if "ORDERFLOW_NATS_USER" in values:
+            values["ORDERFLOW_NATS_PASSWORD"] = "p"  # stands in for the mounted password file
         service = deployment_component(d)
         try:
             load_settings("ingest" if service == "ingest" else "worker", values)

@@ -56,6 +56,11 @@ VARIANTS: dict[str, list[str]] = {
         "--set",
         "nats.existingSecret=nats-client,nats.auth.mode=creds,worker.podDeletionCost.enabled=false",
     ],
+    "mtls-nkey-per-component": [
+        "--set",
+        "nats.url=tls://nats:4222,nats.auth.mode=nkey,nats.componentSecrets.ingest=i,"
+        "nats.componentSecrets.worker=w,nats.tls.enabled=true,nats.tls.secretName=nats-client-tls",
+    ],
 }
 
 
@@ -73,7 +78,7 @@ def test_defaults_render_the_plain_workloads_only() -> None:
         ["Deployment"] * 2
         + ["Service"] * 2
         + ["PodDisruptionBudget"] * 2
-        + ["ServiceAccount", "Role", "RoleBinding", "Secret", "Pod"]
+        + ["ServiceAccount", "Role", "RoleBinding", "Pod"]  # no Secret: NATS without auth needs none
     )
 
 
@@ -149,21 +154,50 @@ def test_schema_rejects_typos_and_bad_values(setting: str, message: str) -> None
         helm_template("--set", setting)
 
 
-def test_nats_settings_come_from_the_secret() -> None:
+def test_nats_identity_and_tls_are_files_mounted_from_secrets_never_env_values() -> None:
+    """The chart-created Secret holds the password only; the URL and the user name are plain values,
+    the password a file (ORDERFLOW_NATS_PASSWORD_FILE) in a read-only Secret volume."""
     docs = helm_template("--set", "nats.auth.mode=userPassword,nats.auth.user=u,nats.auth.password=p")
     [secret] = by_kind(docs, "Secret")
-    assert set(secret["stringData"]) == {"url", "user", "password"}
+    assert set(secret["stringData"]) == {"password"}
     for component in ("ingest", "worker"):
-        env = env_of(deployment(docs, component))
-        for name in ("ORDERFLOW_NATS_URL", "ORDERFLOW_NATS_USER", "ORDERFLOW_NATS_PASSWORD"):
-            assert env[name]["valueFrom"]["secretKeyRef"]["name"] == secret["metadata"]["name"]
+        d = deployment(docs, component)
+        env = env_of(d)
+        assert env["ORDERFLOW_NATS_URL"]["value"] == "nats://nats.nats.svc.cluster.local:4222"
+        assert env["ORDERFLOW_NATS_USER"]["value"] == "u"
+        assert env["ORDERFLOW_NATS_PASSWORD_FILE"]["value"] == "/etc/orderflow/nats/password"
+        assert "ORDERFLOW_NATS_PASSWORD" not in env
+        [volume] = [v for v in pod_spec(d)["volumes"] if v["name"] == "nats-identity"]
+        assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    check_orderflow_env(docs)
 
-    docs = helm_template("--set", "nats.existingSecret=nats-client,nats.auth.mode=creds")
+
+def test_each_component_gets_its_own_nats_identity_and_client_certificate() -> None:
+    """Production: one nkey identity and one client certificate (mTLS) per component, each from a
+    Secret of its own; the chart creates no Secret."""
+    docs = helm_template(
+        "--set",
+        "nats.url=tls://nats.nats.svc:4222,nats.auth.mode=nkey,"
+        "nats.componentSecrets.ingest=orderflow-ingest-nats,nats.componentSecrets.worker=orderflow-worker-nats,"
+        "nats.tls.enabled=true,nats.tls.componentSecrets.ingest=orderflow-ingest-tls,"
+        "nats.tls.componentSecrets.worker=orderflow-worker-tls,nats.tls.serverName=nats.nats.svc",
+    )
     assert not by_kind(docs, "Secret")
-    worker = deployment(docs, "worker")
-    assert env_of(worker)["ORDERFLOW_NATS_CREDS_FILE"]["value"] == "/etc/orderflow/nats/nats.creds"
-    [volume] = [v for v in pod_spec(worker)["volumes"] if v["name"] == "nats-creds"]
-    assert volume["secret"]["secretName"] == "nats-client"
+    for component in ("ingest", "worker"):
+        d = deployment(docs, component)
+        env = {n: e["value"] for n, e in env_of(d).items() if n.startswith("ORDERFLOW_NATS_")}
+        assert env["ORDERFLOW_NATS_NKEY_SEED_FILE"] == "/etc/orderflow/nats/nkey.seed"
+        assert env["ORDERFLOW_NATS_CA_FILE"] == "/etc/orderflow/nats-tls/ca.crt"
+        assert env["ORDERFLOW_NATS_CERT_FILE"] == "/etc/orderflow/nats-tls/tls.crt"
+        assert env["ORDERFLOW_NATS_KEY_FILE"] == "/etc/orderflow/nats-tls/tls.key"
+        assert env["ORDERFLOW_NATS_TLS_HOSTNAME"] == "nats.nats.svc"
+        volumes = {v["name"]: v["secret"] for v in pod_spec(d)["volumes"] if "secret" in v}
+        assert volumes["nats-identity"]["secretName"] == f"orderflow-{component}-nats"
+        assert volumes["nats-tls"]["secretName"] == f"orderflow-{component}-tls"
+        assert {i["key"] for i in volumes["nats-tls"]["items"]} == {"ca.crt", "tls.crt", "tls.key"}
+        assert all(v["defaultMode"] == 0o440 for v in volumes.values())
+    check_orderflow_env(docs)
+    validate(docs)
 
 
 def test_worker_gets_its_pod_identity_and_rbac_for_the_deletion_cost() -> None:
@@ -361,3 +395,19 @@ def test_the_validators_catch_an_unknown_field() -> None:
     so["spec"]["triggers"][1]["metadata"]["thresold"] = "1"
     with pytest.raises(AssertionError, match="thresold"):
         validate([so])
+
+
+def test_the_nats_secure_component_mounts_one_identity_and_certificate_per_component(tmp_path: Path) -> None:
+    docs = kustomize(
+        kustomization(tmp_path, [KUSTOMIZE / "base"], [KUSTOMIZE / "components" / "nats-secure"])
+    )
+    for component in ("ingest", "worker"):
+        d = deployment(docs, component)
+        volumes = {v["name"]: v["secret"]["secretName"] for v in pod_spec(d)["volumes"] if "secret" in v}
+        assert volumes == {
+            "nats-identity": f"orderflow-{component}-nats",
+            "nats-tls": f"orderflow-{component}-nats-tls",
+        }
+        env = env_of(d)
+        assert env["ORDERFLOW_NATS_NKEY_SEED_FILE"]["value"] == "/etc/orderflow/nats/nkey.seed"
+        assert env["ORDERFLOW_NATS_CERT_FILE"]["value"] == "/etc/orderflow/nats-tls/tls.crt"

@@ -101,49 +101,96 @@ Null values are skipped: the application's default applies.
 {{- end }}
 {{- end }}
 
-{{/* NATS connection env, read from the Secret; the creds file is mounted by the pod template. */}}
+{{/*
+NATS: the URL as a plain value (it carries no credentials); the identity (password, creds or nkey
+seed file) and the TLS files from Secrets mounted read-only as files, never env values
+(docs/kubernetes.md). Each takes (dict "ctx" $ "component" "ingest|worker"): a component may have
+a Secret of its own, hence a NATS identity of its own.
+*/}}
+{{- define "orderflow.nats.identitySecret" -}}
+{{- $n := .ctx.Values.nats -}}
+{{- default (include "orderflow.nats.secretName" .ctx) (get $n.componentSecrets .component) }}
+{{- end }}
+
+{{- define "orderflow.nats.tlsSecret" -}}
+{{- $t := .ctx.Values.nats.tls -}}
+{{- default $t.secretName (get $t.componentSecrets .component) }}
+{{- end }}
+
 {{- define "orderflow.nats.env" -}}
-{{- $secret := include "orderflow.nats.secretName" . -}}
-{{- $keys := .Values.nats.secretKeys -}}
+{{- $n := .ctx.Values.nats -}}
+{{- $k := $n.secretKeys -}}
 - name: ORDERFLOW_NATS_URL
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: {{ $keys.url }}
-{{- if eq .Values.nats.auth.mode "userPassword" }}
+  value: {{ required "nats.url is required" $n.url | quote }}
+{{- if eq $n.auth.mode "userPassword" }}
 - name: ORDERFLOW_NATS_USER
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: {{ $keys.user }}
-- name: ORDERFLOW_NATS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: {{ $keys.password }}
-{{- else if eq .Values.nats.auth.mode "creds" }}
+  value: {{ required "nats.auth.user is required for auth.mode userPassword" $n.auth.user | quote }}
+- name: ORDERFLOW_NATS_PASSWORD_FILE
+  value: /etc/orderflow/nats/{{ $k.password }}
+{{- else if eq $n.auth.mode "creds" }}
 - name: ORDERFLOW_NATS_CREDS_FILE
-  value: /etc/orderflow/nats/{{ $keys.creds }}
+  value: /etc/orderflow/nats/{{ $k.creds }}
+{{- else if eq $n.auth.mode "nkey" }}
+- name: ORDERFLOW_NATS_NKEY_SEED_FILE
+  value: /etc/orderflow/nats/{{ $k.nkeySeed }}
+{{- end }}
+{{- if $n.tls.enabled }}
+- name: ORDERFLOW_NATS_CA_FILE
+  value: /etc/orderflow/nats-tls/{{ $n.tls.keys.ca }}
+{{- if $n.tls.clientCertificate }}
+- name: ORDERFLOW_NATS_CERT_FILE
+  value: /etc/orderflow/nats-tls/{{ $n.tls.keys.cert }}
+- name: ORDERFLOW_NATS_KEY_FILE
+  value: /etc/orderflow/nats-tls/{{ $n.tls.keys.key }}
+{{- end }}
+{{- with $n.tls.serverName }}
+- name: ORDERFLOW_NATS_TLS_HOSTNAME
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 
 {{- define "orderflow.nats.volumeMounts" -}}
-{{- if eq .Values.nats.auth.mode "creds" }}
-- name: nats-creds
+{{- $n := .ctx.Values.nats -}}
+{{- if ne $n.auth.mode "none" }}
+- name: nats-identity
   mountPath: /etc/orderflow/nats
+  readOnly: true
+{{- end }}
+{{- if $n.tls.enabled }}
+- name: nats-tls
+  mountPath: /etc/orderflow/nats-tls
   readOnly: true
 {{- end }}
 {{- end }}
 
 {{- define "orderflow.nats.volumes" -}}
-{{- if eq .Values.nats.auth.mode "creds" }}
-- name: nats-creds
+{{- $n := .ctx.Values.nats -}}
+{{- $k := $n.secretKeys -}}
+{{- if ne $n.auth.mode "none" }}
+{{- $key := get (dict "userPassword" $k.password "creds" $k.creds "nkey" $k.nkeySeed) $n.auth.mode }}
+- name: nats-identity
   secret:
-    secretName: {{ include "orderflow.nats.secretName" . }}
+    secretName: {{ include "orderflow.nats.identitySecret" . }}
     defaultMode: 0440
     items:
-      - key: {{ .Values.nats.secretKeys.creds }}
-        path: {{ .Values.nats.secretKeys.creds }}
+      - key: {{ $key }}
+        path: {{ $key }}
+{{- end }}
+{{- if $n.tls.enabled }}
+- name: nats-tls
+  secret:
+    secretName: {{ required "nats.tls.secretName (or nats.tls.componentSecrets) is required with nats.tls.enabled" (include "orderflow.nats.tlsSecret" .) }}
+    defaultMode: 0440
+    items:
+      - key: {{ $n.tls.keys.ca }}
+        path: {{ $n.tls.keys.ca }}
+      {{- if $n.tls.clientCertificate }}
+      - key: {{ $n.tls.keys.cert }}
+        path: {{ $n.tls.keys.cert }}
+      - key: {{ $n.tls.keys.key }}
+        path: {{ $n.tls.keys.key }}
+      {{- end }}
 {{- end }}
 {{- end }}
 
