@@ -39,7 +39,7 @@ class DirectOrders:
     async def __call__(
         self, order: contract.Order | contract.TypedOrder, task_type: str, keyed: bool
     ) -> tuple[int, bytes]:
-        # Inline work keeps no records: an Idempotency-Key is only the order id here.
+        # Inline work keeps no records: an Idempotency-Key only names the order id here.
         if not self._capacity.take():
             self._work_done.labels("error").inc()
             return 500, responses.KAPUT

@@ -1,6 +1,8 @@
 """Idempotency-Key (the IETF httpapi draft, Stripe's behaviour): a key record per client key in KV
-ORDER_KEYS (max_age ORDERFLOW_IDEMPOTENCY_TTL_S, 24 h), so that a repeat is answered from the record
-for a day, not only inside JetStream's 2-minute duplicate window.
+ORDER_KEYS, so that a repeat is answered from the record for as long as its order's status is kept
+(max_age ORDERFLOW_STATUS_TTL_S, 7 days: one setting for both), not only inside JetStream's 2-minute
+duplicate window. The key names the order `key-<key>` (contract.keyed_order_id), never an id the
+ingest generates; that id is also the Nats-Msg-Id, so a retry of a publish is de-duplicated.
 
 The record {fingerprint, order_id, at, claim} is written as a KV *create* (expected last subject
 sequence 0) before the order is published. Whoever creates it owns the key; everyone else reads it:
@@ -11,6 +13,7 @@ sequence 0) before the order is published. Whoever creates it owns the key; ever
 | same body, the order exists (status record or message)    | 200 with the same order id, nothing new  |
 | same body, no order yet, written < in_flight_s ago        | 409: the first request is still in flight|
 | same body, no order, older (or marked failed)             | take it over (compare-and-set), publish  |
+| none, but the order it would name exists (record expired) | 422 for any body until the new one expires|
 
 `in_flight_s` is the publish budget plus a second for clocks of different pods: no request that
 wrote a record publishes for longer. A publish that fails marks the record failed (best effort),
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 KEYS_STREAM = "KV_" + broker.KEYS_BUCKET
 _JS_WRONG_LAST_SEQUENCE = 10071  # nats-server's JSStreamWrongLastSequenceErrF
 _CLOCK_MARGIN_S = 1.0
+UNKNOWN_BODY = "?"  # the fingerprint of a key whose order outlived its record: matches no body
 
 
 class KeyRecord(msgspec.Struct, omit_defaults=True):
@@ -85,6 +89,7 @@ class Claim(msgspec.Struct):
     outcome: Outcome
     seq: int = 0  # the key record's sequence (ours for NEW/RETRY)
     record: KeyRecord | None = None
+    key: str = ""
 
 
 class IdempotencyKeys:
@@ -103,12 +108,14 @@ class IdempotencyKeys:
         self._in_flight_s = publish_timeout_s + _CLOCK_MARGIN_S
 
     async def claim(self, order: contract.Order | contract.TypedOrder, task_type: str) -> Claim:
-        key = order.order_id
-        mine = KeyRecord(fingerprint(order, task_type), key, time.time(), os.urandom(8).hex())
+        """`order.order_id` is the key's id (contract.keyed_order_id); the record is kept under
+        the key itself."""
+        key = order.order_id.removeprefix(contract.KEYED_PREFIX)
+        mine = KeyRecord(fingerprint(order, task_type), order.order_id, time.time(), os.urandom(8).hex())
         for _ in range(3):  # a record can expire between our create and our read
             seq = await self._write(key, mine, expected_seq=0)
             if seq > 0:
-                return Claim(Outcome.NEW, seq, mine)
+                return await self._fresh(key, seq, mine)
             if seq < 0:
                 return Claim(Outcome.UNAVAILABLE)
             found = await self._read(key)
@@ -116,19 +123,32 @@ class IdempotencyKeys:
                 continue
             record, seq = found
             if record.claim == mine.claim:
-                return Claim(Outcome.NEW, seq, record)  # our own create, whose PubAck was lost
+                return await self._fresh(key, seq, record)  # our own create, whose PubAck was lost
             if record.fingerprint != mine.fingerprint:
-                return Claim(Outcome.MISMATCH, seq, record)
-            exists = await self._lookup.exists(key)
+                return Claim(Outcome.MISMATCH, seq, record, key)
+            exists = await self._lookup.exists(record.order_id)
             outcome = judge(record, mine.fingerprint, exists, time.time(), self._in_flight_s)
             if outcome is not Outcome.RETRY:
-                return Claim(outcome, seq, record)
+                return Claim(outcome, seq, record, key)
             # Take the key over by compare-and-set: of two retries, one wins, the other sees 409.
             taken = await self._write(key, mine, expected_seq=seq)
             if taken > 0:
-                return Claim(Outcome.RETRY, taken, mine)
+                return Claim(Outcome.RETRY, taken, mine, key)
             return Claim(Outcome.IN_FLIGHT if taken == 0 else Outcome.UNAVAILABLE)
         return Claim(Outcome.UNAVAILABLE)
+
+    async def _fresh(self, key: str, seq: int, record: KeyRecord) -> Claim:
+        """A record we just created. Its order may still exist: the record lives as long as a
+        status (ORDERFLOW_STATUS_TTL_S) but is written at the request and the status at the end
+        of the work, so the status outlives it by the order's time to done. The key is still taken
+        then, by a body no longer known: the record says so (a fingerprint no body has), and every
+        request with the key answers 422 until it expires. (Publishing would have been answered
+        200 and acked by the worker as that order's, already done: never run.)"""
+        if not await self._lookup.exists(record.order_id):
+            return Claim(Outcome.NEW, seq, record, key)
+        taken = msgspec.structs.replace(record, fingerprint=UNKNOWN_BODY)
+        await self._write(key, taken, expected_seq=seq, note=False)
+        return Claim(Outcome.MISMATCH, seq, taken, key)
 
     async def failed(self, claim: Claim) -> None:
         """The publish after a claim failed: say so in the record (best effort), so the client's
@@ -137,9 +157,9 @@ class IdempotencyKeys:
             return
         record = msgspec.structs.replace(claim.record, failed=True)
         try:
-            await self._write(record.order_id, record, expected_seq=claim.seq, note=False)
+            await self._write(claim.key, record, expected_seq=claim.seq, note=False)
         except Exception as exc:  # the record simply ages out of the window instead
-            log.debug("could not mark key %s failed: %r", record.order_id, exc)
+            log.debug("could not mark key %s failed: %r", claim.key, exc)
 
     async def _write(self, key: str, record: KeyRecord, expected_seq: int, note: bool = True) -> int:
         """The record's new sequence; 0 if the expected last sequence did not match (someone else's

@@ -75,10 +75,11 @@ OPENAPI: dict[str, Any] = {
             "post": {
                 "operationId": "createOrder",
                 "summary": "Accept an order; 200 only once JetStream has stored it.",
-                "description": "With an Idempotency-Key (IETF httpapi draft semantics) the key is the order "
-                "id; a repeat with the same body answers 200 with the same id and stores nothing, for "
-                "ORDERFLOW_IDEMPOTENCY_TTL_S (24 h); the same key with another body answers 422; the same "
-                "key while its first request is still in flight answers 409.",
+                "description": "With an Idempotency-Key (IETF httpapi draft semantics) the order id is "
+                "`key-<key>` (never an id the ingest generates); a repeat with the same body answers 200 "
+                "with the same id and stores nothing, for as long as the order's status is kept "
+                "(ORDERFLOW_STATUS_TTL_S, 7 days); the same key with another body answers 422 for that "
+                "whole span; the same key while its first request is still in flight answers 409.",
                 "parameters": [
                     {
                         "name": "Idempotency-Key",

@@ -57,12 +57,14 @@ class QueuedOrders:
             claim = Claim(Outcome.UNAVAILABLE)
         self._keyed[claim.outcome].inc()
         outcome = claim.outcome
+        # the id the key names (a record written before keyed ids had their namespace names the key)
+        order_id = claim.record.order_id if claim.record is not None else order.order_id
         if outcome is Outcome.REPLAY:
-            return 200, responses.created(order.order_id)
+            return 200, responses.created(order_id)
         if outcome is Outcome.MISMATCH:
-            return 422, responses.key_reused(order.order_id)
+            return 422, responses.key_reused(order_id)
         if outcome is Outcome.IN_FLIGHT:
-            return 409, responses.key_in_flight(order.order_id)
+            return 409, responses.key_in_flight(order_id)
         if outcome is Outcome.UNAVAILABLE:
             return 503, responses.KAPUT
         result = await publisher.publish(order, task_type, status_check=True)
@@ -107,7 +109,7 @@ class OrdersEndpoint:
                 key = value.decode("latin-1")
             elif name == b"content-length" and value.isdigit() and int(value) > contract.MAX_BODY_BYTES:
                 return 413, responses.TOO_LARGE
-        if key is not None and not contract.valid_order_id(key):
+        if key is not None and not contract.valid_key(key):
             return 400, responses.invalid([responses.BAD_KEY])
         task_type = state.default_type
         if scope["query_string"]:
@@ -131,7 +133,7 @@ class OrdersEndpoint:
 
         # The type's declared payload, if it has one (ingest/payloads.py); else the seed's order.
         schema = state.payloads.get(task_type)
-        order_id = key or state.new_id()
+        order_id = state.new_id() if key is None else contract.keyed_order_id(key)
         order = contract.validate_order(body, order_id) if schema is None else schema.validate(body, order_id)
         if isinstance(order, list):
             return 400, responses.invalid(order)

@@ -104,9 +104,6 @@ class Settings:
     publish_timeout_s: float = 10.0
     max_inflight_publishes: int = 10_000
     retry_after_s: int = 1
-    # Idempotency-Key records (KV ORDER_KEYS) live this long: a repeat within it is answered
-    # from the record, not only inside JetStream's duplicate window.
-    idempotency_ttl_s: float = 86400.0
     # Refused orders (503) are logged as one summary line per interval, never one per request.
     refusal_log_interval_s: float = 10.0
     shutdown_delay_s: float = 5.0
@@ -154,6 +151,12 @@ class Settings:
     def split_types(self) -> bool:
         """One durable consumer per task type when more than one type is configured."""
         return len(self.task_types) > 1
+
+    @property
+    def idempotency_ttl_s(self) -> float:
+        """Idempotency-Key records (KV ORDER_KEYS) live as long as an order's status: a key must
+        not be forgotten while the order it names is still known (ingest/keys.py)."""
+        return self.status_ttl_s
 
     @property
     def max_attempts(self) -> int:
@@ -253,7 +256,6 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "PUBLISH_TIMEOUT_S": ("publish_timeout_s", _number(float, 0.05, 60)),
     "MAX_INFLIGHT_PUBLISHES": ("max_inflight_publishes", _number(int, 1)),
     "RETRY_AFTER_S": ("retry_after_s", _number(int, 1, 3600)),
-    "IDEMPOTENCY_TTL_S": ("idempotency_ttl_s", _number(float, 1)),
     "REFUSAL_LOG_INTERVAL_S": ("refusal_log_interval_s", _number(float, 0.1, 3600)),
     "SHUTDOWN_DELAY_S": ("shutdown_delay_s", _number(float, 0, 300)),
     "SHUTDOWN_TIMEOUT_S": ("shutdown_timeout_s", _number(float, 0.1, 600)),
@@ -285,7 +287,12 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
 # TASK_TYPES is parsed after CONCURRENCY and TASK_TIMEOUT_S, whose values are its defaults.
 # MAX_ATTEMPTS is MAX_DELIVER's clearer name (failed attempts, not deliveries); either works.
 # The NATS file settings (natsauth.FILE_SETTINGS) are checked by natsauth.load.
-KNOWN = {*_PARSERS, *natsauth.FILE_SETTINGS, "TASK_TYPES", "MAX_ATTEMPTS"}
+# Settings that are gone, with what replaced them (named, not reported as a typo).
+REMOVED = {
+    "IDEMPOTENCY_TTL_S": "removed: an Idempotency-Key is remembered as long as its order's status "
+    f"({PREFIX}STATUS_TTL_S)",
+}
+KNOWN = {*_PARSERS, *natsauth.FILE_SETTINGS, *REMOVED, "TASK_TYPES", "MAX_ATTEMPTS"}
 
 
 def _task_types(raw: str, concurrency: int, timeout_s: float) -> tuple[TaskType, ...]:
@@ -340,6 +347,7 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
             values["max_deliver"] = attempts
     unknown = sorted(k for k in env if k.startswith(PREFIX) and k[len(PREFIX) :] not in KNOWN)
     problems += [f"{k}: unknown setting (typo?)" for k in unknown]
+    problems += [f"{PREFIX}{k}: {why}" for k, why in REMOVED.items() if env.get(PREFIX + k)]
     retry_base = values.get("retry_base_s", defaults["retry_base_s"])
     if values.get("retry_max_s", defaults["retry_max_s"]) < retry_base:
         problems.append(f"{PREFIX}RETRY_MAX_S must be >= {PREFIX}RETRY_BASE_S")

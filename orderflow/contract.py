@@ -117,8 +117,26 @@ def task_type_of(subject: str) -> str:
     return rest.split(".", 1)[0]
 
 
-def valid_order_id(value: str) -> bool:
+# An Idempotency-Key names its order in a namespace of its own: `key-<key>`. A generated id is 32
+# hex characters (ingest/ids.py) and never holds a '-', so no key can name an order the ingest
+# generated (it used to become the order id as given: a key equal to an earlier generated id was
+# answered 200, and the worker acked it as that order's, already done).
+KEYED_PREFIX = "key-"
+MAX_ORDER_ID = MAX_IDEMPOTENCY_KEY + len(KEYED_PREFIX)
+
+
+def keyed_order_id(key: str) -> str:
+    """The order id of the order an Idempotency-Key creates (also its Nats-Msg-Id)."""
+    return KEYED_PREFIX + key
+
+
+def valid_key(value: str) -> bool:
+    """An Idempotency-Key as a client may send it."""
     return 0 < len(value) <= MAX_IDEMPOTENCY_KEY and _ID_RE.match(value) is not None
+
+
+def valid_order_id(value: str) -> bool:
+    return 0 < len(value) <= MAX_ORDER_ID and _ID_RE.match(value) is not None
 
 
 # --- the order ---------------------------------------------------------------------------------

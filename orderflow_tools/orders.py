@@ -8,7 +8,8 @@ must be there before anything else): 1. the marker in KV ORDER_CANCELS (confirme
 worker watches; 2. ask the running workers on orderflow.control.cancel: the one running it stops
 it, records `cancelled` and terms the message; 3. nobody runs it: record `cancelled` (a compare and
 set: a final status written meanwhile wins). An id JetStream does not know is refused, unless
-`--force` (a pre-cancel: an order later created with that Idempotency-Key never runs).
+`--force` (a pre-cancel: an order later created with that id, `key-<key>` for an Idempotency-Key,
+never runs).
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ async def cancel(settings: Settings, order_id: str, timeout_s: float, force: boo
             print(
                 f"order {order_id}: not found (no status record, no message in ORDERS); nothing to "
                 "cancel. --force cancels it in advance: an order later created with this id "
-                "(its Idempotency-Key) will not run",
+                "(key-<key> for an Idempotency-Key) will not run",
                 file=sys.stderr,
             )
             return 1

@@ -89,7 +89,7 @@ class Answers:
             self.retries += int(m.group(4)) > 1
             self.recent.append(t)
             if status == "200":
-                self.accepted.add(m.group(3))
+                self.accepted.add(contract.keyed_order_id(m.group(3)))  # the key names its order
 
     def rate(self, window_s: float = 10.0) -> float:
         """Answers per second over the newest window_s seconds k6 has written (its log lags)."""

@@ -88,10 +88,10 @@ def test_an_idempotent_retry_adds_nothing_and_returns_the_same_id(
     first = post(ingest, ORDER, {"Idempotency-Key": "order-42"})
     again = post(ingest, {**ORDER, "count": 3}, {"Idempotency-Key": "order-42"})  # "3" and 3 are one body
     assert first[0] == again[0] == 200
-    assert first[2]["order_id"] == again[2]["order_id"] == "order-42"
+    assert first[2]["order_id"] == again[2]["order_id"] == "key-order-42"
     assert len(run(stream_messages(nats_server.url))) == 1
     # The repeat is answered from the key record and publishes nothing at all (it used to publish
-    # again and rely on JetStream's duplicate window, which lasts two minutes, not 24 hours).
+    # again and rely on JetStream's duplicate window, which lasts two minutes, not 7 days).
     assert ingest.metric("orderflow_orders_published_total") == 1
     assert ingest.metric('orderflow_idempotent_requests_total{outcome="replay"}') == 1
 

@@ -220,10 +220,10 @@ def test_worker_gets_its_pod_identity_and_rbac_for_the_deletion_cost() -> None:
 
 def test_each_setting_reaches_the_service_that_reads_it(tmp_path: Path) -> None:
     """The receipt deadlines, the connection cap and the refusal log are the ingest's; the crash and
-    delivery caps and the pull priority the worker's; the Idempotency-Key TTL is both services'
-    (each ensures the ORDER_KEYS bucket at start-up and would set it back to its own value)."""
+    delivery caps and the pull priority the worker's; the status TTL (the Idempotency-Keys' too) is
+    both services' (each ensures the buckets at start-up and would set them back to its own value)."""
     values = {
-        "config": {"idempotencyTtlS": 3600},
+        "config": {"statusTtlS": 3600},
         "ingest": {
             "config": {
                 "httpHeaderTimeoutS": 2.5,  # a float: `--set` would make it a string
@@ -252,11 +252,7 @@ def test_each_setting_reaches_the_service_that_reads_it(tmp_path: Path) -> None:
         assert ingest[name]["value"] == value and name not in worker, name
     for name, value in worker_only.items():
         assert worker[name]["value"] == value and name not in ingest, name
-    assert (
-        ingest["ORDERFLOW_IDEMPOTENCY_TTL_S"]["value"]
-        == worker["ORDERFLOW_IDEMPOTENCY_TTL_S"]["value"]
-        == "3600"
-    )
+    assert ingest["ORDERFLOW_STATUS_TTL_S"]["value"] == worker["ORDERFLOW_STATUS_TTL_S"]["value"] == "3600"
     check_orderflow_env(docs)
 
 

@@ -36,7 +36,7 @@ def test_layout_is_created_once_and_a_second_run_changes_nothing(
             assert info.config.duplicate_window >= 120
             assert (await js.stream_info(contract.DLQ_STREAM)).config.subjects == ["dlq.orders.>"]
             keys = (await js.stream_info("KV_" + broker.KEYS_BUCKET)).config
-            assert keys.max_age == settings.idempotency_ttl_s == 86400 and keys.allow_direct
+            assert keys.max_age == settings.idempotency_ttl_s == settings.status_ttl_s and keys.allow_direct
 
     run(main())
 

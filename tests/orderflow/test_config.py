@@ -97,10 +97,19 @@ def test_the_ingest_settings_and_the_multiprocess_dir_are_read_once_into_setting
             "ORDERFLOW_HTTP_HEADER_TIMEOUT_S": "3",
             "ORDERFLOW_HTTP_BODY_TIMEOUT_S": "8",
             "ORDERFLOW_HTTP_MAX_CONNECTIONS": "100",
-            "ORDERFLOW_IDEMPOTENCY_TTL_S": "3600",
+            "ORDERFLOW_STATUS_TTL_S": "3600",
             "ORDERFLOW_REFUSAL_LOG_INTERVAL_S": "30",
         },
     )
     assert s.prometheus_multiproc_dir == "/tmp/metrics"
     assert (s.nats_drain_timeout_s, s.http_header_timeout_s, s.http_body_timeout_s) == (2.5, 3, 8)
     assert (s.http_max_connections, s.idempotency_ttl_s, s.refusal_log_interval_s) == (100, 3600, 30)
+    assert s.idempotency_ttl_s == s.status_ttl_s  # one lifetime: a key is known as long as its order
+
+
+def test_the_removed_idempotency_ttl_is_named_with_what_replaced_it() -> None:
+    """A key had 24 h and its order's status 7 days: one lifetime now (issue #20)."""
+    with pytest.raises(ConfigError) as err:
+        load_settings("ingest", {"ORDERFLOW_IDEMPOTENCY_TTL_S": "3600"})
+    (problem,) = err.value.problems
+    assert "ORDERFLOW_IDEMPOTENCY_TTL_S: removed" in problem and "ORDERFLOW_STATUS_TTL_S" in problem

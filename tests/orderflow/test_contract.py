@@ -102,8 +102,22 @@ def test_every_bad_field_is_reported_at_once() -> None:
         ("ü", False),
     ],
 )
-def test_order_ids_are_safe_as_kv_keys_and_subject_tokens(value: str, ok: bool) -> None:
-    assert contract.valid_order_id(value) is ok
+def test_keys_and_order_ids_are_safe_as_kv_keys_and_subject_tokens(value: str, ok: bool) -> None:
+    assert contract.valid_key(value) is ok
+    assert contract.valid_order_id(value) is (ok or value == "x" * 129)  # ids: up to 132 (key-<key>)
+    if ok:  # and the order it names
+        assert contract.valid_order_id(contract.keyed_order_id(value))
+
+
+def test_a_keyed_order_id_is_never_a_generated_one() -> None:
+    """Generated ids are 32 hex characters (ingest/ids.py); every keyed id holds a '-'."""
+    from ingest.ids import IdSource
+
+    new_id = IdSource()
+    generated = [new_id() for _ in range(1000)]
+    assert all("-" not in g and contract.valid_order_id(g) for g in generated)
+    assert all(contract.keyed_order_id(g) != g and "-" in contract.keyed_order_id(g) for g in generated)
+    assert contract.valid_order_id(contract.keyed_order_id("x" * 128))
 
 
 def test_stored_orders_round_trip_and_poison_is_rejected() -> None:
