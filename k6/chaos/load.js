@@ -2,7 +2,7 @@
 // bookkeeping the chaos ledger needs.
 //
 // - Every order carries an Idempotency-Key chosen here (RUN_ID + k6's global iteration number),
-//   so the order id is known before the answer arrives.
+//   so the order id (key-<key>) is known before the answer arrives.
 // - A 503 (NATS restarting) or no answer at all (ingest restarting) is retried with the same key
 //   after Retry-After, for at most RETRY_FOR: what a well-behaved client does. A retry inside the
 //   duplicate window never creates a second order, so the ledger also checks idempotency.
@@ -53,7 +53,8 @@ export default function () {
   const giveUpAt = Date.now() + RETRY_FOR_S * 1000;
   for (let attempt = 1; ; attempt++) {
     const { res, data } = postOrder(body, { headers: { 'Idempotency-Key': key }, timeout: '10s' });
-    const shown = res.status === 200 && !(data && data.order_id === key) ? 'mismatch' : res.status;
+    // the key names its order key-<key> (orderflow/contract.py keyed_order_id)
+    const shown = res.status === 200 && !(data && data.order_id === `key-${key}`) ? 'mismatch' : res.status;
     console.log(`${Date.now()} ${shown} ${key} ${attempt}`);
     if (!RETRYABLE[res.status] || Date.now() >= giveUpAt) return;
     const after = Number((res.headers && res.headers['Retry-After']) || 0.5);
