@@ -45,14 +45,24 @@ def parse_keys(text: str) -> list[Key]:
     keys: list[Key] = []
     stack: list[tuple[int, str]] = []
     comments: list[str] = []
+    item_indent: int | None = None  # the dash of the block list item we are in: its keys are data
     for number, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip()
         if stripped.startswith("#"):
             comments.append(stripped)
             continue
+        indent = len(line) - len(line.lstrip(" "))
+        if stripped.startswith("-"):
+            item_indent = indent if item_indent is None else min(item_indent, indent)
+            comments = []
+            continue
+        if item_indent is not None and stripped and indent > item_indent:
+            comments = []
+            continue
+        if stripped:
+            item_indent = None
         match = _KEY.match(line)
-        if match and not stripped.startswith("-"):
-            indent = len(match.group(1))
+        if match:
             while stack and stack[-1][0] >= indent:
                 stack.pop()
             stack.append((indent, match.group(2)))

@@ -37,6 +37,7 @@ COMPONENTS = [
     "network-policy",
     "scale-down-tolerance",
     "nats-secure",
+    "worker-admission-policy",
 ]
 # The cluster version everything renders for and validates against unless a test says otherwise.
 KUBERNETES_VERSION = "1.34.0"

@@ -7,8 +7,11 @@ bounds in test_values.py.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -72,14 +75,27 @@ def test_helm_template_renders_valid_objects(variant: str, kube_version: str) ->
     check_orderflow_env(docs)
 
 
-def test_defaults_render_the_plain_workloads_only() -> None:
+def test_defaults_render_the_plain_workloads_with_their_guards() -> None:
+    """The workloads, and on by default what keeps them in their lane: a NetworkPolicy per pod
+    (the `helm test` pod's included) and the worker's own-pod admission policy with its binding."""
     kinds = sorted(d["kind"] for d in helm_template())
     assert kinds == sorted(
         ["Deployment"] * 2
         + ["Service"] * 2
         + ["PodDisruptionBudget"] * 2
         + ["ServiceAccount", "Role", "RoleBinding", "Pod"]  # no Secret: NATS without auth needs none
+        + ["NetworkPolicy"] * 3
+        + ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     )
+
+
+def test_every_namespaced_object_names_the_release_namespace() -> None:
+    """Explicit, so that `helm template | kubectl apply` never lands in "default" (checkov CKV_K8S_21)."""
+    cluster_scoped = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    for docs in (helm_template(), helm_template("-f", str(ALL_ON))):
+        for d in docs:
+            if d["kind"] not in cluster_scoped:
+                assert d["metadata"].get("namespace") == "shop", f"{d['kind']}/{d['metadata']['name']}"
 
 
 def test_all_on_renders_every_optional_object() -> None:
@@ -198,6 +214,27 @@ def test_each_component_gets_its_own_nats_identity_and_client_certificate() -> N
         assert all(v["defaultMode"] == 0o440 for v in volumes.values())
     check_orderflow_env(docs)
     validate(docs)
+
+
+def test_a_secret_revision_rolls_the_pods_and_reveals_nothing() -> None:
+    """The pods carry the Secret's revision (a value), never anything computed from its content: a
+    hash of a rendered Secret lets whoever may `get pods` try passwords offline."""
+    password = "correct-horse-battery-staple"
+    auth = f"nats.auth.mode=userPassword,nats.auth.user=orderflow,nats.auth.password={password}"
+    docs = helm_template("--set", auth)
+    [secret] = by_kind(docs, "Secret")
+    digest = hashlib.sha256(yaml.safe_dump(secret).encode()).hexdigest()
+    for component in ("ingest", "worker"):
+        text = yaml.safe_dump(deployment(docs, component))
+        assert password not in text and digest not in text
+        annotations = deployment(docs, component)["spec"]["template"]["metadata"]["annotations"]
+        assert not [k for k in annotations if k.startswith("checksum/")]
+        assert annotations["orderflow.io/nats-secret-revision"] == "1"
+        assert not re.search(r"\b[0-9a-f]{32,}\b", text), "a hash in the pod template"
+    docs = helm_template("--set", f"{auth},nats.secretRevision=2")
+    for component in ("ingest", "worker"):
+        annotations = deployment(docs, component)["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["orderflow.io/nats-secret-revision"] == "2"
 
 
 def test_worker_gets_its_pod_identity_and_rbac_for_the_deletion_cost() -> None:
@@ -346,8 +383,11 @@ def test_overlays_only_patch_and_keep_secrets_out_of_patches() -> None:
         overlay_file = yaml.safe_load((root / "kustomization.yaml").read_text())
         assert overlay_file["resources"] == ["../../base"]
         for patch in overlay_file["patches"]:
-            docs = docs_of((root / patch["path"]).read_text())
-            assert all(d["kind"] != "Secret" for d in docs), patch
+            docs: list[Any] = docs_of((root / patch["path"]).read_text())
+            # A JSON 6902 patch is a list of operations; a strategic merge patch an object.
+            objects = [op.get("value") for d in docs if isinstance(d, list) for op in d]
+            objects += [d for d in docs if isinstance(d, dict)]
+            assert all(not isinstance(o, dict) or o.get("kind") != "Secret" for o in objects), patch
             text = (root / patch["path"]).read_text()
             assert "secretKeyRef" not in text and "stringData" not in text, patch
     assert "secretGenerator" not in yaml.safe_load(

@@ -49,6 +49,12 @@ def test_a_value_without_description_is_reported() -> None:
     ]
 
 
+def test_keys_inside_a_list_default_are_data_not_values() -> None:
+    text = "group:\n  # -- Peers.\n  peers:\n    - selector:\n        a: b\n      other: {}\n  # -- Next.\n  next: 1\n"
+    keys = chart_readme.parse_keys(text)
+    assert [".".join(k.path) for k in keys] == ["group", "group.peers", "group.next"]
+
+
 def test_chart_readme_is_up_to_date() -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "chart_readme.py"), "--check"],
