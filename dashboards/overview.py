@@ -147,7 +147,9 @@ def build() -> dm.Dashboard:
                 "POST /orders answered 503 + Retry-After, nothing stored, by reason: nats_down, "
                 "jetstream_unavailable, publish_timeout (transient: NATS or a failover), stream_full (an "
                 "ORDERS limit, ORDERFLOW_STREAM_MAX_*), storage_full (JetStream out of storage: an operator "
-                "has to act), rejected (another JetStream error), overloaded (too many publishes in flight).",
+                "has to act), rejected (another JetStream error), overloaded (too many publishes in flight); "
+                "and requests refused for their head before they reach the app: head_too_large and "
+                "too_many_headers (431), url_too_long (414).",
                 [query(f"sum by (reason) (rate(orderflow_orders_refused_total[{RATE}]))", "{{reason}}")],
                 unit="reqps",
                 width=6,

@@ -92,6 +92,11 @@ class Settings:
     http_body_timeout_s: float = 10.0
     # Open connections per process; past it a new connection is answered 503 and closed.
     http_max_connections: int = 4096
+    # Bounded request heads (uvicorn has none): request line + headers (431), the number of
+    # headers (431), the URL (414). Counted before the parser buffers them.
+    http_max_head_bytes: int = 16 * 1024
+    http_max_headers: int = 100
+    http_max_url_bytes: int = 8 * 1024
     # prometheus_client's own switch (not ORDERFLOW_*): set by ingest/multiproc.py for its children.
     prometheus_multiproc_dir: str | None = None
     # ingest
@@ -251,6 +256,9 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HTTP_HEADER_TIMEOUT_S": ("http_header_timeout_s", _number(float, 0.1, 600)),
     "HTTP_BODY_TIMEOUT_S": ("http_body_timeout_s", _number(float, 0.1, 3600)),
     "HTTP_MAX_CONNECTIONS": ("http_max_connections", _number(int, 1, 1_000_000)),
+    "HTTP_MAX_HEAD_BYTES": ("http_max_head_bytes", _number(int, 1024, 1024 * 1024)),
+    "HTTP_MAX_HEADERS": ("http_max_headers", _number(int, 1, 10_000)),
+    "HTTP_MAX_URL_BYTES": ("http_max_url_bytes", _number(int, 256, 1024 * 1024)),
     "MODE": ("mode", _choice("queued", "direct")),
     "RATE_LIMIT_RPS": ("rate_limit_rps", _number(float, 0.1)),
     "PUBLISH_TIMEOUT_S": ("publish_timeout_s", _number(float, 0.05, 60)),

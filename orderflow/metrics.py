@@ -109,7 +109,9 @@ class IngestMetrics:
             "orderflow_orders_refused",
             "Orders answered 503 (not stored), by reason: nats_down, jetstream_unavailable, "
             "publish_timeout, stream_full (a stream limit), storage_full (JetStream out of storage), "
-            "rejected (another JetStream error), overloaded (too many publishes in flight).",
+            "rejected (another JetStream error), overloaded (too many publishes in flight); and requests "
+            "refused at the edge for their head: head_too_large and too_many_headers (431), "
+            "url_too_long (414).",
             ["reason"],
             registry=registry,
         )

@@ -99,8 +99,12 @@ def test_the_ingest_settings_and_the_multiprocess_dir_are_read_once_into_setting
             "ORDERFLOW_HTTP_MAX_CONNECTIONS": "100",
             "ORDERFLOW_STATUS_TTL_S": "3600",
             "ORDERFLOW_REFUSAL_LOG_INTERVAL_S": "30",
+            "ORDERFLOW_HTTP_MAX_HEAD_BYTES": "32768",
+            "ORDERFLOW_HTTP_MAX_HEADERS": "50",
+            "ORDERFLOW_HTTP_MAX_URL_BYTES": "4096",
         },
     )
+    assert (s.http_max_head_bytes, s.http_max_headers, s.http_max_url_bytes) == (32768, 50, 4096)
     assert s.prometheus_multiproc_dir == "/tmp/metrics"
     assert (s.nats_drain_timeout_s, s.http_header_timeout_s, s.http_body_timeout_s) == (2.5, 3, 8)
     assert (s.http_max_connections, s.idempotency_ttl_s, s.refusal_log_interval_s) == (100, 3600, 30)
