@@ -119,8 +119,6 @@ def setup_logging(level: str) -> None:
     # Credentials in a NATS URL never reach a log line, whoever logs it (nats-py's texts too).
     handler.addFilter(natsauth.RedactingFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
-    # nats-py's protocol returns True from eof_received(), which asyncio ignores under TLS with a
-    # warning on every closed TLS connection (a NATS restart, each drain): noise, not news.
-    logging.getLogger("asyncio").addFilter(lambda r: "eof_received()" not in r.getMessage())
+    logging.getLogger("asyncio").addFilter(natsauth.not_tls_eof_noise)
     # nats-py logs every reconnect attempt at ERROR with a traceback; one line is enough.
     logging.getLogger("nats").setLevel(logging.CRITICAL)

@@ -56,6 +56,13 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def not_tls_eof_noise(record: logging.LogRecord) -> bool:
+    """A filter for asyncio's logger: nats-py's protocol returns True from eof_received(), which
+    asyncio ignores under TLS with a warning on every closed TLS connection (each close, a NATS
+    restart): noise, not news."""
+    return "eof_received()" not in record.getMessage()
+
+
 # --- settings --------------------------------------------------------------------------------
 # env suffix -> Settings field; every one names a file, read (or loaded) once at start-up.
 FILE_SETTINGS: dict[str, str] = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -56,6 +57,7 @@ async def connect(settings: Settings, name: str = "orderflow-cli") -> Client:
     from orderflow import broker
 
     url = url_of(settings)
+    logging.getLogger("asyncio").addFilter(natsauth.not_tls_eof_noise)
     try:
         return await asyncio.wait_for(
             broker.connect(

@@ -19,7 +19,7 @@ from nats_secure import SecureNats, new_seed
 from orderflow import broker, contract
 from orderflow.config import load_settings
 
-pytestmark = [pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
@@ -37,34 +37,58 @@ def test_each_service_works_under_its_own_identity(nats: SecureNats, tmp_path: P
     """1. The ingest (password file) and a worker (nkey seed), both with a client certificate,
     start and get ready; the ingest created the layout, the worker its consumer.
     2. An order is accepted (200), the worker completes it, the ingest shows it done.
-    3. The CLI (its own nkey) reads its status, the consumers and the dead letters.
-    4. The server refused nothing: every subject they used is in their documented permissions."""
+    3. A second order is cancelled by the CLI (its own nkey) while it runs: the worker answers
+    the CLI's control request.
+    4. An undecodable order is dead-lettered by the worker; the CLI lists, shows and replays it.
+    5. The CLI reads the status and the consumers.
+    6. The server refused nothing: every subject they used is in their documented permissions."""
     ingest = Service("ingest", service_env(nats.url, **_env(nats, "ingest")), tmp_path / "ingest.log")
-    worker = Service(
-        "worker", service_env(nats.url, **_env(nats, "worker", WORK_S="0.05")), tmp_path / "w.log"
-    )
+    worker = Service("worker", service_env(nats.url, **_env(nats, "worker", WORK_S="5")), tmp_path / "w.log")
+    cli_env = _env(nats, "cli")
+
+    def orderflow(*args: str) -> str:
+        result = cli(nats.url, *args, **cli_env)  # type: ignore[arg-type]  # settings, not timeout
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        return result.stdout
+
+    def order() -> str:
+        status, _, body = http("POST", ingest.url + "/orders", b'{"product_id":1,"count":2,"username":"m"}')
+        assert status == 200, body
+        return str(json.loads(body)["order_id"])
+
+    def status_of(order_id: str) -> str:
+        code, _, shown = ingest.get(f"/orders/{order_id}")
+        return str(json.loads(shown)["status"]) if code == 200 else str(code)
+
     try:
         ingest.start().wait_ready(30)
         worker.start().wait_ready(30)
-        status, _, body = http("POST", ingest.url + "/orders", b'{"product_id":1,"count":2,"username":"m"}')
-        assert status == 200, body
-        order_id = json.loads(body)["order_id"]
+        done, cancelled = order(), order()
+        wait_until(lambda: status_of(cancelled) == "processing", 30, "the second order to run")
+        orderflow("cancel", cancelled)
+        wait_until(lambda: status_of(done) == "done", 30, "the first order to be done")
+        assert status_of(cancelled) == "cancelled"
 
-        def done() -> bool:
-            code, _, shown = ingest.get(f"/orders/{order_id}")
-            return code == 200 and json.loads(shown)["status"] == "done"
-
-        wait_until(done, 30, "the order to be done")
-        cli_env = _env(nats, "cli")
-        for args in (["status", order_id], ["consumers"], ["dlq", "list"]):
-            result = cli(nats.url, *args, **cli_env)  # type: ignore[arg-type]  # settings, not timeout
-            assert result.returncode == 0, (args, result.stderr)
-            if args[0] == "status":
-                assert json.loads(result.stdout)["status"] == "done"
+        undecodable = "0" * 32
+        asyncio.run(_publish_as_cli(nats, f"{contract.SUBJECT_PREFIX}default.{undecodable}", b"not json"))
+        wait_until(lambda: undecodable in orderflow("dlq", "list"), 30, "the dead letter")
+        assert undecodable in orderflow("dlq", "show", undecodable)
+        orderflow("dlq", "replay", undecodable)
+        assert json.loads(orderflow("status", done))["status"] == "done"
+        orderflow("consumers")
     finally:
         worker.stop()
         ingest.stop()
     assert nats.violations() == []
+
+
+async def _publish_as_cli(nats: SecureNats, subject: str, data: bytes) -> None:
+    env = {f"ORDERFLOW_{k}": v for k, v in _env(nats, "cli", NATS_URL=nats.url).items()}
+    nc = await broker.connect(load_settings("cli", env), "orderflow-cli-test")
+    try:
+        await nc.jetstream(timeout=5.0).publish(subject, data)
+    finally:
+        await nc.close()
 
 
 def test_the_ingest_identity_cannot_consume_purge_or_delete(nats: SecureNats) -> None:
@@ -86,13 +110,11 @@ def test_the_ingest_identity_cannot_consume_purge_or_delete(nats: SecureNats) ->
         try:
             js = nc.jetstream(timeout=2.0)
             await broker.ensure_layout(js, settings, may_change=False)
-            answered = []
-            for subject in refused:
-                try:
-                    await nc.request(subject, b"{}", timeout=0.5)
-                    answered.append(subject)
-                except TimeoutError:
-                    pass
+            # A refused publish gets no answer: each request times out (all at once).
+            replies = await asyncio.gather(
+                *(nc.request(subject, b"{}", timeout=1.0) for subject in refused), return_exceptions=True
+            )
+            answered = [s for s, r in zip(refused, replies, strict=True) if not isinstance(r, TimeoutError)]
             # A plain subscription on the orders (reading them off the wire) is refused too.
             await nc.subscribe("orders.>")
             await nc.flush()
