@@ -5,12 +5,18 @@ No Docker engine here, so the structure is checked by parsing; promtool checks t
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from harness import find_binary
+
+from orderflow_tools import kit
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -50,17 +56,86 @@ def test_images_build_from_the_repo_dockerfiles() -> None:
         assert (REPO / build["context"] / dockerfile).is_file()
 
 
-def test_published_ports_are_unique_and_match_the_services() -> None:
+def test_published_ports_are_unique_bound_to_localhost_and_match_the_services() -> None:
+    """The stack is for this machine: every published port listens on 127.0.0.1 only."""
     services = _compose()["services"]
     host_ports: list[str] = []
-    for service in services.values():
+    for name, service in services.items():
         for port in service.get("ports", []):
-            host, container = str(port).split(":")
+            address, host, container = str(port).split(":")
+            assert address == "127.0.0.1", f"{name}: {port}"
             host_ports.append(host)
             assert re.fullmatch(r"\d+", container)
     assert len(host_ports) == len(set(host_ports))
-    assert "8080:8080" in services["ingest"]["ports"]
-    assert "3000:3000" in services["grafana"]["ports"]
+    assert "127.0.0.1:8080:8080" in services["ingest"]["ports"]
+    assert "127.0.0.1:3000:3000" in services["grafana"]["ports"]
+
+
+def test_no_default_password_and_no_lifecycle_api() -> None:
+    """NATS requires a password and Grafana's admin has one, both from the shell's environment
+    (compose refuses to start while either is unset, the `:?` guards); the services read theirs
+    from a secret file, never an env value; Prometheus's lifecycle API (POST /-/quit) is off."""
+    text = COMPOSE.read_text(encoding="utf-8")
+    compose = _compose()
+    services = compose["services"]
+    for var in ("NATS_PASSWORD", "GRAFANA_ADMIN_PASSWORD"):
+        assert any(f"${{{var}:?" in guard for guard in compose["x-required-passwords"]), var
+    assert compose["secrets"]["nats_password"] == {"environment": "NATS_PASSWORD"}
+    assert compose["secrets"]["grafana_admin_password"] == {"environment": "GRAFANA_ADMIN_PASSWORD"}
+    for name in ("ingest", "worker"):
+        env = services[name]["environment"]
+        assert env["ORDERFLOW_NATS_PASSWORD_FILE"] == "/run/secrets/nats_password"
+        assert "ORDERFLOW_NATS_PASSWORD" not in env
+        assert services[name]["secrets"] == ["nats_password"]
+    grafana = services["grafana"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana["environment"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "--web.enable-lifecycle" not in services["prometheus"]["command"]
+    assert "admin/admin" not in text
+
+
+def connects(port: int, **auth: str) -> bool:
+    """The NATS client protocol by hand: CONNECT (with user and pass when given), PING; PONG means
+    admitted, -ERR 'Authorization Violation' refused."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        reader = s.makefile("rb")
+        assert reader.readline().startswith(b"INFO ")
+        options = {"verbose": False, "pedantic": False, "lang": "python", "version": "test"}
+        options |= {"user": auth["user"], "pass": auth["password"]} if auth else {}
+        s.sendall(b"CONNECT " + json.dumps(options).encode() + b"\r\nPING\r\n")
+        line = reader.readline()
+        if line.startswith(b"-ERR") and b"Authorization Violation" in line:
+            return False
+        assert line == b"PONG\r\n", line
+        return True
+
+
+def test_nats_is_at_least_2_12_and_refuses_clients_without_the_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image's tag is 2.12 or later (the workers' priority pulls need it), and the server
+    config the stack mounts, run by a real nats-server here, refuses an anonymous client and a
+    wrong password and admits the stack's user."""
+    nats = _compose()["services"]["nats"]
+    major, minor = (int(p) for p in re.match(r"nats:(\d+)\.(\d+)", nats["image"]).groups())  # type: ignore[union-attr]
+    assert (major, minor) >= (2, 12), nats["image"]
+    mounts = dict(_bind_mounts(nats))
+    conf = mounts["./deploy/compose/nats.conf"]
+    assert nats["command"][-2:] == ["-c", conf]
+    password = "s3cret-for-this-test"
+    monkeypatch.setenv("NATS_PASSWORD", password)  # what compose gives the nats container
+    server = kit.NatsServer(
+        tmp_path / "js",
+        tmp_path / "nats.log",
+        binary=find_binary("nats-server"),
+        extra_args=["-c", str(REPO / "deploy" / "compose" / "nats.conf")],
+    ).start()
+    try:
+        assert connects(server.port) is False
+        assert connects(server.port, user="orderflow", password="wrong") is False
+        assert connects(server.port, user="orderflow", password=password) is True
+    finally:
+        server.stop()
 
 
 def test_every_bind_mount_exists_in_the_repo() -> None:
