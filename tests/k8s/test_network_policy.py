@@ -5,7 +5,7 @@ only the monitoring namespace."""
 
 from __future__ import annotations
 
-from chart_tools import ALL_ON, KUSTOMIZE, Doc, by_kind, helm_template, kustomize
+from chart_tools import ALL_ON, CHART, KUSTOMIZE, Doc, by_kind, helm_template, kustomize, run, tool
 
 NATS_PEER = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nats"}},
@@ -89,3 +89,15 @@ def test_the_prod_overlay_sets_the_charts_peers_and_an_api_server_cidr() -> None
     # The component takes back the base's checkov skip of the NetworkPolicy check.
     for d in by_kind(docs, "Deployment"):
         assert "checkov.io/skip-network-policy" not in d["metadata"].get("annotations", {})
+
+
+def test_notes_warn_while_the_worker_has_no_route_to_the_api_server() -> None:
+    def notes(*values: str) -> str:
+        out = run(tool("helm"), "install", "rel", str(CHART), "-n", "shop", "--dry-run=client", *values)
+        return out.split("NOTES:", 1)[1]
+
+    assert "networkPolicy.apiServerCidrs is empty" in notes()
+    assert "networkPolicy.apiServerCidrs is empty" not in notes("-f", str(ALL_ON))
+    assert "networkPolicy.apiServerCidrs is empty" not in notes(
+        "--set", "worker.podDeletionCost.enabled=false"
+    )
