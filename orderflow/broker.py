@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import nats.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
@@ -122,14 +123,41 @@ async def connect(
         **settings.nats_options(),
         **extra,
     }
+    if "tls" in options:
+        for key in ("password", "token"):
+            if isinstance(options.get(key), str):
+                options[key] = _only_over_tls(nc, options[key])
     try:
         await nc.connect(**options)
+        if "tls" in options and not nc._server_info.get("tls_required"):
+            raise natsauth.NatsAccessError(f"NATS at {servers} refused the connection: {_PlaintextServer()}")
     except natsauth.NatsAccessError:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(nc.close(), 1.0)
         raise
     link.connected(nc.connected_url.netloc if nc.connected_url else None)
     return nc
+
+
+class _PlaintextServer(nats.errors.Error):
+    """A server that does not ask for TLS while orderflow has a CA or client certificate set."""
+
+    def __str__(self) -> str:
+        return natsauth.PLAINTEXT_SERVER
+
+
+def _only_over_tls(nc: Client, secret: str) -> Callable[[], str]:
+    """The password or token as nats-py's callback, given only on a TLS connection. nats-py
+    upgrades to TLS only when the server's INFO asks for it, whatever the URL's scheme: a server
+    without TLS (misconfigured, or a downgrade on the way) would get the secret in plaintext. A
+    nats error, so a reconnect tries the next server and the first connect stops (access_problem)."""
+
+    def give() -> str:
+        if not nc._server_info.get("tls_required"):
+            raise _PlaintextServer()
+        return secret
+
+    return give
 
 
 async def connect_retrying(

@@ -182,6 +182,9 @@ class NatsAccessError(Exception):
     str() names the server (redacted) and the reason; the services exit 2 with it."""
 
 
+PLAINTEXT_SERVER = (
+    "the server does not offer TLS, and ORDERFLOW_NATS_CA_FILE/_CERT_FILE ask for it: nothing secret was sent"
+)
 _AUTH_ERRORS = ("authorization violation", "authentication", "revoked", "expired", "user not found")
 
 
@@ -194,6 +197,8 @@ def access_problem(exc: BaseException) -> str | None:
         return (
             f"TLS handshake refused ({exc.reason or exc}); check ORDERFLOW_NATS_CA_FILE/_CERT_FILE/_KEY_FILE"
         )
+    if str(exc) == PLAINTEXT_SERVER:
+        return PLAINTEXT_SERVER
     text = str(exc).lower()
     if type(exc).__name__ == "AuthorizationError" or any(a in text for a in _AUTH_ERRORS):
         return f"the server refused our credentials ({redact(str(exc)) or type(exc).__name__}); check the NATS identity settings"

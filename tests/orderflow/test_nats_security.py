@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import Service, cli, http, service_env, wait_until
-from nats_secure import SecureNats, new_seed
+from harness import Service, cli, find_binary, http, service_env, wait_until
+from nats_secure import Pki, SecureNats, new_seed
 
-from orderflow import broker, contract
+from orderflow import broker, contract, natsauth
 from orderflow.config import load_settings
+from orderflow_tools import kit
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -185,3 +186,31 @@ def test_the_ingest_and_the_cli_exit_2_on_bad_credentials_and_print_no_secret(
     for text in (ingest.logs(), result.stderr):
         assert "refused our credentials" in text and "orderflow-ingest:***@127.0.0.1" in text
         assert secret not in text
+
+
+def test_with_a_ca_set_a_server_without_tls_is_refused_before_a_secret_is_sent(tmp_path: Path) -> None:
+    """nats-py upgrades to TLS only when the server asks for it, whatever the URL's scheme: with
+    ORDERFLOW_NATS_CA_FILE set, a server that does not (misconfigured, or a downgrade on the way)
+    is refused at once. 1. With a password: it is never sent (the password is a wrong one, and the
+    server logs no authorization violation). 2. Without a secret: refused once connected."""
+    pki = Pki.make(tmp_path / "pki")
+    (tmp_path / "pw").write_text("a-wrong-password\n")
+    tls = {"ORDERFLOW_NATS_CA_FILE": pki.path("ca.crt")}
+    for auth, identity in (
+        (
+            ["--user", "orderflow", "--pass", "right"],
+            {"ORDERFLOW_NATS_USER": "orderflow", "ORDERFLOW_NATS_PASSWORD_FILE": str(tmp_path / "pw")},
+        ),
+        ([], {}),
+    ):
+        log = tmp_path / f"plain-{len(auth)}.log"
+        plain = kit.NatsServer(
+            tmp_path / "js", log, binary=find_binary("nats-server"), extra_args=auth
+        ).start()
+        try:
+            env = {"ORDERFLOW_NATS_URL": f"tls://127.0.0.1:{plain.port}", **tls, **identity}
+            with pytest.raises(natsauth.NatsAccessError, match="does not offer TLS"):
+                asyncio.run(broker.connect(load_settings("worker", env), "worker-test"))
+        finally:
+            plain.stop()
+        assert "Authorization Violation" not in log.read_text()
