@@ -32,6 +32,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 # How long a refused connection may linger, half-closed, for its client to read the refusal
 # (closing at once with unread request bytes would make the kernel send a RST instead).
 REFUSAL_LINGER_S = 1.0
+# The parser is fed at most this much at a time, so that bytes past a head's limit never reach
+# it (a head ending inside a slice leaves at most the rest of the slice uncounted).
+_SLICE = 4096
 _TIMEOUT_BODY = b'{"result":"request-timeout"}'
 REQUEST_TIMEOUT = (
     b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
@@ -101,7 +104,6 @@ class EdgeProtocol(HttpToolsProtocol):
         self._refused = False  # past the cap: never connected to uvicorn
         self._dropping = False  # answered a refusal: what still arrives is dropped
         self._head_bytes = 0  # of the head being received, counted before the parser sees them
-        self._heads = 0  # heads complete on this connection
         self._header_count = 0
         self._head_problem: str | None = None  # a HEAD_REFUSALS reason found by a parser callback
 
@@ -129,25 +131,24 @@ class EdgeProtocol(HttpToolsProtocol):
         self.edge.events.connection_refused()
 
     def data_received(self, data: bytes) -> None:
-        if self._refused or self._dropping:
-            return  # read and dropped while the refusal lingers
-        if self._stage is _Stage.IDLE or self._stage is _Stage.HEAD:
-            # A head is (or may be) arriving: never feed the parser more than the limit of one. (A
-            # pipelined head behind a body in the same read is counted from the next read on.)
-            room = self.edge.max_head_bytes - self._head_bytes
-            if len(data) > room:
-                heads = self._heads
-                self._head_bytes += room
-                self._feed(data[:room])
-                if self._dropping or self.transport.is_closing():
-                    return
-                if self._heads == heads:  # the head did not end inside the limit
+        # The parser is fed in slices of at most _SLICE bytes, and outside a body (a head, or the
+        # bytes between requests, or a pipelined head while the last request is answered) never
+        # more than the head limit: a head that has not ended by then is refused. The common case,
+        # a whole request in one short read, is one slice.
+        while data:
+            if self._refused or self._dropping or self.transport.is_closing():
+                return  # read and dropped while the refusal lingers
+            if self._stage is _Stage.BODY:
+                piece = data[:_SLICE]
+            else:
+                room = self.edge.max_head_bytes - self._head_bytes
+                if room <= 0:
                     self._refuse_head("head_too_large")
                     return
-                data = data[room:]
-            else:
-                self._head_bytes += len(data)
-        self._feed(data)
+                piece = data[: min(room, _SLICE)]
+                self._head_bytes += len(piece)  # reset when the head ends
+            data = data[len(piece) :]
+            self._feed(piece)
 
     def _feed(self, data: bytes) -> None:
         super().data_received(data)  # uvicorn cancels its keep-alive timer on every read
@@ -170,21 +171,27 @@ class EdgeProtocol(HttpToolsProtocol):
             self._arm(_Stage.HEAD, self.edge.header_timeout_s)
 
     def _refuse_head(self, reason: str) -> None:
-        """431 or 414 where no earlier response is still being written, then half-close and drop
-        what else arrives for the linger (closing with unread bytes would send a RST instead)."""
+        """Drop what else arrives; answer 431 or 414 now, or once the response to the request
+        before it (pipelined) is written, then half-close and close after the linger (closing
+        with unread bytes would send a RST instead)."""
         self._dropping = True
         self._disarm()
-        transport = self.transport
+        self.edge.events.head_refused(reason)
         cycle = self.cycle
         if cycle is None or cycle.response_complete:
-            status, body = HEAD_REFUSALS[reason]
-            transport.write(refusal(status, body))
-            if transport.can_write_eof():
-                transport.write_eof()
-            self._deadline = self.loop.call_later(REFUSAL_LINGER_S, transport.close)
+            self._answer_refusal(reason)
         else:
-            transport.close()
-        self.edge.events.head_refused(reason)
+            self._head_problem = reason  # on_response_complete answers it
+
+    def _answer_refusal(self, reason: str) -> None:
+        transport = self.transport
+        if transport.is_closing():
+            return
+        status, body = HEAD_REFUSALS[reason]
+        transport.write(refusal(status, body))
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._deadline = self.loop.call_later(REFUSAL_LINGER_S, transport.close)
 
     # --- parser callbacks -------------------------------------------------------------------
     # Once a head is refused, the rest of the read still goes through the parser: nothing of it
@@ -217,7 +224,6 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._head_problem is not None:
             return
         self._stage = _Stage.BODY
-        self._heads += 1
         self._head_bytes = 0
         if self._deadline_phase is _Stage.HEAD:
             self._disarm()
@@ -246,6 +252,9 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        if self._dropping and self._head_problem is not None:
+            self._answer_refusal(self._head_problem)  # a refused head behind this response
+            return
         if self._stage is _Stage.DONE and self.cycle.response_complete:  # the latest request answered
             self._stage = _Stage.IDLE
         elif self._stage is _Stage.BODY and self._deadline is None and not self.transport.is_closing():

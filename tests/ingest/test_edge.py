@@ -166,8 +166,9 @@ def test_connections_past_the_cap_are_refused_with_503_and_retry_after(spawn: Ca
     assert svc.metric('orderflow_orders_published_total{result="stored"}') >= 1
 
 
-def exchange(port: int, request: bytes) -> bytes:
-    """Send `request` on a fresh connection and read until the server closes it (or 5 s pass)."""
+def exchange(port: int, request: bytes, answers: int = 1) -> bytes:
+    """Send `request` on a fresh connection and read until the server closes it, or `answers`
+    keep-alive answers came, or 5 s pass."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         try:
             sock.sendall(request)
@@ -177,8 +178,9 @@ def exchange(port: int, request: bytes) -> bytes:
         try:
             while chunk := sock.recv(65536):
                 answer += chunk
-                if b"connection: close" not in answer.lower() and answer.endswith(b"}"):
-                    break  # a keep-alive answer: complete
+                complete = answer.count(b"HTTP/1.1 ") >= answers and answer.endswith(b"}")
+                if complete and b"connection: close" not in answer.lower():
+                    break  # the keep-alive answers are complete
         except (ConnectionResetError, TimeoutError):
             pass
     return answer
@@ -218,6 +220,23 @@ def test_request_heads_are_bounded_431_for_size_and_count_414_for_the_url(
         assert svc.metric(f'orderflow_orders_refused_total{{reason="{reason}"}}') == count
     assert svc.metric('orderflow_orders_published_total{result="stored"}') == 3
     assert "requests refused for their head: head_too_large: head over 16384 bytes (431)" in svc.logs()
+
+
+def test_an_oversized_head_pipelined_behind_a_request_in_flight_is_refused_after_its_answer(
+    spawn: Callable[..., Service],
+) -> None:
+    """1. Direct mode, 1 s of inline work: an order is in flight.
+    2. On the same connection a second head streams 64 KiB of headers meanwhile: the ingest stops
+       reading it at 16 KiB (nothing of it is buffered or served).
+    3. The order is answered 200, then the second head 431, then the connection closes."""
+    svc = spawn("ingest", MODE="direct", WORK_S="1").wait_ready()
+    pad = "".join(f"X-Pad-{i}: {'p' * 500}\r\n" for i in range(128)).encode()
+    second = b"POST /orders HTTP/1.1\r\nHost: 127.0.0.1\r\n" + pad
+    answer = exchange(svc.port, order_request() + second, answers=2)
+    first, _, refused = answer.partition(b"HTTP/1.1 431 Request Header Fields Too Large")
+    assert first.startswith(b"HTTP/1.1 200") and b'"result":"created"' in first, answer[:300]
+    assert refused.endswith(b'{"result":"request-header-fields-too-large"}')
+    assert svc.metric('orderflow_orders_refused_total{reason="head_too_large"}') == 1
 
 
 def rss_mib(pid: int) -> float:
