@@ -81,6 +81,10 @@ class Settings:
     status_ttl_s: float = 7 * 86400.0
     runs_max_age_s: float = 86400.0
     task_types: tuple[TaskType, ...] = (TaskType("default", 16, 3600.0),)
+    # The task types this worker runs (ORDERFLOW_WORKER_TYPES); empty: all of them. Consumer names
+    # still follow task_types (workers-<type> when there are several), so a worker of a Deployment
+    # of its own (the chart's worker.ownDeployments) takes the same consumer as any other.
+    worker_types: tuple[str, ...] = ()
     # HTTP listener
     http_host: str = "0.0.0.0"
     http_port: int = 8080
@@ -162,6 +166,13 @@ class Settings:
         """Idempotency-Key records (KV ORDER_KEYS) live as long as an order's status: a key must
         not be forgotten while the order it names is still known (ingest/keys.py)."""
         return self.status_ttl_s
+
+    @property
+    def served_types(self) -> tuple[TaskType, ...]:
+        """The task types this worker runs: ORDERFLOW_WORKER_TYPES, else every configured one."""
+        if not self.worker_types:
+            return self.task_types
+        return tuple(t for t in self.task_types if t.name in self.worker_types)
 
     @property
     def max_attempts(self) -> int:
@@ -283,6 +294,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CONSUMER_INFO_INTERVAL_S": ("consumer_info_interval_s", _number(float, 0.1)),
     "PRIORITY": ("priority", _choice("auto", "off")),
     "HANDLERS": ("handlers", _list),
+    "WORKER_TYPES": ("worker_types", _list),
     "WORKER_ID": ("worker_id", str),
     "WORK_S": ("work_s", parse_work),
     "WORK_FAIL_RATE": ("work_fail_rate", _number(float, 0, 1)),
@@ -340,6 +352,13 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
         )
     except ValueError as exc:
         problems.append(f"{PREFIX}TASK_TYPES={env.get(PREFIX + 'TASK_TYPES')!r}: {exc}")
+    known_types = {t.name for t in values.get("task_types", ())}
+    strangers = [t for t in values.get("worker_types", ()) if known_types and t not in known_types]
+    if strangers:
+        problems.append(
+            f"{PREFIX}WORKER_TYPES names {', '.join(strangers)}, not in {PREFIX}TASK_TYPES "
+            f"({', '.join(sorted(known_types))})"
+        )
     raw_attempts = env.get(PREFIX + "MAX_ATTEMPTS")
     if raw_attempts:
         try:

@@ -170,7 +170,7 @@ def load_handlers(settings: Settings) -> Registry:
             raise ValueError(f"handler module {name!r} has no register(registry, settings)")
         registry._loading = name
         register(registry, settings)
-    missing = [t.name for t in settings.task_types if t.name not in registry]
+    missing = [t.name for t in settings.served_types if t.name not in registry]
     if missing:
         raise ValueError(
             f"no handler for task type(s) {', '.join(missing)}: add one in a module listed in ORDERFLOW_HANDLERS"

@@ -159,7 +159,7 @@ class WorkerService:
         s = self.settings
         js = nc.jetstream(timeout=5.0)
         layout = await self._until_answered("the stream layout", lambda: broker.ensure_layout(js, s))
-        served = [t.name for t in s.task_types]
+        served = [t.name for t in s.served_types]
         await self._until_answered(
             "the payload declarations",
             lambda: payload.declare(js, served, self.handlers.payload, s.worker_id),
@@ -181,7 +181,7 @@ class WorkerService:
                 log.warning(
                     "cancel markers (KV %s) not loaded yet; not fetching before", contract.CANCELS_BUCKET
                 )
-        for task_type in s.task_types:
+        for task_type in s.served_types:
             consumer = await self._until_answered(
                 f"consumer of {task_type.name}",
                 functools.partial(broker.ensure_consumer, nc, s, task_type.name),

@@ -331,7 +331,9 @@ def test_helm_test_pod_polls_the_ingest_service_for_done() -> None:
     assert container["image"] == "orderflow/ingest:0.1.0"
     script = container["command"][-1]
     compile(script, "helm-test", "exec")  # the inline script is valid python
-    assert '"POST", "/orders"' in script and '== "done"' in script
+    assert 'call("POST", path, order)' in script and '== "done"' in script
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["TASK_TYPE"] == "default"  # the first task type (tests/k8s/test_worker_groups.py)
     [service] = [s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("-ingest")]
     base_url = {e["name"]: e["value"] for e in container["env"]}["BASE_URL"]
     assert base_url == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"

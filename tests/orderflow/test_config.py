@@ -117,3 +117,13 @@ def test_the_removed_idempotency_ttl_is_named_with_what_replaced_it() -> None:
         load_settings("ingest", {"ORDERFLOW_IDEMPOTENCY_TTL_S": "3600"})
     (problem,) = err.value.problems
     assert "ORDERFLOW_IDEMPOTENCY_TTL_S: removed" in problem and "ORDERFLOW_STATUS_TTL_S" in problem
+
+
+def test_worker_types_pick_the_served_types_and_must_be_configured() -> None:
+    env = {"ORDERFLOW_TASK_TYPES": "default,report:2:7200", "ORDERFLOW_WORKER_TYPES": "report"}
+    s = load_settings("worker", env)
+    assert [t.name for t in s.served_types] == ["report"] and s.served_types[0].concurrency == 2
+    assert s.split_types  # the consumer is still workers-report
+    assert [t.name for t in load_settings("worker", {}).served_types] == ["default"]
+    with pytest.raises(ConfigError, match="WORKER_TYPES names invoice, not in ORDERFLOW_TASK_TYPES"):
+        load_settings("worker", {**env, "ORDERFLOW_WORKER_TYPES": "report,invoice"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from typing import Any
 
 import pytest
@@ -86,3 +87,23 @@ def test_a_declared_payload_is_checked_by_the_ingest_run_with_job_payload_and_su
     assert out.returncode == 0, out.stderr
     wait_until(lambda: status_of(url, queued) == "done", 20, "the replayed invoice to be done")
     assert f"invoice {queued} for acme: 1 lines" in v3.logs()
+
+
+def test_a_worker_runs_only_its_worker_types_and_needs_handlers_only_for_them(
+    nats_server: NatsServer, spawn: Any
+) -> None:
+    """A worker of a Deployment of its own (the chart's worker.ownDeployments): ORDERFLOW_WORKER_TYPES
+    =invoice with the whole ORDERFLOW_TASK_TYPES. It starts with handlers for invoice alone, takes
+    the invoice from consumer workers-invoice, and leaves the default order queued for others."""
+    url = nats_server.url
+    worker = spawn("worker", HANDLERS="invoices", TASK_TYPES=TYPES, WORKER_TYPES="invoice").wait_ready()
+    ingest = spawn("ingest", TASK_TYPES=TYPES).wait_ready()
+    status, answer = post(ingest, V1)
+    assert status == 200, answer
+    wait_until(lambda: status_of(url, answer["order_id"]) == "done", 20, "the invoice to be done")
+    seed = {"product_id": 1, "count": 1, "username": "m"}
+    default = json.loads(http("POST", ingest.url + "/orders", json.dumps(seed).encode())[2])["order_id"]
+    time.sleep(1.5)
+    assert json.loads(ingest.get(f"/orders/{default}")[2])["status"] == "queued"
+    assert worker.metric('orderflow_pool_slots{type="default"}') == 0
+    assert worker.metric('orderflow_pool_slots{type="invoice"}') > 0

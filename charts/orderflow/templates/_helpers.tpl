@@ -204,7 +204,8 @@ one value read by both services and by both grace periods below, whole seconds f
 
 {{/*
 Worker terminationGracePeriodSeconds, derived from the drain timeout and never set on its own
-(docs/kubernetes.md, "Shutdown timing"). After SIGTERM the worker:
+(docs/kubernetes.md, "Shutdown timing"); a Deployment of its own (worker.ownDeployments) derives
+its own from its own drainTimeoutS and safetyMarginS. After SIGTERM the worker:
   1. stops fetching and keeps heart-beating its running jobs for up to drainTimeoutS; the jobs
      still running handback_lead = min(2 s, 10% of drainTimeoutS) before that deadline are naked
      back to the queue, so the drain phase ends by drainTimeoutS at the latest;
@@ -216,8 +217,11 @@ The kubelet sends SIGKILL at the end of the grace period: if it were shorter tha
 long job would be killed instead of handed back and would only return after ack_wait.
 */}}
 {{- define "orderflow.worker.terminationGracePeriodSeconds" -}}
-{{- $drain := .Values.worker.config.drainTimeoutS | float64 -}}
-{{- add (ceil $drain | int) (include "orderflow.natsDrainSeconds" . | int) (.Values.worker.termination.safetyMarginS | int) -}}
+{{- /* called with the root context (the main worker), or (dict "ctx" $ "v" <a worker Deployment's values>) */ -}}
+{{- $root := .ctx | default . -}}
+{{- $v := .v | default $root.Values.worker -}}
+{{- $drain := $v.config.drainTimeoutS | float64 -}}
+{{- add (ceil $drain | int) (include "orderflow.natsDrainSeconds" $root | int) ($v.termination.safetyMarginS | int) -}}
 {{- end }}
 
 {{/*
@@ -260,12 +264,14 @@ This is the consumer's ack wait as configured here; an operator who edits ack_wa
 (the worker paces its heartbeats from the server's value) must re-derive these numbers.
 */}}
 {{- define "orderflow.worker.livenessPeriodSeconds" -}}
-{{- $p := .Values.worker.livenessProbe -}}
-{{- $ack := .Values.worker.config.ackWaitS | float64 -}}
+{{- $root := .ctx | default . -}}
+{{- $v := .v | default $root.Values.worker -}}
+{{- $p := $v.livenessProbe -}}
+{{- $ack := $v.config.ackWaitS | float64 -}}
 {{- $slack := subf (divf $ack 4.0) (addf ($p.timeoutSeconds | float64) ($p.terminationGracePeriodSeconds | float64)) -}}
 {{- $period := sub (ceil (divf $slack ($p.failureThreshold | float64)) | int) 1 -}}
 {{- if lt $period 1 }}
-{{- fail (printf "worker.config.ackWaitS=%v is too short for a liveness probe that restarts a blocked worker before its jobs' ack wait runs out: it needs ackWaitS/4 > livenessProbe.timeoutSeconds (%v) + terminationGracePeriodSeconds (%v) + failureThreshold (%v) x 1 s; raise ackWaitS or lower those (see _helpers.tpl)" .Values.worker.config.ackWaitS $p.timeoutSeconds $p.terminationGracePeriodSeconds $p.failureThreshold) }}
+{{- fail (printf "worker.config.ackWaitS=%v is too short for a liveness probe that restarts a blocked worker before its jobs' ack wait runs out: it needs ackWaitS/4 > livenessProbe.timeoutSeconds (%v) + terminationGracePeriodSeconds (%v) + failureThreshold (%v) x 1 s; raise ackWaitS or lower those (see _helpers.tpl)" $v.config.ackWaitS $p.timeoutSeconds $p.terminationGracePeriodSeconds $p.failureThreshold) }}
 {{- end }}
 {{- min $period ($p.maxPeriodSeconds | int) -}}
 {{- end }}
