@@ -18,7 +18,8 @@ from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js.errors import NotFoundError
 
-from orderflow import contract, natsauth
+from orderflow import capacity, contract, natsauth
+from orderflow.capacity import Caps
 from orderflow.config import Settings
 from orderflow.lifecycle import wait_any
 from orderflow.link import RECONNECT_WAIT_S, Link
@@ -53,9 +54,8 @@ _COMPARED_CONSUMER = (
 )
 
 
-# Idempotency-Key records (ingest/keys.py): key -> {fingerprint, order_id, at, claim}.
-KEYS_BUCKET = "ORDER_KEYS"
-KEYS_SUBJECT_PREFIX = "$KV.ORDER_KEYS."
+KEYS_BUCKET = contract.KEYS_BUCKET
+KEYS_SUBJECT_PREFIX = f"$KV.{contract.KEYS_BUCKET}."
 
 
 class BrokerConfigError(Exception):
@@ -198,7 +198,9 @@ async def connect_retrying(
         delay = min(delay * 2, 5.0)
 
 
-def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
+def stream_configs(settings: Settings, caps: Caps | None = None) -> list[jsapi.StreamConfig]:
+    """Every stream; `caps` (orderflow/capacity.py) gives each its share of the store."""
+    caps = caps or capacity.derive(-1, "unknown", settings.stream_max_bytes)
     return [
         jsapi.StreamConfig(
             name=contract.RETRIES_STREAM,
@@ -210,6 +212,7 @@ def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
             discard=jsapi.DiscardPolicy.OLD,
             allow_rollup_hdrs=True,
             allow_msg_schedules=True,
+            max_bytes=caps.of(contract.RETRIES_STREAM),
             max_age=max(86400.0, 2 * settings.retry_max_s),
             duplicate_window=settings.duplicate_window_s,
             num_replicas=settings.stream_replicas,
@@ -221,7 +224,7 @@ def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
             storage=jsapi.StorageType.FILE,
             duplicate_window=settings.duplicate_window_s,
             max_msgs=settings.stream_max_msgs,
-            max_bytes=settings.stream_max_bytes,
+            max_bytes=caps.of(contract.STREAM),
             # A full stream refuses new orders (the ingest answers 503) rather than dropping old ones.
             discard=jsapi.DiscardPolicy.NEW,
             num_replicas=settings.stream_replicas,
@@ -246,6 +249,9 @@ def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
             retention=jsapi.RetentionPolicy.LIMITS,
             storage=jsapi.StorageType.FILE,
             max_age=settings.dlq_max_age_s,
+            max_bytes=caps.of(contract.DLQ_STREAM),
+            # Full: dead-lettering fails and the order stays queued; never drop a dead letter.
+            discard=jsapi.DiscardPolicy.NEW,
             duplicate_window=settings.duplicate_window_s,
             num_replicas=settings.stream_replicas,
         ),
@@ -255,6 +261,8 @@ def stream_configs(settings: Settings) -> list[jsapi.StreamConfig]:
             retention=jsapi.RetentionPolicy.LIMITS,
             storage=jsapi.StorageType.FILE,
             max_age=settings.runs_max_age_s,
+            max_bytes=caps.of(contract.RUNS_STREAM),
+            discard=jsapi.DiscardPolicy.OLD,
             duplicate_window=settings.duplicate_window_s,
             num_replicas=settings.stream_replicas,
         ),
@@ -291,6 +299,22 @@ def _describe(what: str, diffs: list[tuple[str, Any, Any]]) -> str:
     return f"{what}: " + "; ".join(f"{k} is {h!r} on the server, orderflow wants {w!r}" for k, h, w in diffs)
 
 
+def _not_below_contents(want: jsapi.StreamConfig, info: jsapi.StreamInfo) -> jsapi.StreamConfig:
+    """A cap below what a stream holds would make the server delete its oldest messages at once
+    (queued orders, whatever the discard policy): keep what is there, say so."""
+    held = info.state.bytes or 0
+    if want.max_bytes is not None and 0 < want.max_bytes < held:
+        log.warning(
+            "stream %s holds %d bytes, more than its share of the store (%d): capped at what it holds "
+            "until it shrinks (next start-up)",
+            want.name,
+            held,
+            want.max_bytes,
+        )
+        return want.evolve(max_bytes=held)
+    return want
+
+
 async def ensure_stream(js: JetStreamContext, want: jsapi.StreamConfig, may_change: bool = True) -> None:
     assert want.name is not None
     try:
@@ -299,6 +323,7 @@ async def ensure_stream(js: JetStreamContext, want: jsapi.StreamConfig, may_chan
         await js.add_stream(want)
         log.info("created stream %s", want.name)
         return
+    want = _not_below_contents(want, info)
     diffs = _diff(want, info.config, _COMPARED_STREAM)
     if not diffs:
         return
@@ -320,10 +345,18 @@ async def ensure_stream(js: JetStreamContext, want: jsapi.StreamConfig, may_chan
 _DISPOSABLE_BUCKETS = frozenset({contract.WORKERS_BUCKET})
 
 
-def bucket_configs(settings: Settings) -> list[jsapi.KeyValueConfig]:
+def bucket_configs(settings: Settings, caps: Caps | None = None) -> list[jsapi.KeyValueConfig]:
+    caps = caps or capacity.derive(-1, "unknown")
+
     def bucket(name: str, ttl_s: float, storage: jsapi.StorageType, replicas: int) -> jsapi.KeyValueConfig:
         return jsapi.KeyValueConfig(
-            bucket=name, history=1, ttl=ttl_s, storage=storage, replicas=replicas, direct=True
+            bucket=name,
+            history=1,
+            ttl=ttl_s,
+            storage=storage,
+            replicas=replicas,
+            direct=True,
+            max_bytes=caps.of("KV_" + name),
         )
 
     r = settings.stream_replicas
@@ -344,13 +377,17 @@ def bucket_configs(settings: Settings) -> list[jsapi.KeyValueConfig]:
     ]
 
 
+def _discard(bucket: str) -> jsapi.DiscardPolicy:
+    return jsapi.DiscardPolicy.OLD if "KV_" + bucket in capacity.DISCARD_OLD else jsapi.DiscardPolicy.NEW
+
+
 async def ensure_bucket(js: JetStreamContext, want: jsapi.KeyValueConfig, may_change: bool = True) -> None:
     try:
         info = await js.stream_info("KV_" + want.bucket)
     except NotFoundError:
         await js.create_key_value(want)
         log.info("created KV bucket %s", want.bucket)
-        return
+        info = await js.stream_info("KV_" + want.bucket)  # its cap and discard policy, below
     have = info.config
     if not may_change:
         return  # the ingest's identity may create, never update or delete (docs/kubernetes.md)
@@ -384,6 +421,12 @@ async def ensure_bucket(js: JetStreamContext, want: jsapi.KeyValueConfig, may_ch
             want.ttl,
             want.replicas,
         )
+        have = cfg
+    # Its share of the store (orderflow/capacity.py), and what it does when that is full.
+    sized = _not_below_contents(have.evolve(max_bytes=want.max_bytes, discard=_discard(want.bucket)), info)
+    if _norm(have.max_bytes) != _norm(sized.max_bytes) or _norm(have.discard) != _norm(sized.discard):
+        await js.update_stream(sized)
+        log.info("KV %s: max_bytes %s, discard %s", want.bucket, sized.max_bytes, _norm(sized.discard))
 
 
 @dataclass(frozen=True)
@@ -391,15 +434,17 @@ class Layout:
     """What the server's JetStream can do for us, learned while ensuring the layout."""
 
     schedules: bool  # ORDERS takes scheduled messages (nats-server 2.12+)
+    caps: Caps  # every stream's share of the store (orderflow/capacity.py)
 
 
 async def ensure_layout(js: JetStreamContext, settings: Settings, may_change: bool = True) -> Layout:
     """Streams and KV, idempotently. Safe to run from every pod at start-up. `may_change=False`
     (the ingest, whose NATS identity may create streams but not update, purge or delete them)
     creates what is missing and leaves differences to the workers."""
-    for cfg in stream_configs(settings):
+    caps = await capacity.learn(js, settings)
+    for cfg in stream_configs(settings, caps):
         await ensure_stream(js, cfg, may_change)
-    for bucket in bucket_configs(settings):
+    for bucket in bucket_configs(settings, caps):
         await ensure_bucket(js, bucket, may_change)
     info = await js.stream_info(contract.RETRIES_STREAM)
     schedules = bool(info.config.allow_msg_schedules)
@@ -409,7 +454,7 @@ async def ensure_layout(js: JetStreamContext, settings: Settings, may_change: bo
             "long retry delays stay nak(delay) and count as ack-pending",
             contract.RETRIES_STREAM,
         )
-    return Layout(schedules)
+    return Layout(schedules, caps)
 
 
 def consumer_config(settings: Settings, task_type: str) -> jsapi.ConsumerConfig:

@@ -77,6 +77,10 @@ class Settings:
     duplicate_window_s: float = 120.0
     stream_max_msgs: int = -1
     stream_max_bytes: int = -1
+    # The JetStream file store orderflow's streams share (the server's max_file_store), for a
+    # server whose account reports no storage limit: every stream's cap derives from it
+    # (orderflow/capacity.py). -1: unknown.
+    store_max_bytes: int = -1
     dlq_max_age_s: float = 14 * 86400.0
     status_ttl_s: float = 7 * 86400.0
     runs_max_age_s: float = 86400.0
@@ -258,6 +262,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "DUPLICATE_WINDOW_S": ("duplicate_window_s", _number(float, 120)),
     "STREAM_MAX_MSGS": ("stream_max_msgs", _number(int, -1)),
     "STREAM_MAX_BYTES": ("stream_max_bytes", _number(int, -1)),
+    "STORE_MAX_BYTES": ("store_max_bytes", _number(int, -1)),
     "DLQ_MAX_AGE_S": ("dlq_max_age_s", _number(float, 0)),
     "STATUS_TTL_S": ("status_ttl_s", _number(float, 0)),
     "RUNS_MAX_AGE_S": ("runs_max_age_s", _number(float, 0)),

@@ -26,6 +26,8 @@ RUNS_PREFIX = "orderflow.runs."
 RUNS_SUBJECTS = ("orderflow.runs.>",)
 CONTROL_CANCEL = "orderflow.control.cancel"
 DURABLE = "workers"
+# Idempotency-Key records (ingest/keys.py): key -> {fingerprint, order_id, at, claim}.
+KEYS_BUCKET = "ORDER_KEYS"
 # Cancel markers: an order cancelled before any worker got it. Every worker watches this bucket.
 CANCELS_BUCKET = "ORDER_CANCELS"
 # Live workers and when each started: the order of their pull priorities (oldest first).

@@ -200,6 +200,30 @@ class WorkerMetrics:
             ["consumer"],
             registry=registry,
         )
+        # The store (orderflow/capacity.py), sampled with the consumer info: the alert at 80 %.
+        self.store_used = Gauge(
+            "orderflow_store_used_bytes",
+            "JetStream file storage the account uses, per replica (account info).",
+            registry=registry,
+        )
+        self.store_limit = Gauge(
+            "orderflow_store_limit_bytes",
+            "The store orderflow's streams share: the account's limit or ORDERFLOW_STORE_MAX_BYTES "
+            "(0: unknown, streams uncapped).",
+            registry=registry,
+        )
+        self.stream_bytes = Gauge(
+            "orderflow_stream_bytes",
+            "Bytes a stream holds (ORDERS: the backlog).",
+            ["stream"],
+            registry=registry,
+        )
+        self.stream_limit = Gauge(
+            "orderflow_stream_limit_bytes",
+            "A stream's cap, its share of the store (0: none); ORDERS full: the ingest answers 503.",
+            ["stream"],
+            registry=registry,
+        )
         self.heartbeats = Counter(
             "orderflow_heartbeats",
             "in_progress acknowledgements sent for running jobs (by the heartbeat ticker, and with each lease or checkpoint write).",

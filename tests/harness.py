@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -95,8 +95,8 @@ def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: 
 class NatsServer(kit.NatsServer):
     """The kit's nats-server with the binary found as tests find tools (skip here, fail in CI)."""
 
-    def __init__(self, store_dir: Path, log_path: Path) -> None:
-        super().__init__(store_dir, log_path, binary=find_binary("nats-server"))
+    def __init__(self, store_dir: Path, log_path: Path, extra_args: Sequence[str] = ()) -> None:
+        super().__init__(store_dir, log_path, binary=find_binary("nats-server"), extra_args=extra_args)
 
 
 @contextlib.asynccontextmanager

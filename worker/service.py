@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from orderflow import broker, contract, natsauth
+from orderflow.capacity import Caps
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
 from orderflow.link import Link
@@ -232,6 +233,7 @@ class WorkerService:
                 )
             )
             self._spawn(f"consumer-info-{consumer.name}", functools.partial(self._sample, js, consumer.name))
+        self._spawn("store-info", functools.partial(self._sample_store, js, layout.caps))
         if any(r.consumer.priority for r in self.runners):
             ranks = self._ranks = Ranks(
                 s.worker_id,
@@ -297,6 +299,19 @@ class WorkerService:
             if r.consumer.priority:
                 r.loop.priority = rank
         self.metrics.pull_priority.set(rank)
+
+    async def _sample_store(self, js: JetStreamContext, caps: Caps) -> None:
+        """How full the store and ORDERS are, against their caps (orderflow/capacity.py)."""
+        m = self.metrics
+        m.store_limit.set(max(0, caps.store_bytes))
+        m.stream_limit.labels(contract.STREAM).set(max(0, caps.of(contract.STREAM)))
+        orders = m.stream_bytes.labels(contract.STREAM)
+        while True:
+            with contextlib.suppress(Exception):
+                account = await js.account_info()
+                m.store_used.set(account.storage / max(1, self.settings.stream_replicas))
+                orders.set((await js.stream_info(contract.STREAM)).state.bytes or 0)
+            await asyncio.sleep(self.settings.consumer_info_interval_s)
 
     async def _sample(self, js: JetStreamContext, consumer: str) -> None:
         pending = self.metrics.consumer_pending.labels(consumer)
