@@ -37,7 +37,8 @@ def _env(nats: SecureNats, service: str, **settings: str) -> dict[str, str]:
 def test_each_service_works_under_its_own_identity(nats: SecureNats, tmp_path: Path) -> None:
     """1. The ingest (password file) and a worker (nkey seed), both with a client certificate,
     start and get ready; the ingest created the layout, the worker its consumer.
-    2. An order is accepted (200), the worker completes it, the ingest shows it done.
+    2. An order is accepted (200), the worker completes it, the ingest shows it done; a keyed
+    order's repeat is answered from its Idempotency-Key record.
     3. A second order is cancelled by the CLI (its own nkey) while it runs: the worker answers
     the CLI's control request.
     4. An undecodable order is dead-lettered by the worker; the CLI lists, shows and replays it.
@@ -52,10 +53,11 @@ def test_each_service_works_under_its_own_identity(nats: SecureNats, tmp_path: P
         assert result.returncode == 0, (args, result.stdout, result.stderr)
         return result.stdout
 
-    def order() -> str:
-        status, _, body = http("POST", ingest.url + "/orders", b'{"product_id":1,"count":2,"username":"m"}')
-        assert status == 200, body
-        return str(json.loads(body)["order_id"])
+    def order(headers: dict[str, str] | None = None) -> str:
+        body = b'{"product_id":1,"count":2,"username":"m"}'
+        status, _, answer = http("POST", ingest.url + "/orders", body, headers or {})
+        assert status == 200, answer
+        return str(json.loads(answer)["order_id"])
 
     def status_of(order_id: str) -> str:
         code, _, shown = ingest.get(f"/orders/{order_id}")
@@ -65,6 +67,8 @@ def test_each_service_works_under_its_own_identity(nats: SecureNats, tmp_path: P
         ingest.start().wait_ready(30)
         worker.start().wait_ready(30)
         done, cancelled = order(), order()
+        # An Idempotency-Key: its record written, then read back by the repeat (KV ORDER_KEYS).
+        assert order({"Idempotency-Key": "k-1"}) == order({"Idempotency-Key": "k-1"})
         wait_until(lambda: status_of(cancelled) == "processing", 30, "the second order to run")
         orderflow("cancel", cancelled)
         wait_until(lambda: status_of(done) == "done", 30, "the first order to be done")

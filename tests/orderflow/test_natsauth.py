@@ -65,6 +65,11 @@ def test_the_files_are_read_once_at_start_up(pki: Pki, tmp_path: Path) -> None:
     assert s.nats_password == "s3cret" and "s3cret" not in repr(s)
     options = s.nats_options()
     assert isinstance(options["tls"], ssl.SSLContext) and options["password"] == "s3cret"
+    s = load_settings(
+        "worker",
+        {"ORDERFLOW_NATS_CA_FILE": pki.path("ca.crt"), "ORDERFLOW_NATS_TLS_HOSTNAME": "nats.nats.svc"},
+    )
+    assert s.nats_options()["tls_hostname"] == "nats.nats.svc" and "cert_file" not in repr(s.nats_options())
     s = load_settings("worker", {"ORDERFLOW_NATS_NKEY_SEED_FILE": str(seed)})
     assert s.nats_options()["nkeys_seed"] == str(seed) and "tls" not in s.nats_options()
 
@@ -95,6 +100,17 @@ def test_a_missing_or_unusable_file_is_named_at_start_up(pki: Pki, tmp_path: Pat
     assert "ORDERFLOW_NATS_NKEY_SEED_FILE" in message and "no user nkey seed" in message
     with pytest.raises(ConfigError, match="ORDERFLOW_NATS_CA_FILE: not a usable PEM"):
         load_settings("ingest", {"ORDERFLOW_NATS_CA_FILE": str(tmp_path / "not-a-cert")})
+    with pytest.raises(
+        ConfigError, match="ORDERFLOW_NATS_PASSWORD and ORDERFLOW_NATS_PASSWORD_FILE: give one"
+    ):
+        load_settings(
+            "ingest",
+            {
+                "ORDERFLOW_NATS_USER": "u",
+                "ORDERFLOW_NATS_PASSWORD": "p",
+                "ORDERFLOW_NATS_PASSWORD_FILE": str(tmp_path / "not-a-cert"),
+            },
+        )
     new_seed(tmp_path / "seed.nk")
     with pytest.raises(ConfigError, match="one identity at a time, got token and nkey seed"):
         load_settings(
