@@ -106,7 +106,8 @@ class PayloadSchema:
 
 
 def _path(parts: Iterable[Any]) -> str:
-    return ".".join(str(p) for p in parts)
+    # an empty key is a field too: named `""`, never an empty field name
+    return ".".join(str(p) if p != "" else '""' for p in parts)
 
 
 def _describe(error: schema_errors.ValidationError) -> list[tuple[str, str]]:

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 import httpx
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from ingest.app import create_app
@@ -232,3 +234,26 @@ def test_a_schema_over_the_size_bound_is_refused() -> None:
     big = {"type": "object", "description": "x" * 70_000}
     with pytest.raises(ValueError, match="over 65536"):
         PayloadSchema("big", big)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    body=st.dictionaries(
+        st.sampled_from(["customer", "lines", "currency", "x"]) | st.text(max_size=8), json_values, max_size=5
+    )
+)
+def test_any_json_object_is_an_invoice_or_named_field_errors_never_an_exception(body: dict[str, Any]) -> None:
+    """hypothesis on the declared schema's check: arbitrary JSON objects give an order whose stored
+    payload the worker's Struct decodes, or field errors with a field and a message; nothing raises."""
+    result = PayloadSchema("invoice", msgspec.json.schema(Invoice)).validate(json.dumps(body).encode(), "o-1")
+    if isinstance(result, contract.TypedOrder):
+        msgspec.json.decode(bytes(result.payload), type=Invoice)  # what the ingest takes, the worker reads
+    else:
+        assert result and all(e.field and e.message for e in result)
