@@ -156,8 +156,13 @@ class Settings:
     pod_namespace: str | None = None
     pod_deletion_cost: str = "auto"  # auto (on inside a cluster) | on | off
     pod_deletion_cost_min_interval_s: float = 5.0
-    # Kubernetes' own variable (not ORDERFLOW_*): set inside a pod, with the API server's address.
+    # On SIGTERM read this pod's deletionTimestamp and drain against the real SIGKILL time when it
+    # is sooner than the budget: auto (inside a cluster) | on (also outside, through KUBECONFIG) | off.
+    pod_deadline: str = "auto"
+    # Kubernetes' own variables (not ORDERFLOW_*): set inside a pod, with the API server's address;
+    # outside one, the kubeconfig the `on` modes talk to the API server with.
     kubernetes_service_host: str | None = None
+    kubeconfig: str | None = None
 
     # --- derived, never configured twice --------------------------------------------------
     @property
@@ -308,6 +313,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POD_NAMESPACE": ("pod_namespace", str),
     "POD_DELETION_COST": ("pod_deletion_cost", _choice("auto", "on", "off")),
     "POD_DELETION_COST_MIN_INTERVAL_S": ("pod_deletion_cost_min_interval_s", _number(float, 0)),
+    "POD_DEADLINE": ("pod_deadline", _choice("auto", "on", "off")),
 }
 # TASK_TYPES is parsed after CONCURRENCY and TASK_TIMEOUT_S, whose values are its defaults.
 # MAX_ATTEMPTS is MAX_DELIVER's clearer name (failed attempts, not deliveries); either works.
@@ -389,6 +395,7 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
     if problems:
         raise ConfigError(problems)
     values["kubernetes_service_host"] = env.get("KUBERNETES_SERVICE_HOST") or None
+    values["kubeconfig"] = env.get("KUBECONFIG") or None
     values["prometheus_multiproc_dir"] = env.get("PROMETHEUS_MULTIPROC_DIR") or None
     if not values.get("worker_id"):
         values["worker_id"] = values.get("pod_name") or f"{socket.gethostname()}-{os.getpid()}"

@@ -182,6 +182,13 @@ class WorkerMetrics:
             "fetching stopped; none of these is a failed attempt.",
             registry=registry,
         )
+        self.drain_deadline = Gauge(
+            "orderflow_drain_deadline_seconds",
+            "The drain's deadline in seconds from SIGTERM, by the deadline that ruled: budget "
+            "(ORDERFLOW_DRAIN_TIMEOUT_S) or pod (the pod's real SIGKILL time less a margin).",
+            ["ruled_by"],
+            registry=registry,
+        )
         self.slot_restarts = Counter(
             "orderflow_slot_restarts",
             "Slots or fetch loops that crashed and were restarted by the supervisor.",

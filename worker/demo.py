@@ -5,7 +5,10 @@ run record on start and on completion, so tests and the chaos ledger can count r
 
 A job of a second or more checkpoints its simulated progress every 2 s, or every 10 % of its length
 if that is shorter, and resumes from its checkpoint: a scale-down costs it at most one step. When
-a drain hands it back it checkpoints what it did since the last step while it unwinds. Shorter
+the worker starts to drain (`job.stopping`) and the rest of the job would not fit before its
+hand-back (`job.deadline_s`), it checkpoints at once and hands itself back (`job.handback()`):
+no cancel, nothing lost; the cancel at the deadline stays the backstop, and a run cut by it
+checkpoints what it did since the last step while it unwinds. Shorter
 jobs do not checkpoint: a checkpoint is a stored write, dearer than redoing under a second of work.
 ORDERFLOW_WORK_CHECKPOINTS=false turns checkpoints off: every run starts over (the chaos
 rehearsal's work-redone figure, both ways).
@@ -50,12 +53,21 @@ def register(registry: Registry, settings: Settings) -> None:
             while done < length:
                 chunk = min(step, length - done)
                 since = time.monotonic()
-                await asyncio.sleep(chunk)
-                done += chunk
+                await _work(job, chunk)
+                done = min(length, done + min(chunk, time.monotonic() - since))
+                if done < length and job.stopping.is_set() and length - done > job.deadline_s:
+                    # Draining, and the rest would not fit before the hand-back: keep what is done
+                    # and give the order back now rather than be cancelled at the deadline.
+                    if keep:
+                        await _checkpoint(job, length, done)
+                    with contextlib.suppress(Exception):
+                        await job.record_progress("interrupted", done, length)
+                    job.handback()
+                    return
                 if done < length and keep:
                     await _checkpoint(job, length, done)
         except asyncio.CancelledError:
-            # Handed back (or cancelled): keep the part of the step already done.
+            # Handed back at the deadline (or cancelled): keep the part of the step already done.
             partial = min(length, done + (time.monotonic() - since))
             if keep:
                 await _checkpoint(job, length, partial)
@@ -69,6 +81,16 @@ def register(registry: Registry, settings: Settings) -> None:
         await job.record_progress("done", done, length)
 
     registry.fallback(demo)
+
+
+async def _work(job: Job, seconds: float) -> None:
+    """`seconds` of simulated work, cut short when the worker starts to drain (once: a drain's
+    step then runs whole, the handler looks again after it)."""
+    if job.stopping.is_set():
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(job.stopping.wait(), seconds)
 
 
 def _length(order_id: str, work: WorkRange) -> float:

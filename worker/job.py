@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 
 from orderflow import contract
-from worker.handlers import CheckpointError, Handler, Job, PoisonError
+from worker.handlers import CheckpointError, Handler, Job, PoisonError, StopSignal
 from worker.hooks import Hooks, at_stake_s
 from worker.outcome import Books, Delivery, Kind, Limits, Outcome, Settler, keep_trying
 from worker.payload import SEED, PayloadCodec
@@ -132,7 +132,7 @@ def admit(
 class Run(Slot):
     """One slot's job: the pool's slot plus the delivery and what its heartbeats need."""
 
-    __slots__ = ("delivery", "last_beat", "lock", "timeout_s")
+    __slots__ = ("delivery", "handing_back", "last_beat", "lock", "timeout_s")
 
     def __init__(self, key: int, timeout_s: float, delivery: Delivery) -> None:
         super().__init__(key, time.monotonic() + timeout_s)
@@ -140,6 +140,7 @@ class Run(Slot):
         self.delivery = delivery
         self.last_beat = self.started
         self.lock: asyncio.Lock | None = None  # checkpoints of one job, one at a time
+        self.handing_back = False  # the handler called job.handback(): its return hands it back
 
 
 class Recovery:
@@ -180,6 +181,7 @@ class JobPipeline:
         is_cancelled: Callable[[str], bool],
         recovery: Recovery,
         codec: PayloadCodec = SEED,
+        stopping: StopSignal | None = None,
     ) -> None:
         self.task_type = task_type
         self._handler = handler
@@ -192,6 +194,8 @@ class JobPipeline:
         self._worker_id = worker_id
         self._is_cancelled = is_cancelled
         self._recovery = recovery
+        self.stopping = stopping if stopping is not None else StopSignal()  # set by the drain
+        self.handed_back_by_handlers = 0  # job.handback() then return, during a drain
         # the pool's running jobs, by stream sequence (bound once the pool exists)
         self.runs: dict[int, Run] = {}
 
@@ -342,7 +346,11 @@ class JobPipeline:
         )
         try:
             await self._handler(job)
-            outcome = Outcome(Kind.DONE)
+            if run.handing_back:  # the handler checkpointed and gave the order back itself
+                self.handed_back_by_handlers += 1
+                outcome = Outcome(Kind.HANDED_BACK)
+            else:
+                outcome = Outcome(Kind.DONE)
         except PoisonError as exc:
             outcome = Outcome(Kind.POISON, str(exc) or type(exc).__name__)
         except asyncio.CancelledError:
@@ -431,11 +439,15 @@ class JobPipeline:
 class _Control:
     """The Job's line back to its run."""
 
-    __slots__ = ("_pipeline", "_run")
+    __slots__ = ("_pipeline", "_run", "stopping")
 
     def __init__(self, pipeline: JobPipeline, run: Run) -> None:
         self._pipeline = pipeline
         self._run = run
+        self.stopping = pipeline.stopping
+
+    def handback(self) -> None:
+        self._run.handing_back = True
 
     async def checkpoint(self, state: Any) -> None:
         await self._pipeline.checkpoint(self._run, state)

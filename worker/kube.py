@@ -13,8 +13,9 @@ The Kubernetes docs warn against updating the annotation often: the power-of-two
 few times an hour per job, the keeper patches only when the value changed, at most once per
 `pod_deletion_cost_min_interval_s`, and the latest value wins when the load moves faster.
 
-API calls run in a thread (the `kubernetes` client is synchronous) with a request timeout; errors
-are logged and retried on the next change or after a back-off, never raised into the worker.
+API calls run in a thread (the `kubernetes` client is synchronous, `PodClient`) with a request
+timeout; errors are logged and retried on the next change or after a back-off, never raised into
+the worker. The same client reads the pod's deletion at SIGTERM (worker/deadline.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,61 @@ def in_cluster(settings: Settings, token_path: Path = TOKEN_PATH) -> bool:
     return bool(settings.kubernetes_service_host) and token_path.is_file()
 
 
+class PodClient:
+    """This pod through the `kubernetes` client: the one client the worker has, for its own pod
+    only (the pod-deletion-cost keeper patches it, the drain reads its deletion). Built on first
+    use: inside a cluster from the service account, outside one from the kubeconfig (a proxied
+    API server, or the tests' and the chaos rehearsal's stand-in). Calls run in a thread (the
+    client is synchronous), each with a request timeout."""
+
+    def __init__(
+        self, name: str, namespace: str, api: Any | None = None, kubeconfig: str | None = None
+    ) -> None:
+        # `api` is a kubernetes.client.CoreV1Api (tests pass one pointed at the stand-in).
+        self.name = name
+        self.namespace = namespace
+        self.kubeconfig = kubeconfig
+        self._api = api
+
+    @classmethod
+    def from_settings(cls, settings: Settings, token_path: Path = TOKEN_PATH) -> PodClient | None:
+        if not settings.pod_name or not settings.pod_namespace:
+            return None
+        kubeconfig = None if in_cluster(settings, token_path) else settings.kubeconfig
+        return cls(settings.pod_name, settings.pod_namespace, kubeconfig=kubeconfig)
+
+    def core(self) -> Any:
+        if self._api is None:
+            from kubernetes import client, config
+
+            if self.kubeconfig is None:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                self._api = client.CoreV1Api()
+            else:
+                self._api = client.CoreV1Api(
+                    config.new_client_from_config(config_file=self.kubeconfig)  # type: ignore[no-untyped-call]
+                )
+        return self._api
+
+    async def read(self, timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
+        """The pod (a V1Pod), or an exception; gives up after `timeout_s` even if the thread lingers."""
+        call = asyncio.to_thread(
+            lambda: self.core().read_namespaced_pod(self.name, self.namespace, _request_timeout=timeout_s)
+        )
+        return await asyncio.wait_for(call, timeout_s)
+
+    async def patch(self, body: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            lambda: self.core().patch_namespaced_pod(
+                self.name,
+                self.namespace,
+                body,
+                _request_timeout=REQUEST_TIMEOUT_S,
+                _content_type="application/merge-patch+json",
+            )
+        )
+
+
 class PodDeletionCostKeeper:
     """Patches this pod's deletion cost when it changes, rate-limited, in the background.
 
@@ -52,19 +108,9 @@ class PodDeletionCostKeeper:
     API server.
     """
 
-    def __init__(
-        self,
-        pod_name: str,
-        namespace: str,
-        min_interval_s: float,
-        api: Any | None = None,
-    ) -> None:
-        # `api` is a kubernetes.client.CoreV1Api; None builds one from the in-cluster config on
-        # first use (tests pass one pointed at a stub API server).
-        self.pod_name = pod_name
-        self.namespace = namespace
+    def __init__(self, pod: PodClient, min_interval_s: float) -> None:
+        self.pod = pod
         self.min_interval_s = min_interval_s
-        self._api = api
         self._desired = IDLE_COST
         self._applied: int | None = None  # None: unknown (not read yet, or a patch failed)
         self._last_attempt = float("-inf")
@@ -77,7 +123,7 @@ class PodDeletionCostKeeper:
         """The keeper for this pod, or None when the feature is off or cannot work here.
 
         `auto` turns it on only inside a cluster; `on` also outside one (with an explicit
-        pod name/namespace, e.g. against a proxied API server); `off` never.
+        pod name/namespace and a kubeconfig, e.g. against a proxied API server); `off` never.
         """
         mode = settings.pod_deletion_cost
         if mode == "off":
@@ -85,13 +131,14 @@ class PodDeletionCostKeeper:
         if mode == "auto" and not in_cluster(settings, token_path):
             log.info("pod-deletion-cost: off (not running inside a Kubernetes pod)")
             return None
-        if not settings.pod_name or not settings.pod_namespace:
+        pod = PodClient.from_settings(settings, token_path)
+        if pod is None:
             log.warning(
                 "pod-deletion-cost: off (ORDERFLOW_POD_NAME / ORDERFLOW_POD_NAMESPACE not set; "
                 "pass them with the downward API)"
             )
             return None
-        return cls(settings.pod_name, settings.pod_namespace, settings.pod_deletion_cost_min_interval_s)
+        return cls(pod, settings.pod_deletion_cost_min_interval_s)
 
     # --- called by the worker ------------------------------------------------------------------
     def update(self, cost: int) -> None:
@@ -134,16 +181,11 @@ class PodDeletionCostKeeper:
     async def _read_current(self) -> int | None:
         """What the annotation says now (a container restart keeps the pod and its annotation)."""
         try:
-            pod = await asyncio.to_thread(
-                self._core().read_namespaced_pod,
-                self.pod_name,
-                self.namespace,
-                _request_timeout=REQUEST_TIMEOUT_S,
-            )
+            pod = await self.pod.read()
         except Exception as exc:
             self.errors += 1
             log.warning(
-                "pod-deletion-cost: cannot read pod %s/%s: %s", self.namespace, self.pod_name, _short(exc)
+                "pod-deletion-cost: cannot read pod %s/%s: %s", self.pod.namespace, self.pod.name, short(exc)
             )
             return None
         annotations = (pod.metadata.annotations if pod.metadata else None) or {}
@@ -157,34 +199,21 @@ class PodDeletionCostKeeper:
         body = {"metadata": {"annotations": {ANNOTATION: str(cost)}}}
         self._last_attempt = time.monotonic()
         try:
-            await asyncio.to_thread(
-                self._core().patch_namespaced_pod,
-                self.pod_name,
-                self.namespace,
-                body,
-                _request_timeout=REQUEST_TIMEOUT_S,
-                _content_type="application/merge-patch+json",
-            )
+            await self.pod.patch(body)
         except Exception as exc:
             self.errors += 1
             self._applied = None
-            log.warning("pod-deletion-cost: patch to %d failed: %s", cost, _short(exc))
+            log.warning("pod-deletion-cost: patch to %d failed: %s", cost, short(exc))
             return False
         self._applied = cost
         self.patches += 1
-        log.debug("pod-deletion-cost: %s/%s -> %d", self.namespace, self.pod_name, cost)
+        log.debug("pod-deletion-cost: %s/%s -> %d", self.pod.namespace, self.pod.name, cost)
         return True
 
-    def _core(self) -> Any:
-        if self._api is None:
-            from kubernetes import client, config
 
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            self._api = client.CoreV1Api()
-        return self._api
-
-
-def _short(exc: Exception) -> str:
+def short(exc: BaseException) -> str:
     status = getattr(exc, "status", None)
     reason = getattr(exc, "reason", None)
-    return f"HTTP {status} {reason}" if status else f"{type(exc).__name__}: {exc}"
+    if status:
+        return f"HTTP {status} {reason}"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

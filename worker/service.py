@@ -30,7 +30,8 @@ from orderflow.natsmux import Requester
 from worker import payload
 from worker.cancels import CancelMarkers
 from worker.consumer import FetchLoop
-from worker.handlers import Registry, load_handlers
+from worker.deadline import DeadlineReader
+from worker.handlers import Registry, StopSignal, load_handlers
 from worker.health import LoopWatch, ProbeServer
 from worker.hooks import Hooks, MetricsHook, PodLoad
 from worker.job import JobPipeline, Recovery, Run
@@ -90,6 +91,8 @@ class WorkerService:
         self.load = PodLoad()
         self.watch: LoopWatch | None = None
         self._keeper: PodDeletionCostKeeper | None = None
+        self._deadlines = DeadlineReader(None, "not started")
+        self.stopping = StopSignal()  # set when the drain starts: every handler's job.stopping
         self._stop_fetching = asyncio.Event()
         self._background: list[asyncio.Task[None]] = []
         self._fetchers: list[asyncio.Task[None]] = []
@@ -174,6 +177,9 @@ class WorkerService:
         if self._keeper is not None:
             self.load.on_change = self._keeper.update
         self.metrics.pod_deletion_cost.set_function(self.load.cost)
+        self._deadlines = DeadlineReader.from_settings(s, self._keeper.pod if self._keeper else None)
+        # Before ready: a SIGTERM right after must find the client built (that takes ~1 s).
+        await self._deadlines.prepare()
         # The cancel markers before any fetch: a first delivery of a generated id reads no status,
         # only this set, so an order cancelled while it waited must be in it when it arrives.
         self._spawn("cancel-markers", lambda: self.cancels.watch(js))
@@ -213,6 +219,7 @@ class WorkerService:
                 self.cancels.__contains__,
                 recovery,
                 self.handlers.payload(task_type.name),
+                self.stopping,
             )
             pool = Pool(task_type.name, task_type.concurrency, task_type.timeout_s, pipeline, timing)
             pipeline.bind(pool)
@@ -377,28 +384,36 @@ class WorkerService:
 
     # --- drain ----------------------------------------------------------------------------------
     async def drain(self) -> None:
-        s = self.settings
         t = self.timing
         started = time.monotonic()
-        deadline = started + s.drain_timeout_s
-        hand_back_at = deadline - t.handback_lead_s
         pools = [r.pool for r in self.runners]
         running_at_start = sum(len(p.running) for p in pools)
         self.draining = True
         self.metrics.draining.set(1)
-        log.info("draining: %d jobs running, %.0fs budget", running_at_start, s.drain_timeout_s)
+        # Phase 0: the deadline. The pod's own deletion (read within a second) says when the
+        # SIGKILL comes; leaving the ranks runs meanwhile (both are bounded by about a second).
+        reading = asyncio.create_task(self._deadlines.deadline(t, started))
         if self._ranks is not None and self.nc is not None:
             await self._ranks.leave(self.nc.jetstream())
+        clock, why = await reading
+        deadline = started + clock.drain_s
+        hand_back_at = started + clock.hand_back_s
+        self.metrics.drain_deadline.labels(clock.ruled_by).set(clock.drain_s)
+        self.stopping.set(hand_back_at)  # job.stopping, job.deadline_s
+        log.info(
+            "draining: %d jobs running, deadline %.1fs by the %s (%s; budget %.0fs)",
+            running_at_start,
+            clock.drain_s,
+            clock.ruled_by,
+            why,
+            t.drain_timeout_s,
+        )
 
         # Phase 1: stop fetching at once. A pull request already out ends within fetch_expiry_s;
-        # what it still brings is given back unstarted.
+        # what it still brings is given back unstarted. In the background: with a short grace the
+        # hand-back may be due before the open requests have ended.
         self._stop_fetching.set()
-        if self._fetchers:
-            await asyncio.wait(self._fetchers, timeout=t.fetch_expiry_s + 2.0)
-        for task in self._fetchers:
-            task.cancel()
-        await asyncio.gather(*(r.loop.close() for r in self.runners), return_exceptions=True)
-        unstarted = sum(r.loop.unstarted for r in self.runners)
+        closing = asyncio.create_task(self._close_fetching(hand_back_at))
 
         # Phase 2: let running jobs finish; heartbeats keep flowing. Ends early on a second signal.
         idle = asyncio.gather(*(p.wait_idle() for p in pools), return_exceptions=True)
@@ -409,10 +424,11 @@ class WorkerService:
         stopping = [slot for p in pools for slot in p]
         for p in pools:
             for slot in p:
-                p.stop(slot, Kind.HANDED_BACK, unwind_s=t.unwind_s)
+                p.stop(slot, Kind.HANDED_BACK, unwind_s=clock.unwind_s)
         tasks = [slot.task for slot in stopping if slot.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=max(1.0, deadline - time.monotonic()))
+        unstarted = await closing
 
         # Phase 4: tickers and watchers off, then drain the connection (flushes acks and naks).
         stuck = await cancel_all(self._background, self.timing.cancel_within_s)
@@ -425,12 +441,27 @@ class WorkerService:
                 await asyncio.wait_for(self.nc.drain(), timeout=t.nats_drain_timeout_s)
         self.metrics.draining.set(0)
         log.info(
-            "drained in %.1fs: %d running at SIGTERM, %d handed back at the deadline, %d fetched but never started",
+            "drained in %.1fs: %d running at SIGTERM, %d handed back at the deadline, %d fetched but "
+            "never started, %d handed back by their handlers; deadline %.1fs by the %s",
             time.monotonic() - started,
             running_at_start,
             len(stopping),
             unstarted,
+            sum(r.pipeline.handed_back_by_handlers for r in self.runners),
+            clock.drain_s,
+            clock.ruled_by,
         )
+
+    async def _close_fetching(self, hand_back_at: float) -> int:
+        """Phase 1: the fetch loops end (bounded by the hand-back too), then their open requests are
+        waited out and what they bring is given back; returns how many deliveries that was."""
+        if self._fetchers:
+            within_s = min(self.timing.fetch_expiry_s + 2.0, max(0.0, hand_back_at - time.monotonic()))
+            await asyncio.wait(self._fetchers, timeout=within_s)
+        for task in self._fetchers:
+            task.cancel()
+        await asyncio.gather(*(r.loop.close() for r in self.runners), return_exceptions=True)
+        return sum(r.loop.unstarted for r in self.runners)
 
 
 async def cancel_all(tasks: Sequence[asyncio.Task[None]], within_s: float) -> list[str]:

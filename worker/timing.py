@@ -43,6 +43,16 @@ The arithmetic, all of it (ack_wait = A, defaults A = 30 s):
 - a delivery given back unstarted (it reached a worker that stopped fetching) is naked with a
   delay of fetch_expiry_s: the stopped worker's last pull requests live that long, and a message
   offered again sooner would go straight back to them (first in line with priority groups).
+- the drain's deadline (`drain_deadline`): the budget (drain_timeout_s), unless the pod's own
+  deletion says the SIGKILL comes sooner. kill_in_s = the sooner of deletionTimestamp - now and
+  deletionGracePeriodSeconds - (time since SIGTERM) (the API's stamp is whole seconds and another
+  machine's clock; the grace counts from the kubelet's kill, a moment before our SIGTERM without a
+  preStop hook, and the chart has none). Then drain_s = min(budget, kill_in_s + time since SIGTERM
+  - pod_margin_s), never below 0, and `ruled_by` says which one won. pod_margin_s = 1 s is what the
+  hand-back needs after the deadline: phase 3's confirmed `queued` writes and naks flushed by the
+  connection's drain, on a loaded node. With the pod's deadline the hand-back lead shrinks with
+  it: lead = min(handback_lead_s, 10 % of drain_s), unwind = half of that. A 5 s grace against a
+  60 s budget: drain_s = 4 s, hand-back at 3.6 s, the handler's unwind 0.2 s.
 - nats_drain_timeout_s: the connection drain at the very end, the one value the ingest, the
   worker and the chart share (Settings).
 """
@@ -50,6 +60,7 @@ The arithmetic, all of it (ack_wait = A, defaults A = 30 s):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from orderflow.config import Settings
 
@@ -75,6 +86,7 @@ class Timing:
     fetch_expiry_s: float
     fetch_grace_s: float
     nats_drain_timeout_s: float
+    pod_margin_s: float = 1.0
 
     @classmethod
     def derive(cls, settings: Settings, ack_wait_s: float | None = None) -> Timing:
@@ -103,6 +115,48 @@ class Timing:
             nats_drain_timeout_s=settings.nats_drain_timeout_s,
         )
 
+    def drain_deadline(self, kill_in_s: float | None, since_sigterm_s: float = 0.0) -> DrainDeadline:
+        """The drain's length from SIGTERM: the budget, or the pod's SIGKILL time less the margin
+        when that is sooner. `kill_in_s`: seconds from now to the SIGKILL (None: unknown)."""
+        budget = self.drain_timeout_s
+        if kill_in_s is not None:
+            pod_s = max(0.0, kill_in_s + since_sigterm_s - self.pod_margin_s)
+            if pod_s < budget:
+                return DrainDeadline(pod_s, min(self.handback_lead_s, 0.1 * pod_s), "pod")
+        return DrainDeadline(budget, self.handback_lead_s, "budget")
+
+    @staticmethod
+    def kill_in_s(
+        deletion_at: float | None, grace_s: float | None, now: float, since_sigterm_s: float
+    ) -> float | None:
+        """Seconds from `now` (epoch) to the SIGKILL, from the pod's deletionTimestamp (epoch) and
+        deletionGracePeriodSeconds: the sooner of the two; None when the pod is not being deleted."""
+        known = []
+        if deletion_at is not None:
+            known.append(deletion_at - now)
+        if grace_s is not None:
+            known.append(grace_s - since_sigterm_s)
+        return min(known) if known else None
+
     def timeout_tick_s(self, timeout_s: float) -> float:
         """The hard-timeout sweep of a pool: a tenth of its timeout, at most every second."""
         return max(0.01, min(1.0, timeout_s / 10))
+
+
+@dataclass(frozen=True)
+class DrainDeadline:
+    """How long a drain may take from SIGTERM, when it hands back what still runs (lead_s before
+    the end; a handler unwinds for half of it), and which deadline ruled."""
+
+    drain_s: float
+    lead_s: float
+    ruled_by: Literal["budget", "pod"]
+
+    @property
+    def unwind_s(self) -> float:
+        return self.lead_s / 2
+
+    @property
+    def hand_back_s(self) -> float:
+        """Seconds from SIGTERM to the hand-back."""
+        return max(0.0, self.drain_s - self.lead_s)

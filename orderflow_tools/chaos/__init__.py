@@ -10,8 +10,9 @@ With --nats-cluster 3 NATS is a local 3-node JetStream cluster with R3 streams: 
 rolling restart (the ORDERS leader first) and --node-kills SIGKILL the ORDERS leader's node.
 After the load it waits for the backlog to drain and checks the ledger: every order answered 200
 is done exactly once. Writes summary.json, events.json and timeline.png into --out.
-Profiles: `default` (the sine, 1-30 s jobs) and `long-jobs` (20-90 s jobs, 2 s drain, a SIGTERM at
-least every 15 s); any option given overrides its profile.
+Profiles: `default` (the sine, 1-30 s jobs), `long-jobs` (20-90 s jobs, 2 s drain, a SIGTERM at
+least every 15 s) and `platform-deadlines` (scale-downs with a grace drawn from 2 s to the derived
+one, spot notices, evictions; --deadline-aware on|off); any option given overrides its profile.
 Exit code 1 if any accepted order is not done exactly once.
 """
 
@@ -62,10 +63,12 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--profile",
-        choices=("default", "long-jobs"),
+        choices=("default", "long-jobs", "platform-deadlines"),
         default="default",
-        help="the defaults of every option below: the seed's sine with 1-30 s jobs (default), or "
-        "jobs of 20-90 s against a 2 s drain with a SIGTERM at least every 15 s (long-jobs)",
+        help="the defaults of every option below: the seed's sine with 1-30 s jobs (default), "
+        "jobs of 20-90 s against a 2 s drain with a SIGTERM at least every 15 s (long-jobs), or "
+        "5-40 s jobs against a 20 s drain while the platform grants less: scale-downs with a grace "
+        "drawn from 2 s to the derived one, spot notices, evictions (platform-deadlines)",
     )
     p.add_argument(
         "--duration", type=parse_duration, help=f"load duration, e.g. 20m ({_profiles('duration')} s)"
@@ -121,6 +124,15 @@ def add_parser(subparsers: Any) -> None:
         "--ingest-restarts",
         type=int,
         help=f"ingest restarts during the load ({_profiles('ingest_restarts')})",
+    )
+    p.add_argument(
+        "--deadline-aware",
+        type=_switch,
+        default=None,
+        metavar="on|off",
+        help="workers read their pod's deletion (a stand-in Kubernetes API) and drain against the "
+        "real SIGKILL time (ORDERFLOW_POD_DEADLINE=on), or keep their budget (off; default: on "
+        "with --profile platform-deadlines, else off)",
     )
     p.add_argument(
         "--checkpoints",
@@ -216,7 +228,7 @@ def add_parser(subparsers: Any) -> None:
 def settings_from_args(args: argparse.Namespace) -> Any:
     from dataclasses import replace
 
-    from orderflow_tools.chaos.plan import PROFILES, Settings
+    from orderflow_tools.chaos.plan import CHART_DRAIN_S, PROFILES, SPOT_NOTICE_S, Settings
 
     d = PROFILES[args.profile]
 
@@ -256,6 +268,12 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         cost_mode=args.deletion_cost,
         hpa=args.hpa,
         profile=args.profile,
+        short_grace=bool(d.get("short_grace", False)),
+        spot_every_s=float(d.get("spot_every_s", 0.0)),
+        spot_notice_s=SPOT_NOTICE_S * given("drain_timeout_s") / CHART_DRAIN_S,
+        deadline_aware=bool(d.get("deadline_aware", False))
+        if args.deadline_aware is None
+        else args.deadline_aware,
     )
     # Long enough for the last jobs, a hand-back and a redelivery after ack_wait, and some backlog.
     derived = max(120.0, 4 * s.work.max_s + s.grace_s + 2 * s.ack_wait_s)
@@ -297,6 +315,12 @@ def _victims(v: dict[str, Any]) -> str:
     )
 
 
+def _spread(v: dict[str, Any]) -> str:
+    if not v["count"]:
+        return "none"
+    return f"n={v['count']} p50 {v['p50_s']:g} s, p95 {v['p95_s']:g} s, max {v['max_s']:g} s"
+
+
 def print_summary(summary: dict[str, Any], out: Path) -> None:
     f = summary["figures"]
     w = f["work"]
@@ -322,6 +346,9 @@ chaos ledger: {verdict}
   scale-downs / ups       {f["scale_downs"]} / {f["scale_ups"]}  (max workers {f["max_workers_reached"]})
   evictions               {f["evictions"]}  (longest stretch without a SIGTERM: {f["sigterm_max_gap_s"]} s)
   SIGKILLs                {f["sigkills"]}  (grace-period kills {f["grace_kills"]}, crashes {f["crashes"]})
+  platform deadlines      deadline-aware {"on" if f["deadline_aware"] else "off"}; {f["short_graces"]} deletions with less than the derived grace (grace {_spread(f["graces_s"])}); spot notices {f["spot_notices"]}; drains ruled by {f["drain_deadline_by"]}
+  grace kills of a job    {f["grace_kills_running"]}  ({f["grace_killed_runs"]} runs cut)
+  waited to run again     after a hand-back {_spread(f["handback_wait_s"])}; after a crash {_spread(f["crash_wait_s"])}
   hand-backs              {f["handed_back"]}  (metric {f["handed_back_metric"]:.0f}); per order max {h["max"]}, mean {h["mean"]:g}
   crashes per order       max {c["max"]}, mean {c["mean"]:g}
   work redone             {w["redone_s"]:g} s of {w["job_s"]:g} s job time = {w["redone_share"]:.2%}  (by cause {w["redone_by_cause_s"]}; metric {w["metric_redone_s"]:g} s)

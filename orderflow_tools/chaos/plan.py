@@ -53,6 +53,15 @@ class Settings:
     nats_cluster: int = 0
     node_kills: int = 0
     node_down_s: float = 10.0
+    # Issue #25, the platform's real deadlines: scale-downs with a grace drawn between 2 s and the
+    # derived grace (`kubectl delete --grace-period`, controllers), spot-style notices every
+    # spot_every_s on average (the node goes spot_notice_s after its notice: two minutes, scaled
+    # to the rehearsal's drain), and whether the workers read their pod's deadline (the stand-in
+    # Kubernetes API, orderflow_tools/kit/kubeapi.py) or keep their budget.
+    short_grace: bool = False
+    spot_every_s: float = 0.0
+    spot_notice_s: float = 120.0
+    deadline_aware: bool = False
 
     @property
     def grace_s(self) -> float:
@@ -69,7 +78,7 @@ CLUSTER_TOLERANCE = 0.1  # the HPA's default (--horizontal-pod-autoscaler-tolera
 @dataclass(frozen=True)
 class Fault:
     at_s: float
-    kind: str  # sigkill | nats_restart | ingest_restart | node_kill | evict
+    kind: str  # sigkill | nats_restart | ingest_restart | node_kill | evict | spot
 
 
 def schedule(s: Settings, rng: random.Random) -> list[Fault]:
@@ -107,6 +116,11 @@ def schedule(s: Settings, rng: random.Random) -> list[Fault]:
         while t < s.duration_s:
             faults.append(Fault(t, "evict"))
             t += rng.uniform(0.6, 1.0) * s.evict_every_s
+    if s.spot_every_s > 0:  # drawn after the evictions: they do not move with it
+        t = rng.uniform(0.3, 1.0) * s.spot_every_s
+        while t < s.duration_s:
+            faults.append(Fault(t, "spot"))
+            t += rng.uniform(0.5, 1.5) * s.spot_every_s
     return sorted(faults + restarts, key=lambda f: f.at_s)
 
 
@@ -160,4 +174,37 @@ PROFILES: dict[str, dict[str, Any]] = {
         "scale_down_pods": 1,
         "scale_down_period": 10.0,
     },
+    # Issue #25: the platform grants less than the derived grace. The sine (two periods) of
+    # 5-40 s jobs against a 20 s drain (so a 30 s derived grace); every scale-down's grace drawn
+    # between 2 s and 30 s, a spot notice every 45 s or so (the node gone 40 s later: 120 s x
+    # 20/60, the drain against the chart's default 60 s), an eviction at most every 30 s; no
+    # other faults, so every crash is a short grace's. Run it with --deadline-aware off too.
+    "platform-deadlines": {
+        "duration": 240.0,
+        "peak_rps": 3.0,
+        "period": 120.0,
+        "work_s": parse_work("5-40"),
+        "min_workers": 1,
+        "max_workers": 6,
+        "concurrency": 16,
+        "ack_wait_s": 10.0,
+        "drain_timeout_s": 20.0,
+        "max_deliver": 5,
+        "max_crashes": 10,
+        "kill_every_s": 0.0,
+        "evict_every_s": 30.0,
+        "nats_restarts": 0,
+        "ingest_restarts": 0,
+        "hpa_sync": 5.0,
+        "scale_down_window": 20.0,
+        "scale_down_pods": 1,
+        "scale_down_period": 10.0,
+        "short_grace": True,
+        "spot_every_s": 45.0,
+        "deadline_aware": True,
+    },
 }
+
+# The chart's default drain budget: a spot notice's two minutes are scaled by drain / this.
+CHART_DRAIN_S = 60.0
+SPOT_NOTICE_S = 120.0

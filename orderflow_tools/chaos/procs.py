@@ -15,7 +15,7 @@ from orderflow_tools.kit import REPO, Process, python_module
 
 _DRAIN_LINE = re.compile(
     r"drained in [0-9.]+s: (\d+) running at SIGTERM, (\d+) handed back at the deadline"
-    r"(?:, (\d+) fetched but never started)?"
+    r"(?:, (\d+) fetched but never started)?(?:, (\d+) handed back by their handlers)?"
 )
 
 
@@ -81,13 +81,20 @@ def worker_env(base: dict[str, str], pod_name: str, port: int) -> dict[str, str]
     return {**base, "ORDERFLOW_HTTP_PORT": str(port), "ORDERFLOW_WORKER_ID": pod_name}
 
 
+_DEADLINE_LINE = re.compile(
+    r"draining: \d+ jobs running, deadline ([0-9.]+)s by the (budget|pod) \((.*)\)$", re.M
+)
+
+
 @dataclass(frozen=True)
 class Drain:
-    """A worker's drain line: what ran at SIGTERM, what it handed back, what it never started."""
+    """A worker's drain line: what ran at SIGTERM, what it handed back (at the deadline, or its
+    handlers before it), what it never started."""
 
     running: int
     handed_back: int
     unstarted: int
+    by_handlers: int = 0
 
 
 def drain_line(log_path: Path, since: int) -> Drain | None:
@@ -99,4 +106,17 @@ def drain_line(log_path: Path, since: int) -> Drain | None:
     if not found:
         return None
     m = found[-1]
-    return Drain(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+    by_handlers = int(m.group(4) or 0)
+    return Drain(int(m.group(1)), int(m.group(2)) + by_handlers, int(m.group(3) or 0), by_handlers)
+
+
+def deadline_line(log_path: Path, since: int) -> dict[str, object] | None:
+    """The deadline the last drain from byte `since` used, which ruled and why; None: no drain."""
+    with log_path.open("rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace")
+    found = list(_DEADLINE_LINE.finditer(text))
+    if not found:
+        return None
+    m = found[-1]
+    return {"drain_s": float(m.group(1)), "ruled_by": m.group(2), "why": m.group(3)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -34,7 +35,7 @@ from orderflow_tools.chaos.plan import (
     Settings,
     schedule,
 )
-from orderflow_tools.chaos.procs import Pod, drain_line, service_process, worker_env
+from orderflow_tools.chaos.procs import Pod, deadline_line, drain_line, service_process, worker_env
 from orderflow_tools.kit import (
     REPO,
     NatsCluster,
@@ -46,11 +47,13 @@ from orderflow_tools.kit import (
     http_get,
     parse_metrics,
 )
+from orderflow_tools.kit.kubeapi import KubeApiStandIn
 from orderflow_tools.loadrun import find_k6
 
 log = logging.getLogger(__name__)
 
 K6_SCRIPT = REPO / "k6" / "chaos" / "load.js"
+POD_NAMESPACE = "chaos"
 _ANSWER = re.compile(r"^(\d+) (\S+) (\S+) (\d+)$")
 TICK_S = 1.0
 
@@ -151,6 +154,13 @@ class Rehearsal:
         self.tty = sys.stderr.isatty()
         self.load_end_s: float | None = None
         self.drained_at_s: float | None = None
+        # The pods as the Kubernetes API has them (the stand-in): each worker reads its own
+        # deletion there when --deadline-aware is on. Graces are drawn apart from the faults.
+        self.kube_api = KubeApiStandIn(POD_NAMESPACE)
+        self.graces = random.Random(f"{s.seed}-graces")
+        self.kill_timers: list[threading.Timer] = []
+        self.grace_kills: set[tuple[str, float]] = set()  # (pod, epoch) of each grace-period SIGKILL
+        self._kill_lock = threading.Lock()  # the kubelet's tick and the kill timers
 
     # --- time and events --------------------------------------------------------------------
     def now(self) -> float:
@@ -187,6 +197,9 @@ class Rehearsal:
             "ORDERFLOW_WORK_CHECKPOINTS": "true" if s.checkpoints else "false",
             "ORDERFLOW_PRIORITY": s.priority,
             "ORDERFLOW_CONSUMER_INFO_INTERVAL_S": "1",
+            "ORDERFLOW_POD_NAMESPACE": POD_NAMESPACE,
+            "ORDERFLOW_POD_DEADLINE": "on" if s.deadline_aware else "off",
+            "KUBECONFIG": str(self.out / "kubeconfig"),
         }
 
     # --- ingest ------------------------------------------------------------------------------
@@ -256,9 +269,9 @@ class Rehearsal:
         self.pod_seq += 1
         name = f"worker-{self.pod_seq}"
         port = free_port()
-        proc = service_process(
-            "worker", worker_env(self._worker_base_env(), name, port), self.out / f"{name}.log"
-        )
+        env = {**worker_env(self._worker_base_env(), name, port), "ORDERFLOW_POD_NAME": name}
+        self.kube_api.add_pod(name)
+        proc = service_process("worker", env, self.out / f"{name}.log")
         pod = Pod(name, port, self.now(), proc, uid=str(uuid.UUID(int=self.uids.getrandbits(128))))
         proc.start()
         self.pods.append(pod)
@@ -336,7 +349,11 @@ class Rehearsal:
                     pod.phase = "gone"
                     drain_s = round(now - pod.terminating_since, 1)
                     self.victims[pod.name].update(
-                        running=pod.running_at_sigterm, handed_back=handed, drain_s=drain_s
+                        running=pod.running_at_sigterm,
+                        handed_back=handed,
+                        drain_s=drain_s,
+                        by_handlers=drain.by_handlers if drain is not None else 0,
+                        deadline=deadline_line(pod.log_path, pod.log_offset),
                     )
                     self.event(
                         "handed_back",
@@ -347,10 +364,18 @@ class Rehearsal:
                         drain_s=drain_s,
                     )
                 elif now >= pod.kill_at and not pod.grace_killed:
-                    pod.process.send(signal.SIGKILL)
-                    pod.grace_killed = True
-                    self.died(pod)
-                    self.event("grace_kill", pod=pod.name)
+                    self.grace_kill(pod)
+
+    def grace_kill(self, pod: Pod) -> None:
+        """The end of a terminating pod's grace period: SIGKILL (on time, from a timer thread)."""
+        with self._kill_lock:
+            if pod.phase != "terminating" or pod.grace_killed or not pod.process.alive():
+                return
+            pod.process.send(signal.SIGKILL)
+            pod.grace_killed = True
+            self.died(pod)
+            self.grace_kills.add((pod.name, self.deaths[pod.name][-1]))
+        self.event("grace_kill", pod=pod.name, in_flight=pod.in_flight)
 
     def died(self, pod: Pod) -> None:
         self.deaths.setdefault(pod.name, []).append(time.time())
@@ -362,10 +387,15 @@ class Rehearsal:
             return "after_load"
         return "rising" if (t % self.s.period_s) < self.s.period_s / 2 else "falling"
 
-    def terminate(self, pod: Pod, reason: str) -> None:
-        """Pod deletion: SIGTERM now, SIGKILL at the end of the grace period."""
+    def terminate(
+        self, pod: Pod, reason: str, grace_s: float | None = None, disruption: str | None = None
+    ) -> None:
+        """Pod deletion: recorded in the API (with its grace, and a DisruptionTarget for a
+        disruption), SIGTERM now, SIGKILL at the end of the grace period."""
         now = self.now()
-        self.event(reason, pod=pod.name, in_flight=pod.in_flight, cost=pod.cost)
+        grace = self.s.grace_s if grace_s is None else grace_s
+        self.kube_api.delete(pod.name, math.ceil(grace), disruption)
+        self.event(reason, pod=pod.name, in_flight=pod.in_flight, cost=pod.cost, grace_s=grace)
         self.victims[pod.name] = {
             "t": round(now, 2),
             "pod": pod.name,
@@ -375,6 +405,7 @@ class Rehearsal:
             "in_flight": pod.in_flight,
             "running": None,
             "handed_back": 0,
+            "grace_s": grace,
         }
         if pod.phase == "restarting" or not pod.process.alive():
             pod.phase = "gone"
@@ -383,7 +414,11 @@ class Rehearsal:
         pod.log_offset = pod.log_path.stat().st_size
         pod.process.send(signal.SIGTERM)
         pod.phase, pod.ready = "terminating", False
-        pod.terminating_since, pod.kill_at = now, now + self.s.grace_s
+        pod.terminating_since, pod.kill_at = now, now + grace
+        timer = threading.Timer(grace, self.grace_kill, args=(pod,))
+        timer.daemon = True
+        timer.start()
+        self.kill_timers.append(timer)
 
     def sigkill(self) -> None:
         candidates = [p for p in self.replicas() if p.phase == "running" and p.process.alive()]
@@ -403,8 +438,27 @@ class Rehearsal:
         candidates = [p for p in self.replicas() if p.phase == "running" and p.process.alive()]
         if not candidates:
             return
-        self.terminate(self.rng.choice(candidates), "evict")
+        self.terminate(self.rng.choice(candidates), "evict", disruption="EvictionByEvictionAPI")
         self.create_pod()
+
+    def spot(self) -> None:
+        """A spot node's interruption notice: its pod goes with the grace the node has left (the
+        notice, minus however long the drain took to reach it, at most the derived grace), and
+        the node shuts down; the ReplicaSet creates a replacement elsewhere at once."""
+        candidates = [p for p in self.replicas() if p.phase == "running" and p.process.alive()]
+        if not candidates:
+            return
+        pod = self.rng.choice(candidates)
+        left = self.graces.uniform(0.0, self.s.spot_notice_s)
+        self.terminate(pod, "spot", max(2.0, min(self.s.grace_s, left)), "TerminationByKubelet")
+        self.create_pod()
+
+    def draw_grace(self) -> float | None:
+        """A scale-down's grace: the derived one, or (platform-deadlines) whole seconds drawn
+        between 2 s and it, as `kubectl delete --grace-period` or a controller may grant."""
+        if not self.s.short_grace:
+            return None
+        return float(self.graces.randint(2, math.floor(self.s.grace_s)))
 
     def autoscale(self) -> None:
         now = self.now()
@@ -419,7 +473,7 @@ class Rehearsal:
             self.event("scale_up", to=desired)
         elif desired < len(current):
             for pod in kube.pick_victims(current, len(current) - desired, now):
-                self.terminate(pod, "scale_down")
+                self.terminate(pod, "scale_down", self.draw_grace())
 
     # --- faults -----------------------------------------------------------------------------
     def inject(self) -> None:
@@ -436,6 +490,8 @@ class Rehearsal:
                 self.kill_node()
             elif fault.kind == "evict":
                 self.evict()
+            elif fault.kind == "spot":
+                self.spot()
 
     # --- the record --------------------------------------------------------------------------
     def sample(self) -> None:
@@ -519,6 +575,8 @@ class Rehearsal:
 
     def run(self) -> dict[str, Any]:
         s = self.s
+        self.kube_api.start()
+        self.kube_api.write_kubeconfig(self.out / "kubeconfig")
         self.nats.start()
         self.start_ingest()
         for _ in range(s.min_workers):
@@ -642,7 +700,9 @@ class Rehearsal:
             f"{'on' if s.checkpoints else 'off'}, priority {s.priority}, cost {s.cost_mode}, hpa {s.hpa}, seed {s.seed}\n"
             f"accepted {f['accepted']}, done once {f['done_once']}, lost {f['lost']}, "
             f"done twice {f['done_twice']}, scale-downs {f['scale_downs']}, evictions {f['evictions']}, "
-            f"SIGKILLs {f['sigkills']}, hand-backs {f['handed_back']}, work redone "
+            f"SIGKILLs {f['sigkills']}, spot notices {f['spot_notices']}, grace kills of a running job "
+            f"{f['grace_kills_running']}, deadline-aware {'on' if s.deadline_aware else 'off'}, "
+            f"hand-backs {f['handed_back']}, work redone "
             f"{f['work']['redone_share']:.1%}, idle victims on the falling half {idle}"
         )
 
@@ -702,6 +762,7 @@ class Rehearsal:
                 ),
             },
             "evictions": self.counts["evict"],
+            **platform_figures(self, result),
             "sigterm_max_gap_s": self.sigterm_max_gap_s(),
             "victims": victim_figures(self.victims.values(), "scale_down"),
             "evicted": victim_figures(self.victims.values(), "evict")["all"],
@@ -734,6 +795,10 @@ class Rehearsal:
 
     def close(self) -> None:
         """Stop whatever still runs (after an error or Ctrl-C) — our own children only."""
+        for timer in self.kill_timers:
+            timer.cancel()
+        with contextlib.suppress(Exception):
+            self.kube_api.stop()
         if self.k6 is not None and self.k6.poll() is None:
             self.k6.kill()
         for pod in self.pods:
@@ -793,3 +858,32 @@ def run(s: Settings, keep_store: bool = False) -> dict[str, Any]:
 
 def _interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def platform_figures(r: Rehearsal, result: ledger.Ledger) -> dict[str, Any]:
+    """Issue #25's figures: the short graces, what they killed, and how long work waited."""
+    killed = [
+        run
+        for runs in result.runs.values()
+        for run in runs
+        if run.ended_by == "killed" and (run.worker_id, run.end_at) in r.grace_kills
+    ]
+    waited = work.waits(result.runs)
+    with contextlib.suppress(OSError):  # the raw figures beside the summary's spread
+        (r.out / "waits.json").write_text(json.dumps({k: sorted(v) for k, v in waited.items()}) + "\n")
+    deadlines = Counter(
+        v["deadline"]["ruled_by"] for v in r.victims.values() if v.get("deadline") is not None
+    )
+    graces = [v["grace_s"] for v in r.victims.values() if v["reason"] in ("scale_down", "evict", "spot")]
+    return {
+        "deadline_aware": r.s.deadline_aware,
+        "spot_notices": r.counts["spot"],
+        "graces_s": work.spread(graces),
+        "short_graces": sum(1 for g in graces if g < r.s.grace_s),
+        "grace_kills_running": len({(run.worker_id, run.end_at) for run in killed}),
+        "grace_killed_runs": len(killed),
+        "drain_deadline_by": dict(deadlines),
+        "handed_back_by_handlers": sum(v.get("by_handlers", 0) for v in r.victims.values()),
+        "handback_wait_s": work.spread(waited.get("handback", [])),
+        "crash_wait_s": work.spread(waited.get("crash", [])),
+    }

@@ -25,6 +25,7 @@ counted in `unended` and adds nothing.
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +45,7 @@ class Run:
     length_s: float
     redone_s: float = 0.0
     cause: str = ""  # how the run before it ended: handback | crash | retry ("" for a first run)
+    end_at: float | None = None  # epoch s: its end record, its kill, or the next start bounding it
 
     @property
     def ran_s(self) -> float:
@@ -95,7 +97,7 @@ def order_runs(records: Sequence[RunRecord], deaths: Mapping[str, Sequence[float
     length = max((r.length_s or 0.0) for r in records)
     starts = [r for r in records if r.event == "start"]
     open_runs: dict[str, RunRecord] = {}
-    ended: list[tuple[RunRecord, float, str]] = []  # (start record, end progress, ended by)
+    ended: list[tuple[RunRecord, float, str, float | None]] = []  # (start, end progress, how, when)
 
     def close_unrecorded(start: RunRecord) -> None:
         later = [s.at for s in starts if s.at > start.at]
@@ -108,9 +110,10 @@ def order_runs(records: Sequence[RunRecord], deaths: Mapping[str, Sequence[float
         elif bound is not None:
             end_at, how = bound, "unrecorded"  # its end record was lost; the next start bounds it
         else:
-            ended.append((start, start.progress_s or 0.0, "unended"))
+            ended.append((start, start.progress_s or 0.0, "unended", None))
             return
-        ended.append((start, min(length, (start.progress_s or 0.0) + max(0.0, end_at - start.at)), how))
+        progress = min(length, (start.progress_s or 0.0) + max(0.0, end_at - start.at))
+        ended.append((start, progress, how, end_at))
 
     for r in records:
         if r.event == "start":
@@ -122,7 +125,7 @@ def order_runs(records: Sequence[RunRecord], deaths: Mapping[str, Sequence[float
             start = open_runs.pop(r.worker_id, None)
             if start is not None:
                 end = length if r.event == "done" else (r.progress_s or start.progress_s or 0.0)
-                ended.append((start, end, r.event))
+                ended.append((start, end, r.event, r.at))
     for start in open_runs.values():
         close_unrecorded(start)
 
@@ -130,7 +133,7 @@ def order_runs(records: Sequence[RunRecord], deaths: Mapping[str, Sequence[float
     runs: list[Run] = []
     reached = 0.0
     before = ""
-    for start, end, how in ended:
+    for start, end, how, end_at in ended:
         begin = start.progress_s or 0.0
         redone = max(0.0, min(end, reached) - begin)
         runs.append(
@@ -144,6 +147,7 @@ def order_runs(records: Sequence[RunRecord], deaths: Mapping[str, Sequence[float
                 length,
                 redone,
                 _cause(before) if runs else "",
+                end_at,
             )
         )
         reached = max(reached, end)
@@ -169,6 +173,31 @@ def tally(runs_by_order: Mapping[str, Sequence[Run]]) -> Work:
                 w.redone_s += run.redone_s
                 w.redone_by_cause[run.cause] = w.redone_by_cause.get(run.cause, 0.0) + run.redone_s
     return w
+
+
+def waits(runs_by_order: Mapping[str, Sequence[Run]]) -> dict[str, list[float]]:
+    """How long an order waited between one run's end and the next run's start, by how the run
+    ended (handback: it was handed back; crash: its worker was killed, so the next run waited for
+    the lease to lapse and the message to come back after ack_wait)."""
+    out: dict[str, list[float]] = {}
+    for runs in runs_by_order.values():
+        for before, after in itertools.pairwise(runs):
+            if before.end_at is None or before.ended_by not in ("interrupted", "killed"):
+                continue
+            out.setdefault(_cause(before.ended_by), []).append(max(0.0, after.start_at - before.end_at))
+    return out
+
+
+def spread(values: Sequence[float]) -> dict[str, float | int | None]:
+    """count, p50, p95 and max of some seconds."""
+    if not values:
+        return {"count": 0, "p50_s": None, "p95_s": None, "max_s": None}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
+    return {"count": len(ordered), "p50_s": pick(0.5), "p95_s": pick(0.95), "max_s": round(ordered[-1], 2)}
 
 
 def per_second(runs: Iterable[Run], wall0: float) -> dict[int, tuple[float, float]]:

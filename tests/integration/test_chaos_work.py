@@ -9,7 +9,7 @@ from typing import Any
 from orderflow.contract import RunRecord, StatusRecord
 from orderflow_tools.chaos.ledger import dead_letters, per_order
 from orderflow_tools.chaos.rehearsal import victim_figures
-from orderflow_tools.chaos.work import order_runs, per_second, tally
+from orderflow_tools.chaos.work import order_runs, per_second, spread, tally, waits
 
 LENGTH = 60.0
 
@@ -159,3 +159,27 @@ def test_victims_are_idle_when_they_ran_nothing_at_sigterm_split_by_the_half_of_
     }
     assert v["rising"]["idle_share"] == 0 and v["after_load"]["idle_share"] is None
     assert v["all"]["victims"] == 5
+
+
+def test_the_wait_to_run_again_is_measured_from_a_hand_back_and_from_a_kill() -> None:
+    """Issue #25: a hand-back's order runs again 0.5 s after its `interrupted` record; a run whose
+    worker was killed (a grace-period SIGKILL at 150) waits for its lease and ack_wait: 12 s."""
+    runs = {
+        "o-1": order_runs(
+            [
+                rec("start", "w1", 100, 0),
+                rec("interrupted", "w1", 120, 20),
+                rec("start", "w2", 120.5, 20),
+                rec("start", "w3", 162, 50),
+                rec("done", "w3", 172, LENGTH),
+            ],
+            {"w2": [150.0]},
+        ),
+        "o-2": order_runs(
+            [RunRecord("o-2", "start", "w1", 1, 100, 0, 10), RunRecord("o-2", "done", "w1", 1, 110, 10, 10)],
+            {},
+        ),
+    }
+    assert waits(runs) == {"handback": [0.5], "crash": [12.0]}
+    assert spread([3.0, 1.0, 2.0, 10.0]) == {"count": 4, "p50_s": 3.0, "p95_s": 10.0, "max_s": 10.0}
+    assert spread([])["count"] == 0

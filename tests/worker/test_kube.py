@@ -1,18 +1,14 @@
-"""The pod-deletion-cost keeper against a stub Kubernetes API server.
+"""The pod-deletion-cost keeper against the Kubernetes API stand-in (orderflow_tools/kit/kubeapi.py).
 
-The stub is a real HTTP server on a free local port, in a thread: it answers GET and PATCH on
-one pod and records every PATCH, so the tests see exactly what the real client sends.
+The stand-in is a real HTTP server on a free local port, in a thread: it answers GET and PATCH on
+the pod and records every PATCH, so the tests see exactly what the real client sends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,119 +16,31 @@ import pytest
 from kubernetes import client
 
 from orderflow.config import load_settings
-from worker.kube import ANNOTATION, IDLE_COST, PodDeletionCostKeeper
+from orderflow_tools.kit.kubeapi import KubeApiStandIn
+from worker.kube import ANNOTATION, IDLE_COST, PodClient, PodDeletionCostKeeper
 
 BUSY_COST = 64  # some work at stake (seconds, rounded down to a power of two)
 
 POD, NAMESPACE = "worker-abc", "orderflow"
-POD_PATH = f"/api/v1/namespaces/{NAMESPACE}/pods/{POD}"
 
 
-@dataclass
-class Patch:
-    at: float
-    content_type: str
-    cost: int
-
-
-@dataclass
-class StubState:
-    annotations: dict[str, str] = field(default_factory=dict)
-    patches: list[Patch] = field(default_factory=list)
-    fail_with: int | None = None  # answer every request with this status
-
-
-class StubApiServer:
-    """A stub of the Kubernetes API server: one pod, GET and PATCH, every PATCH recorded."""
+class StubApiServer(KubeApiStandIn):
+    """The stand-in with this module's one pod, and the costs it was patched to."""
 
     def __init__(self) -> None:
-        self.state = StubState()
-        self.lock = threading.Lock()
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
-                pass
-
-            def _pod(self) -> bytes:
-                return json.dumps(
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Pod",
-                        "metadata": {
-                            "name": POD,
-                            "namespace": NAMESPACE,
-                            "annotations": stub.state.annotations,
-                        },
-                    }
-                ).encode()
-
-            def _answer(self, status: int, body: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def _refuse(self) -> bool:
-                if stub.state.fail_with is None:
-                    return False
-                body = json.dumps(
-                    {"kind": "Status", "status": "Failure", "code": stub.state.fail_with}
-                ).encode()
-                self._answer(stub.state.fail_with, body)
-                return True
-
-            def do_GET(self) -> None:
-                with stub.lock:
-                    if self._refuse():
-                        return
-                    if self.path.split("?")[0] != POD_PATH:
-                        self._answer(404, b"{}")
-                        return
-                    self._answer(200, self._pod())
-
-            def do_PATCH(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                payload = json.loads(self.rfile.read(length))
-                with stub.lock:
-                    if self._refuse():
-                        return
-                    if self.path.split("?")[0] != POD_PATH:
-                        self._answer(404, b"{}")
-                        return
-                    annotations = payload["metadata"]["annotations"]
-                    stub.state.annotations.update(annotations)
-                    stub.state.patches.append(
-                        Patch(
-                            time.monotonic(),
-                            self.headers.get("Content-Type", ""),
-                            int(annotations[ANNOTATION]),
-                        )
-                    )
-                    self._answer(200, self._pod())
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        super().__init__(NAMESPACE)
+        self.pod = self.add_pod(POD)
 
     @property
     def costs(self) -> list[int]:
         with self.lock:
-            return [p.cost for p in self.state.patches]
-
-    def fail(self, status: int | None) -> None:
-        with self.lock:
-            self.state.fail_with = status
+            return [int(p.annotations[ANNOTATION]) for p in self.patches]
 
 
 @pytest.fixture
 def stub_api() -> Iterator[StubApiServer]:
-    stub = StubApiServer()
-    stub.thread.start()
-    yield stub
-    stub.server.shutdown()
-    stub.server.server_close()
+    with StubApiServer() as stub:
+        yield stub
 
 
 @pytest.fixture
@@ -151,7 +59,7 @@ async def until(predicate: Any, within_s: float = 5.0) -> None:
 
 
 def keeper(core_api: client.CoreV1Api, min_interval_s: float) -> PodDeletionCostKeeper:
-    return PodDeletionCostKeeper(POD, NAMESPACE, min_interval_s, api=core_api)
+    return PodDeletionCostKeeper(PodClient(POD, NAMESPACE, api=core_api), min_interval_s)
 
 
 def test_idle_busy_busy_idle_patches_once_per_transition(
@@ -184,10 +92,10 @@ def test_idle_busy_busy_idle_patches_once_per_transition(
 
     asyncio.run(scenario())
     assert stub_api.costs == [BUSY_COST, IDLE_COST]
-    first, second = stub_api.state.patches
+    first, second = stub_api.patches
     assert first.content_type == "application/merge-patch+json"
     assert second.at - first.at >= 0.2 - 0.01
-    assert stub_api.state.annotations == {ANNOTATION: str(IDLE_COST)}
+    assert stub_api.pod.annotations == {ANNOTATION: str(IDLE_COST)}
 
 
 def test_a_growing_cost_is_patched_again_no_sooner_than_the_interval(
@@ -215,7 +123,7 @@ def test_a_growing_cost_is_patched_again_no_sooner_than_the_interval(
 
     asyncio.run(scenario())
     assert stub_api.costs == [1, 8, IDLE_COST]
-    first, second, _ = stub_api.state.patches
+    first, second, _ = stub_api.patches
     assert second.at - first.at >= 0.3 - 0.01
 
 
@@ -251,7 +159,7 @@ def test_rapid_flapping_is_coalesced_and_the_last_state_wins(
 
     asyncio.run(scenario())
     assert stub_api.costs == [BUSY_COST, IDLE_COST]
-    first, second = stub_api.state.patches
+    first, second = stub_api.patches
     assert second.at - first.at >= 0.5 - 0.01
 
 
@@ -274,7 +182,7 @@ def test_a_restarted_container_resets_a_busy_annotation_left_behind(
     stub_api: StubApiServer, core_api: client.CoreV1Api
 ) -> None:
     """The pod (and its annotation) outlives a container restart: the new process starts idle."""
-    stub_api.state.annotations[ANNOTATION] = str(BUSY_COST)
+    stub_api.pod.annotations[ANNOTATION] = str(BUSY_COST)
     k = keeper(core_api, min_interval_s=0.1)
 
     async def scenario() -> None:
@@ -316,7 +224,7 @@ def test_api_errors_are_logged_and_retried_without_crashing(
 
 def test_an_unreachable_api_server_does_not_block_stop() -> None:
     api_client = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))  # nothing listens
-    k = PodDeletionCostKeeper(POD, NAMESPACE, 0.05, api=client.CoreV1Api(api_client))
+    k = PodDeletionCostKeeper(PodClient(POD, NAMESPACE, api=client.CoreV1Api(api_client)), 0.05)
 
     async def scenario() -> None:
         stop = asyncio.Event()
@@ -358,7 +266,7 @@ def test_on_inside_a_cluster_with_pod_identity(tmp_path: Path) -> None:
         token_path=token,
     )
     assert k is not None
-    assert (k.pod_name, k.namespace, k.min_interval_s) == (POD, NAMESPACE, 7.0)
+    assert (k.pod.name, k.pod.namespace, k.min_interval_s) == (POD, NAMESPACE, 7.0)
     # Without the downward-API pod name/namespace it cannot know which pod to patch.
     assert PodDeletionCostKeeper.from_settings(settings(env), token_path=token) is None
 

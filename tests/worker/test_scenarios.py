@@ -123,7 +123,10 @@ def test_4_a_drain_deadline_shorter_than_the_jobs_hands_them_back_at_once(
     nats_server: NatsServer, spawn: Any
 ) -> None:
     """1. Worker A runs 2 jobs of 6 s with a 2 s drain budget; worker B is idle. ack_wait is 30 s.
-    2. SIGTERM A: at the deadline A naks both (hand-back) and exits 0.
+    2. SIGTERM A: the demo handler sees `job.stopping` and that the rest of its job (about 5 s)
+       does not fit the deadline (1.8 s): it checkpoints and hands the order back at once (a nak,
+       no cancel); A exits 0. (A handler that does not look is cancelled at the deadline:
+       tests/worker/unit/test_pipeline.py.)
     3. B starts each within 1 s of the deadline, not after ack_wait; each ends done once, and the
        hand-back cost no attempt (B runs attempt 1 too)."""
     a = spawn("worker", CONCURRENCY=2, WORK_S="6", DRAIN_TIMEOUT_S=2, WORKER_ID="A").wait_ready()
@@ -142,7 +145,8 @@ def test_4_a_drain_deadline_shorter_than_the_jobs_hands_them_back_at_once(
         assert b_start.at - deadline < 1.0, f"B started {b_start.at - deadline:.2f}s after the deadline"
         assert count_events(records, "done")[order_id] == 1
         assert [r.worker_id for r in records[order_id] if r.event == "done"] == ["B"]
-    assert "2 handed back at the deadline" in a.logs()
+    assert "0 handed back at the deadline" in a.logs()
+    assert "2 handed back by their handlers" in a.logs()
 
 
 def test_5_sigkill_mid_job_is_redelivered_after_ack_wait_and_done_once(

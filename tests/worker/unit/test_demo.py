@@ -1,5 +1,6 @@
 """The demo handler's simulated work: its length comes from the order id, it checkpoints and
-resumes, and ORDERFLOW_WORK_CHECKPOINTS=false makes every run start over. In process: the Job's
+resumes, ORDERFLOW_WORK_CHECKPOINTS=false makes every run start over, and a drain whose deadline
+the rest of the job would not meet makes it checkpoint and hand itself back at once. In process: the Job's
 control line is a stand-in that keeps the checkpoint and the run records in memory."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 from orderflow.config import load_settings
 from orderflow.contract import Order
 from worker.demo import register
-from worker.handlers import Handler, Job, Registry
+from worker.handlers import Handler, Job, Registry, StopSignal
 
 
 class StandInControl:
@@ -20,6 +21,11 @@ class StandInControl:
     def __init__(self) -> None:
         self.checkpoint_state: Any = None
         self.records: list[tuple[str, float | None, float | None]] = []
+        self.stopping = StopSignal()
+        self.handed_back = False
+
+    def handback(self) -> None:
+        self.handed_back = True
 
     async def checkpoint(self, state: Any) -> None:
         self.checkpoint_state = state
@@ -82,3 +88,45 @@ def test_with_checkpoints_off_a_handed_back_run_starts_over() -> None:
     control.records.clear()
     asyncio.run(run_for(handler, job("o-1", control), 0.05))
     assert control.records[0] == ("start", 0.0, length)
+
+
+async def stop_after(control: StandInControl, seconds: float, deadline_s: float) -> None:
+    await asyncio.sleep(seconds)
+    control.stopping.set(time.monotonic() + deadline_s)
+
+
+def test_a_drain_it_cannot_outlast_makes_it_checkpoint_and_hand_back_at_once() -> None:
+    """
+    1. A 5-6 s job runs for 0.3 s; the worker starts to drain with 2 s left before the hand-back.
+    2. The rest does not fit: within a moment it checkpoints what it did, records `interrupted`,
+       calls job.handback() and returns (no cancel, no exception).
+    """
+    handler = demo(WORK_S="5-6")
+    control = StandInControl()
+
+    async def scenario() -> float:
+        stopper = asyncio.ensure_future(stop_after(control, 0.3, 2.0))
+        started = time.monotonic()
+        await handler(job("o-1", control))
+        await stopper
+        return time.monotonic() - started
+
+    took = asyncio.run(scenario())
+    assert control.handed_back and took < 0.3 + 0.25
+    (_, _, length), (event, progress, _) = control.records
+    assert event == "interrupted" and progress is not None and 0.25 <= progress < 0.6
+    assert control.checkpoint_state == {"length_s": length, "done_s": round(progress, 3)}
+
+
+def test_a_drain_with_time_enough_lets_it_finish() -> None:
+    handler = demo(WORK_S="1")
+    control = StandInControl()
+
+    async def scenario() -> None:
+        stopper = asyncio.ensure_future(stop_after(control, 0.2, 5.0))
+        await handler(job("o-2", control))
+        await stopper
+
+    asyncio.run(scenario())
+    assert not control.handed_back
+    assert [e for e, _, _ in control.records] == ["start", "done"]

@@ -4,6 +4,8 @@ stand-in transport. Each test drives deliveries into the pool and reads what rea
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -11,7 +13,7 @@ import pytest
 from standin import FakeMsg, StandInTransport, fast_timing, limits, settings
 
 from orderflow import contract
-from worker.handlers import CheckpointError, Job
+from worker.handlers import CheckpointError, Job, StopSignal
 from worker.hooks import Hook, Hooks
 from worker.job import JobPipeline, Recovery
 from worker.outcome import Delivery, Kind, Settler
@@ -244,6 +246,55 @@ def test_a_handler_that_ignores_the_hand_back_is_cut_short_after_the_unwind_boun
     rig, took = asyncio.run(main())
     assert 0.15 < took < 1.0
     assert rig.t.ops()[-2:] == ["put:queued", "nak"]
+
+
+def test_a_handler_that_checkpoints_and_hands_back_on_stopping_costs_no_attempt_and_no_cancel() -> None:
+    """
+    1. A long job runs; the worker starts to drain (job.stopping set, 5 s before its hand-back).
+    2. The handler sees it, checkpoints and calls job.handback(), then returns: the order goes
+       back at once (`queued`, a bare nak) with a hand-back on its books and no failed attempt,
+       without a cancel; the next run resumes from the checkpoint.
+    3. job.handback() while the worker is not stopping is refused.
+    """
+    seen: list[Any] = []
+    cancelled: list[bool] = []
+    refused: list[str] = []
+
+    async def polite(job: Job) -> None:
+        seen.append((job.resume_from, job.deadline_s))
+        if job.resume_from is not None:
+            return
+        try:
+            job.handback()
+        except RuntimeError as exc:
+            refused.append(str(exc))
+        try:
+            await job.stopping
+        except asyncio.CancelledError:
+            cancelled.append(True)
+            raise
+        assert 4.0 < job.deadline_s <= 5.0
+        await job.checkpoint({"i": 7})
+        job.handback()
+
+    async def main() -> Rig:
+        rig = Rig(polite)
+        rig.pool.start(FakeMsg("o-1"))
+        await asyncio.sleep(0.05)
+        rig.pipeline.stopping.set(time.monotonic() + 5.0)
+        await rig.until_idle()
+        rig.pipeline.stopping = StopSignal()  # the next worker, not stopping
+        rig.pool.start(FakeMsg("o-1", delivered=2))
+        await rig.until_idle()
+        return rig
+
+    rig = asyncio.run(main())
+    assert not cancelled and refused and "job.stopping" in refused[0]
+    assert seen[0] == (None, math.inf) and seen[1][0] == {"i": 7}
+    assert rig.pipeline.handed_back_by_handlers == 1
+    record = rig.t.records["o-1"]
+    assert (record.status, record.handbacks, record.attempts) == ("done", 1, 0)
+    assert ("handed_back", "o-1") in rig.hooks.events
 
 
 @pytest.mark.parametrize(
