@@ -193,6 +193,7 @@ def test_a_long_job_writes_its_lease_once_it_has_run_lease_after_s_then_with_eac
 
 def test_a_checkpoint_made_while_unwinding_a_hand_back_is_stored_and_the_next_run_resumes() -> None:
     seen: list[Any] = []
+    at_five = asyncio.Event()
 
     async def cursor(job: Job) -> None:
         seen.append(job.resume_from)
@@ -201,6 +202,8 @@ def test_a_checkpoint_made_while_unwinding_a_hand_back_is_stored_and_the_next_ru
             while i < 10:
                 await asyncio.sleep(0.02)
                 i += 1
+                if i == 5:
+                    at_five.set()
                 if i % 3 == 0:
                     await job.checkpoint({"i": i})
         except asyncio.CancelledError:
@@ -210,7 +213,9 @@ def test_a_checkpoint_made_while_unwinding_a_hand_back_is_stored_and_the_next_ru
     async def main() -> Rig:
         rig = Rig(cursor)
         rig.pool.start(FakeMsg("o-1"))
-        await asyncio.sleep(0.11)  # i reaches 5: checkpoint 3 is stored, 4-5 are not yet
+        # i reaches 5: checkpoint 3 is stored, 4-5 are not yet (a fixed 0.11 s sleep raced the
+        # 20 ms steps on a loaded machine)
+        await at_five.wait()
         [slot] = list(rig.pool)
         rig.pool.stop(slot, Kind.HANDED_BACK, unwind_s=1.0)
         await rig.until_idle()
