@@ -6,11 +6,16 @@ import asyncio
 import sys
 
 from orderflow import httpserver
-from orderflow.config import ConfigError, load_settings
+from orderflow.config import ConfigError, command_line, load_settings
 from orderflow.lifecycle import setup_logging
 
+ABOUT = "The ingest: takes orders over HTTP and stores each in NATS JetStream before answering 200."
 
-def main() -> int:
+
+def main(argv: list[str] | None = None) -> int:
+    handled = command_line("ingest", sys.argv[1:] if argv is None else argv, ABOUT)
+    if handled is not None:
+        return handled
     try:
         settings = load_settings("ingest")
     except ConfigError as exc:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Callable, Mapping
+import sys
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
@@ -400,3 +402,27 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
     if not values.get("worker_id"):
         values["worker_id"] = values.get("pod_name") or f"{socket.gethostname()}-{os.getpid()}"
     return Settings(**values)
+
+
+def command_line(service: Service, argv: Sequence[str], about: str) -> int | None:
+    """`python -m ingest|worker [--help]`: the services take no arguments, only ORDERFLOW_*
+    variables. Returns the exit code when the command line was all there was to do (--help: the
+    usage and every setting's name, 0; anything else: a message, 2), None to start the service."""
+    if not argv:
+        return None
+    if list(argv) in (["-h"], ["--help"]):
+        names = ", ".join(PREFIX + name for name in sorted(KNOWN))
+        how = (
+            "It takes no arguments: environment variables configure it, read once at start-up (a "
+            'bad value is named and the process exits 2; the README\'s "Settings" says what each '
+            "means):"
+        )
+        paragraphs = (f"usage: python -m {service}", about, how, names)
+        print("\n\n".join(textwrap.fill(p, 88) for p in paragraphs))
+        return 0
+    print(
+        f"{service}: takes no arguments, only ORDERFLOW_* variables (python -m {service} --help "
+        f"lists them); got {' '.join(argv)!r}",
+        file=sys.stderr,
+    )
+    return 2

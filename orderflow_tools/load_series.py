@@ -250,7 +250,9 @@ def figures(run: Run) -> dict[str, Any]:
         drained = next((x for x, y in queue if busy and x > busy[-1] and y == 0), None)
         out["drained_at_s"] = drained
         if drained is not None and run.k6_end is not None:
-            out["drained_after_load_end_s"] = round(drained - run.k6_end, 1)
+            # A backlog worked off while the load still ran (a sine ends at 0 RPS) was empty at
+            # the load's end: 0, not the negative seconds before k6 exited.
+            out["drained_after_load_end_s"] = max(0.0, round(drained - run.k6_end, 1))
         if drained is not None and ys[peak_at] > 0:
             out["drain_from_peak_s"] = round(drained - xs[peak_at], 1)
     if run.accepted_total[1]:

@@ -148,8 +148,15 @@ class Progress:
         self._last_print = 0.0
 
     def update(
-        self, started: float, sampler: Sampler | None, phase: str = "", nats: NatsSampler | None = None
+        self,
+        started: float,
+        sampler: Sampler | None,
+        phase: str = "",
+        nats: NatsSampler | None = None,
+        total_s: float | None = None,
     ) -> None:
+        """`started` and `total_s` (default: the load's) are the phase's own: the settling after
+        the load counts from the load's end against --settle, not on from the load's duration."""
         for p in self.follower.new_points({"orders_answered"}):
             self.statuses[p.tags.get("status", "?")] += int(p.value)
             self.recent.append(p.t)
@@ -157,7 +164,8 @@ class Progress:
         while self.recent and self.recent[0] < now - 3.0:
             self.recent.popleft()
         elapsed = now - started
-        total = f"/{self.total_s:.0f}s" if self.total_s else ""
+        total_s = self.total_s if total_s is None else total_s
+        total = f"/{total_s:.0f}s" if total_s else ""
         counts = " ".join(f"{k}:{v}" for k, v in sorted(self.statuses.items())) or "-"
         line = f"{phase}{elapsed:5.0f}s{total}  {len(self.recent) / 3.0:6.1f} req/s  {counts}"
         backlog = nats.total("nats_consumer_pending") if nats is not None and nats.ok else None
@@ -359,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
     settled = SETTLED_SAMPLES_NATS if nats is not None and nats.ok else SETTLED_SAMPLES
     empty_streak = 0
     while time.time() < deadline and empty_streak < settled:
-        progress.update(started, sampler, phase="settling ", nats=nats)
+        progress.update(meta["k6_ended_at"], sampler, "settling ", nats, total_s=args.settle)
         empty_streak = empty_streak + 1 if _queue_empty(sampler, nats) else 0
         time.sleep(1.0)
     sampler.stop()

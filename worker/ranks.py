@@ -53,6 +53,10 @@ class Ranks:
         self._synced = False
         self._left = False  # left the ranks (draining): refresh no more
         self._echo_at = 0.0  # monotonic time the watch last delivered this worker's own entry
+        # Why others dropped out of the ranks since the last look, for the rank-change log line: a
+        # worker that left is draining (it still runs its jobs, it no longer fetches) or stopped;
+        # one not heard of for ttl_s may be alive but cut off or blocked.
+        self._gone: dict[str, str] = {}
 
     async def run(self, js: JetStreamContext) -> None:
         """Until cancelled: keep this worker's entry fresh and its rank up to date.
@@ -112,7 +116,8 @@ class Ranks:
             if entry.key == self.key:
                 self._echo_at = time.monotonic()
             if entry.operation in ("DEL", "PURGE"):
-                self._seen.pop(entry.key, None)
+                if self._seen.pop(entry.key, None) is not None and entry.key != self.key:
+                    self._gone[entry.key] = "left: draining or stopped"
             else:
                 with contextlib.suppress(ValueError, TypeError, KeyError):
                     started = float(json.loads(entry.value or b"{}")["started_at"])
@@ -125,13 +130,23 @@ class Ranks:
         now = time.monotonic()
         for key in [k for k, (_, seen) in self._seen.items() if now - seen > self.ttl_s and k != self.key]:
             del self._seen[key]
+            self._gone[key] = f"not heard of for {self.ttl_s:g}s"
         others = [(started, key) for key, (started, _) in self._seen.items() if key != self.key]
         rank = rank_of((self.started_at, self.key), others)
         if rank != self.rank:
             if self.rank is not None:
-                log.info("pull priority %d -> %d (%d other workers alive)", self.rank, rank, len(others))
+                # Only the ranks are known here: a worker that left may still be draining.
+                gone = "; ".join(f"{key} {why}" for key, why in sorted(self._gone.items()))
+                log.info(
+                    "pull priority %d -> %d: %d other workers fetching%s",
+                    self.rank,
+                    rank,
+                    len(others),
+                    f" ({gone})" if gone else "",
+                )
             self.rank = rank
             self._on_change(rank)
+        self._gone.clear()
 
     async def leave(self, js: JetStreamContext) -> None:
         """On the way out: younger workers move up now, not after the TTL. No refresh after it, or

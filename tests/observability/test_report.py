@@ -87,6 +87,16 @@ def test_figures_show_the_queue_absorbing_the_peak_and_draining(tmp_path: Path) 
     assert numbers["drained_after_load_end_s"] > 0
 
 
+def test_a_backlog_worked_off_before_the_load_ended_drained_0s_after_it(tmp_path: Path) -> None:
+    """Issue #27: capacity just under the peak: the backlog empties on the falling half, while k6
+    still runs; figures.json said `drained_after_load_end_s: -3.3` for such a run."""
+    synthetic_run(tmp_path, seconds=40, peak=20, capacity=15)
+    run = load_run(tmp_path)
+    numbers = figures(run)
+    assert run.k6_end is not None and numbers["drained_at_s"] < run.k6_end
+    assert numbers["drained_after_load_end_s"] == 0
+
+
 def test_report_of_a_directory_without_a_run_fails_clearly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

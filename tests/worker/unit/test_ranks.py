@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import time
 from typing import Any, cast
 
+import pytest
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 from standin import settings
 
+from orderflow import contract
 from worker.ranks import Ranks
 from worker.timing import Timing
 
@@ -29,3 +34,38 @@ def test_leaving_gives_up_after_its_bound_when_nats_does_not_answer() -> None:
     started = time.monotonic()
     asyncio.run(ranks.leave(cast(JetStreamContext, UnansweredJetStream())))
     assert leave_s <= time.monotonic() - started < leave_s + 2
+
+
+def entry(key: str, started_at: float | None = None) -> KeyValue.Entry:
+    """What the KV watch delivers: a put with the worker's start time, or its delete."""
+    if started_at is None:
+        return KeyValue.Entry(contract.WORKERS_BUCKET, key, None, 2, None, None, "DEL")
+    value = json.dumps({"started_at": started_at}).encode()
+    return KeyValue.Entry(contract.WORKERS_BUCKET, key, value, 1, None, None, None)
+
+
+def test_a_rank_change_says_who_left_and_why_never_that_nobody_is_alive(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue #27: the log said "pull priority 1 -> 0 (0 other workers alive)" while the older worker
+    still ran (draining: it left the ranks at SIGTERM, its jobs go on).
+    1. Worker w-b sees w-a, older: rank 1.
+    2. w-a deletes its entry (its drain began): rank 0, and the line says w-a left, draining or
+       stopped, and counts the workers that fetch.
+    3. w-c, older still, comes and is then not heard of for the TTL: the line says so."""
+    ranks: list[int] = []
+    r = Ranks("w-b", refresh_s=2, ttl_s=60.0, on_change=ranks.append)
+    r._seen_entry(entry("w-a", r.started_at - 10))
+    r._seen_entry(None)  # the entries already there are in
+    assert ranks == [1]
+    with caplog.at_level(logging.INFO, logger="worker.ranks"):
+        r._seen_entry(entry("w-a"))
+        assert ranks == [1, 0]
+        assert "pull priority 1 -> 0: 0 other workers fetching (w-a left: draining or stopped)" in caplog.text
+        r._seen_entry(entry("w-c", r.started_at - 20))
+        r.ttl_s = 0.05
+        time.sleep(0.1)
+        r._update()
+    assert ranks == [1, 0, 1, 0]
+    assert "pull priority 1 -> 0: 0 other workers fetching (w-c not heard of for 0.05s)" in caplog.text
+    assert "alive" not in caplog.text
