@@ -4,10 +4,12 @@ sine. Pure functions, no processes."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from orderflow.contract import RunRecord, StatusRecord
 from orderflow_tools.chaos.ledger import dead_letters, per_order
+from orderflow_tools.chaos.procs import Drain, deadline_line, drain_line
 from orderflow_tools.chaos.rehearsal import victim_figures
 from orderflow_tools.chaos.work import order_runs, per_second, spread, tally, waits
 
@@ -183,3 +185,21 @@ def test_the_wait_to_run_again_is_measured_from_a_hand_back_and_from_a_kill() ->
     assert waits(runs) == {"handback": [0.5], "crash": [12.0]}
     assert spread([3.0, 1.0, 2.0, 10.0]) == {"count": 4, "p50_s": 3.0, "p95_s": 10.0, "max_s": 10.0}
     assert spread([])["count"] == 0
+
+
+def test_a_drain_s_log_lines_give_its_deadline_and_every_hand_back(tmp_path: Path) -> None:
+    """The rehearsal reads what a worker's drain did from its log (chaos/procs.py): the deadline
+    that ruled and why, and its hand-backs at the deadline plus those its handlers made."""
+    log = tmp_path / "worker-1.log"
+    log.write_text(
+        "x INFO  worker.service: worker ready\n"
+        "x INFO  worker.service: draining: 3 jobs running, deadline 4.0s by the pod (pod deleted "
+        "with a 5s grace, SIGKILL in 4.9s, DisruptionTarget EvictionByEvictionAPI; budget 60s)\n"
+        "x INFO  worker.service: drained in 3.7s: 3 running at SIGTERM, 1 handed back at the "
+        "deadline, 0 fetched but never started, 2 handed back by their handlers; deadline 4.0s by the pod\n"
+    )
+    assert drain_line(log, 0) == Drain(3, 3, 0, 2)
+    found = deadline_line(log, 0)
+    assert found is not None and (found["drain_s"], found["ruled_by"]) == (4.0, "pod")
+    assert "DisruptionTarget EvictionByEvictionAPI" in str(found["why"])
+    assert deadline_line(log, log.stat().st_size) is None
