@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: install install-run tools bench-tools run test test-fast test-images images lint dashboards bench-ingest bench-worker bench-jobpath bench-e2e bench-baseline bench-ab clean
+.PHONY: install install-run tools bench-tools run test test-fast test-images images sbom lock lint dashboards bench-ingest bench-worker bench-jobpath bench-e2e bench-baseline bench-ab clean
 
 # One .venv for both: `make run` installs what running needs (the `run` extra), `make install` /
 # `make test` everything (the `dev` extra, which contains it). scripts/venv.sh also rebuilds a
@@ -35,8 +35,14 @@ test: install tools lint  ## lint, then every test against real nats-server / uv
 test-images: install tools  ## the images and the chart's manifests, run with podman against a real nats-server
 	$(BIN)/python -m pytest tests/images
 
-images:  ## build orderflow/ingest and orderflow/worker (podman, or docker where a daemon answers; cached)
-	bash scripts/images/build.sh
+images:  ## build orderflow/ingest, orderflow/worker, orderflow/tools (podman or docker; cached); HANDLERS=path/to/pkg adds a worker with your handlers
+	HANDLERS="$(HANDLERS)" bash scripts/images/build.sh
+
+sbom:  ## the images and a CycloneDX SBOM of each in build/sbom/<component>.cdx.json
+	SBOM_DIR=build/sbom HANDLERS="$(HANDLERS)" bash scripts/images/build.sh
+
+lock:  ## requirements/*.txt (pinned, hashed) from pyproject.toml, with uv; after changing a dependency
+	bash scripts/lock.sh
 
 test-fast: install  ## skip the slow lifecycle scenarios
 	$(BIN)/python -m pytest -m "not slow"

@@ -4,9 +4,13 @@
 #                         (the `run` extra: `orderflow dev`, `load` and `report`)
 #   scripts/venv.sh dev   all of that and the dev toolchain (the `dev` extra: tests, lint, benchmarks)
 #   scripts/venv.sh check only make sure $VENV has a supported interpreter (the first step of both)
-# Both share the .venv: the dev extra contains the run extra, so installing either never breaks
+# Both install from a lock file with hashes (requirements/run.txt, requirements/dev.txt; `make lock`
+# writes them from pyproject.toml) with --require-hashes: every version pinned, every downloaded
+# file checked against the lock, the build backend included; then orderflow itself, editable,
+# with --no-deps --no-build-isolation (a checkout has no hash to check: it is the code at hand).
+# Both share the .venv: the dev lock contains the run lock, so installing either never breaks
 # the other, and each leaves its own stamp (.venv/.installed-run, .venv/.installed-dev; dev stamps
-# both). Nothing is installed while the stamp is newer than pyproject.toml.
+# both). Nothing is installed while the stamp is newer than pyproject.toml and the lock.
 #
 # A .venv made by a Python older than 3.11, or whose interpreter is gone (removed or upgraded
 # away), is rebuilt with $PYTHON; if $PYTHON is unsupported too, it says which Python to install.
@@ -15,6 +19,7 @@ extra=${1:?usage: scripts/venv.sh run|dev|check}
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 PYPROJECT=${PYPROJECT:-pyproject.toml}
+LOCK=${LOCK:-requirements/$extra.txt}
 need="3.11"
 
 supported() {  # the interpreter runs and is new enough
@@ -40,12 +45,12 @@ if [ ! -e "$VENV/bin/python" ]; then
     fi
     "$PYTHON" -m venv "$VENV"
 fi
-if [ "$extra" = check ] || [ "$VENV/.installed-$extra" -nt "$PYPROJECT" ]; then
+if [ "$extra" = check ] || { [ "$VENV/.installed-$extra" -nt "$PYPROJECT" ] && [ "$VENV/.installed-$extra" -nt "$LOCK" ]; }; then
     exit 0
 fi
-echo "installing orderflow ($extra) into $VENV" >&2
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[$extra]"
+echo "installing orderflow ($extra) into $VENV from $LOCK (hashes checked)" >&2
+"$VENV/bin/python" -m pip install -q --require-hashes -r "$LOCK"
+"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
 touch "$VENV/.installed-$extra"
 if [ "$extra" = dev ]; then
     touch "$VENV/.installed-run"

@@ -113,17 +113,33 @@ def find_podman() -> Podman:
     return Podman(binary)
 
 
+# The handler package from outside orderflow's packages that the tests build a worker image with
+# (`make images HANDLERS=...`), and the SBOMs' directory (`make sbom`), per checkout.
+HANDLERS = REPO / "tests" / "support" / "acme_invoices"
+SBOM_DIR = REPO / ".orderflow" / "sbom-test"
+
+
 @dataclass(frozen=True)
 class Images:
     ingest: str
     worker: str
+    tools: str
+    handlers: str  # orderflow/worker with tests/support/acme_invoices
     base: str
+    sboms: Path  # <component>.cdx.json of ingest, worker, tools
 
 
 def build_images(podman: Podman) -> Images:
-    """scripts/images/build.sh with podman and this checkout's test tag: seconds when nothing
-    changed, a few minutes on a fresh machine (debootstrap of the local base, pip install)."""
-    env = engine_env() | {"CONTAINER_ENGINE": "podman", "IMAGE_TAG": TEST_TAG, "IMAGE_PREFIX": "orderflow"}
+    """scripts/images/build.sh with podman and this checkout's test tag, the SBOMs and the handler
+    image included, once per session: seconds when nothing changed, a few minutes on a fresh
+    machine (debootstrap of the local base, pip install)."""
+    env = engine_env() | {
+        "CONTAINER_ENGINE": "podman",
+        "IMAGE_TAG": TEST_TAG,
+        "IMAGE_PREFIX": "orderflow",
+        "SBOM_DIR": str(SBOM_DIR),
+        "HANDLERS": str(HANDLERS),
+    }
     started = time.monotonic()
     proc = subprocess.run(
         ["bash", str(BUILD)], capture_output=True, text=True, timeout=1500, env=env, cwd=REPO
@@ -138,7 +154,14 @@ def build_images(podman: Podman) -> Images:
     base = next(
         (m.group(1) for line in lines if (m := re.match(r"images: base (\S+)", line))), "python:3.11-slim"
     )
-    return Images(f"orderflow/ingest:{TEST_TAG}", f"orderflow/worker:{TEST_TAG}", base)
+    return Images(
+        f"orderflow/ingest:{TEST_TAG}",
+        f"orderflow/worker:{TEST_TAG}",
+        f"orderflow/tools:{TEST_TAG}",
+        f"orderflow/worker-acme-invoices:{TEST_TAG}",
+        base,
+        SBOM_DIR,
+    )
 
 
 def container_flags(read_only: bool = True) -> list[str]:

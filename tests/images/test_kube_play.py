@@ -108,8 +108,33 @@ def memory_bytes(quantity: str) -> int:
     return int(quantity)
 
 
+def invoice_done_by_the_handler_package(podman: Podman, ingest: Workload, worker: Workload) -> str:
+    """An `invoice` order through the played ingest, done by tests/support/acme_invoices (its own
+    log line, with the played worker's pod name) in the worker image built with HANDLERS=."""
+    status, _, body = http(
+        "POST", ingest.url + "/orders?type=invoice", b'{"product_id": 7, "count": 1, "username": "acme"}'
+    )
+    assert status == 200, body
+    order_id = str(json.loads(body)["order_id"])
+
+    def done() -> bool:
+        code, _, got = http("GET", f"{ingest.url}/orders/{order_id}")
+        return code == 200 and json.loads(got)["status"] == "done"
+
+    wait_until(done, 60, f"invoice {order_id} done on the played worker", interval=0.1)
+    line = f"acme_invoices: invoice for order {order_id} sent by {worker.pod}"
+    assert line in podman.logs(worker.container), podman.logs(worker.container)[-3000:]
+    return order_id
+
+
 def play_and_drain(
-    podman: Podman, docs: list[Doc], default_ns: str, nats: NatsServer, tmp_path: Path, what: str
+    podman: Podman,
+    docs: list[Doc],
+    default_ns: str,
+    nats: NatsServer,
+    tmp_path: Path,
+    what: str,
+    invoice: bool = False,
 ) -> None:
     """1. The rendered Deployments are checked (probe ports, referenced Secrets) and changed for
        podman; the Secrets they reference become podman secrets; `podman kube play --network host`.
@@ -118,7 +143,8 @@ def play_and_drain(
        from the downward API); while it runs, `podman pod stop -t <its grace period>` stops the
        worker pod: SIGTERM, the job finishes in the drain, exit 0 within the grace period.
     4. The order is done once; the ingest pod stops within its grace period with exit 0 too.
-    5. `podman kube down` removes both pods."""
+    5. `podman kube down` removes both pods.
+    With `invoice`, before 3: an order of the handler package's own type is done by it."""
     found = {d["metadata"]["name"].rsplit("-", 1)[1]: d for d in deployments(docs)}
     ingest, worker = workload(found["ingest"]), workload(found["worker"])
     secrets = secrets_for(docs)
@@ -136,6 +162,7 @@ def play_and_drain(
         env = podman.inspect("container", worker.container)["Config"]["Env"]
         assert f"ORDERFLOW_POD_NAMESPACE={namespace_of(found['worker'], default_ns)}" in env
         assert f"ORDERFLOW_NATS_URL={nats.url}" in env, "the URL reached the pod through secretKeyRef"
+        invoice_id = invoice_done_by_the_handler_package(podman, ingest, worker) if invoice else None
 
         status, _, body = http(
             "POST", ingest.url + "/orders", b'{"product_id": 1, "count": 2, "username": "kube"}'
@@ -176,7 +203,7 @@ def play_and_drain(
             if w is worker:
                 assert order_status() == "done"
         records = run(run_records(nats.url))
-        assert count_events(records, "done") == {order_id: 1}
+        assert count_events(records, "done") == {order_id: 1} | ({invoice_id: 1} if invoice_id else {})
         assert [(r.event, r.worker_id) for r in records[order_id]] == [
             ("start", worker.pod),
             ("done", worker.pod),
@@ -196,8 +223,13 @@ def play_and_drain(
 def test_the_charts_deployments_play_in_podman_serve_an_order_and_drain(
     podman: Podman, images: Images, nats_server: NatsServer, tmp_path: Path
 ) -> None:
+    """The worker is the image `make images HANDLERS=tests/support/acme_invoices` builds (the stock
+    worker plus a handler package from outside orderflow's packages), configured as docs/kubernetes.md
+    says: its module in worker.config.handlers, its type in config.taskTypes."""
     release = f"t{uuid.uuid4().hex[:8]}"
+    repository, tag = images.handlers.rsplit(":", 1)
     values = {
+        "config": {"taskTypes": "default,invoice"},
         "nats": {"url": nats_server.url},
         "ingest": {
             "replicaCount": 1,
@@ -207,8 +239,12 @@ def test_the_charts_deployments_play_in_podman_serve_an_order_and_drain(
         "worker": {
             "replicaCount": 1,
             "port": free_port(),
-            "image": {"repository": "orderflow/worker", "tag": TEST_TAG},
-            "config": {"workS": str(JOB_S), "drainTimeoutS": 30},
+            "image": {"repository": repository, "tag": tag},
+            "config": {
+                "workS": str(JOB_S),
+                "drainTimeoutS": 30,
+                "handlers": "worker.demo,acme_invoices.handlers",
+            },
         },
     }
     (tmp_path / "values.yaml").write_text(yaml.safe_dump(values))
@@ -224,7 +260,7 @@ def test_the_charts_deployments_play_in_podman_serve_an_order_and_drain(
             str(tmp_path / "values.yaml"),
         ]
     )
-    play_and_drain(podman, out, "shop", nats_server, tmp_path, "chart")
+    play_and_drain(podman, out, "shop", nats_server, tmp_path, "chart", invoice=True)
 
 
 def test_the_dev_overlays_deployments_play_in_podman_serve_an_order_and_drain(

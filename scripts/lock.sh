@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# make lock: the lock files with hashes, from pyproject.toml (uv pip compile, PyPI only):
+#   requirements/runtime.txt  [project].dependencies: what the images install (--require-hashes)
+#   requirements/run.txt      + the `run` extra, pip and the build backend: `make run`'s .venv
+#   requirements/dev.txt      + the `dev` extra, pip and the build backend: `make install`/`make test`
+#   requirements/sbom.txt     cyclonedx-bom alone: the SBOM stage of the Dockerfiles (`make sbom`),
+#                             in a venv of its own, so the SBOM tool never lands in what it lists
+# Universal (markers, not this machine's platform) for Python 3.11, every file of each pinned
+# version hashed. Run it after changing a dependency in pyproject.toml; tests/test_locks.py fails
+# while a requirement of pyproject.toml is not satisfied by its lock.
+#
+#   UV   the uv binary; default: uv on PATH, else the one `pip install uv` puts in .venv
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+uv="${UV:-$(command -v uv || echo .venv/bin/uv)}"
+[[ -x "$uv" ]] || { echo "lock: uv not found (pip install uv, or UV=/path/to/uv)" >&2; exit 1; }
+
+# pip and the build backend (pyproject's [build-system].requires) come from the lock too, so the
+# editable install of orderflow itself runs with --no-build-isolation and fetches nothing unhashed.
+tools="$(mktemp)"
+trap 'rm -f "$tools"' EXIT
+python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" >"$tools"
+echo "pip>=24" >>"$tools"
+
+compile() {
+    local out="$1"; shift
+    # --no-config: no uv.toml / find-links of this machine; PyPI's own files and hashes only.
+    "$uv" pip compile --quiet --no-config --index-url https://pypi.org/simple \
+        --universal --python-version 3.11 --generate-hashes \
+        --custom-compile-command "make lock" -o "$out" "$@"
+}
+compile requirements/runtime.txt pyproject.toml
+compile requirements/run.txt pyproject.toml --extra run "$tools"
+compile requirements/dev.txt pyproject.toml --extra dev "$tools"
+echo "cyclonedx-bom>=7,<8" >"$tools"
+compile requirements/sbom.txt "$tools"
+echo "lock: requirements/runtime.txt run.txt dev.txt sbom.txt ($(grep -c '==' requirements/runtime.txt) / $(grep -c '==' requirements/run.txt) / $(grep -c '==' requirements/dev.txt) / $(grep -c '==' requirements/sbom.txt) pins)" >&2
