@@ -109,20 +109,37 @@ def memory_bytes(quantity: str) -> int:
 
 
 def invoice_done_by_the_handler_package(podman: Podman, ingest: Workload, worker: Workload) -> str:
-    """An `invoice` order through the played ingest, done by tests/support/acme_invoices (its own
-    log line, with the played worker's pod name) in the worker image built with HANDLERS=."""
-    status, _, body = http(
-        "POST", ingest.url + "/orders?type=invoice", b'{"product_id": 7, "count": 1, "username": "acme"}'
-    )
-    assert status == 200, body
-    order_id = str(json.loads(body)["order_id"])
+    """The `invoice` type of tests/support/acme_invoices, in the worker image built with HANDLERS=,
+    with its own payload (customer, amount_cents >= 1, nothing else): the played ingest, whose image
+    has no such package, checks invoices by the schema the played worker published; a good one is
+    done by that package's handler (its log line: the order, the played pod, the decoded payload)."""
+
+    def post(body: bytes) -> tuple[int, Any]:
+        status, _, got = http("POST", ingest.url + "/orders?type=invoice", body)
+        return status, json.loads(got)
+
+    good = b'{"customer": "acme", "amount_cents": 1200}'
+    accepted: list[Any] = []
+
+    def taken() -> bool:
+        status, answer = post(good)
+        accepted.extend([answer] if status == 200 else [])
+        return status == 200
+
+    # Until the worker's declaration reaches the ingest, an invoice is checked as the seed's order.
+    wait_until(taken, 60, "the ingest to take an invoice by its own payload", interval=0.2)
+    order_id = str(accepted[0]["order_id"])
+    status, answer = post(b'{"customer": "acme", "amount_cents": 0, "product_id": 1}')
+    assert status == 400, answer
+    fields = {e["field"] for e in answer["errors"]}
+    assert {"amount_cents", "product_id"} <= fields, answer
 
     def done() -> bool:
         code, _, got = http("GET", f"{ingest.url}/orders/{order_id}")
         return code == 200 and json.loads(got)["status"] == "done"
 
     wait_until(done, 60, f"invoice {order_id} done on the played worker", interval=0.1)
-    line = f"acme_invoices: invoice for order {order_id} sent by {worker.pod}"
+    line = f"acme_invoices: invoice for order {order_id} sent by {worker.pod}: acme 1200 cents"
     assert line in podman.logs(worker.container), podman.logs(worker.container)[-3000:]
     return order_id
 
