@@ -3,8 +3,9 @@
 #   requirements/runtime.txt  [project].dependencies: what the images install (--require-hashes)
 #   requirements/run.txt      + the `run` extra, pip and the build backend: `make run`'s .venv
 #   requirements/dev.txt      + the `dev` extra, pip and the build backend: `make install`/`make test`
-#   requirements/sbom.txt     cyclonedx-bom alone: the SBOM stage of the Dockerfiles (`make sbom`),
-#                             in a venv of its own, so the SBOM tool never lands in what it lists
+#   requirements/sbom.txt     requirements/sbom.in (cyclonedx-bom) alone: the SBOM stage of the
+#                             Dockerfiles (`make sbom`), in a venv of its own, so the SBOM tool never
+#                             lands in what it lists
 # Universal (markers, not this machine's platform) for Python 3.11, every file of each pinned
 # version hashed. Run it after changing a dependency in pyproject.toml; tests/test_locks.py fails
 # while a requirement of pyproject.toml is not satisfied by its lock.
@@ -17,10 +18,12 @@ uv="${UV:-$(command -v uv || echo .venv/bin/uv)}"
 
 # pip and the build backend (pyproject's [build-system].requires) come from the lock too, so the
 # editable install of orderflow itself runs with --no-build-isolation and fetches nothing unhashed.
-tools="$(mktemp)"
-trap 'rm -f "$tools"' EXIT
-python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')" >"$tools"
-echo "pip>=24" >>"$tools"
+# Written to a file of a fixed name, so the locks' "via" comments do not change between runs.
+{
+    echo "# make lock writes this from pyproject.toml's [build-system].requires, plus pip"
+    python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')"
+    echo "pip>=24"
+} >requirements/build.in
 
 compile() {
     local out="$1"; shift
@@ -29,9 +32,10 @@ compile() {
         --universal --python-version 3.11 --generate-hashes \
         --custom-compile-command "make lock" -o "$out" "$@"
 }
-compile requirements/runtime.txt pyproject.toml
-compile requirements/run.txt pyproject.toml --extra run "$tools"
-compile requirements/dev.txt pyproject.toml --extra dev "$tools"
-echo "cyclonedx-bom>=7,<8" >"$tools"
-compile requirements/sbom.txt "$tools"
+# dev first, then the others constrained to its versions: the tests run (dev) exactly the versions
+# the images ship (runtime) and `make run` installs, even where a dev tool holds one back.
+compile requirements/dev.txt pyproject.toml --extra dev requirements/build.in
+compile requirements/run.txt pyproject.toml --extra run requirements/build.in -c requirements/dev.txt
+compile requirements/runtime.txt pyproject.toml -c requirements/dev.txt
+compile requirements/sbom.txt requirements/sbom.in
 echo "lock: requirements/runtime.txt run.txt dev.txt sbom.txt ($(grep -c '==' requirements/runtime.txt) / $(grep -c '==' requirements/run.txt) / $(grep -c '==' requirements/dev.txt) / $(grep -c '==' requirements/sbom.txt) pins)" >&2
