@@ -178,7 +178,7 @@ def play_and_drain(
             assert_pod_spec_applied(podman, w)
         env = podman.inspect("container", worker.container)["Config"]["Env"]
         assert f"ORDERFLOW_POD_NAMESPACE={namespace_of(found['worker'], default_ns)}" in env
-        assert f"ORDERFLOW_NATS_URL={nats.url}" in env, "the URL reached the pod through secretKeyRef"
+        assert f"ORDERFLOW_NATS_URL={nats.url}" in env, "the URL reached the pod (value or secretKeyRef)"
         invoice_id = invoice_done_by_the_handler_package(podman, ingest, worker) if invoice else None
 
         status, _, body = http(

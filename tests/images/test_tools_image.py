@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import NatsServer, free_port, http, run, statuses
+import yaml
+from harness import REPO, NatsServer, free_port, http, run, statuses, wait_until
 from podman_engine import Images, Podman, container_flags, env_flags
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -27,14 +29,56 @@ def orderflow(podman: Podman, images: Images, nats_url: str, *args: str) -> Any:
     )  # fmt: skip
 
 
+def play_the_docs_cli_pod(podman: Podman, images: Images, nats_url: str, tmp_path: Path) -> str:
+    """docs/kubernetes.md's CLI Pod (tests/k8s/test_cli_pod.py checks it as written) played with
+    `podman kube play --network host`, changed only where this test's NATS differs: the test's
+    image tag, `orderflow consumers` for the sleep, the host's nats-server URL, and no NATS identity
+    (that server has none: the *_FILE settings and their two Secret volumes go). Its output."""
+    text = (REPO / "docs" / "kubernetes.md").read_text().split("### The CLI in the cluster", 1)[1]
+    pod = yaml.safe_load(text.split("```yaml\n", 1)[1].split("```", 1)[0])
+    spec = pod["spec"]
+    [container] = spec["containers"]
+    container["image"] = images.tools
+    container["command"] = ["orderflow", "consumers"]
+    container["env"] = [{"name": "ORDERFLOW_NATS_URL", "value": nats_url}]
+    spec["volumes"] = [v for v in spec["volumes"] if "secret" not in v]
+    kept = {v["name"] for v in spec["volumes"]}
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] in kept]
+    pod["metadata"]["name"] = name = f"orderflow-cli-{time.monotonic_ns() % 10**8}"
+    play = tmp_path / "cli-pod.yaml"
+    play.write_text(yaml.safe_dump(pod, sort_keys=False))
+    ctr = f"{name}-{container['name']}"
+    try:
+        podman.run(
+            "podman kube play (the CLI pod)", "kube", "play", "--network", "host", str(play), timeout=120
+        )
+        state: dict[str, Any] = {}
+
+        def exited() -> bool:
+            state.update(podman.inspect("container", ctr)["State"])
+            return state["Status"] in ("exited", "stopped")
+
+        wait_until(exited, 60, "the CLI pod's command to finish", interval=0.2)
+        logs = podman.logs(ctr)
+        assert state["ExitCode"] == 0, logs
+        inspected = podman.inspect("container", ctr)
+        assert (
+            inspected["HostConfig"]["ReadonlyRootfs"] is True and inspected["Config"]["User"] == "10001:10001"
+        )
+        return logs
+    finally:
+        podman.run("podman kube down (the CLI pod)", "kube", "down", str(play), check=False, timeout=60)
+
+
 def test_the_tools_image_runs_status_cancel_consumers_and_dlq_against_nats(
-    podman: Podman, images: Images, nats_server: NatsServer, spawn: Any
+    podman: Podman, images: Images, nats_server: NatsServer, spawn: Any, tmp_path: Path
 ) -> None:
     """1. An ingest (the layout: stream, buckets, consumers are made by the services) takes an
        order; no worker runs, so it waits queued.
     2. From the image: `consumers` lists the workers' durable consumer; `status` shows the queue
        with the order pending; `status ID` shows it queued; `cancel ID` marks it cancelled (no
-       worker runs it); `dlq list` answers, empty.
+       worker runs it); `dlq list` answers, empty; docs/kubernetes.md's CLI Pod, played, lists
+       the consumers.
     3. Against a port where nothing listens: exit 1 with the reason, in seconds."""
     config = podman.inspect("image", images.tools)["Config"]
     assert config["User"] == "10001:10001" and config["Cmd"] == ["orderflow", "--help"]
@@ -67,6 +111,9 @@ def test_the_tools_image_runs_status_cancel_consumers_and_dlq_against_nats(
 
     dead = orderflow(podman, images, nats_server.url, "dlq", "list")
     assert dead.returncode == 0, dead.stderr
+
+    played = play_the_docs_cli_pod(podman, images, nats_server.url, tmp_path)
+    assert "workers-other" in played and "workers-more" in played, played
 
     started = time.monotonic()
     nowhere = orderflow(podman, images, f"nats://127.0.0.1:{free_port()}", "status", order_id)
