@@ -1,6 +1,6 @@
-"""The uvicorn internals orderflow/httpserver.py builds on are still there, each named: the edge
+"""The uvicorn internals the edge builds on are still there, each named: orderflow/edgeprotocol.py
 subclasses uvicorn's httptools protocol and reads its per-connection state, and the ingest's
-Server runs uvicorn's startup/shutdown phases itself. uvicorn keeps none of these as API, so a
+Server (orderflow/httpserver.py) runs uvicorn's startup/shutdown phases itself. uvicorn keeps none of these as API, so a
 release may move one; this fails with the name of what moved, before the edge's behaviour tests
 fail in a puzzling way. pyproject.toml bounds uvicorn to the versions this passes on (its upper
 bound moves only after this and tests/ingest's edge tests pass on the newer uvicorn)."""
@@ -15,7 +15,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
-from orderflow.httpserver import Edge, EdgeProtocol, edge_protocol, make_server
+from orderflow.edgeprotocol import Edge, EdgeProtocol
+from orderflow.httpserver import edge_protocol, make_server
 
 # The protocol hooks EdgeProtocol overrides and calls through super().
 HOOKS = (
@@ -23,7 +24,10 @@ HOOKS = (
     "connection_lost",
     "data_received",
     "on_message_begin",
+    "on_url",
+    "on_header",
     "on_headers_complete",
+    "on_body",
     "on_message_complete",
     "on_response_complete",
     "timeout_keep_alive_handler",
@@ -45,6 +49,8 @@ class _Events:
     def receipt_timeout(self, phase: str) -> None: ...
 
     def connection_refused(self) -> None: ...
+
+    def head_refused(self, reason: str) -> None: ...
 
 
 def _edge() -> Edge:
@@ -71,8 +77,11 @@ def test_a_protocol_instance_has_the_state_the_edge_reads() -> None:
     missing = [name for name in STATE if not hasattr(protocol, name)]
     assert missing == [], f"uvicorn {uvicorn.__version__}: HttpToolsProtocol instances lack {missing}"
     assert protocol.timeout_keep_alive_task is None and not protocol.pipeline
-    # The cycle's flag the edge checks before answering 408 on a keep-alive connection.
+    # The cycle's flag the edge checks before answering 408 on a keep-alive connection, and the
+    # request's URL so far, which the edge bounds in on_url (uvicorn starts it per request).
     assert "self.response_complete" in inspect.getsource(RequestResponseCycle.__init__)
+    assert "self.url = " in inspect.getsource(HttpToolsProtocol.on_message_begin)
+    assert "self.url += " in inspect.getsource(HttpToolsProtocol.on_url)
 
 
 def test_the_server_and_config_have_what_the_ingest_server_uses() -> None:
