@@ -1,15 +1,19 @@
 """A nats-server as production runs it: TLS with client certificates (mTLS) and orderflow's account
 with one user per service, their permissions read from the accounts snippet in
 docs/kubernetes.md (so the documented snippet is the one the tests prove). Certificates are made
-here with the `openssl` CLI, nkeys with the `nkeys` package (a runtime dependency)."""
+here with the `openssl` CLI, nkeys with the `nkeys` package (a runtime dependency); for creds
+files, a second server in operator mode with JWTs issued here as `nsc` would."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import re
 import secrets
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,3 +175,86 @@ class SecureNats:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+# --- JWT auth (operator mode): creds files, and a revoked user ---------------------------------
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _keypair(prefix: int) -> tuple[str, str, Any]:
+    seed = nkeys.encode_seed(os.urandom(32), prefix)
+    pair = nkeys.from_seed(bytearray(seed))
+    return seed.decode(), pair.public_key.decode(), pair
+
+
+def _jwt(issuer: Any, subject: str, name: str, nats: dict[str, Any], iat: int) -> str:
+    """A NATS v2 JWT as `nsc` issues one: claims signed with the issuer's nkey (ed25519)."""
+    claims: dict[str, Any] = {
+        "iat": iat,
+        "iss": issuer.public_key.decode(),
+        "name": name,
+        "sub": subject,
+        "nats": {**nats, "version": 2},
+    }
+    claims["jti"] = base64.b32encode(hashlib.sha256(json.dumps(claims, sort_keys=True).encode()).digest())
+    claims["jti"] = claims["jti"].decode().rstrip("=")
+    head = _b64(json.dumps({"typ": "JWT", "alg": "ed25519-nkey"}).encode())
+    body = _b64(json.dumps(claims).encode())
+    return f"{head}.{body}.{_b64(issuer.sign(f'{head}.{body}'.encode()))}"
+
+
+@dataclass
+class JwtNats:
+    """nats-server in operator mode (JWT auth, the accounts preloaded): `creds["user"]` is a valid
+    user's creds file, `creds["revoked"]` one issued the same way whose user the account revoked."""
+
+    server: kit.NatsServer
+    creds: dict[str, Path]
+
+    @classmethod
+    def start(cls, d: Path) -> JwtNats:
+        d.mkdir(parents=True, exist_ok=True)
+        _, operator_pub, operator = _keypair(nkeys.PREFIX_BYTE_OPERATOR)
+        _, account_pub, account = _keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+        _, system_pub, _ = _keypair(nkeys.PREFIX_BYTE_ACCOUNT)
+        now = int(time.time())
+        users = {name: _keypair(nkeys.PREFIX_BYTE_USER) for name in ("user", "revoked")}
+        limits = {k: -1 for k in ("subs", "data", "payload", "imports", "exports", "conn", "leaf")}
+        js_limits = {k: -1 for k in ("mem_storage", "disk_storage", "streams", "consumer")}
+        revocations = {users["revoked"][1]: now + 1}  # every JWT of that user issued before now + 1 s
+        creds = {}
+        for name, (seed, public, _) in users.items():
+            user = _jwt(account, public, name, {"type": "user", "pub": {}, "sub": {}, **limits}, now)
+            path = d / f"{name}.creds"
+            path.write_text(
+                f"-----BEGIN NATS USER JWT-----\n{user}\n------END NATS USER JWT------\n\n"
+                f"-----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+            )
+            path.chmod(0o600)
+            creds[name] = path
+        config = {
+            "operator": _jwt(
+                operator, operator_pub, "op", {"type": "operator", "system_account": system_pub}, now
+            ),
+            "system_account": system_pub,
+            "resolver": "MEMORY",
+            "resolver_preload": {
+                account_pub: _jwt(
+                    operator,
+                    account_pub,
+                    "ORDERFLOW",
+                    {"type": "account", "limits": {**limits, **js_limits}, "revocations": revocations},
+                    now,
+                ),
+                system_pub: _jwt(operator, system_pub, "SYS", {"type": "account", "limits": limits}, now),
+            },
+        }
+        (d / "nats-server.conf").write_text(json.dumps(config))
+        server = kit.NatsServer(
+            d / "jetstream",
+            d / "nats-server.log",
+            binary=find_binary("nats-server"),
+            extra_args=["-c", str(d / "nats-server.conf")],
+        )
+        return cls(server.start(), creds)

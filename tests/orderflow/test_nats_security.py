@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from harness import Service, cli, find_binary, http, service_env, wait_until
-from nats_secure import Pki, SecureNats, new_seed
+from nats_secure import JwtNats, Pki, SecureNats, new_seed
 
 from orderflow import broker, contract, natsauth
 from orderflow.config import load_settings
@@ -218,3 +218,28 @@ def test_with_a_ca_set_a_server_without_tls_is_refused_before_a_secret_is_sent(t
         finally:
             plain.stop()
         assert "Authorization Violation" not in log.read_text()
+
+
+def test_a_creds_file_connects_and_a_revoked_users_stops_the_worker_with_exit_2(tmp_path: Path) -> None:
+    """JWT auth (operator mode): a worker with a user's creds file gets ready; one with the creds
+    of a user the account revoked (issued the same way) exits 2 with the reason, promptly."""
+    nats = JwtNats.start(tmp_path / "jwt")
+    workers = {
+        name: Service(
+            "worker", service_env(nats.server.url, NATS_CREDS_FILE=str(path)), tmp_path / f"{name}.log"
+        )
+        for name, path in nats.creds.items()
+    }
+    try:
+        for w in workers.values():
+            w.start()
+        started = time.monotonic()
+        assert workers["revoked"].wait(20) == 2, workers["revoked"].logs()[-2000:]
+        took_s = time.monotonic() - started
+        workers["user"].wait_ready(30)
+    finally:
+        for w in workers.values():
+            w.stop()
+        nats.server.stop()
+    assert "refused our credentials" in workers["revoked"].logs()
+    assert took_s < 15, f"exit 2 after {took_s:.1f}s"
