@@ -76,6 +76,8 @@ H_SCHEDULE_TARGET = "Nats-Schedule-Target"
 MAX_BODY_BYTES = 16 * 1024
 # A checkpoint lives in the order's status record; KV values are cheap below this.
 MAX_CHECKPOINT_BYTES = 64 * 1024
+# A handler's result is stored with `done` in the same record: the same bound.
+MAX_RESULT_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY = 128
 MAX_USERNAME = 64
 QUANTITY_MIN, QUANTITY_MAX = 0, 100
@@ -192,7 +194,13 @@ class StatusRecord(msgspec.Struct, omit_defaults=True):
     updated_at: float = 0.0
     worker_id: str | None = None
     task_type: str | None = None
-    started_at: float | None = None
+    started_at: float | None = None  # the last run's start
+    # the first run's start, and how many runs the handler was started for (failed, handed back,
+    # crashed or the one that finished): `attempts` counts only the failed ones
+    first_started_at: float | None = None
+    runs: int = 0
+    # what the handler returned (JSON, at most MAX_RESULT_BYTES), stored with `done`; empty: none
+    result: msgspec.Raw = NO_CHECKPOINT
     finished_at: float | None = None
     error: str | None = None
     deliveries: int = 0

@@ -15,6 +15,10 @@ A type's payload is the seed's order (product_id, count, username) unless it dec
 msgspec Struct or a JSON Schema (worker/payload.py). The workers publish it for the ingest, which
 checks every order of the type against it (orderflow/payloads.py); `job.payload` is the decoded one.
 
+A handler may return the order's result: a JSON-serialisable value, at most 64 KiB encoded,
+stored with `done` in the same write (GET /orders/{id} shows it). One that cannot be stored fails
+the run as a failed attempt (`ResultError: ...`): a result is part of the work.
+
 Raise PoisonError for input that can never succeed (not retried: copied to ORDERS_DLQ with reason
 `poison`, status `failed`, so `orderflow dlq replay` can run it once the handler is fixed); any
 other exception is a failed attempt, retried with backoff until ORDERFLOW_MAX_DELIVER, then
@@ -173,7 +177,8 @@ class Job:
 
 
 class Handler(Protocol):
-    async def __call__(self, job: Job, /) -> None: ...
+    # None, or the order's result: a JSON-serialisable value, at most 64 KiB encoded
+    async def __call__(self, job: Job, /) -> Any: ...
 
 
 class Registry:

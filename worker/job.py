@@ -58,6 +58,23 @@ class Verdict:
     lost_s: float = 0.0  # the dead run's work since its last checkpoint (a lower bound)
 
 
+def done(value: Any) -> Outcome:
+    """A run that returned `value`: done with it as the result, or, when it cannot be stored (not
+    JSON-serialisable, over MAX_RESULT_BYTES), a failed attempt that says why."""
+    if value is None:
+        return Outcome(Kind.DONE)
+    try:
+        raw = _checkpoint_encoder.encode(value)
+    except (TypeError, msgspec.EncodeError) as exc:
+        return Outcome(Kind.RETRY, f"ResultError: the handler's result is not JSON-serialisable: {exc}")
+    if len(raw) > contract.MAX_RESULT_BYTES:
+        return Outcome(
+            Kind.RETRY,
+            f"ResultError: the handler's result is {len(raw)} bytes encoded, over {contract.MAX_RESULT_BYTES}",
+        )
+    return Outcome(Kind.DONE, result=msgspec.Raw(raw))
+
+
 def admit(
     d: Delivery,
     previous: contract.StatusRecord | None,
@@ -345,12 +362,12 @@ class JobPipeline:
             payload,
         )
         try:
-            await self._handler(job)
+            value = await self._handler(job)
             if run.handing_back:  # the handler checkpointed and gave the order back itself
                 self.handed_back_by_handlers += 1
                 outcome = Outcome(Kind.HANDED_BACK)
             else:
-                outcome = Outcome(Kind.DONE)
+                outcome = done(value)
         except PoisonError as exc:
             outcome = Outcome(Kind.POISON, str(exc) or type(exc).__name__)
         except asyncio.CancelledError:

@@ -64,6 +64,8 @@ class Outcome:
     delay_s: float | None = None  # RUNNING_ELSEWHERE: when to look again
     # DEAD, POISON: why it goes to the DLQ (contract.DLQ_REASONS), in its Orderflow-Reason header
     reason: str | None = None
+    # DONE: what the handler returned, encoded (stored with `done` in the same write)
+    result: msgspec.Raw | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,16 @@ class Books:
     """An order's counts and checkpoint, carried from run to run in its status record (and in a
     rescheduled retry's headers)."""
 
-    __slots__ = ("checkpoint", "checkpoint_at", "crashes", "failed", "handbacks", "run_s")
+    __slots__ = (
+        "checkpoint",
+        "checkpoint_at",
+        "crashes",
+        "failed",
+        "first_started_at",
+        "handbacks",
+        "run_s",
+        "runs",
+    )
 
     def __init__(
         self,
@@ -96,6 +107,8 @@ class Books:
         checkpoint: msgspec.Raw | None = None,
         checkpoint_at: float | None = None,
         run_s: float = 0.0,
+        runs: int = 0,
+        first_started_at: float | None = None,
     ) -> None:
         self.failed = failed
         self.handbacks = handbacks
@@ -103,6 +116,8 @@ class Books:
         self.checkpoint = checkpoint
         self.checkpoint_at = checkpoint_at
         self.run_s = run_s
+        self.runs = runs  # runs before this delivery's
+        self.first_started_at = first_started_at
 
     @classmethod
     def of(cls, record: contract.StatusRecord) -> Books:
@@ -113,6 +128,8 @@ class Books:
             record.checkpoint if len(record.checkpoint) else None,
             record.checkpoint_at,
             record.run_s,
+            record.runs,
+            record.first_started_at,
         )
 
     @classmethod
@@ -222,12 +239,14 @@ class Settler:
         *,
         retry_at: float | None = None,
         scheduled: bool = False,
+        result: msgspec.Raw | None = None,
     ) -> contract.StatusRecord:
         """The ORDER_STATUS value for a delivery as this worker sees it now. A `processing` record
         is a lease; a final one drops the checkpoint."""
         now = time.time()
         b = d.books
         final = status in contract.FINAL_STATUSES
+        ran = d.run_started is not None
         run_s = b.run_s + (now - d.run_started if d.run_started is not None else 0.0)
         return contract.StatusRecord(
             d.order_id,
@@ -237,6 +256,9 @@ class Settler:
             worker_id=self._worker_id,
             task_type=d.task_type,
             started_at=d.run_started,
+            first_started_at=b.first_started_at or d.run_started,
+            runs=b.runs + 1 if ran else b.runs,
+            result=result if result is not None else contract.NO_CHECKPOINT,
             finished_at=now if final else None,
             error=_short(error),
             deliveries=d.deliveries,
@@ -287,7 +309,7 @@ class Settler:
                 error = f"failed {b.failed} attempts; last: {outcome.error}"
                 return await self._dead_letter(d, error, "attempts")
         if kind is Kind.DONE:
-            await self._put_confirmed(self.record(d, "done"))
+            await self._put_confirmed(self.record(d, "done", result=outcome.result))
             await t.ack(d.msg)
         elif kind is Kind.ALREADY_DONE or kind is Kind.SUPERSEDED:
             await t.ack(d.msg)

@@ -235,7 +235,8 @@ def test_the_readme_task_type_example_works_as_written_and_dev_migrates_its_stor
        ORDERFLOW_TASK_TYPES=default,invoice:4:600. It used to fail twice: the demo claimed
        `invoice` before myapp loaded ("already has a handler"), then the old consumer overlapped
        the new ones (a raw "filtered consumer not unique" traceback). Now dev deletes `workers`
-       and says so, both workers start, and the README's curl is run by the new handler.
+       and says so, both workers start, and the README's curl is run by the new handler, whose
+       return value is the order's result.
     3. A default order still runs the demo; an invoice of 0 cents is poison (failed); a seed order
        sent as an invoice answers 400 naming the fields of the payload myapp declared."""
     section = readme_section("Adding a task type")
@@ -274,6 +275,7 @@ def test_the_readme_task_type_example_works_as_written_and_dev_migrates_its_stor
     wait_until(lambda: _status(second, invoice) == "done", 20, "the invoice to be done")
     record = json.loads(http("GET", f"{second.base}/orders/{invoice}")[2])
     assert record["task_type"] == "invoice"
+    assert record["result"] == {"invoice": f"INV-{invoice}"}  # what the README's handler returned
     wait_until(lambda: f"invoice for order {invoice} sent" in second.text(), 10, "myapp's log line")
 
     default = json.loads(http("POST", second.base + "/orders", ORDER)[2])["order_id"]
