@@ -132,7 +132,7 @@ class OrdersEndpoint:
             more = message.get("more_body", False)
 
         # The type's declared payload, if it has one (ingest/payloads.py); else the seed's order.
-        schema = state.payloads.get(task_type)
+        schema = state.payloads.get(task_type) if state.payloads else None
         order_id = state.new_id() if key is None else contract.keyed_order_id(key)
         order = contract.validate_order(body, order_id) if schema is None else schema.validate(body, order_id)
         if isinstance(order, list):

@@ -16,14 +16,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-from jsonschema import exceptions as schema_errors
-from jsonschema import validators
-from jsonschema.protocols import Validator
 
 from orderflow import contract
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+    from jsonschema.protocols import Validator
 
 # An answer names at most this many bad fields (a body of thousands of bad items stays small).
 MAX_ERRORS = 20
@@ -69,6 +70,11 @@ class PayloadSchema:
         size = len(contract.encode(schema))
         if size > MAX_SCHEMA_BYTES:
             raise ValueError(f"payload of {task_type!r}: schema of {size} bytes, over {MAX_SCHEMA_BYTES}")
+        # Imported here, on the first declared payload: a process whose types all take the seed's
+        # order never loads jsonschema (nor carries its objects through every garbage collection).
+        from jsonschema import exceptions as schema_errors
+        from jsonschema import validators
+
         base = validators.validator_for(schema, default=validators.Draft202012Validator)
         try:
             base.check_schema(schema)
@@ -110,7 +116,7 @@ def _path(parts: Iterable[Any]) -> str:
     return ".".join(str(p) if p != "" else '""' for p in parts)
 
 
-def _describe(error: schema_errors.ValidationError) -> list[tuple[str, str]]:
+def _describe(error: ValidationError) -> list[tuple[str, str]]:
     """One jsonschema error as (field, message) pairs. The messages name the rule, never the
     value sent (which may be long, or not the client's to see again in a log)."""
     where = list(error.absolute_path)
