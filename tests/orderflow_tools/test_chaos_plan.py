@@ -77,3 +77,24 @@ def test_node_kills_without_a_cluster_fail_fast(
 ) -> None:
     assert chaos.main(parse(*argv)) == 2
     assert message in capsys.readouterr().err
+
+
+def test_spot_notices_come_on_top_of_the_other_faults_which_stay_as_they_were() -> None:
+    """Issue #25: spot notices are drawn last, so the same seed keeps every other fault."""
+    before = schedule(profile(evict_every_s=20), random.Random(7))
+    with_spot = schedule(profile(evict_every_s=20, spot_every_s=45), random.Random(7))
+    assert [f for f in with_spot if f.kind != "spot"] == before
+    spots = [f.at_s for f in with_spot if f.kind == "spot"]
+    assert 3 <= len(spots) and all(0 < t < 300 for t in spots)
+
+
+def test_platform_deadlines_reads_the_pods_deadline_unless_told_off_and_scales_the_notice() -> None:
+    """The profile's workers read their pod's deletion (--deadline-aware on by default; off for
+    the comparison), its scale-downs draw short graces, and the two-minute spot notice is scaled by
+    its 20 s drain against the chart's 60 s: 40 s. Other profiles keep the budget as before."""
+    on = chaos.settings_from_args(parse("--profile", "platform-deadlines"))
+    assert (on.deadline_aware, on.short_grace, on.spot_notice_s, on.grace_s) == (True, True, 40.0, 30.0)
+    off = chaos.settings_from_args(parse("--profile", "platform-deadlines", "--deadline-aware", "off"))
+    assert not off.deadline_aware and replace(off, deadline_aware=True) == on
+    default = chaos.settings_from_args(parse())
+    assert (default.deadline_aware, default.short_grace, default.spot_every_s) == (False, False, 0.0)
