@@ -83,7 +83,7 @@ bench-baseline:  ## BASELINE_REF's tree with its own venv in BASELINE_TREE (git 
 bench-ab: install bench-baseline  ## bench-worker and bench-e2e against BASELINE_TREE in one session, then the goals table
 	mkdir -p $(AB_OUT)
 	$(BIN)/python -m bench.worker $(AB_TREES) --json $(AB_OUT)/worker.json $(WORKER_ARGS)
-	$(BIN)/python -m bench.e2e $(AB_TREES) --rounds 3 --json $(AB_OUT)/e2e.json $(ARGS)
+	$(BIN)/python -m bench.e2e $(AB_TREES) --pipelines now,raw --rounds 3 --json $(AB_OUT)/e2e.json $(ARGS)
 	$(BIN)/python -m bench.goals $(AB_OUT)/worker.json $(AB_OUT)/e2e.json --markdown
 
 clean:

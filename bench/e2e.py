@@ -93,23 +93,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument(
         "--pipelines",
-        default="now,raw",
-        help="run these, interleaved: now (this checkout), raw (bare endpoint + raw consumers); "
-        "--baseline-tree and --tree add theirs. Default now,raw",
+        default="now,sync,raw",
+        help="run these, interleaved: now (this checkout), sync (the same on a nats-server that "
+        "fsyncs before every PubAck, sync_interval: always), raw (bare endpoint + raw consumers); "
+        "--baseline-tree and --tree add theirs. Default now,sync,raw",
+    )
+    ap.add_argument(
+        "--sync-interval",
+        default="always",
+        help="the sync pipeline's nats-server sync_interval: always (an fsync before every PubAck; "
+        "the default) or an interval such as 1s",
     )
     add_tree_args(ap, "ingest and workers")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="save every figure as JSON")
     ap.add_argument("--keep-logs", action="store_true", help="keep the temp dir with the services' logs")
     args = ap.parse_args(argv)
-    args.trees = {**other_trees(args), "now": this_tree(), "raw": this_tree()}
+    ours = ("now", "sync", "raw")
+    args.trees = {**other_trees(args), **dict.fromkeys(ours, this_tree())}
     chosen = [p.strip() for p in args.pipelines.split(",") if p.strip()]
-    unknown = [p for p in chosen if p not in ("now", "raw")]
+    unknown = [p for p in chosen if p not in ours]
     if unknown:
         ap.error(
-            f"--pipelines: unknown {', '.join(unknown)} (now, raw; --baseline-tree/--tree add the others)"
+            f"--pipelines: unknown {', '.join(unknown)} (now, sync, raw; --baseline-tree/--tree add the others)"
         )
-    # the other trees first (baseline, the steps), then now, then raw: the A/B's row order
-    args.pipeline_list = [k for k in args.trees if k not in ("now", "raw") or k in chosen]
+    # the other trees first (baseline, the steps), then now, sync, raw: the A/B's row order
+    args.pipeline_list = [k for k in args.trees if k not in ours or k in chosen]
     if args.splits:
         args.split_list = [tuple(int(x) for x in s.split(":")) for s in args.splits.split(",")]
     else:
@@ -304,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             for p, w in args.split_list:
                 split = f"P{p} W{w} c{args.concurrency} {args.job}"
                 for pipeline in args.pipeline_list:
-                    cfg = StackConfig(p, w, args.concurrency, args.job, pipeline, trees[pipeline])
+                    cfg = StackConfig(
+                        p, w, args.concurrency, args.job, pipeline, trees[pipeline], args.sync_interval
+                    )
                     print(
                         f"round {rnd + 1}/{args.rounds}, {pipeline} {split}: starting NATS, {p} ingest "
                         f"process(es), {w} {'raw consumer' if pipeline == 'raw' else 'worker'}(s) ...",
@@ -362,6 +372,10 @@ def main(argv: list[str] | None = None) -> int:
     if maxima:
         print("(find-max: the A/B compares each pipeline's highest sustained step; their rates differ)")
     print(report.ab_table(ok_runs))
+    sync_cost = report.sync_cost(ok_runs, args.sync_interval)
+    if sync_cost:
+        print()
+        print(sync_cost)
     lost = sum(r.lost for r in results)
     undrained = [r for r in results if not r.drained]
     print()

@@ -1,8 +1,12 @@
 """bench/e2e's processes: nats-server (temp store, free ports), the ingest (P processes on one port),
 W workers; and which pids each component is, for the CPU accounting (orderflow_tools.kit.cpu).
 
-A stack is one of three pipelines, each on a fresh nats-server:
-- `now`: this checkout's `python -m ingest` and `python -m worker`;
+A stack is one of four pipelines, each on a fresh nats-server:
+- `now`: this checkout's `python -m ingest` and `python -m worker`, nats-server's default sync
+  policy (JetStream fsyncs every 2 min: a 200 survives a process crash, not a power loss);
+- `sync`: the same on a nats-server with `jetstream { sync_interval: always }` (an fsync before
+  every PubAck: a 200 survives a power loss of its node; `--sync-interval 1s` tries a short
+  interval instead), what that costs;
 - `baseline`: the same, from another commit's tree with its own venv (`--baseline-tree`);
 - `raw`: P x bench/raw_ingest.py (validate, publish, await the PubAck) and W x bench/raw_consumer.py
   (fetch(100) + plain ack) on the stream and consumer orderflow's layout makes: what a pipeline
@@ -52,8 +56,9 @@ class StackConfig:
     workers: int
     concurrency: int
     job: str  # noop | tiny
-    pipeline: str = "now"  # now | baseline | raw
+    pipeline: str = "now"  # now | sync | baseline | raw
     tree: Tree | None = None  # whose ingest and worker (now, baseline); None: this checkout
+    sync_interval: str = "always"  # the `sync` pipeline's nats-server: always, or an interval (1s)
 
 
 @dataclass
@@ -108,11 +113,17 @@ class Stack:
 
     def _start(self) -> None:
         c = self.config
+        extra: list[str] = []
+        if c.pipeline == "sync":
+            conf = self.workdir / "nats-sync.conf"
+            conf.write_text(f"jetstream {{ sync_interval: {c.sync_interval} }}\n")
+            extra = ["-c", str(conf)]
         self.nats = NatsServer(
             self.workdir / "js",
             self.workdir / "nats-server.log",
             binary=tool("nats-server"),
             new_session=True,
+            extra_args=extra,
         ).start(timeout_s=15)
         if self.raw:
             self._start_raw()

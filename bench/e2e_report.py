@@ -214,3 +214,36 @@ def ab_table(results: Sequence[LoadResult]) -> str:
         + " (liveness, written every 2 s per worker, not per order)"
     )
     return "\n".join([*lines, *notes])
+
+
+def sync_cost(results: Sequence[LoadResult], interval: str = "always") -> str:
+    """What the strict sync policy costs beside the default, per split: the same ingest and workers
+    on a nats-server that fsyncs before every PubAck (`sync`) and one with its default (`now`,
+    an fsync every 2 min). Empty unless both ran."""
+    lines = []
+    med = statistics.median
+    for split, by in ab_summary(results).items():
+        now, sync = by.get("now"), by.get("sync")
+        if not now or not sync:
+            continue
+        rs = {p: [r for r in results if r.split == split and r.pipeline == p] for p in ("now", "sync")}
+        p50 = {p: med(r.k6.p50_ms for r in v) for p, v in rs.items()}
+        lines.append(
+            f"  {split}: p50 {p50['now']:.1f} -> {p50['sync']:.1f} ms, p99 {now['p99_ms']:.1f} -> "
+            f"{sync['p99_ms']:.1f} ms, accepted/min {_k(now['accepted_per_min'])} -> "
+            f"{_k(sync['accepted_per_min'])}, nats CPU per order {now['us_per_order']['nats']:.0f} -> "
+            f"{sync['us_per_order']['nats']:.0f} µs, system {now['system_us_per_order']:.0f} -> "
+            f"{sync['system_us_per_order']:.0f} µs"
+        )
+    if not lines:
+        return ""
+    strict = (
+        "an fsync before every PubAck, a 200 survives its node's power loss"
+        if interval == "always"
+        else f"an fsync every {interval}, a power loss loses at most that"
+    )
+    head = (
+        "what a 200 survives costs: the default sync policy (`now`: JetStream fsyncs every 2 min, a 200 "
+        f"survives a process crash) -> `sync_interval: {interval}` (`sync`: {strict}):"
+    )
+    return "\n".join([head, *lines])
