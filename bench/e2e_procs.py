@@ -69,6 +69,7 @@ class Stack:
     config: StackConfig
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="orderflow-e2e-")))
     ingest_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)  # the ingest's /metrics, where it has its own
     worker_ports: list[int] = field(default_factory=list)  # the workers' /metrics (none for raw)
     nats: NatsServer | None = None
     ingests: list[Process] = field(default_factory=list)  # one (it starts its P), or P raw ones
@@ -92,6 +93,13 @@ class Stack:
         )
         env.update(extra)
         return env
+
+    @property
+    def ingest_metrics_port(self) -> int:
+        """Where the tree's ingest serves /metrics: its own port since issue #20, the API's before."""
+        config = self.tree.root / "orderflow" / "config.py"
+        own = config.is_file() and '"METRICS_PORT"' in config.read_text()
+        return self.metrics_port if own else self.ingest_port
 
     @property
     def tree(self) -> Tree:
@@ -132,6 +140,11 @@ class Stack:
             self.tree.module("ingest"),
             self._env(
                 ORDERFLOW_HTTP_PORT=str(self.ingest_port),
+                **(
+                    {"ORDERFLOW_METRICS_PORT": str(self.metrics_port)}
+                    if self.ingest_metrics_port == self.metrics_port
+                    else {}
+                ),
                 ORDERFLOW_INGEST_PROCESSES=str(c.ingest_procs),
                 ORDERFLOW_SHUTDOWN_DELAY_S="0",
                 ORDERFLOW_WORKER_ID="e2e-ingest",
@@ -212,7 +225,7 @@ class Stack:
 
     def ingest_counts(self) -> probe.IngestCounts | None:
         """The ingest's counters (None for the raw endpoint, which keeps none)."""
-        return None if self.raw else probe.ingest_counts(self.ingest_port, self.ingest_pids)
+        return None if self.raw else probe.ingest_counts(self.ingest_metrics_port, self.ingest_pids)
 
     def stop(self, keep_logs: bool = False) -> None:
         """Workers first (they drain), then the ingest, then NATS; kill what overstays."""

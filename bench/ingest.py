@@ -1,9 +1,11 @@
 """bench/ingest: the queued POST /orders against a bare Starlette endpoint that only validates and
 answers. Same run, same machine, one uvicorn process each (uvloop + httptools).
 
-    python -m bench.ingest [--rounds 3] [--seconds 6] [--connections 64]
+    python -m bench.ingest [--rounds 3] [--seconds 6] [--connections 64] [--keys 10]
 
-1. max throughput: wrk, interleaved rounds (bare, queued, bare, queued, ...), medians;
+1. max throughput: wrk, interleaved rounds (bare, queued, auth, bare, queued, auth, ...), medians;
+   `auth` is a second queued ingest with API keys on (a key file of --keys entries, every request
+   with its Bearer key): what identity costs at the intake (issue #20's goal: at most 5 %);
 2. latency at half the queued maximum: a fixed arrival rate from `hey` (few workers, each paced,
    so arrivals are spread evenly; k6 constant-arrival-rate when hey is missing), p50/p99;
 3. honesty check: 200s answered == orders stored in the stream (never a 200 without a PubAck).
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import nats
 
+from orderflow import auth
 from orderflow_tools.kit import REPO, NatsServer, Process, StartError, free_port, python_module
 
 BIN = Path(sys.executable).parent
@@ -136,6 +139,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=6)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--latency-seconds", type=int, default=10)
+    ap.add_argument("--keys", type=int, default=10, help="entries in the auth ingest's key file")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk not found (Debian: apt-get install wrk)")
@@ -143,23 +147,37 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="orderflow-bench-"))
     lua = work / "post.lua"
     lua.write_text(f"wrk.method='POST'\nwrk.body='{BODY}'\nwrk.headers['Content-Type']='application/json'\n")
-    ingest_port, bare_port = free_port(), free_port()
+    # The key the auth contender sends is the key file's last entry: every entry is compared anyway.
+    keys = [auth.new_key() for _ in range(max(1, args.keys))]
+    (work / "api-keys.json").write_text(
+        json.dumps({"keys": [auth.entry(f"client-{i}", [auth.WRITE], k) for i, k in enumerate(keys)]})
+    )
+    auth_lua = work / "post-auth.lua"
+    auth_lua.write_text(lua.read_text() + f"wrk.headers['Authorization']='Bearer {keys[-1]}'\n")
+    ingest_port, auth_port, bare_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     quiet = Path(os.devnull)
     nats = NatsServer(work / "js", quiet)
-    ingest = Process(
-        python_module("ingest"),
-        {
-            **env,
-            "ORDERFLOW_NATS_URL": nats.url,
-            "ORDERFLOW_HTTP_PORT": str(ingest_port),
-            "ORDERFLOW_HTTP_HOST": "127.0.0.1",
-            "ORDERFLOW_LOG_LEVEL": "warning",
-        },
-        quiet,
-        cwd=REPO,
-        name="ingest",
-    )
+
+    def ingest_process(port: int, name: str, **extra: str) -> Process:
+        return Process(
+            python_module("ingest"),
+            {
+                **env,
+                "ORDERFLOW_NATS_URL": nats.url,
+                "ORDERFLOW_HTTP_PORT": str(port),
+                "ORDERFLOW_METRICS_PORT": str(free_port()),
+                "ORDERFLOW_HTTP_HOST": "127.0.0.1",
+                "ORDERFLOW_LOG_LEVEL": "warning",
+                **extra,
+            },
+            quiet,
+            cwd=REPO,
+            name=name,
+        )
+
+    ingest = ingest_process(ingest_port, "ingest")
+    keyed = ingest_process(auth_port, "ingest with keys", ORDERFLOW_API_KEYS_FILE=str(work / "api-keys.json"))
     bare = Process(
         [
             str(BIN / "uvicorn"),
@@ -186,21 +204,25 @@ def main() -> int:
         try:
             nats.start()
             ingest.start()
+            keyed.start()
             bare.start()
             ingest.wait_http(f"http://127.0.0.1:{ingest_port}/readyz")
+            keyed.wait_http(f"http://127.0.0.1:{auth_port}/readyz")
         except StartError as exc:
             raise SystemExit(f"bench: {exc}") from None
         time.sleep(1)
         urls = {
             "bare": f"http://127.0.0.1:{bare_port}/orders",
             "queued": f"http://127.0.0.1:{ingest_port}/orders",
+            "auth": f"http://127.0.0.1:{auth_port}/orders",
         }
-        for url in urls.values():  # warm up
-            wrk(url, 2, args.connections, lua)
-        results: dict[str, list[dict[str, float]]] = {"bare": [], "queued": []}
+        scripts = {"bare": lua, "queued": lua, "auth": auth_lua}
+        for name, url in urls.items():  # warm up
+            wrk(url, 2, args.connections, scripts[name])
+        results: dict[str, list[dict[str, float]]] = {"bare": [], "queued": [], "auth": []}
         for r in range(args.rounds):
             for name, url in urls.items():
-                res = wrk(url, args.seconds, args.connections, lua)
+                res = wrk(url, args.seconds, args.connections, scripts[name])
                 results[name].append(res)
                 print(
                     f"round {r + 1}/{args.rounds} {name:>6}: {res['rps']:8.0f} RPS  p50 {res['p50']:.2f} ms"
@@ -219,14 +241,19 @@ def main() -> int:
             lat = hey_constant(urls["queued"], half, args.latency_seconds)
         else:
             lat = k6_constant(urls["queued"], half, args.latency_seconds, work)
-        ok_200 = sum(x["ok"] for x in results["queued"])
+        ok_200 = sum(x["ok"] for x in (*results["queued"], *results["auth"]))
+        refused = sum(x["errors"] for x in results["auth"])
         stored = asyncio.run(stored_orders(nats.url))
         print()
-        print(f"{'':24}{'bare Starlette':>16}{'queued ingest':>16}")
-        print(f"{'max RPS (median)':24}{med['bare']['rps']:16.0f}{med['queued']['rps']:16.0f}")
-        print(f"{'p50 at max (ms)':24}{med['bare']['p50']:16.2f}{med['queued']['p50']:16.2f}")
-        print(f"{'p99 at max (ms)':24}{med['bare']['p99']:16.2f}{med['queued']['p99']:16.2f}")
+        print(f"{'':24}{'bare Starlette':>16}{'queued ingest':>16}{'+ API keys':>16}")
+        for label, key, form in (("max RPS (median)", "rps", ".0f"), ("p50 at max (ms)", "p50", ".2f"), ("p99 at max (ms)", "p99", ".2f")):  # fmt: skip
+            print(f"{label:24}" + "".join(f"{med[n][key]:16{form}}" for n in ("bare", "queued", "auth")))
         print(f"ratio queued/bare: {ratio:.2f}   (goal >= 0.6)")
+        cost = 1 - med["auth"]["rps"] / med["queued"]["rps"]
+        print(
+            f"auth off vs on: {med['queued']['rps']:.0f} vs {med['auth']['rps']:.0f} RPS, auth costs {cost:.1%} "
+            f"of max RPS (goal <= 5 %; {len(keys)} keys in the file; {refused} non-200 with keys)"
+        )
         print(
             f"at half max ({lat['rps']:.0f} RPS achieved): p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms"
             f"  (goal p99 <= 5 ms), failed {lat['failed']:.2%}"
@@ -240,6 +267,7 @@ def main() -> int:
     finally:
         bare.stop()
         ingest.stop()
+        keyed.stop()
         nats.stop()
         shutil.rmtree(work, ignore_errors=True)
 

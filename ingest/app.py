@@ -17,7 +17,9 @@ from ingest.state import IngestState
 from orderflow import probes
 from orderflow.metrics import IngestMetrics
 
-_ROUTES = ("/orders", "/orders/{order_id}", "/healthz", "/readyz", "/metrics", "/openapi.json")
+# /metrics is not here: it has a port of its own (ingest/server.py), away from the API's clients.
+PROBES = ("/healthz", "/readyz")
+_ROUTES = ("/orders", "/orders/{order_id}", *PROBES, "/openapi.json")
 
 
 def route_of(path: str) -> str:
@@ -85,7 +87,7 @@ def create_app(state: IngestState) -> IngestApp:
             # other methods their 405 with `Allow: POST`.
             *(Route(path, orders, methods=["POST"]) for path in PATHS),
             Route("/orders/{order_id}", routes.get_order, methods=["GET"]),
-            *probes.routes(state),
+            *probes.routes(state, PROBES),  # unauthenticated: the kubelet probes them
             Route("/openapi.json", routes.openapi, methods=["GET"]),
         ]
     )

@@ -37,7 +37,7 @@ class DirectOrders:
         self._work_done = state.metrics.work_done
 
     async def __call__(
-        self, order: contract.Order | contract.TypedOrder, task_type: str, keyed: bool
+        self, order: contract.Order | contract.TypedOrder, task_type: str, keyed: bool, client: str | None
     ) -> tuple[int, bytes]:
         # Inline work keeps no records: an Idempotency-Key only names the order id here.
         if not self._capacity.take():

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from orderflow import contract
+from orderflow import auth, contract
 
 _quantity: dict[str, Any] = {
     "oneOf": [
@@ -53,6 +53,36 @@ SEED_ORDER: dict[str, Any] = {
         },
     },
 }
+_refusal = {
+    "type": "object",
+    "required": ["result", "message"],
+    "properties": {
+        "result": {"enum": ["unauthorized", "forbidden"]},
+        "message": {"type": "string"},
+        "scope": {"enum": list(auth.SCOPES)},
+    },
+}
+_challenge = {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}
+
+
+def _secured(scope: str) -> dict[str, Any]:
+    """An operation behind an API key with `scope`: its security requirement and refusals."""
+    return {
+        "security": [{"apiKey": [scope]}],
+        "401": {
+            "description": "no API key, or not a valid one (`WWW-Authenticate: Bearer`)",
+            "headers": _challenge,
+            "content": {_json: {"schema": _refusal}},
+        },
+        "403": {
+            "description": f"the API key does not have the {scope} scope (nor admin)",
+            "headers": _challenge,
+            "content": {_json: {"schema": _refusal}},
+        },
+    }
+
+
+_write, _read = _secured(auth.WRITE), _secured(auth.READ)
 
 
 def _key_problem(result: str) -> dict[str, Any]:
@@ -69,11 +99,30 @@ def _key_problem(result: str) -> dict[str, Any]:
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.1.0",
-    "info": {"title": "orderflow ingest", "version": "1"},
+    "info": {
+        "title": "orderflow ingest",
+        "version": "1",
+        "description": "Every /orders operation needs an API key (`Authorization: Bearer KEY`) with "
+        "its scope; admin has every scope. This document, /healthz and /readyz need none; /metrics "
+        "is on a port of its own (ORDERFLOW_METRICS_PORT). An ingest without ORDERFLOW_API_KEYS_FILE "
+        "(loopback only, or ORDERFLOW_AUTH_OPEN) asks for no key.",
+    },
+    "components": {
+        "securitySchemes": {
+            "apiKey": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key minted with `orderflow keys new NAME --scope ...`; scopes "
+                "orders:write (POST /orders), orders:read (GET /orders/{id} of the key's own orders), "
+                "admin (every order, the full record)",
+            }
+        }
+    },
     "paths": {
         "/orders": {
             "post": {
                 "operationId": "createOrder",
+                "security": _write["security"],
                 "summary": "Accept an order; 200 only once JetStream has stored it.",
                 "description": "With an Idempotency-Key (IETF httpapi draft semantics) the order id is "
                 "`key-<key>` (never an id the ingest generates); a repeat with the same body answers 200 "
@@ -111,6 +160,8 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                     "400": {"description": "invalid", "content": {_json: {"schema": _invalid}}},
+                    "401": _write["401"],
+                    "403": _write["403"],
                     "409": {
                         "description": "a request with this Idempotency-Key is still in flight; retry after "
                         "Retry-After seconds",
@@ -138,6 +189,11 @@ OPENAPI: dict[str, Any] = {
         "/orders/{order_id}": {
             "get": {
                 "operationId": "getOrder",
+                "security": _read["security"],
+                "description": "Only the API key that created the order sees it (another key gets "
+                "404, as for an unknown id), with the fields a client may see: status, times, counts, "
+                "a result and an error class. An admin key sees every order's full record (worker, "
+                "checkpoint, error text).",
                 "parameters": [
                     {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
@@ -164,16 +220,20 @@ OPENAPI: dict[str, Any] = {
                             }
                         },
                     },
-                    "404": {"description": "unknown order"},
+                    "401": _read["401"],
+                    "403": _read["403"],
+                    "404": {"description": "unknown order, or another API key's"},
                     "503": {"description": "status store unreachable"},
                 },
             }
         },
-        "/healthz": {"get": {"responses": {"200": {"description": "process alive"}}}},
+        "/healthz": {"get": {"security": [], "responses": {"200": {"description": "process alive"}}}},
         "/readyz": {
-            "get": {"responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}
+            "get": {
+                "security": [],
+                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+            }
         },
-        "/metrics": {"get": {"responses": {"200": {"description": "Prometheus metrics"}}}},
     },
 }
 
@@ -203,7 +263,7 @@ def document(task_types: Sequence[str], declared: Mapping[str, dict[str, Any]]) 
                 "400 naming the known ones."
             )
     post["x-orderflow-payloads"] = refs
-    doc["components"] = {"schemas": components}
+    doc["components"]["schemas"] = components  # beside the securitySchemes
     return doc
 
 

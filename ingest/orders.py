@@ -17,13 +17,13 @@ from starlette.types import Receive, Scope, Send
 from ingest import responses
 from ingest.keys import Claim, Outcome
 from ingest.state import IngestState
-from orderflow import contract
+from orderflow import auth, contract
 
 ROUTE = "/orders"
 PATHS = (ROUTE, ROUTE + "/")  # `/orders/` is `/orders`
 
-# (order, task type, whether the client gave an Idempotency-Key) -> (status, body)
-Accept = Callable[[contract.Order | contract.TypedOrder, str, bool], Awaitable[tuple[int, bytes]]]
+# (order, task type, whether the client gave an Idempotency-Key, the API key's name) -> (status, body)
+Accept = Callable[[contract.Order | contract.TypedOrder, str, bool, str | None], Awaitable[tuple[int, bytes]]]
 
 
 class _Disconnected(Exception):
@@ -40,7 +40,7 @@ class QueuedOrders:
         self._keyed = {o: state.metrics.idempotent_requests.labels(o.value) for o in Outcome}
 
     async def __call__(
-        self, order: contract.Order | contract.TypedOrder, task_type: str, keyed: bool
+        self, order: contract.Order | contract.TypedOrder, task_type: str, keyed: bool, client: str | None
     ) -> tuple[int, bytes]:
         publisher = self.state.publisher
         keys = self.state.keys
@@ -48,7 +48,7 @@ class QueuedOrders:
             self.state.refusals.note("nats_down", "not connected yet")
             return 503, responses.KAPUT
         if not keyed:
-            result = await publisher.publish(order, task_type)
+            result = await publisher.publish(order, task_type, client=client)
             return (200, responses.created(order.order_id)) if result.stored else (503, responses.KAPUT)
         try:
             claim = await keys.claim(order, task_type)
@@ -67,7 +67,7 @@ class QueuedOrders:
             return 409, responses.key_in_flight(order_id)
         if outcome is Outcome.UNAVAILABLE:
             return 503, responses.KAPUT
-        result = await publisher.publish(order, task_type, status_check=True)
+        result = await publisher.publish(order, task_type, status_check=True, client=client)
         if result.stored:
             return 200, responses.created(order.order_id)
         await keys.failed(claim)
@@ -93,6 +93,8 @@ class OrdersEndpoint:
         headers = [responses.JSON, (b"content-length", str(len(body)).encode())]
         if status == 503 or status == 409:
             headers.append((b"retry-after", self._retry_after))
+        elif status == 401 or status == 403:
+            headers.append(responses.CHALLENGES[body])
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         child = self._by_status.get(status)
@@ -104,11 +106,21 @@ class OrdersEndpoint:
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         state = self.state
         key: str | None = None
+        authorization: bytes | None = None
+        too_large = False
         for name, value in scope["headers"]:
             if name == b"idempotency-key":
                 key = value.decode("latin-1")
+            elif name == b"authorization":
+                authorization = value
             elif name == b"content-length" and value.isdigit() and int(value) > contract.MAX_BODY_BYTES:
-                return 413, responses.TOO_LARGE
+                too_large = True
+        # Who asks comes first: nothing else about the request is answered to a client without a key.
+        identity = state.access.check(authorization, auth.WRITE)
+        if isinstance(identity, tuple):
+            return identity
+        if too_large:
+            return 413, responses.TOO_LARGE
         if key is not None and not contract.valid_key(key):
             return 400, responses.invalid([responses.BAD_KEY])
         task_type = state.default_type
@@ -137,4 +149,4 @@ class OrdersEndpoint:
         order = contract.validate_order(body, order_id) if schema is None else schema.validate(body, order_id)
         if isinstance(order, list):
             return 400, responses.invalid(order)
-        return await self.accept(order, task_type, key is not None)
+        return await self.accept(order, task_type, key is not None, identity.name)

@@ -124,15 +124,22 @@ class Publisher:
             metrics.publish_inflight.set_function(lambda: requests.in_flight)
 
     async def publish(
-        self, order: contract.Order | contract.TypedOrder, task_type: str, status_check: bool = False
+        self,
+        order: contract.Order | contract.TypedOrder,
+        task_type: str,
+        status_check: bool = False,
+        client: str | None = None,
     ) -> Published:
         """Store the order on `orders.<type>.<id>` with Nats-Msg-Id = its id (a retried order is a
         duplicate inside the duplicate window). `status_check` marks it for the worker: a status
-        record may exist for this id (a client's Idempotency-Key), read it before running."""
+        record may exist for this id (a client's Idempotency-Key), read it before running.
+        `client` is the API key's name, carried as a header into the order's status record."""
         order_id = order.order_id
         headers = {contract.H_MSG_ID: order_id}
         if status_check:
             headers[contract.H_STATUS_CHECK] = "1"
+        if client is not None:
+            headers[contract.H_CLIENT] = client
         # No `queued` status record: the order's own message says it is queued
         # (orderflow/lookup.py), so one stored write per order here, not two.
         sent = await self.send(contract.order_subject(task_type, order_id), contract.encode(order), headers)

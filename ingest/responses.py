@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from orderflow import contract
+from orderflow import auth, contract
 
 JSON = (b"content-type", b"application/json")
 
@@ -13,6 +13,28 @@ TOO_LARGE = contract.encode({"result": "too-large", "limit_bytes": contract.MAX_
 BAD_KEY = contract.FieldError(
     "Idempotency-Key", "must be 1..128 characters of letters, digits, '-', '_', '=' and inner dots"
 )
+
+
+# Identity (ingest/access.py): each refusal body with its RFC 6750 challenge.
+NO_KEY = contract.encode(
+    {"result": "unauthorized", "message": "an API key is required: Authorization: Bearer KEY"}
+)
+BAD_KEY_401 = contract.encode({"result": "unauthorized", "message": "the API key is not valid"})
+MISSING_SCOPE = {
+    scope: contract.encode(
+        {"result": "forbidden", "scope": scope, "message": f"this API key does not have the {scope} scope"}
+    )
+    for scope in auth.SCOPES
+}
+_REALM = b'Bearer realm="orderflow"'
+CHALLENGES: dict[bytes, tuple[bytes, bytes]] = {
+    NO_KEY: (b"www-authenticate", _REALM),
+    BAD_KEY_401: (b"www-authenticate", _REALM + b', error="invalid_token"'),
+    **{
+        body: (b"www-authenticate", _REALM + b', error="insufficient_scope", scope="' + s.encode() + b'"')
+        for s, body in MISSING_SCOPE.items()
+    },
+}
 
 
 def created(order_id: str) -> bytes:

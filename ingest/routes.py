@@ -11,7 +11,7 @@ from starlette.responses import Response
 from ingest import openapi as api
 from ingest import responses
 from ingest.state import IngestState
-from orderflow import contract, lookup
+from orderflow import auth, contract, lookup
 
 _JSON = "application/json"
 
@@ -31,10 +31,22 @@ def _unavailable(state: IngestState) -> Response:
     )
 
 
+def _refused(status: int, body: bytes) -> Response:
+    name, value = responses.CHALLENGES[body]
+    return Response(body, status, headers={name.decode(): value.decode()}, media_type=_JSON)
+
+
 async def get_order(request: Request) -> Response:
     """The order's status record (KV), else `queued` from its message in ORDERS, else 404; shown
-    with ISO 8601 UTC timestamps and their numbers (`updated_at` and `updated_at_s`)."""
+    with ISO 8601 UTC timestamps and their numbers (`updated_at` and `updated_at_s`).
+
+    Only to the key that created it (or an `admin` key): another key's order is a 404, the same
+    answer as an unknown id, so the API tells no one which ids exist. A client sees the allow-listed
+    fields (lookup.CLIENT_FIELDS); the full record (worker, checkpoint, error text) needs `admin`."""
     state = _state(request)
+    identity = state.access.check(request.headers.get("authorization", "").encode("latin-1"), auth.READ)
+    if isinstance(identity, tuple):
+        return _refused(*identity)
     order_id = request.path_params["order_id"]
     if not contract.valid_order_id(order_id):
         return Response(responses.not_found(order_id), 404, media_type=_JSON)
@@ -44,9 +56,9 @@ async def get_order(request: Request) -> Response:
         record = await state.lookup.find(order_id)
     except Exception:  # NATS trouble or a record that is not ours: the client may retry
         return _unavailable(state)
-    if record is None:
+    if record is None or not (identity.admin or record.get("client") == identity.name):
         return Response(responses.not_found(order_id), 404, media_type=_JSON)
-    return _json(lookup.render(record))
+    return _json(lookup.render(record, full=identity.admin))
 
 
 async def openapi(request: Request) -> Response:

@@ -16,6 +16,7 @@ from orderflow import httpserver, natsauth
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
 from orderflow.metrics import IngestMetrics
+from orderflow.probeserver import ProbeServer
 
 log = logging.getLogger(__name__)
 
@@ -47,19 +48,57 @@ async def serve(settings: Settings) -> int:
     else:
         log.info("direct mode: work inline, capacity %g RPS", settings.rate_limit_rps)
 
-    # 2. Bind and serve until the first signal.
+    # 2. Bind and serve until the first signal: the API, and /metrics on its own port.
+    metrics_server: ProbeServer | None = None
     try:
+        if settings.metrics_port:
+            metrics_server = ProbeServer(
+                settings.http_host,
+                settings.metrics_port,
+                state,
+                ("/metrics",),
+                # as the API port: a pod's processes share it, and a replacement binds it while
+                # the old process serves out its shutdown delay
+                reuse_port=True,
+            ).start()
         await server.start(httpserver.bind(settings.http_host, settings.http_port))
     except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.http_host, settings.http_port, exc)
+        log.error("cannot listen on %s: %s", settings.http_host, exc)
+        if metrics_server is not None:
+            await metrics_server.stop()
         if connecting is not None:
             connecting.cancel()
         await state.close()
         return 1
-    log.info("ingest (%s mode) listening on %s:%d", settings.mode, settings.http_host, settings.http_port)
+    log.info(
+        "ingest (%s mode) listening on %s:%d, /metrics on :%d",
+        settings.mode,
+        settings.http_host,
+        settings.http_port,
+        settings.metrics_port,
+    )
+    keyfile = state.access.keyfile
+    watching: asyncio.Task[None] | None = None
+    if keyfile is None:
+        log.warning(
+            "AUTH IS OFF: no ORDERFLOW_API_KEYS_FILE, so anyone who reaches %s:%d may post and read "
+            "every order%s",
+            settings.http_host,
+            settings.http_port,
+            "" if settings.auth_open else " (loopback only)",
+        )
+    else:
+        log.info(
+            "API keys from %s: %d keys (%s)", keyfile.path, len(keyfile.keys), ", ".join(keyfile.keys.names)
+        )
+        watching = asyncio.create_task(keyfile.watch(), name="api-keys")
     await lifecycle.stop.wait()
     if connecting is not None and _refused(connecting) is not None:
         await server.stop(lifecycle.force)
+        if watching is not None:
+            watching.cancel()
+        if metrics_server is not None:
+            await metrics_server.stop()
         return _exit_refused(connecting)
 
     # 3. Readiness 503 at once; keep serving while the endpoints controllers and kube-proxy take
@@ -78,6 +117,10 @@ async def serve(settings: Settings) -> int:
     if connecting is not None and not connecting.done():
         connecting.cancel()
     await state.close()
+    if watching is not None:
+        watching.cancel()
+    if metrics_server is not None:
+        await metrics_server.stop()
     log.info("ingest stopped")
     return 0
 

@@ -11,6 +11,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
+from ingest.access import Access
 from ingest.ids import IdSource
 from ingest.keys import IdempotencyKeys
 from ingest.payloads import PayloadCatalogue
@@ -43,6 +44,7 @@ class IngestState:
         self.payloads = self.catalogue.schemas
         self.openapi: tuple[int, bytes] | None = None  # (catalogue version, the document)
         self.new_id = IdSource()
+        self.access = Access(settings)
         self.nc: Client | None = None
         self.link = Link()
         self.requests: Requester | None = None

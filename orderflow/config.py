@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
-from orderflow import natsauth
+from orderflow import auth, natsauth
 
 PREFIX = "ORDERFLOW_"
 Service = Literal["ingest", "worker", "cli"]
@@ -107,6 +107,14 @@ class Settings:
     http_max_head_bytes: int = 16 * 1024
     http_max_headers: int = 100
     http_max_url_bytes: int = 8 * 1024
+    # ingest: /metrics on a port of its own, never on the API port (scrapers need no API key,
+    # and clients of the API get no view of the service's internals).
+    metrics_port: int = 9180
+    # API keys (orderflow/auth.py): a mounted file, re-read every api_keys_reload_s. Unset, the
+    # ingest runs open, which it does only on a loopback address unless auth_open says so.
+    api_keys_file: str | None = None
+    api_keys_reload_s: float = 5.0
+    auth_open: bool = False
     # prometheus_client's own switch (not ORDERFLOW_*): set by ingest/multiproc.py for its children.
     prometheus_multiproc_dir: str | None = None
     # ingest
@@ -282,6 +290,10 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "HTTP_MAX_HEAD_BYTES": ("http_max_head_bytes", _number(int, 1024, 1024 * 1024)),
     "HTTP_MAX_HEADERS": ("http_max_headers", _number(int, 1, 10_000)),
     "HTTP_MAX_URL_BYTES": ("http_max_url_bytes", _number(int, 256, 1024 * 1024)),
+    "METRICS_PORT": ("metrics_port", _number(int, 0, 65535)),
+    "API_KEYS_FILE": ("api_keys_file", str),
+    "API_KEYS_RELOAD_S": ("api_keys_reload_s", _number(float, 0.1, 3600)),
+    "AUTH_OPEN": ("auth_open", _boolean),
     "MODE": ("mode", _choice("queued", "direct")),
     "RATE_LIMIT_RPS": ("rate_limit_rps", _number(float, 0.1)),
     "PUBLISH_TIMEOUT_S": ("publish_timeout_s", _number(float, 0.05, 60)),
@@ -343,6 +355,28 @@ def _task_types(raw: str, concurrency: int, timeout_s: float) -> tuple[TaskType,
     return tuple(out)
 
 
+def _auth_problems(values: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """The ingest's identity settings: a key file that parses now (read again by the ingest, and
+    re-read as it changes), or an open ingest that only loopback clients can reach unless told."""
+    keys_file = values.get("api_keys_file")
+    host = values.get("http_host", defaults["http_host"])
+    problems: list[str] = []
+    if keys_file:
+        problem = auth.file_problem(keys_file)
+        if problem:
+            problems.append(f"{PREFIX}API_KEYS_FILE: {problem}")
+    elif not values.get("auth_open") and not auth.is_loopback(host):
+        problems.append(
+            f"{PREFIX}API_KEYS_FILE is not set and {PREFIX}HTTP_HOST={host} is not a loopback address: "
+            f"refusing to take orders from anyone without a key (mint one: orderflow keys new NAME; "
+            f"or set {PREFIX}AUTH_OPEN=true to run open on purpose)"
+        )
+    metrics_port = values.get("metrics_port", defaults["metrics_port"])
+    if metrics_port and metrics_port == values.get("http_port"):
+        problems.append(f"{PREFIX}METRICS_PORT must differ from {PREFIX}HTTP_PORT ({metrics_port})")
+    return problems
+
+
 def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Settings:
     """Read ORDERFLOW_* once. Raises ConfigError listing every bad value."""
     env = os.environ if env is None else env
@@ -394,6 +428,8 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
     natsauth.load(env, PREFIX, values, problems)
     if bool(values.get("nats_user")) != bool(values.get("nats_password")):
         problems.append(f"{PREFIX}NATS_USER and {PREFIX}NATS_PASSWORD go together")
+    if service == "ingest":
+        problems += _auth_problems(values, defaults)
     if problems:
         raise ConfigError(problems)
     values["kubernetes_service_host"] = env.get("KUBERNETES_SERVICE_HOST") or None

@@ -64,6 +64,9 @@ DLQ_REASONS = ("attempts", "crashes", "deliveries", "poison", "undecodable", "pa
 H_STATUS_CHECK = "Orderflow-Status-Check"
 # A DLQ replay: runs again with fresh counts, whatever the old record says (dead, failed).
 H_REPLAY = "Orderflow-Replay"
+# The name of the API key that created the order (orderflow/auth.py); absent when auth is off.
+# Workers copy it into the status record, so GET /orders/{id} answers only that key (or an admin).
+H_CLIENT = "Orderflow-Client"
 # Deliveries of this order before this message (a rescheduled retry is a new message).
 H_DELIVERIES = "Orderflow-Deliveries"
 H_FAILED_ATTEMPTS = "Orderflow-Failed-Attempts"
@@ -214,6 +217,10 @@ class StatusRecord(msgspec.Struct, omit_defaults=True):
     scheduled: bool = False
     # seconds the order's runs have used so far (all runs, redone work included)
     run_s: float = 0.0
+    # the API key that created it (its Orderflow-Client header), and what kind of error `error`
+    # is (handler_error, timeout, invalid_order, ...): what a client may see instead of the text
+    client: str | None = None
+    error_class: str | None = None
 
 
 class RunRecord(msgspec.Struct, frozen=True, omit_defaults=True):

@@ -48,9 +48,33 @@ def _is_timestamp(name: str, value: Any) -> bool:
 COUNTS = ("attempts", "deliveries", "handbacks", "crashes")
 
 
-def render(record: dict[str, Any]) -> dict[str, Any]:
+# What a client (an API key without `admin`) sees of its order: status, times, counts, a result
+# and the class of an error; not the worker, the lease, the checkpoint or the error's text (a
+# handler's exception text can carry anything). An allow-list: a field added to the record later
+# stays internal until it is added here.
+CLIENT_FIELDS = frozenset(
+    {
+        "order_id",
+        "status",
+        "task_type",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "finished_at",
+        "retry_at",
+        *COUNTS,
+        "result",
+        "error_class",
+    }
+)
+
+
+def render(record: dict[str, Any], full: bool = True) -> dict[str, Any]:
+    """The record as shown: the whole record, or (`full=False`) a client's view of it."""
     out: dict[str, Any] = {}
     for name, value in {**dict.fromkeys(COUNTS, 0), **record}.items():
+        if not full and name not in CLIENT_FIELDS:
+            continue
         if _is_timestamp(name, value):
             out[name] = iso(value)
             out[name + "_s"] = value
@@ -80,6 +104,9 @@ def queued_from_message(msg: Msg) -> dict[str, Any]:
         "attempts": 0,
         "task_type": contract.task_type_of(headers.get("Nats-Subject", "")),
     }
+    client = headers.get(contract.H_CLIENT)
+    if client:
+        record["client"] = client
     if isinstance(created_at, int | float):
         record["updated_at"] = record["created_at"] = created_at
     return record

@@ -12,6 +12,7 @@ awaits: a service keeps its readiness fresh itself and the probe only reads it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -67,8 +68,8 @@ def answer(state: Probed, path: str) -> Answer | None:
     return None if handler is None else handler(state)
 
 
-def routes(state: Probed) -> list[Route]:
-    """The three probes as Starlette routes (GET, and HEAD with it)."""
+def routes(state: Probed, paths: Sequence[str] = PATHS) -> list[Route]:
+    """The probes as Starlette routes (GET, and HEAD with it)."""
 
     def route(path: str) -> Route:
         handler = _HANDLERS[path]
@@ -79,4 +80,4 @@ def routes(state: Probed) -> list[Route]:
 
         return Route(path, endpoint, methods=["GET"])
 
-    return [route(p) for p in PATHS]
+    return [route(p) for p in paths]

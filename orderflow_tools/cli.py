@@ -1,4 +1,4 @@
-"""The `orderflow` command: dev, ingest, worker, status, cancel, consumers, dlq, load, report, chaos."""
+"""The `orderflow` command: dev, ingest, worker, status, cancel, consumers, dlq, keys, load, report, chaos."""
 
 from __future__ import annotations
 
@@ -41,11 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run a worker process (settings from ORDERFLOW_*)").set_defaults(
         func=lambda a: _run_service("worker")
     )
-    from orderflow_tools import chaos, consumers, dlq, loadrun, orders, report
+    from orderflow_tools import chaos, consumers, dlq, keys, loadrun, orders, report
 
     orders.add_parsers(sub, _settings)
     consumers.add_parser(sub, _settings)
     dlq.add_parser(sub, _settings)
+    keys.add_parser(sub)
     loadrun.add_parser(sub)
     report.add_parser(sub)
     chaos.add_parser(sub)

@@ -54,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("dev", help="run NATS, the ingest and workers locally (Ctrl-C drains and stops)")
     p.add_argument("--host", default=None, help="HTTP address of ingest and workers (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="ingest HTTP port (default 8080)")
+    p.add_argument("--metrics-port", type=int, default=9180, help="ingest /metrics port (default 9180)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--worker-port", type=int, default=9090, help="first worker's HTTP port (default 9090)")
     p.add_argument("--nats-port", type=int, default=4222, help="embedded nats-server port (default 4222)")
@@ -151,12 +152,12 @@ def run_dev(args: argparse.Namespace) -> int:
         console.err(f"orderflow dev: {exc}")
         return 2
     nats_ports = [args.nats_port + i for i in range(max(1, args.nats_cluster))]
-    taken = [p for p in (args.port, *worker_ports) if not port_free(p, probe)]
+    taken = [p for p in (args.port, args.metrics_port, *worker_ports) if not port_free(p, probe)]
     taken += [p for p in nats_ports if not port_free(p)]
     if taken:
         console.err(
             f"orderflow dev: port(s) {', '.join(map(str, taken))} already in use; "
-            "choose others with --port / --nats-port / --worker-port"
+            "choose others with --port / --metrics-port / --nats-port / --worker-port"
         )
         return 2
 
@@ -209,7 +210,8 @@ def run_dev(args: argparse.Namespace) -> int:
         nats.stop()
         console.err(f"orderflow dev: {natsauth.redact(str(exc))}")
         return 2 if isinstance(exc, MigrationRefused) else 1
-    children = _children(args, host, nats.url)
+    key = _local_key(settings, host, data, console)
+    children = _children(args, host, nats.url, key)
     for child in children.values():
         child.start()
 
@@ -269,10 +271,40 @@ def _replaceable(name: str, code: int | None) -> bool:
     return name.startswith("worker-") and code is not None and code <= 0
 
 
-def _children(args: argparse.Namespace, host: str, nats_url: str) -> dict[str, Process]:
+def _local_key(settings: Settings, host: str, data: Path, console: Console) -> Path | None:
+    """The ingest's key file on a non-loopback address: the user's (ORDERFLOW_API_KEYS_FILE), else
+    an admin key minted for this run (unless ORDERFLOW_AUTH_OPEN) into the data dir (`api-key`, 0600; its hash in
+    `api-keys.json`), never printed. On loopback the ingest runs open (and says so in one loud
+    line), so the README's curl needs no key."""
+    from orderflow import auth
+
+    if settings.api_keys_file or settings.auth_open or auth.is_loopback(host):
+        return None
+    key = auth.new_key()
+    for name, text in (
+        ("api-key", key + "\n"),
+        ("api-keys.json", json.dumps({"keys": [auth.entry("local", auth.SCOPES, key)]})),
+    ):
+        fd = os.open(data / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    console.say(
+        f"orderflow dev: the ingest listens on {host}, so it takes API keys only; this run's admin key "
+        f'is in {data / "api-key"}:\n  curl -H "Authorization: Bearer $(cat {data / "api-key"})" ...'
+    )
+    return data / "api-keys.json"
+
+
+def _children(args: argparse.Namespace, host: str, nats_url: str, keys: Path | None) -> dict[str, Process]:
     base_env = {**os.environ, "ORDERFLOW_NATS_URL": nats_url, "ORDERFLOW_HTTP_HOST": host}
     base_env.pop("ORDERFLOW_HTTP_PORT", None)
-    ingest_env = {**base_env, "ORDERFLOW_HTTP_PORT": str(args.port)}
+    ingest_env = {
+        **base_env,
+        "ORDERFLOW_HTTP_PORT": str(args.port),
+        "ORDERFLOW_METRICS_PORT": str(args.metrics_port),
+    }
+    if keys is not None:
+        ingest_env["ORDERFLOW_API_KEYS_FILE"] = str(keys)
     # No load balancer to take the ingest out of rotation here: stop at once unless told otherwise.
     ingest_env.setdefault("ORDERFLOW_SHUTDOWN_DELAY_S", "0")
     if args.mode:
@@ -402,6 +434,7 @@ def _stack(args: argparse.Namespace, settings: Settings, host: str, probe: str, 
         "pid": os.getpid(),
         "nats_url": nats.url,
         "ingest_url": f"http://{probe}:{args.port}",
+        "ingest_metrics": f"http://{probe}:{args.metrics_port}/metrics",
         "worker_metrics": [f"http://{probe}:{p}/metrics" for n, p in _ports(args).items() if n != "ingest"],
         "workers": args.workers,
         "task_types": {t.name: t.concurrency for t in settings.task_types},
@@ -431,7 +464,8 @@ def _banner(args: argparse.Namespace, settings: Settings, probe: str, nats: Nats
     return f"""
 orderflow dev is up  (data in {data}; Ctrl-C drains and stops)
 {_where(nats, data)}
-  ingest    http://{probe}:{args.port}   POST /orders  GET /orders/{{id}}  /metrics  /openapi.json
+  ingest    http://{probe}:{args.port}   POST /orders  GET /orders/{{id}}  /openapi.json
+            http://{probe}:{args.metrics_port}/metrics
   workers   {workers}
   work      {settings.work_s} s per order; slots per worker: {slots}
 

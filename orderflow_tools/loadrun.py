@@ -5,7 +5,8 @@ k6-summary.txt), the services' /metrics sampled every second (metrics.jsonl), Je
 sampled every second (nats.jsonl) and run.json (what was run, against what, when, and how it
 ended). `orderflow report DIR` turns it into pictures.
 
-It finds its sources itself: the ingest's /metrics at --url (orders accepted), NATS at --nats-url
+It finds its sources itself: the ingest's /metrics on its own port (orders accepted; orderflow dev's,
+else port 9180 of --url's host, or --ingest-metrics), NATS at --nats-url
 (backlog, in flight, orders leaving the stream, live workers), and the workers' /metrics from
 `orderflow dev`'s description of its stack (<dev-dir>/dev.json, when --url is that stack's ingest)
 or --metrics. A source that does not answer is named in a warning, with what the report will lack.
@@ -20,16 +21,19 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
+from orderflow.config import Settings
 from orderflow_tools.kit import find_tool, total
 from orderflow_tools.load_k6 import Follower
 from orderflow_tools.load_metrics import Sampler, scrape
 from orderflow_tools.load_nats import NatsSampler
 
 SCENARIOS = ("sine", "spike", "soak", "smoke")
+INGEST_METRICS_PORT: int = Settings.metrics_port  # ORDERFLOW_METRICS_PORT's default
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "k6" / "scenarios"
 # Tags k6 keeps on every sample: enough to split by request and status, small enough to keep
 # k6.json at a few hundred bytes a sample.
@@ -85,7 +89,21 @@ def add_parser(subparsers: Any) -> None:
         default=[],
         metavar="URL",
         help="another /metrics URL to sample every second, e.g. each worker's (repeat); the ingest's "
-        "at --url, and the workers of `orderflow dev`, are found without it",
+        "and the workers of `orderflow dev` are found without it",
+    )
+    p.add_argument(
+        "--ingest-metrics",
+        default=None,
+        metavar="URL",
+        help="the ingest's /metrics, on its own port (default: orderflow dev's, else --url's host on "
+        f"port {INGEST_METRICS_PORT})",
+    )
+    p.add_argument(
+        "--key-file",
+        type=Path,
+        default=None,
+        help="a file holding the API key k6 sends (an ingest with ORDERFLOW_API_KEYS_FILE; "
+        "`orderflow keys new NAME --scope orders:write --scope orders:read`)",
     )
     p.add_argument(
         "--nats-url",
@@ -114,6 +132,8 @@ def add_parser(subparsers: Any) -> None:
 
 def k6_command(args: argparse.Namespace, k6: Path, out: Path) -> list[str]:
     env = {"BASE_URL": args.url.rstrip("/"), "MODE": args.mode}
+    if args.key_file is not None:
+        env["API_KEY_FILE"] = str(args.key_file.resolve())  # the path: k6 reads the key itself
     if args.duration is not None:
         env["DURATION"] = f"{args.duration:g}s"
     if args.peak_rps is not None:
@@ -201,7 +221,6 @@ def _queue_empty(sampler: Sampler, nats: NatsSampler | None) -> bool:
 def dev_stack(dev_dir: Path, url: str) -> dict[str, Any] | None:
     """The running `orderflow dev` whose ingest is `url`, as it described itself, or None."""
     import os
-    import urllib.parse
 
     path = dev_dir / "dev.json"
     try:
@@ -222,6 +241,12 @@ def _probe_metrics(url: str) -> tuple[str | None, list[Any]]:
         return str(exc) or type(exc).__name__, []
 
 
+def _default_metrics(url: str) -> str:
+    """The ingest's /metrics by the chart's and dev's default: --url's host, its own port."""
+    host = urllib.parse.urlsplit(url).hostname or "127.0.0.1"
+    return f"http://{'[' + host + ']' if ':' in host else host}:{INGEST_METRICS_PORT}/metrics"
+
+
 def discover(args: argparse.Namespace) -> dict[str, Any]:
     """Where the run's figures will come from, probed once; warnings say what is missing."""
     from dataclasses import replace
@@ -229,7 +254,7 @@ def discover(args: argparse.Namespace) -> dict[str, Any]:
     from orderflow.config import ConfigError, load_settings
 
     stack = dev_stack(args.dev_dir, args.url)
-    ingest_metrics = args.url.rstrip("/") + "/metrics"
+    ingest_metrics = args.ingest_metrics or (stack or {}).get("ingest_metrics") or _default_metrics(args.url)
     workers = [u for u in [*args.metrics, *(stack or {}).get("worker_metrics", [])] if u != ingest_metrics]
     workers = list(dict.fromkeys(workers))
     try:

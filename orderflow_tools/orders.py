@@ -183,6 +183,8 @@ async def cancel(settings: Settings, order_id: str, timeout_s: float, force: boo
                 deliveries=current.deliveries if current else 0,
                 handbacks=current.handbacks if current else 0,
                 crashes=current.crashes if current else 0,
+                client=(current.client if current else None) or (found or {}).get("client"),
+                error_class="cancelled",
             )
             try:
                 if revision is None:

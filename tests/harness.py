@@ -131,8 +131,16 @@ class Service:
         self.process.start()
         return self
 
-    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
-        return http("GET", self.url + path)
+    @property
+    def metrics_url(self) -> str:
+        """The ingest serves /metrics on a port of its own; the worker beside its probes."""
+        port = self.env.get("ORDERFLOW_METRICS_PORT") if self.module == "ingest" else None
+        return f"http://127.0.0.1:{port or self.port}/metrics"
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        if path == "/metrics":
+            return http("GET", self.metrics_url, headers=headers)
+        return http("GET", self.url + path, headers=headers)
 
     def wait_ready(self, timeout: float = 20) -> Service:
         """Until /readyz answers 200; fails at once, with the log tail, if the process exits."""
@@ -169,6 +177,7 @@ def service_env(nats_url: str, **settings: Any) -> dict[str, str]:
         ORDERFLOW_NATS_URL=nats_url,
         ORDERFLOW_HTTP_HOST="127.0.0.1",
         ORDERFLOW_HTTP_PORT=str(free_port()),
+        ORDERFLOW_METRICS_PORT=str(free_port()),  # the ingest's; a worker serves /metrics on its port
         ORDERFLOW_LOG_LEVEL="info",
         ORDERFLOW_SHUTDOWN_DELAY_S="0",
         PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests" / "support")]),

@@ -53,6 +53,19 @@ class Kind(enum.Enum):
     UNSTARTED = "unstarted"  # delivered after this worker stopped fetching
 
 
+# What a client sees of an error (GET /orders/{id} without admin): its class, not its text.
+ERROR_CLASSES = {
+    Kind.RETRY: "handler_error",
+    Kind.TIMEOUT: "timeout",
+    Kind.POISON: "invalid_order",
+    Kind.SLOT_CRASHED: "worker_error",
+    Kind.DEAD: "gave_up",
+    Kind.CANCELLED: "cancelled",
+    Kind.ALREADY_CANCELLED: "cancelled",
+    Kind.HANDED_BACK: "handed_back",
+    Kind.UNSTARTED: "handed_back",
+}
+
 # Outcomes that end a run the handler was running, and what they cost.
 FAILED = frozenset({Kind.RETRY, Kind.TIMEOUT, Kind.POISON, Kind.SLOT_CRASHED})
 
@@ -151,7 +164,9 @@ class Delivery:
 
     __slots__ = (
         "books",
+        "client",
         "deliveries",
+        "error_class",
         "lease_at",
         "meta",
         "msg",
@@ -171,6 +186,9 @@ class Delivery:
         base = header(msg, contract.H_DELIVERIES, "0") if msg.headers else "0"
         self.deliveries = meta.delivered + (int(base) if base != "0" and base.isdigit() else 0)
         self.books = Books.from_headers(msg)
+        # the API key that created it: every copy of the order (retry, DLQ, replay) keeps its headers
+        self.client = header(msg, contract.H_CLIENT) or None
+        self.error_class: str | None = None
         self.started_at = time.time()
         self.run_started: float | None = None  # when the handler started (epoch s)
         self.lease_at: float | None = None  # monotonic time of the last lease write
@@ -270,6 +288,8 @@ class Settler:
             retry_at=retry_at,
             scheduled=scheduled,
             run_s=round(run_s, 3),
+            client=d.client,
+            error_class=d.error_class if error is not None else None,
         )
 
     async def lease(self, d: Delivery, confirm: bool) -> None:
@@ -303,6 +323,8 @@ class Settler:
         kind = outcome.kind
         t = self._t
         b = d.books
+        # A dead letter after failed attempts keeps the class of the last failure.
+        d.error_class = ERROR_CLASSES.get(kind, d.error_class)
         if kind in FAILED:
             b.failed += 1
             if kind is not Kind.POISON and b.failed >= self._limits.max_attempts:

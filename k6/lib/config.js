@@ -7,8 +7,13 @@
 //   DURATION   whole run                               default per scenario
 //   MAX_VUS    ceiling of concurrent requests          default from the peak
 //   SEED       seed of the order generator             default 1
+//   API_KEY_FILE  a file holding the API key to send (Authorization: Bearer); none: no header
+//   METRICS_URL   the ingest's /metrics (its own port): smoke checks it when given
 
 export const BASE_URL = (__ENV.BASE_URL || 'http://127.0.0.1:8080').replace(/\/+$/, '');
+// The key is read from a file, not passed as a value: a process's environment is no place for it.
+export const API_KEY = __ENV.API_KEY_FILE ? open(__ENV.API_KEY_FILE).trim() : '';
+export const METRICS_URL = __ENV.METRICS_URL || '';
 export const MODE = (__ENV.MODE || 'queued').toLowerCase();
 
 if (MODE !== 'queued' && MODE !== 'direct') {

@@ -1,5 +1,5 @@
 // Order bodies like the seed's clients send them: quantities as decimal strings.
-import { BASE_URL } from './config.js';
+import { API_KEY, BASE_URL } from './config.js';
 
 // A small deterministic PRNG (mulberry32): the same SEED gives the same orders in every VU order.
 function rng(seed) {
@@ -25,4 +25,5 @@ export function orderBody() {
 }
 
 export const ORDERS_URL = `${BASE_URL}/orders`;
-export const JSON_HEADERS = { 'Content-Type': 'application/json' };
+export const AUTH_HEADERS = API_KEY ? { Authorization: `Bearer ${API_KEY}` } : {};
+export const JSON_HEADERS = Object.assign({ 'Content-Type': 'application/json' }, AUTH_HEADERS);

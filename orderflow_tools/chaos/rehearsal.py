@@ -118,6 +118,7 @@ class Rehearsal:
         )
         self.node_thread: threading.Thread | None = None
         self.ingest_port = free_port()
+        self.ingest_metrics_port = free_port()
         self.ingests: list[Process] = []
         self.pods: list[Pod] = []
         self.pod_seq = 0
@@ -207,6 +208,7 @@ class Rehearsal:
         env = {
             **self._base_env(),
             "ORDERFLOW_HTTP_PORT": str(self.ingest_port),
+            "ORDERFLOW_METRICS_PORT": str(self.ingest_metrics_port),
             "ORDERFLOW_SHUTDOWN_DELAY_S": f"{self.s.ingest_shutdown_delay_s:g}",
         }
         proc = service_process("ingest", env, self.out / f"ingest-{len(self.ingests)}.log")

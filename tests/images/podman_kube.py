@@ -14,6 +14,9 @@ changes those and nothing else:
 3. `secretKeyRef` stays as rendered; the Secret it names is stored as a podman secret in the form
    podman 4.3 reads back: JSON {key: base64 value}. (4.3 stores a played Secret as YAML and then
    cannot read it: "secret ... is not valid JSON".)
+4. A `secret` volume (the ingest's API key file) becomes a `hostPath` directory that the test fills
+   with the rendered Secret's keys as files (`secret_files`): the container sees the same files at
+   the same path, read-only, and the test needs no second podman secret format for volumes.
 
 Only Deployments are played; Services, RBAC, PDBs, HPAs, NetworkPolicies have no podman meaning.
 """
@@ -23,7 +26,8 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 Doc = dict[str, Any]
@@ -47,11 +51,18 @@ def namespace_of(doc: Doc, default: str) -> str:
     return str((doc.get("metadata") or {}).get("namespace") or default)
 
 
-def for_podman(deployment: Doc, namespace: str) -> Doc:
-    """A copy of `deployment` with the two pod-spec changes above (1 and 2); `namespace` is the
-    one the objects are installed in when the manifest carries none (helm template)."""
+def for_podman(deployment: Doc, namespace: str, secret_dirs: Mapping[str, Path] | None = None) -> Doc:
+    """A copy of `deployment` with the pod-spec changes above (1, 2 and 4); `namespace` is the
+    one the objects are installed in when the manifest carries none (helm template); `secret_dirs`
+    the host directory of each Secret a volume mounts (a placeholder path without it)."""
     out = copy.deepcopy(deployment)
     ns = namespace_of(out, namespace)
+    for volume in out["spec"]["template"]["spec"].get("volumes") or []:
+        secret = volume.pop("secret", None)
+        if secret is not None:
+            name = str(secret["secretName"])
+            path = (secret_dirs or {}).get(name, Path("/nonexistent") / name)
+            volume["hostPath"] = {"path": str(path), "type": "Directory"}
     for container in _containers(out):
         container.pop("ports", None)
         for env in container.get("env") or []:
@@ -74,6 +85,37 @@ def secret_names(deployment: Doc) -> set[str]:
             if source.get("secretRef"):
                 names.add(str(source["secretRef"]["name"]))
     return names
+
+
+def volume_secret_names(deployment: Doc) -> set[str]:
+    """Secrets the pod mounts as volumes."""
+    volumes = deployment["spec"]["template"]["spec"].get("volumes") or []
+    return {str(v["secret"]["secretName"]) for v in volumes if "secret" in v}
+
+
+def secret_files(
+    docs: list[Doc], outside: Mapping[str, dict[str, bytes]] | None = None
+) -> dict[str, dict[str, bytes]]:
+    """{name: {file: content}} of every Secret the Deployments mount as a volume: rendered, or
+    `outside` (created beside the manifests, as the base's orderflow-api-keys is); a reference to
+    any other Secret is a manifest bug."""
+    rendered = {d["metadata"]["name"]: d for d in docs if d.get("kind") == "Secret"}
+    out: dict[str, dict[str, bytes]] = {}
+    for deployment in deployments(docs):
+        for name in sorted(volume_secret_names(deployment)):
+            if outside and name in outside:
+                out[name] = dict(outside[name])
+                continue
+            if name not in rendered:
+                raise ManifestError(
+                    f"Deployment {deployment['metadata']['name']} mounts Secret {name}, which the "
+                    f"render does not contain (it has: {', '.join(sorted(rendered)) or 'none'})"
+                )
+            secret = rendered[name]
+            files = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+            files |= {k: str(v).encode() for k, v in (secret.get("stringData") or {}).items()}
+            out[name] = files
+    return out
 
 
 def podman_secret(secret: Doc) -> bytes:

@@ -42,6 +42,8 @@ def start(
         "ORDERFLOW_NATS_URL": nats_url,
         "ORDERFLOW_HTTP_HOST": "127.0.0.1",
         "ORDERFLOW_HTTP_PORT": str(port),
+        # host networking: the ingest's own /metrics port must be free too (the worker ignores it)
+        "ORDERFLOW_METRICS_PORT": str(free_port()),
     }
     env |= {f"ORDERFLOW_{k.upper()}": str(v) for k, v in settings.items()}
     containers.append(name)

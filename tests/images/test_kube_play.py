@@ -29,10 +29,19 @@ from podman_kube import (
     namespace_of,
     pod_names,
     probe_endpoints,
+    secret_files,
     secrets_for,
 )
 
+from orderflow import auth
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+# The key the played ingests take: its entry goes into the chart's Secret (ingest.auth.keys), and
+# into the Secret the dev overlay expects beside it.
+API_KEY = auth.new_key()
+KEY_FILE = json.dumps({"keys": [auth.entry("kube-play", [auth.WRITE, auth.READ], API_KEY)]})
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 
 # The demo job of the drained order: long enough to be running when the pod is stopped, shorter
 # than the drain budget, so it finishes during the drain.
@@ -115,7 +124,7 @@ def invoice_done_by_the_handler_package(podman: Podman, ingest: Workload, worker
     done by that package's handler (its log line: the order, the played pod, the decoded payload)."""
 
     def post(body: bytes) -> tuple[int, Any]:
-        status, _, got = http("POST", ingest.url + "/orders?type=invoice", body)
+        status, _, got = http("POST", ingest.url + "/orders?type=invoice", body, AUTH)
         return status, json.loads(got)
 
     good = b'{"customer": "acme", "amount_cents": 1200}'
@@ -135,7 +144,7 @@ def invoice_done_by_the_handler_package(podman: Podman, ingest: Workload, worker
     assert {"amount_cents", "product_id"} <= fields, answer
 
     def done() -> bool:
-        code, _, got = http("GET", f"{ingest.url}/orders/{order_id}")
+        code, _, got = http("GET", f"{ingest.url}/orders/{order_id}", headers=AUTH)
         return code == 200 and json.loads(got)["status"] == "done"
 
     wait_until(done, 60, f"invoice {order_id} done on the played worker", interval=0.1)
@@ -152,6 +161,7 @@ def play_and_drain(
     tmp_path: Path,
     what: str,
     invoice: bool = False,
+    outside: dict[str, dict[str, bytes]] | None = None,
 ) -> None:
     """1. The rendered Deployments are checked (probe ports, referenced Secrets) and changed for
        podman; the Secrets they reference become podman secrets; `podman kube play --network host`.
@@ -165,8 +175,20 @@ def play_and_drain(
     found = {d["metadata"]["name"].rsplit("-", 1)[1]: d for d in deployments(docs)}
     ingest, worker = workload(found["ingest"]), workload(found["worker"])
     secrets = secrets_for(docs)
+    # The ingest's API key file, where the kubelet would mount it (podman_kube, change 4).
+    secret_dirs: dict[str, Path] = {}
+    for name, files in secret_files(docs, outside).items():
+        directory = secret_dirs[name] = tmp_path / "secrets" / name
+        directory.mkdir(parents=True)
+        directory.chmod(0o755)
+        for file, content in files.items():
+            (directory / file).write_bytes(content)
+            (directory / file).chmod(0o644)  # the pod's user reads it (defaultMode 0440 + fsGroup)
+    assert secret_dirs, "the ingest mounts its API key file from a rendered Secret"
     play = tmp_path / "play.yaml"
-    play.write_text(yaml.safe_dump_all([for_podman(d, default_ns) for d in found.values()], sort_keys=False))
+    play.write_text(
+        yaml.safe_dump_all([for_podman(d, default_ns, secret_dirs) for d in found.values()], sort_keys=False)
+    )
     try:
         for name, payload in secrets.items():
             (tmp_path / f"{name}.json").write_bytes(payload)
@@ -181,14 +203,14 @@ def play_and_drain(
         assert f"ORDERFLOW_NATS_URL={nats.url}" in env, "the URL reached the pod (value or secretKeyRef)"
         invoice_id = invoice_done_by_the_handler_package(podman, ingest, worker) if invoice else None
 
-        status, _, body = http(
-            "POST", ingest.url + "/orders", b'{"product_id": 1, "count": 2, "username": "kube"}'
-        )
+        order = b'{"product_id": 1, "count": 2, "username": "kube"}'
+        assert http("POST", ingest.url + "/orders", order)[0] == 401  # the played ingest takes keys
+        status, _, body = http("POST", ingest.url + "/orders", order, AUTH)
         assert status == 200, body
         order_id = json.loads(body)["order_id"]
 
         def order_status() -> str:
-            code, _, got = http("GET", f"{ingest.url}/orders/{order_id}")
+            code, _, got = http("GET", f"{ingest.url}/orders/{order_id}", headers=AUTH)
             return str(json.loads(got)["status"]) if code == 200 else ""
 
         wait_until(
@@ -251,7 +273,9 @@ def test_the_charts_deployments_play_in_podman_serve_an_order_and_drain(
         "ingest": {
             "replicaCount": 1,
             "port": free_port(),
+            "metricsPort": free_port(),  # host networking: never the default 9180 another run holds
             "image": {"repository": "orderflow/ingest", "tag": TEST_TAG},
+            "auth": {"keys": json.loads(KEY_FILE)["keys"]},
         },
         "worker": {
             "replicaCount": 1,
@@ -301,6 +325,8 @@ def test_the_dev_overlays_deployments_play_in_podman_serve_an_order_and_drain(
         env = [{"name": "ORDERFLOW_HTTP_PORT", "value": str(port)}]
         if component == "worker":
             env.append({"name": "ORDERFLOW_WORK_S", "value": str(JOB_S)})
+        else:  # host networking: never the default 9180 another run holds
+            env.append({"name": "ORDERFLOW_METRICS_PORT", "value": str(free_port())})
         merge = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -328,7 +354,9 @@ def test_the_dev_overlays_deployments_play_in_podman_serve_an_order_and_drain(
     }
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     out = render([find_binary("kubectl"), "kustomize", str(overlay)])
-    play_and_drain(podman, out, "default", nats_server, tmp_path, "dev overlay")
+    # The API key Secret, as the operator creates it beside the overlay (kubectl create secret).
+    keys = {"orderflow-api-keys": {"api-keys.json": KEY_FILE.encode()}}
+    play_and_drain(podman, out, "default", nats_server, tmp_path, "dev overlay", outside=keys)
 
 
 def render(cmd: list[str]) -> list[Doc]:

@@ -1,4 +1,4 @@
-"""The transform of rendered manifests for podman 4.3 (podman_kube): the three changes and only
+"""The transform of rendered manifests for podman 4.3 (podman_kube): the four changes and only
 those, on hand-made Deployments and on the chart's and the dev overlay's real renders."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from podman_kube import (
     grace_period_s,
     pod_names,
     probe_endpoints,
+    secret_files,
     secrets_for,
 )
 
@@ -98,6 +99,28 @@ def test_a_reference_to_a_secret_the_render_lacks_is_a_manifest_error() -> None:
         secrets_for([deployment()])
 
 
+def test_a_secret_volume_becomes_a_host_directory_with_the_secrets_files(tmp_path: Any) -> None:
+    doc = deployment()
+    doc["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "api-keys", "secret": {"secretName": "keys", "defaultMode": 0o440}},
+    ]
+    after = for_podman(doc, "shop", {"keys": tmp_path})
+    assert after["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "api-keys", "hostPath": {"path": str(tmp_path), "type": "Directory"}},
+    ]
+    secret = {
+        "kind": "Secret",
+        "metadata": {"name": "keys"},
+        "data": {"a.json": base64.b64encode(b"{}").decode()},
+        "stringData": {"b.json": "[]"},
+    }
+    assert secret_files([doc, secret]) == {"keys": {"a.json": b"{}", "b.json": b"[]"}}
+    with pytest.raises(ManifestError, match="mounts Secret keys, which the render does not contain"):
+        secret_files([doc])
+
+
 def test_probe_ports_resolve_through_the_container_ports_and_a_missing_name_is_a_manifest_error() -> None:
     assert probe_endpoints(deployment()) == [
         ("worker", "livenessProbe", "/healthz", 9090),
@@ -115,10 +138,11 @@ def test_pods_and_grace_period_as_podman_plays_a_deployment() -> None:
     assert grace_period_s(doc) == 30
 
 
-# The only paths for_podman may touch in a real render: a container's ports, and an env entry
-# whose fieldRef was metadata.namespace.
+# The only paths for_podman may touch in a real render: a container's ports, an env entry
+# whose fieldRef was metadata.namespace, and a secret volume turned into a host directory.
 ALLOWED = re.compile(
-    r"^\.spec\.template\.spec\.(init)?[cC]ontainers\[\d+\]\.(ports removed|env\[\d+\]\.(value added|valueFrom removed))$"
+    r"^\.spec\.template\.spec\.((init)?[cC]ontainers\[\d+\]\.(ports removed|env\[\d+\]\.(value added|valueFrom removed))"
+    r"|volumes\[\d+\]\.(secret removed|hostPath added))$"
 )
 
 

@@ -54,14 +54,15 @@ class Rig:
     """An ingest of types default, invoice, thumbnail; what it would store is in `stored`."""
 
     def __init__(self) -> None:
-        settings = load_settings("ingest", {"ORDERFLOW_TASK_TYPES": "default,invoice,thumbnail"})
+        env = {"ORDERFLOW_TASK_TYPES": "default,invoice,thumbnail", "ORDERFLOW_HTTP_HOST": "127.0.0.1"}
+        settings = load_settings("ingest", env)  # loopback: an ingest without API keys
         self.state = IngestState(settings, IngestMetrics(CollectorRegistry()))
         self.stored: list[tuple[str, contract.Order | contract.TypedOrder]] = []
         self.app = create_app(self.state)
         self.app.orders.accept = self.accept  # the stand-in publish
 
     async def accept(
-        self, order: contract.Order | contract.TypedOrder, task_type: str, keyed: bool
+        self, order: contract.Order | contract.TypedOrder, task_type: str, keyed: bool, client: str | None
     ) -> tuple[int, bytes]:
         self.stored.append((task_type, order))
         return 200, b'{"result":"created","order_id":"' + order.order_id.encode() + b'"}'

@@ -251,6 +251,18 @@ def validate(docs: list[Doc], kubernetes_version: str = KUBERNETES_VERSION) -> N
     assert not problems, "\n".join(problems)
 
 
+@cache
+def _stand_in_key_file() -> Path:
+    import json
+    import tempfile
+
+    from orderflow import auth
+
+    path = Path(tempfile.mkdtemp(prefix="orderflow-k8s-")) / "api-keys.json"
+    path.write_text(json.dumps({"keys": [auth.entry("test", [auth.ADMIN], auth.new_key())]}))
+    return path
+
+
 def check_orderflow_env(docs: list[Doc]) -> None:
     """Every ORDERFLOW_* env name is a known setting and the literal values load; no service links;
     no secret in an env value (secretKeyRef): a setting that names a file (the NATS identity and
@@ -281,6 +293,15 @@ def check_orderflow_env(docs: list[Doc]) -> None:
         if "ORDERFLOW_NATS_USER" in values:
             values["ORDERFLOW_NATS_PASSWORD"] = "p"  # stands in for the mounted password file
         service = deployment_component(d)
+        if "ORDERFLOW_API_KEYS_FILE" in values:
+            # The key file comes from a Secret volume mounted where the setting points (a directory
+            # mount: a subPath mount never sees the Secret's updates); a valid file stands in here.
+            path = values["ORDERFLOW_API_KEYS_FILE"]
+            mount = next((m for p, m in mounts.items() if path.startswith(p.rstrip("/") + "/")), None)
+            assert mount is not None and mount.get("readOnly") and "subPath" not in mount, f"{name}: {path}"
+            volume = next(v for v in pod_spec(d)["volumes"] if v["name"] == mount["name"])
+            assert "secret" in volume, f"{name}: the key file is not a Secret"
+            values["ORDERFLOW_API_KEYS_FILE"] = str(_stand_in_key_file())
         try:
             load_settings("ingest" if service == "ingest" else "worker", values)
         except ConfigError as exc:

@@ -442,9 +442,12 @@ def test_the_nats_secure_component_mounts_one_identity_and_certificate_per_compo
     for component in ("ingest", "worker"):
         d = deployment(docs, component)
         volumes = {v["name"]: v["secret"]["secretName"] for v in pod_spec(d)["volumes"] if "secret" in v}
+        # beside the ingest's API key file (its own Secret, not NATS's)
+        api_keys = {"api-keys": "orderflow-api-keys"} if component == "ingest" else {}
         assert volumes == {
             "nats-identity": f"orderflow-{component}-nats",
             "nats-tls": f"orderflow-{component}-nats-tls",
+            **api_keys,
         }
         env = env_of(d)
         assert env["ORDERFLOW_NATS_NKEY_SEED_FILE"]["value"] == "/etc/orderflow/nats/nkey.seed"

@@ -43,8 +43,13 @@ def test_defaults_allow_nats_and_dns_by_selectors_and_no_api_server() -> None:
     for component in ("ingest", "worker"):
         egress = egress_by_port(policy(docs, component))
         assert egress == {4222: [NATS_PEER], 53: [DNS_PEER]}, component
-    # Ingest: the API from anyone; worker: metrics from the monitoring namespace only.
-    assert [r.get("from") for r in policy(docs, "ingest")["spec"]["ingress"]] == [None]
+    # Ingest: the API from anyone, its own metrics port from the monitoring namespace only;
+    # worker: metrics from the monitoring namespace only.
+    ingest = policy(docs, "ingest")["spec"]["ingress"]
+    assert [(r["ports"][0]["port"], r.get("from")) for r in ingest] == [
+        ("http", None),
+        ("metrics", [MONITORING]),
+    ]
     assert [r["from"] for r in policy(docs, "worker")["spec"]["ingress"]] == [[MONITORING]]
     # The `helm test` pod: the ingest and DNS, nothing in.
     test = policy(docs, "test")
@@ -63,12 +68,13 @@ def test_the_api_server_is_reached_by_its_cidr_only() -> None:
     assert 443 not in egress_by_port(policy(docs, "worker"))
 
 
-def test_a_narrowed_ingest_still_lets_in_the_monitoring_and_the_test_pod() -> None:
+def test_a_narrowed_ingest_still_lets_in_the_test_pod_and_the_monitoring_on_its_metrics_port() -> None:
     docs = helm_template("-f", str(ALL_ON))
-    [rule] = policy(docs, "ingest")["spec"]["ingress"]
-    peers = rule["from"]
+    api, metrics = policy(docs, "ingest")["spec"]["ingress"]
+    peers = api["from"]
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}} in peers
-    assert MONITORING in peers
+    assert MONITORING not in peers  # /metrics is not on the API port
+    assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}] and metrics["from"] == [MONITORING]
     assert any(
         p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "test"
         for p in peers
@@ -86,6 +92,7 @@ def test_the_prod_overlay_sets_the_charts_peers_and_an_api_server_cidr() -> None
         assert egress[4222] == [NATS_PEER] and egress[53] == [DNS_PEER], component
     assert egress_by_port(policy(docs, "worker"))[443] == [{"ipBlock": {"cidr": "10.0.0.1/32"}}]
     assert [r["from"] for r in policy(docs, "worker")["spec"]["ingress"]] == [[MONITORING]]
+    assert [r.get("from") for r in policy(docs, "ingest")["spec"]["ingress"]] == [None, [MONITORING]]
     # The component takes back the base's checkov skip of the NetworkPolicy check.
     for d in by_kind(docs, "Deployment"):
         assert "checkov.io/skip-network-policy" not in d["metadata"].get("annotations", {})

@@ -68,6 +68,8 @@ def test_published_ports_are_unique_bound_to_localhost_and_match_the_services() 
             assert re.fullmatch(r"\d+", container)
     assert len(host_ports) == len(set(host_ports))
     assert "127.0.0.1:8080:8080" in services["ingest"]["ports"]
+    # an ingest without API keys, on purpose: published on the host's loopback only
+    assert services["ingest"]["environment"]["ORDERFLOW_AUTH_OPEN"] == "true"
     assert "127.0.0.1:3000:3000" in services["grafana"]["ports"]
 
 
@@ -153,7 +155,7 @@ def test_prometheus_loads_the_chart_rules_and_scrapes_both_services(promtool: Pa
     config = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     assert config["rule_files"] == ["/etc/prometheus/rules/*.yaml"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
-    assert jobs["orderflow-ingest"]["static_configs"][0]["targets"] == ["ingest:8080"]
+    assert jobs["orderflow-ingest"]["static_configs"][0]["targets"] == ["ingest:9180"]  # its metrics port
     assert jobs["orderflow-worker"]["dns_sd_configs"][0] == {
         "names": ["worker"], "type": "A", "port": 9090, "refresh_interval": "5s"
     }  # fmt: skip

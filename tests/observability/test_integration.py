@@ -62,7 +62,10 @@ def _prometheus_config(path: Path, ingest: Service, workers: list[Service]) -> N
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(RULES)],
         "scrape_configs": [
-            {"job_name": "orderflow-ingest", "static_configs": [{"targets": [f"127.0.0.1:{ingest.port}"]}]},
+            {
+                "job_name": "orderflow-ingest",
+                "static_configs": [{"targets": [ingest.metrics_url.split("/")[2]]}],
+            },
             {
                 "job_name": "orderflow-worker",
                 "static_configs": [{"targets": [f"127.0.0.1:{w.port}" for w in workers]}],
@@ -122,9 +125,9 @@ def stack(
         sub = parser.add_subparsers()
         loadrun.add_parser(sub)
         report.add_parser(sub)
-        metrics = [f"{s.url}/metrics" for s in services]
+        metrics = [s.metrics_url for s in workers]
         args = parser.parse_args(
-            ["load", "sine", "--url", ingest.url, "--duration", f"{LOAD_S}s", "--peak-rps", "80",
+            ["load", "sine", "--url", ingest.url, "--ingest-metrics", ingest.metrics_url, "--duration", f"{LOAD_S}s", "--peak-rps", "80",
              "--out", str(run_dir), "--settle", "10s", "--nats-url", nats.url, "--dev-dir", str(tmp / "no-dev"),
              *[x for m in metrics for x in ("--metrics", m)]]
         )  # fmt: skip

@@ -71,7 +71,7 @@ def _args(url: str, out: Path, mode: str, *extra: str) -> argparse.Namespace:
     loadrun.add_parser(parser.add_subparsers())
     nowhere = f"nats://127.0.0.1:{free_port()}"  # never assume 4222 is ours (or free)
     return parser.parse_args(
-        ["load", "sine", "--url", url, "--duration", "4s", "--peak-rps", "20", "--out", str(out),
+        ["load", "sine", "--url", url, "--ingest-metrics", f"{url}/metrics", "--duration", "4s", "--peak-rps", "20", "--out", str(out),
          "--mode", mode, "--settle", "0", "--nats-url", nowhere, "--dev-dir", str(out / "no-dev"), *extra]
     )  # fmt: skip
 
@@ -86,7 +86,7 @@ def test_direct_mode_run_passes_although_the_ingest_answers_500(
     assert (tmp_path / "k6.json").stat().st_size > 0
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines and all(line["ok"] for line in lines)
-    assert {line["target"] for line in lines} == {f"{kaput_server}/metrics"}  # found at --url, unasked
+    assert {line["target"] for line in lines} == {f"{kaput_server}/metrics"}  # --ingest-metrics
     assert ["orderflow_consumer_pending", {"consumer": "workers"}, 0.0] in lines[0]["samples"]
     meta = json.loads((tmp_path / "run.json").read_text())
     assert meta["k6_exit_code"] == 0 and meta["mode"] == "direct"

@@ -14,7 +14,14 @@ def test_defaults_follow_the_spec_table() -> None:
     s = load_settings("worker", {})
     assert s.nats_urls == ("nats://127.0.0.1:4222",)
     assert (s.http_host, s.http_port) == ("0.0.0.0", 9090)
-    assert load_settings("ingest", {}).http_port == 8080
+    # the ingest takes API keys unless told to run open (tests/orderflow/test_auth.py)
+    ingest = load_settings("ingest", {"ORDERFLOW_AUTH_OPEN": "true"})
+    assert (ingest.http_port, ingest.metrics_port, ingest.api_keys_file, ingest.api_keys_reload_s) == (
+        8080,
+        9180,
+        None,
+        5.0,
+    )
     assert (s.mode, s.rate_limit_rps, s.concurrency) == ("queued", 50.0, 16)
     assert (s.ack_wait_s, s.task_timeout_s, s.drain_timeout_s, s.max_deliver) == (30, 3600, 60, 5)
     assert s.work_s == WorkRange(0.5, 0.5) and s.work_fail_rate == 0 and s.work_checkpoints
@@ -87,12 +94,13 @@ def test_a_service_refuses_to_start_on_bad_config_with_one_clear_message() -> No
 
 
 def test_the_ingest_settings_and_the_multiprocess_dir_are_read_once_into_settings() -> None:
-    s = load_settings("ingest", {})
+    s = load_settings("ingest", {"ORDERFLOW_HTTP_HOST": "127.0.0.1"})
     assert s.nats_drain_timeout_s == 5.0 and s.prometheus_multiproc_dir is None
     s = load_settings(
         "ingest",
         {
             "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics",
+            "ORDERFLOW_AUTH_OPEN": "true",
             "ORDERFLOW_NATS_DRAIN_TIMEOUT_S": "2.5",
             "ORDERFLOW_HTTP_HEADER_TIMEOUT_S": "3",
             "ORDERFLOW_HTTP_BODY_TIMEOUT_S": "8",
@@ -114,7 +122,7 @@ def test_the_ingest_settings_and_the_multiprocess_dir_are_read_once_into_setting
 def test_the_removed_idempotency_ttl_is_named_with_what_replaced_it() -> None:
     """A key had 24 h and its order's status 7 days: one lifetime now (issue #20)."""
     with pytest.raises(ConfigError) as err:
-        load_settings("ingest", {"ORDERFLOW_IDEMPOTENCY_TTL_S": "3600"})
+        load_settings("ingest", {"ORDERFLOW_IDEMPOTENCY_TTL_S": "3600", "ORDERFLOW_HTTP_HOST": "127.0.0.1"})
     (problem,) = err.value.problems
     assert "ORDERFLOW_IDEMPOTENCY_TTL_S: removed" in problem and "ORDERFLOW_STATUS_TTL_S" in problem
 

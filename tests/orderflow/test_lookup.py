@@ -7,9 +7,10 @@ import asyncio
 import json
 from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 
-from orderflow import lookup
+from orderflow import contract, lookup
 from orderflow.natsmux import Requester
 
 
@@ -37,8 +38,13 @@ def find(requests: StandInRequests, order_id: str) -> dict[str, Any] | None:
     return asyncio.run(lookup.OrderLookup(source).find(order_id))
 
 
-def message(subject: str, data: dict[str, Any]) -> Msg:
-    return Msg(None, subject="_INBOX.x", data=json.dumps(data).encode(), headers={"Nats-Subject": subject})  # type: ignore[arg-type]
+def message(subject: str, data: dict[str, Any], **headers: str) -> Msg:
+    return Msg(
+        None,  # type: ignore[arg-type]
+        subject="_INBOX.x",
+        data=json.dumps(data).encode(),
+        headers={"Nats-Subject": subject, **headers},
+    )
 
 
 def test_the_status_record_comes_first_and_the_stream_is_not_asked() -> None:
@@ -97,3 +103,60 @@ def test_render_shows_every_field_and_every_timestamp_as_iso_utc_beside_its_numb
         "handbacks": 0,
         "crashes": 0,
     }
+
+
+def test_a_queued_order_names_the_key_that_created_it() -> None:
+    msg = message("orders.default.a", {"order_id": "a"}, **{contract.H_CLIENT: "shop"})
+    assert find(StandInRequests([None], [msg]), "a") == {
+        "order_id": "a",
+        "status": "queued",
+        "attempts": 0,
+        "task_type": "default",
+        "client": "shop",
+    }
+
+
+def test_a_client_sees_an_allow_list_of_its_record_and_admin_all_of_it() -> None:
+    """Status, times, counts, a result and the error's class: not the worker, the lease, the
+    checkpoint, the error's text, whose key it is, nor any field the record gains later."""
+    record = lookup.decode_record(  # as the lookup reads it from KV
+        contract.encode(
+            contract.StatusRecord(
+                "a",
+                "dead",
+                5,
+                10.0,
+                worker_id="pod-7",
+                task_type="default",
+                started_at=8.0,
+                finished_at=10.0,
+                error="KeyError: 'card 4111 1111 1111 1111'",
+                deliveries=6,
+                lease_until=12.0,
+                checkpoint=msgspec.Raw(b'{"cursor":3}'),
+                checkpoint_at=9.0,
+                run_s=2.0,
+                client="shop",
+                error_class="handler_error",
+            )
+        )
+    )
+    raw = {**record, "added_later": "x"}
+    assert lookup.render(raw, full=False) == {
+        "order_id": "a",
+        "status": "dead",
+        "task_type": "default",
+        "attempts": 5,
+        "deliveries": 6,
+        "handbacks": 0,
+        "crashes": 0,
+        "updated_at": "1970-01-01T00:00:10.000Z",
+        "updated_at_s": 10.0,
+        "started_at": "1970-01-01T00:00:08.000Z",
+        "started_at_s": 8.0,
+        "finished_at": "1970-01-01T00:00:10.000Z",
+        "finished_at_s": 10.0,
+        "error_class": "handler_error",
+    }
+    full = lookup.render(raw)
+    assert {"worker_id", "error", "checkpoint", "lease_until", "client", "run_s", "added_later"} <= set(full)

@@ -99,7 +99,9 @@ async def _publish_as_cli(nats: SecureNats, subject: str, data: bytes) -> None:
 def test_the_ingest_identity_cannot_consume_purge_or_delete(nats: SecureNats) -> None:
     """Under the ingest's identity every consuming or destroying JetStream call is refused by
     the server (a permissions violation, no answer), and ORDERS is still there afterwards."""
-    env = {f"ORDERFLOW_{k}": v for k, v in _env(nats, "ingest", NATS_URL=nats.url).items()}
+    env = {
+        f"ORDERFLOW_{k}": v for k, v in _env(nats, "ingest", NATS_URL=nats.url, HTTP_HOST="127.0.0.1").items()
+    }
     settings = load_settings("ingest", env)
     refused = [
         f"$JS.API.CONSUMER.CREATE.{contract.STREAM}.thief",

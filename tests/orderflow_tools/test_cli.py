@@ -112,6 +112,7 @@ def test_help_lists_every_command() -> None:
         "cancel",
         "consumers",
         "dlq",
+        "keys",
         "load",
         "report",
         "chaos",

@@ -66,8 +66,8 @@ def dev_env(**settings: str) -> dict[str, str]:
 
 
 def dev_args(port: int, nats_port: int, worker_port: int, workers: int, data: Path) -> list[str]:
-    return ["--port", str(port), "--nats-port", str(nats_port), "--worker-port", str(worker_port),
-            "--workers", str(workers), "--data-dir", str(data)]  # fmt: skip
+    return ["--port", str(port), "--metrics-port", str(free_port()), "--nats-port", str(nats_port),
+            "--worker-port", str(worker_port), "--workers", str(workers), "--data-dir", str(data)]  # fmt: skip
 
 
 @pytest.fixture
@@ -83,12 +83,14 @@ def start_dev(tmp_path: Path) -> Iterator[object]:
         shell: str | None = None,
         cwd: Path = REPO,
         data: Path | None = None,
+        host: str | None = None,
         **settings: str,
     ) -> Dev:
         port, nats_port, worker_port = free_port(), free_port(), free_port_block(workers)
         n = len(started)
         out, err = tmp_path / f"dev-{n}.out", tmp_path / f"dev-{n}.err"
         args = dev_args(port, nats_port, worker_port, workers, data or tmp_path / "data")
+        args += ["--host", host] if host else []
         with out.open("wb") as stdout, err.open("wb") as stderr:
             if shell is None:
                 cmd: list[str] | str = [sys.executable, "-m", "orderflow_tools.cli", "dev", *args]
@@ -157,6 +159,25 @@ def test_up_means_every_part_answers_ready_and_listens_on_loopback_only(start_de
         assert _listening_addresses(port) == {"0100007F"}  # 127.0.0.1, nothing else
     stack = json.loads((Path(dev.err).parent / "data" / "dev.json").read_text())
     assert stack["ingest_url"] == dev.base and len(stack["worker_metrics"]) == 2
+    # the ingest's /metrics on its own port, on loopback too; the ingest runs open there, loudly
+    metrics_port = int(stack["ingest_metrics"].rsplit(":", 1)[1].split("/")[0])
+    assert http("GET", stack["ingest_metrics"])[0] == 200 and http("GET", dev.base + "/metrics")[0] == 404
+    assert _listening_addresses(metrics_port) == {"0100007F"}
+    assert dev.text().count("AUTH IS OFF") == 1
+
+
+def test_a_dev_stack_beyond_loopback_takes_a_key_it_minted_and_never_printed(start_dev: object) -> None:
+    """`--host 0.0.0.0` (the README's flags example): the ingest must not run open there, so dev
+    mints an admin key for the run into the data dir (0600) and points the ingest at its hash."""
+    dev = start_dev(host="0.0.0.0")  # type: ignore[operator]
+    dev.wait_up()
+    data = Path(dev.err).parent / "data"
+    key = (data / "api-key").read_text().strip()
+    assert (data / "api-key").stat().st_mode & 0o077 == 0
+    assert http("POST", dev.base + "/orders", ORDER)[0] == 401
+    status, _, body = http("POST", dev.base + "/orders", ORDER, {"Authorization": f"Bearer {key}"})
+    assert status == 200, body
+    assert key not in dev.text() and f"Bearer $(cat {data / 'api-key'})" in dev.text()
 
 
 @pytest.mark.parametrize("pipe", ["| {tee}", "2>&1 | {tee}"], ids=["stdout", "stdout-and-stderr"])

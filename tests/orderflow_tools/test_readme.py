@@ -42,8 +42,8 @@ def test_the_readme_first_steps_work_as_written(tmp_path: Path, k6: Path) -> Non
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     out = (tmp_path / "dev.log").open("wb")
     dev = subprocess.Popen(
-        [sys.executable, "-m", "orderflow_tools.cli", "dev", "--port", str(port),
-         "--nats-port", str(nats_port), "--worker-port", str(worker_port)],
+        [sys.executable, "-m", "orderflow_tools.cli", "dev", "--port", str(port), "--metrics-port",
+         str(free_port()), "--nats-port", str(nats_port), "--worker-port", str(worker_port)],
         cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from orderflow import probeserver
 from worker import health
 
 STALLED = 300
@@ -32,7 +33,7 @@ class StandInState:
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[health.ProbeServer]:
-    monkeypatch.setattr(health, "READ_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(probeserver, "READ_TIMEOUT_S", 1.0)  # where ProbeServer reads it
     probes = health.ProbeServer("127.0.0.1", 0, StandInState()).start()
     yield probes
     asyncio.run(probes.stop())

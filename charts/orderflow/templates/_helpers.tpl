@@ -72,6 +72,14 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{/* The Secret holding the NATS URL and credentials: an existing one, or the one this chart creates. */}}
+{{/*
+The Secret with the ingest's API key file: existingSecret, else <fullname>-api-keys (the chart's
+when ingest.auth.keys is set, else the operator's).
+*/}}
+{{- define "orderflow.ingest.apiKeysSecret" -}}
+{{- default (printf "%s-api-keys" (include "orderflow.fullname" .)) .Values.ingest.auth.existingSecret }}
+{{- end }}
+
 {{- define "orderflow.nats.secretName" -}}
 {{- default (include "orderflow.componentName" (dict "ctx" . "component" "nats")) .Values.nats.existingSecret }}
 {{- end }}
