@@ -82,6 +82,7 @@ async def connect(
     nc = Client()
     servers = natsauth.redact_urls(settings.nats_urls)
     last_refusal: list[str] = []
+    denied: set[str] = set()
 
     async def on_disconnected() -> None:
         if not (nc.is_closed or nc.is_draining):
@@ -96,6 +97,14 @@ async def connect(
             await on_reconnect()
 
     async def on_error(exc: Exception) -> None:
+        if "permissions violation" in str(exc).lower():
+            # A subject this identity may not use: the request times out, the reason only comes
+            # here. Said once per subject (a few dozen at most), at error: the identity needs it.
+            text = natsauth.redact(str(exc))
+            if text not in denied and len(denied) < 64:
+                denied.add(text)
+                log.error("NATS refused it: %s (docs/kubernetes.md lists each identity's permissions)", text)
+            return
         problem = natsauth.access_problem(exc)
         first = not nc.is_connected and nc.connected_url is None and not nc.is_reconnecting
         if problem is None:

@@ -96,9 +96,12 @@ async def _publish_as_cli(nats: SecureNats, subject: str, data: bytes) -> None:
         await nc.close()
 
 
-def test_the_ingest_identity_cannot_consume_purge_or_delete(nats: SecureNats) -> None:
+def test_the_ingest_identity_cannot_consume_purge_or_delete(
+    nats: SecureNats, caplog: pytest.LogCaptureFixture
+) -> None:
     """Under the ingest's identity every consuming or destroying JetStream call is refused by
-    the server (a permissions violation, no answer), and ORDERS is still there afterwards."""
+    the server (a permissions violation, no answer), and ORDERS is still there afterwards. The
+    service logs each refused subject once, at error (a missing permission is not a timeout)."""
     env = {
         f"ORDERFLOW_{k}": v for k, v in _env(nats, "ingest", NATS_URL=nats.url, HTTP_HOST="127.0.0.1").items()
     }
@@ -138,6 +141,9 @@ def test_the_ingest_identity_cannot_consume_purge_or_delete(nats: SecureNats) ->
     for subject in refused:
         assert f'Publish Violation - Subject "{subject}"' in seen
     assert 'Subscription Violation - Subject "orders.>"' in seen
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    purge = f'NATS refused it: nats: permissions violation for publish to "$JS.API.STREAM.PURGE.{contract.STREAM}"'
+    assert sum(m.lower().startswith(purge.lower()) for m in logged) == 1, logged
 
 
 def test_a_refused_connection_stops_a_worker_at_start_with_exit_2_and_the_reason(
