@@ -19,7 +19,7 @@ from orderflow.metrics import IngestMetrics
 
 # /metrics is not here: it has a port of its own (ingest/server.py), away from the API's clients.
 PROBES = ("/healthz", "/readyz")
-_ROUTES = ("/orders", "/orders/{order_id}", *PROBES, "/openapi.json")
+_ROUTES = ("/orders", "/orders/{order_id}", "/orders/{order_id}/events", *PROBES, "/openapi.json")
 
 
 def route_of(path: str) -> str:
@@ -28,7 +28,9 @@ def route_of(path: str) -> str:
         return path
     if path == "/orders/":
         return ROUTE
-    return "/orders/{order_id}" if path.startswith("/orders/") else "other"
+    if path.startswith("/orders/"):
+        return "/orders/{order_id}/events" if path.endswith("/events") else "/orders/{order_id}"
+    return "other"
 
 
 class MetricsMiddleware:
@@ -87,6 +89,7 @@ def create_app(state: IngestState) -> IngestApp:
             # other methods their 405 with `Allow: POST`.
             *(Route(path, orders, methods=["POST"]) for path in PATHS),
             Route("/orders/{order_id}", routes.get_order, methods=["GET"]),
+            Route("/orders/{order_id}/events", routes.order_events, methods=["GET"]),
             *probes.routes(state, PROBES),  # unauthenticated: the kubelet probes them
             Route("/openapi.json", routes.openapi, methods=["GET"]),
         ]

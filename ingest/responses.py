@@ -72,3 +72,9 @@ def key_in_flight(key: str) -> bytes:
             "message": "a request with this Idempotency-Key is still being processed; retry later",
         }
     )
+
+
+# Past ORDERFLOW_MAX_WAITERS: GET ?wait= and /events answer this with 503 + Retry-After.
+TOO_MANY_WAITERS = contract.encode(
+    {"result": "too-many-waiters", "message": "too many clients are waiting on orders here; retry later"}
+)

@@ -104,6 +104,9 @@ async def serve(settings: Settings) -> int:
     # 3. Readiness 503 at once; keep serving while the endpoints controllers and kube-proxy take
     # this pod out of rotation (requests still arrive for a few seconds after SIGTERM).
     state.begin_shutdown()
+    # Clients waiting on orders get their answer now (a ?wait what it knows, a stream its end),
+    # not a reset when the server stops.
+    await state.watch.close()
     # Never connected (queued mode): never ready, so in no Service's endpoints: nothing to wait for.
     delay_s = 0.0 if connecting is not None and state.nc is None else settings.shutdown_delay_s
     log.info("shutting down: readiness 503, serving %.1fs more", delay_s)

@@ -16,6 +16,7 @@ from ingest.ids import IdSource
 from ingest.keys import IdempotencyKeys
 from ingest.payloads import PayloadCatalogue
 from ingest.publisher import Publisher, Refusals
+from ingest.watch import StatusWatch
 from orderflow import broker, contract
 from orderflow.config import Settings
 from orderflow.lifecycle import wait_any
@@ -51,6 +52,8 @@ class IngestState:
         self.publisher: Publisher | None = None
         self.lookup: OrderLookup | None = None
         self.keys: IdempotencyKeys | None = None
+        # the one KV watch that every ?wait and /events client of this process shares
+        self.watch = StatusWatch(settings.max_waiters, metrics.waiters)
         self.refusals = Refusals(metrics, settings.refusal_log_interval_s)
         self.shutting_down = False
         self._fatal: str | None = None
@@ -130,6 +133,10 @@ class IngestState:
         self.keys = IdempotencyKeys(
             self.requests, self.publisher, self.lookup, self.refusals, s.publish_timeout_s
         )
+        try:
+            await self.watch.start(js)
+        except Exception as exc:  # orders still flow; ?wait and /events answer 503 until a restart
+            log.error("status watch (KV %s) not started: %r", contract.STATUS_BUCKET, exc)
         # A stream leader elected (a node lost or restarted): a write that went to the old leader
         # is never answered; fail it now, and the publisher sends it again to the new one inside
         # its budget, rather than letting it wait out the whole budget for a 503.

@@ -132,6 +132,9 @@ class Settings:
     shutdown_delay_s: float = 5.0
     shutdown_timeout_s: float = 10.0
     ingest_processes: int = 1
+    # GET /orders/{id}?wait= and /events: clients waiting at once per process (one KV watch
+    # serves them all); past it 503 + Retry-After. A waiter costs a task and a queue, a few KiB.
+    max_waiters: int = 2000
     # Listen only once connected to NATS (the multi-process supervisor sets it for its children,
     # so SO_REUSEPORT never hands a connection to a process that would answer 503).
     bind_when_ready: bool = False
@@ -303,6 +306,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "SHUTDOWN_DELAY_S": ("shutdown_delay_s", _number(float, 0, 300)),
     "SHUTDOWN_TIMEOUT_S": ("shutdown_timeout_s", _number(float, 0.1, 600)),
     "INGEST_PROCESSES": ("ingest_processes", _number(int, 1, 256)),
+    "MAX_WAITERS": ("max_waiters", _number(int, 0, 1_000_000)),
     "BIND_WHEN_READY": ("bind_when_ready", _boolean),
     "CONCURRENCY": ("concurrency", _number(int, 1, 10_000)),
     "ACK_WAIT_S": ("ack_wait_s", _number(float, 1, 86400)),

@@ -141,6 +141,13 @@ class IngestMetrics:
             registry=registry,
             multiprocess_mode="max",
         )
+        self.waiters = Gauge(
+            "orderflow_waiters",
+            "Clients waiting on an order now (GET /orders/{id}?wait= and /events), all on one KV watch "
+            "per process; capped by ORDERFLOW_MAX_WAITERS.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
 
 
 class WorkerMetrics:

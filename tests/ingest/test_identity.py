@@ -9,6 +9,8 @@ process by tests/orderflow/test_auth.py, the client's view by tests/orderflow/te
    worker ran it, in its status record.
 4. GET /orders/{id}: the key that created it sees the allow-listed view (no worker, no error
    text, an error class); another key gets the same 404 as an unknown id; admin sees the full record.
+   ?wait= and /events answer the same: 401 without a key, 404 for another key's order, the
+   client's view to its owner.
 5. /healthz and /readyz need no key; /metrics is not on the API port but on its own, without a key.
 6. The key file replaced the way a Secret mount is (a symlink swap): the new key works and the
    removed one gets 401, without a restart; a broken version keeps the last good keys, logged once.
@@ -122,6 +124,19 @@ def test_keys_scopes_ownership_views_and_reload(tmp_path: Path, spawn: Any, nats
     unknown = call(ingest, "GET", "/orders/no-such-order", other)
     assert (status, other_view) == (404, {"result": "not-found", "order_id": done_id})
     assert unknown[0] == 404 and unknown[2]["result"] == other_view["result"]
+    # ?wait and /events: the same identity, the same 404 for another key's order, the same view
+    assert call(ingest, "GET", f"/orders/{done_id}?wait=1", None)[0] == 401
+    assert call(ingest, "GET", f"/orders/{done_id}?wait=1", other)[2] == other_view
+    assert call(ingest, "GET", f"/orders/{done_id}?wait=1", shop)[2] == done
+    assert call(ingest, "GET", f"/orders/{done_id}/events", reader)[0] == 404
+    assert call(ingest, "GET", f"/orders/{done_id}/events", None)[0] == 401
+    status, hdrs, stream = http(
+        "GET", f"{ingest.url}/orders/{done_id}/events", None, {"Authorization": f"Bearer {shop}"}
+    )
+    assert status == 200 and hdrs["content-type"].startswith("text/event-stream")
+    assert [json.loads(line[6:]) for line in stream.decode().splitlines() if line.startswith("data: ")] == [
+        done
+    ]
 
     # 5. probes and metrics
     assert http("GET", ingest.url + "/healthz")[0] == 200
