@@ -143,7 +143,8 @@ def test_podman_stop_drains_the_worker_container_like_a_kubelet(
 ) -> None:
     """1. Worker A (a 24 s job, a 4 s drain budget, ack_wait 120 s) runs one order.
     2. `podman stop -t GRACE` (GRACE = ceil(drain) + 5 + 5, the chart's formula): SIGTERM to
-       PID 1; A hands the job back at its drain deadline and exits 0 before GRACE (no SIGKILL).
+       PID 1; A hands the job back (the demo checkpoints and hands back at SIGTERM a job whose rest
+       does not fit the drain deadline, issue #25) and exits 0 before GRACE (no SIGKILL).
     3. Worker B gets the handed-back order at once (not after ack_wait) and finishes it from A's
        last checkpoint (the demo job resumes: B does the rest of the 24 s, not all of it).
     4. Nothing lost, nothing done twice: one `done` in ORDER_RUNS, two starts (A's, B's)."""
@@ -195,7 +196,9 @@ def test_podman_stop_drains_the_worker_container_like_a_kubelet(
     ]
     interrupted, resumed = records[order_id][1], records[order_id][2]
     assert resumed.progress_s is not None and interrupted.progress_s is not None
-    assert resumed.progress_s >= 2.0  # A ran ~2-4 s and checkpointed every 2.4 s: B did not start over
+    # A ran from the start until SIGTERM (a second or two here) and checkpointed that: B did not
+    # start over. (It asserted >= 2 s while A ran on to the drain deadline, before issue #25.)
+    assert resumed.progress_s > 0
     assert abs(resumed.progress_s - interrupted.progress_s) < 0.01
 
 
