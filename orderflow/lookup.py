@@ -45,7 +45,13 @@ def _is_timestamp(name: str, value: Any) -> bool:
 
 
 # Shown even when the stored record leaves them out (a record omits its defaults, 0).
-COUNTS = ("attempts", "deliveries", "handbacks", "crashes")
+COUNTS = ("attempts", "runs", "deliveries", "handbacks", "crashes")
+
+# The view's names for what the record stores under names that read wrongly: `attempts` counts
+# only the failed ones, `started_at` is the last run's start, `run_s` the time of every run. The
+# view shows both: the old names stay (deprecated in /openapi.json) for the clients, dashboards and
+# tools that read them; the record keeps its names (no migration of stored records).
+NAMED = {"attempts": "failed_attempts", "started_at": "last_started_at", "run_s": "total_run_s"}
 
 
 # What a client (an API key without `admin`) sees of its order: status, times, counts, a result
@@ -60,9 +66,11 @@ CLIENT_FIELDS = frozenset(
         "created_at",
         "updated_at",
         "started_at",
+        "first_started_at",
         "finished_at",
         "retry_at",
         *COUNTS,
+        *NAMED.values(),
         "result",
         "error_class",
     }
@@ -72,7 +80,11 @@ CLIENT_FIELDS = frozenset(
 def render(record: dict[str, Any], full: bool = True) -> dict[str, Any]:
     """The record as shown: the whole record, or (`full=False`) a client's view of it."""
     out: dict[str, Any] = {}
-    for name, value in {**dict.fromkeys(COUNTS, 0), **record}.items():
+    shown = {**dict.fromkeys(COUNTS, 0), **record}
+    for old, new in NAMED.items():
+        if old in shown:
+            shown[new] = shown[old]
+    for name, value in shown.items():
         if not full and name not in CLIENT_FIELDS:
             continue
         if _is_timestamp(name, value):

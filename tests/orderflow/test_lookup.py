@@ -99,10 +99,26 @@ def test_render_shows_every_field_and_every_timestamp_as_iso_utc_beside_its_numb
         "n_at": True,
         # the counts, even where the stored record leaves its zeros out
         "attempts": 0,
+        "failed_attempts": 0,
+        "runs": 0,
         "deliveries": 0,
         "handbacks": 0,
         "crashes": 0,
     }
+
+
+def test_the_view_names_failed_attempts_runs_first_and_last_start_and_total_run_time() -> None:
+    """`attempts` counts failed runs only, `started_at` is the last run's, `run_s` all runs' time:
+    the view names them so (failed_attempts, last_started_at, total_run_s) and keeps the old names
+    beside them for the readers of those."""
+    record = {"order_id": "a", "status": "done", "attempts": 1, "runs": 3, "first_started_at": 1.0,
+              "started_at": 5.0, "run_s": 2.5}  # fmt: skip
+    shown = lookup.render(record, full=False)
+    assert (shown["failed_attempts"], shown["attempts"], shown["runs"]) == (1, 1, 3)
+    assert shown["first_started_at"] == "1970-01-01T00:00:01.000Z" and shown["first_started_at_s"] == 1.0
+    assert shown["last_started_at"] == shown["started_at"] == "1970-01-01T00:00:05.000Z"
+    assert shown["total_run_s"] == 2.5 and "run_s" not in shown  # run_s stays admin-only
+    assert lookup.render(record)["run_s"] == 2.5
 
 
 def test_a_queued_order_names_the_key_that_created_it() -> None:
@@ -147,6 +163,8 @@ def test_a_client_sees_an_allow_list_of_its_record_and_admin_all_of_it() -> None
         "status": "dead",
         "task_type": "default",
         "attempts": 5,
+        "failed_attempts": 5,
+        "runs": 0,
         "deliveries": 6,
         "handbacks": 0,
         "crashes": 0,
@@ -154,6 +172,9 @@ def test_a_client_sees_an_allow_list_of_its_record_and_admin_all_of_it() -> None
         "updated_at_s": 10.0,
         "started_at": "1970-01-01T00:00:08.000Z",
         "started_at_s": 8.0,
+        "last_started_at": "1970-01-01T00:00:08.000Z",
+        "last_started_at_s": 8.0,
+        "total_run_s": 2.0,
         "finished_at": "1970-01-01T00:00:10.000Z",
         "finished_at_s": 10.0,
         "error_class": "handler_error",
