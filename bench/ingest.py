@@ -133,6 +133,21 @@ async def stored_orders(nats_url: str) -> int:
         await nc.close()
 
 
+def _check_us(keys_file: Path, key: str) -> float:
+    """What the ingest's identity check costs per request in process (best of 7 x 100 000), the
+    figure wrk's noisy end-to-end difference should agree with."""
+    import timeit
+    from dataclasses import replace
+
+    from ingest.access import Access
+    from orderflow.config import Settings
+
+    access = Access(replace(Settings(), api_keys_file=str(keys_file)))
+    header = b"Bearer " + key.encode()
+    runs = timeit.repeat(lambda: access.check(header, auth.WRITE), number=100_000, repeat=7)
+    return min(runs) / 100_000 * 1e6
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -250,9 +265,14 @@ def main() -> int:
             print(f"{label:24}" + "".join(f"{med[n][key]:16{form}}" for n in ("bare", "queued", "auth")))
         print(f"ratio queued/bare: {ratio:.2f}   (goal >= 0.6)")
         cost = 1 - med["auth"]["rps"] / med["queued"]["rps"]
+        check_us = _check_us(work / "api-keys.json", keys[-1])
         print(
             f"auth off vs on: {med['queued']['rps']:.0f} vs {med['auth']['rps']:.0f} RPS, auth costs {cost:.1%} "
             f"of max RPS (goal <= 5 %; {len(keys)} keys in the file; {refused} non-200 with keys)"
+        )
+        print(
+            f"auth check in process: {check_us:.2f} us per request ({len(keys)} keys), "
+            f"{check_us * med['queued']['rps'] / 1e6:.1%} of one core at the queued max"
         )
         print(
             f"at half max ({lat['rps']:.0f} RPS achieved): p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms"

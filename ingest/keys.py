@@ -66,11 +66,18 @@ class Outcome(enum.Enum):
     UNAVAILABLE = "unavailable"  # the key store cannot answer: 503
 
 
-def fingerprint(order: contract.Order | contract.TypedOrder, task_type: str) -> str:
+def fingerprint(
+    order: contract.Order | contract.TypedOrder, task_type: str, client: str | None = None
+) -> str:
+    """The request a key was used with. `client` (the API key's name) is part of it: another API
+    key's request with the same Idempotency-Key is another request (422), never a replay answered
+    with the first client's order id."""
     if isinstance(order, contract.TypedOrder):  # its payload is stored with sorted keys
         canonical = task_type.encode() + b"\0" + bytes(order.payload)
     else:
         canonical = f"{task_type}\0{order.product_id}\0{order.count}\0{order.username}".encode()
+    if client is not None:  # none: auth is off (and records from before it keep their prints)
+        canonical = b"client\0" + client.encode() + b"\0" + canonical
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
 
@@ -107,11 +114,14 @@ class IdempotencyKeys:
         self._refusals = refusals
         self._in_flight_s = publish_timeout_s + _CLOCK_MARGIN_S
 
-    async def claim(self, order: contract.Order | contract.TypedOrder, task_type: str) -> Claim:
+    async def claim(
+        self, order: contract.Order | contract.TypedOrder, task_type: str, client: str | None = None
+    ) -> Claim:
         """`order.order_id` is the key's id (contract.keyed_order_id); the record is kept under
         the key itself."""
         key = order.order_id.removeprefix(contract.KEYED_PREFIX)
-        mine = KeyRecord(fingerprint(order, task_type), order.order_id, time.time(), os.urandom(8).hex())
+        fp = fingerprint(order, task_type, client)
+        mine = KeyRecord(fp, order.order_id, time.time(), os.urandom(8).hex())
         for _ in range(3):  # a record can expire between our create and our read
             seq = await self._write(key, mine, expected_seq=0)
             if seq > 0:

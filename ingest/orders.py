@@ -51,7 +51,7 @@ class QueuedOrders:
             result = await publisher.publish(order, task_type, client=client)
             return (200, responses.created(order.order_id)) if result.stored else (503, responses.KAPUT)
         try:
-            claim = await keys.claim(order, task_type)
+            claim = await keys.claim(order, task_type, client)
         except Exception as exc:  # the key store or the lookup did not answer
             self.state.refusals.note("nats_down", f"Idempotency-Key lookup failed: {exc!r}")
             claim = Claim(Outcome.UNAVAILABLE)

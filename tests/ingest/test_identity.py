@@ -4,13 +4,14 @@ process; the rules of the key file itself (validation, reload, constant time) ar
 process by tests/orderflow/test_auth.py, the client's view by tests/orderflow/test_lookup.py.
 
 1. No key: 401 with `WWW-Authenticate: Bearer`, a JSON body; a wrong key: 401 `invalid_token`.
-2. A key without the scope: 403 naming it (a read-only key posting; a write-only key reading).
+2. A key without the scope: 403 naming it (a read-only key posting).
 3. A write key's order carries the key's name (Orderflow-Client) in its message and, once the
    worker ran it, in its status record.
 4. GET /orders/{id}: the key that created it sees the allow-listed view (no worker, no error
    text, an error class); another key gets the same 404 as an unknown id; admin sees the full record.
    ?wait= and /events answer the same: 401 without a key, 404 for another key's order, the
-   client's view to its owner.
+   client's view to its owner. An Idempotency-Key is the API key's own: another key reusing it
+   gets 422.
 5. /healthz and /readyz need no key; /metrics is not on the API port but on its own, without a key.
 6. The key file replaced the way a Secret mount is (a symlink swap): the new key works and the
    removed one gets 401, without a restart; a broken version keeps the last good keys, logged once.
@@ -137,6 +138,16 @@ def test_keys_scopes_ownership_views_and_reload(tmp_path: Path, spawn: Any, nats
     assert [json.loads(line[6:]) for line in stream.decode().splitlines() if line.startswith("data: ")] == [
         done
     ]
+
+    # An Idempotency-Key is the API key's own: the same key and body from another client is
+    # another request (422, nothing stored), never the first client's order id.
+    keyed = {"Authorization": f"Bearer {shop}", "Idempotency-Key": "order-1"}
+    first = http("POST", ingest.url + "/orders", json.dumps(ORDER).encode(), keyed)
+    again = http("POST", ingest.url + "/orders", json.dumps(ORDER).encode(), keyed)
+    assert first[0] == again[0] == 200 and json.loads(first[2]) == json.loads(again[2])
+    stolen = {**keyed, "Authorization": f"Bearer {other}"}
+    status, _, payload = http("POST", ingest.url + "/orders", json.dumps(ORDER).encode(), stolen)
+    assert status == 422 and json.loads(payload)["result"] == "idempotency-key-reused"
 
     # 5. probes and metrics
     assert http("GET", ingest.url + "/healthz")[0] == 200

@@ -19,6 +19,15 @@ def test_the_fingerprint_is_of_the_validated_order_and_its_task_type() -> None:
     assert fingerprint(order(3, "a\0b"), "t") != fingerprint(order(3, "a"), "\0bt")
 
 
+def test_the_fingerprint_is_the_api_keys_own() -> None:
+    """Another API key's request with the same Idempotency-Key and body is another request (422),
+    not a replay answered with the first client's order id; without auth nothing changes."""
+    assert fingerprint(order(3), "default", "shop") != fingerprint(order(3), "default", "other")
+    assert fingerprint(order(3), "default", "shop") == fingerprint(order(3), "default", "shop")
+    assert fingerprint(order(3), "default", "shop") != fingerprint(order(3), "default")
+    assert fingerprint(order(3), "default", None) == fingerprint(order(3), "default")
+
+
 def test_what_an_existing_record_means() -> None:
     fp = fingerprint(order(3), "default")
     fresh = KeyRecord(fp, "k", NOW - 1, "c")
