@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ingest import apischemas as s
 from orderflow import auth, contract
 
 _quantity: dict[str, Any] = {
@@ -21,23 +22,7 @@ _quantity: dict[str, Any] = {
         {"type": "string", "pattern": "^[0-9]{1,3}$", "description": "decimal string, 0..100"},
     ]
 }
-_kaput = {"type": "object", "properties": {"result": {"const": "server-kaput"}}, "required": ["result"]}
-_invalid = {
-    "type": "object",
-    "required": ["result", "errors"],
-    "properties": {
-        "result": {"const": "invalid"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "required": ["field", "message"],
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
-            },
-        },
-    },
-}
-_json = "application/json"
+_json = s.JSON
 # The seed's order: the payload of every task type that declares none (orderflow/payloads.py).
 SEED_ORDER: dict[str, Any] = {
     "type": "object",
@@ -52,49 +37,28 @@ SEED_ORDER: dict[str, Any] = {
             "pattern": contract.USERNAME_PATTERN,
         },
     },
+    "examples": [{"product_id": "33", "count": 3, "username": "maksim.konovalov"}],
 }
-_refusal = {
-    "type": "object",
-    "required": ["result", "message"],
-    "properties": {
-        "result": {"enum": ["unauthorized", "forbidden"]},
-        "message": {"type": "string"},
-        "scope": {"enum": list(auth.SCOPES)},
-    },
+_write, _read = s.secured(auth.WRITE), s.secured(auth.READ)
+_order_id = {
+    "name": "order_id",
+    "in": "path",
+    "required": True,
+    "description": "the id POST /orders answered (an id that cannot be one is a 404 too)",
+    "schema": {"type": "string"},
+    "example": "01JEX9R7Q3V5Z0000000000000",
 }
-_challenge = {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}
-
-
-def _secured(scope: str) -> dict[str, Any]:
-    """An operation behind an API key with `scope`: its security requirement and refusals."""
-    return {
-        "security": [{"apiKey": [scope]}],
-        "401": {
-            "description": "no API key, or not a valid one (`WWW-Authenticate: Bearer`)",
-            "headers": _challenge,
-            "content": {_json: {"schema": _refusal}},
-        },
-        "403": {
-            "description": f"the API key does not have the {scope} scope (nor admin)",
-            "headers": _challenge,
-            "content": {_json: {"schema": _refusal}},
-        },
-    }
-
-
-_write, _read = _secured(auth.WRITE), _secured(auth.READ)
-
-
-def _key_problem(result: str) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "required": ["result", "order_id", "message"],
-        "properties": {
-            "result": {"const": result},
-            "order_id": {"type": "string"},
-            "message": {"type": "string"},
-        },
-    }
+_unknown = s.answer("unknown order, or another API key's (the same answer)", s.NOT_FOUND)
+_wait = {
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "description": "seconds (0 to 60) to hold the request until the order is final (done, failed, "
+    "dead, cancelled); answered at the final status or when the wait ends, with the order as it is "
+    "then (read `status`). Any other value: 400 naming `wait`.",
+    "schema": {"type": "number", "minimum": 0, "maximum": 60},
+    "example": 30,
+}
 
 
 OPENAPI: dict[str, Any] = {
@@ -105,7 +69,8 @@ OPENAPI: dict[str, Any] = {
         "description": "Every /orders operation needs an API key (`Authorization: Bearer KEY`) with "
         "its scope; admin has every scope. This document, /healthz and /readyz need none; /metrics "
         "is on a port of its own (ORDERFLOW_METRICS_PORT). An ingest without ORDERFLOW_API_KEYS_FILE "
-        "(loopback only, or ORDERFLOW_AUTH_OPEN) asks for no key.",
+        "(loopback only, or ORDERFLOW_AUTH_OPEN) asks for no key. Any request may also be answered "
+        "408, 414 or 431 by the ingest's edge, and 503 past its connection cap.",
     },
     "components": {
         "securitySchemes": {
@@ -113,8 +78,8 @@ OPENAPI: dict[str, Any] = {
                 "type": "http",
                 "scheme": "bearer",
                 "description": "an API key minted with `orderflow keys new NAME --scope ...`; scopes "
-                "orders:write (POST /orders), orders:read (GET /orders/{id} of the key's own orders), "
-                "admin (every order, the full record)",
+                "orders:write (POST /orders), orders:read (GET /orders/{id}, ?wait and /events of the "
+                "key's own orders), admin (every order, the full record)",
             }
         }
     },
@@ -128,7 +93,9 @@ OPENAPI: dict[str, Any] = {
                 "`key-<key>` (never an id the ingest generates); a repeat with the same body answers 200 "
                 "with the same id and stores nothing, for as long as the order's status is kept "
                 "(ORDERFLOW_STATUS_TTL_S, 7 days); the same key with another body answers 422 for that "
-                "whole span; the same key while its first request is still in flight answers 409.",
+                "whole span; the same key while its first request is still in flight answers 409. "
+                "A 503 may have been stored nonetheless (its PubAck came late): send an Idempotency-Key "
+                "to retry safely.",
                 "parameters": [
                     {
                         "name": "Idempotency-Key",
@@ -139,50 +106,33 @@ OPENAPI: dict[str, Any] = {
                             "maxLength": contract.MAX_IDEMPOTENCY_KEY,
                             "pattern": r"^[A-Za-z0-9_=-]+(\.[A-Za-z0-9_=-]+)*$",
                         },
+                        "example": "checkout-4711",
                     },
                     {"name": "type", "in": "query", "required": False, "schema": {"type": "string"}},
                 ],
                 "requestBody": {"required": True, "content": {_json: {"schema": SEED_ORDER}}},
                 "responses": {
-                    "200": {
-                        "description": "stored durably (JetStream PubAck received)",
-                        "content": {
-                            _json: {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["result", "order_id"],
-                                    "properties": {
-                                        "result": {"const": "created"},
-                                        "order_id": {"type": "string"},
-                                    },
-                                }
-                            }
-                        },
-                    },
-                    "400": {"description": "invalid", "content": {_json: {"schema": _invalid}}},
+                    "200": s.answer(
+                        "stored durably (JetStream PubAck received)",
+                        {**s.CREATED, "examples": [{"result": "created", "order_id": "key-checkout-4711"}]},
+                    ),
+                    "400": s.answer("invalid: every bad field, header or parameter named", s.INVALID),
                     "401": _write["401"],
                     "403": _write["403"],
-                    "409": {
-                        "description": "a request with this Idempotency-Key is still in flight; retry after "
-                        "Retry-After seconds",
-                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                        "content": {_json: {"schema": _key_problem("in-flight")}},
-                    },
-                    "413": {"description": f"body over {contract.MAX_BODY_BYTES} bytes"},
-                    "422": {
-                        "description": "this Idempotency-Key was used with a different request body; "
-                        "nothing was stored",
-                        "content": {_json: {"schema": _key_problem("idempotency-key-reused")}},
-                    },
-                    "500": {
-                        "description": "direct mode over capacity",
-                        "content": {_json: {"schema": _kaput}},
-                    },
-                    "503": {
-                        "description": "queued mode, cannot store now; retry after Retry-After seconds",
-                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                        "content": {_json: {"schema": _kaput}},
-                    },
+                    "409": s.answer(
+                        "a request with this Idempotency-Key is still in flight; retry after Retry-After "
+                        "seconds",
+                        s.key_problem("in-flight"),
+                        retry_after=True,
+                    ),
+                    "413": s.answer(f"body over {contract.MAX_BODY_BYTES} bytes", s.TOO_LARGE),
+                    "422": s.answer(
+                        "this Idempotency-Key was used with a different request body; nothing was stored",
+                        s.key_problem("idempotency-key-reused"),
+                    ),
+                    "500": s.answer("direct mode (ORDERFLOW_MODE=direct) over its capacity", s.KAPUT),
+                    **s.EDGE,
+                    "503": s.UNAVAILABLE,
                 },
             }
         },
@@ -190,48 +140,75 @@ OPENAPI: dict[str, Any] = {
             "get": {
                 "operationId": "getOrder",
                 "security": _read["security"],
+                "summary": "The order as it is, or (?wait=S) once it is final.",
                 "description": "Only the API key that created the order sees it (another key gets "
                 "404, as for an unknown id), with the fields a client may see: status, times, counts, "
                 "a result and an error class. An admin key sees every order's full record (worker, "
                 "checkpoint, error text).",
-                "parameters": [
-                    {"name": "order_id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
+                "parameters": [_order_id, _wait],
+                "responses": {
+                    "200": s.answer(
+                        "the order's status record, or `queued` while only its message is in the stream. "
+                        "Timestamps are ISO 8601 UTC with their epoch seconds beside them (`x_at`, "
+                        "`x_at_s`).",
+                        s.ORDER_VIEW,
+                    ),
+                    "400": s.answer("?wait is not a number of seconds from 0 to 60", s.INVALID),
+                    "401": _read["401"],
+                    "403": _read["403"],
+                    "404": _unknown,
+                    **s.EDGE,
+                    "503": s.UNAVAILABLE,
+                },
+            }
+        },
+        "/orders/{order_id}/events": {
+            "get": {
+                "operationId": "orderEvents",
+                "security": _read["security"],
+                "summary": "The order's status changes as Server-Sent Events, until its final status.",
+                "description": "`event: status` with the order (as GET shows it) as `data` and a "
+                "sequence as `id`: the current status first, then each change (a lease refresh is not "
+                "one); a `: keepalive` comment every 15 s; the stream closes after a final status, or "
+                "when the ingest shuts down (ask again). The same identity rules as GET.",
+                "parameters": [_order_id],
                 "responses": {
                     "200": {
-                        "description": "the order's status: its status record, or `queued` while only its "
-                        "message is in the stream. Timestamps are ISO 8601 UTC with the number of epoch "
-                        "seconds beside them (`updated_at` and `updated_at_s`); whatever counts the record "
-                        "carries (attempts, deliveries, ...) are shown as stored.",
+                        "description": "the event stream",
                         "content": {
-                            _json: {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["order_id", "status"],
-                                    "properties": {
-                                        "order_id": {"type": "string"},
-                                        "status": {"enum": list(contract.STATUSES)},
-                                        "attempts": {"type": "integer"},
-                                        "updated_at": {"type": "string", "format": "date-time"},
-                                        "updated_at_s": {"type": "number"},
-                                        "task_type": {"type": "string"},
-                                    },
-                                }
+                            "text/event-stream": {
+                                "schema": {"type": "string"},
+                                "example": 'event: status\nid: 1\ndata: {"order_id":"01JEX9R7Q3V5Z0000000000000",'
+                                '"status":"done","failed_attempts":0,"runs":1}\n\n',
                             }
                         },
                     },
                     "401": _read["401"],
                     "403": _read["403"],
-                    "404": {"description": "unknown order, or another API key's"},
-                    "503": {"description": "status store unreachable"},
+                    "404": _unknown,
+                    **s.EDGE,
+                    "503": s.UNAVAILABLE,
                 },
             }
         },
-        "/healthz": {"get": {"security": [], "responses": {"200": {"description": "process alive"}}}},
+        "/healthz": {
+            "get": {
+                "security": [],
+                "responses": {
+                    "200": s.answer("process alive", s.PROBE),
+                    "503": s.answer("unhealthy (the reason)", s.PROBE),
+                    **s.EDGE,
+                },
+            }
+        },
         "/readyz": {
             "get": {
                 "security": [],
-                "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}},
+                "responses": {
+                    "200": s.answer("ready", s.PROBE),
+                    "503": s.answer("not ready (the reason)", s.PROBE),
+                    **s.EDGE,
+                },
             }
         },
     },

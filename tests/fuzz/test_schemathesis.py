@@ -43,9 +43,9 @@ from orderflow_tools.kit import parse_metrics
 
 EXAMPLES = int(os.environ.get("ORDERFLOW_FUZZ_EXAMPLES") or 0)
 LONG = EXAMPLES > 0
-# Per operation and generation mode; the long run spreads its examples over the 3 strategies that
+# Per operation and generation mode; the long run spreads its examples over the 5 strategies that
 # have something to vary (/healthz and /readyz take no input: one example each).
-API_EXAMPLES = EXAMPLES // 3 + 100 if LONG else 60
+API_EXAMPLES = EXAMPLES // 5 + 100 if LONG else 60
 VALIDATOR_EXAMPLES = EXAMPLES if LONG else 300
 pytestmark = pytest.mark.timeout(0 if LONG else 60)
 
@@ -121,8 +121,10 @@ def assert_healthy(svc: Service) -> None:
     [
         ("/orders", "POST", GenerationMode.POSITIVE),
         ("/orders", "POST", GenerationMode.NEGATIVE),
-        # any string is a valid order id to the document: no negative case to generate
         ("/orders/{order_id}", "GET", GenerationMode.POSITIVE),
+        # any string is a valid order id to the document: the negative cases are ?wait's values
+        ("/orders/{order_id}", "GET", GenerationMode.NEGATIVE),
+        ("/orders/{order_id}/events", "GET", GenerationMode.POSITIVE),
         ("/healthz", "GET", GenerationMode.POSITIVE),
         ("/readyz", "GET", GenerationMode.POSITIVE),
     ],
