@@ -214,6 +214,12 @@ class WorkerMetrics:
             ["consumer"],
             registry=registry,
         )
+        self.consumer_paused = Gauge(
+            "orderflow_consumer_paused",
+            "1 while the consumer is paused (`orderflow pause`): its orders stay queued, none is taken.",
+            ["consumer"],
+            registry=registry,
+        )
         # The store (orderflow/capacity.py), sampled with the consumer info: the alert at 80 %.
         self.store_used = Gauge(
             "orderflow_store_used_bytes",

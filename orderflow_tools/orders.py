@@ -49,7 +49,7 @@ def add_parsers(sub: Any, settings: Callable[[argparse.Namespace], Settings]) ->
 async def status(settings: Settings, order_id: str | None, watch: bool = False) -> int:
     async with session(settings) as s:
         if order_id is None:
-            return await _overview(s)
+            return await _overview(s, settings)
         if watch:
             return await _watch(s, order_id)
         from orderflow.lookup import OrderLookup, render
@@ -62,10 +62,11 @@ async def status(settings: Settings, order_id: str | None, watch: bool = False) 
         return 0
 
 
-async def _overview(s: Session) -> int:
+async def _overview(s: Session, settings: Settings) -> int:
     from nats.js.errors import NotFoundError
 
     from orderflow import broker, contract
+    from orderflow_tools import pauses
 
     for name in (contract.STREAM, contract.DLQ_STREAM):
         try:
@@ -73,10 +74,17 @@ async def _overview(s: Session) -> int:
             print(f"stream {name:<11} messages {info.state.messages:>8}")
         except NotFoundError:
             print(f"stream {name:<11} (missing)")
+    paused = await pauses.states(s, settings)
     for c in await broker.list_consumers(s.nc):
+        p = paused.get(c.name)
+        note = (
+            f"  PAUSED by {p.by or '?'} since {p.since or '?'}: {p.reason or '(no reason recorded)'}"
+            if p and p.paused
+            else ""
+        )
         print(
             f"consumer {c.name:<15} pending {c.pending:>8}  ack-pending {c.ack_pending:>6}"
-            f"  waiting pulls {c.waiting:>3}  filters {', '.join(c.filters)}"
+            f"  waiting pulls {c.waiting:>3}  filters {', '.join(c.filters)}{note}"
         )
     return 0
 

@@ -323,11 +323,13 @@ class WorkerService:
     async def _sample(self, js: JetStreamContext, consumer: str) -> None:
         pending = self.metrics.consumer_pending.labels(consumer)
         ack_pending = self.metrics.consumer_ack_pending.labels(consumer)
+        paused = self.metrics.consumer_paused.labels(consumer)
         while True:
             with contextlib.suppress(Exception):
                 info = await js.consumer_info(contract.STREAM, consumer)
                 pending.set(info.num_pending or 0)
                 ack_pending.set(info.num_ack_pending or 0)
+                paused.set(1 if info.paused else 0)  # `orderflow pause` (nats-server 2.11+)
             await asyncio.sleep(self.settings.consumer_info_interval_s)
 
     async def _refresh_cost(self) -> None:
