@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import statistics
 import sys
@@ -101,7 +102,10 @@ async def bench(nats_url: str, port: int, metrics_port: int, pid: int, n: int, m
 
     lat_ms = sorted((done_at[i] - written_at[i]) * 1000 for i in ids)
     within = sum(1 for v in lat_ms if v <= 100)
-    print(f"mode {mode}: {n} concurrent waiters on one ingest process")
+    load = " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"mode {mode}: {n} concurrent waiters on one ingest process "
+          f"({os.cpu_count()} CPUs, load average {load}: on a shared box the ingest's share of a "
+          f"core, not its work, sets the tail)")  # fmt: skip
     print(
         f"  consumers on KV_{contract.STATUS_BUCKET}: {consumers_before} before, {consumers} while {n} wait"
     )

@@ -68,6 +68,10 @@ async def get_order(request: Request) -> Response:
                 # read again once registered: a change from now on is in the queue
                 record = await _find(state, identity, order_id, record)
                 record = await waiting.until_final(waiter.updates, record, wait_s)
+            if record.get("status") not in waiting.FINAL:
+                # the watch may have missed a write (its consumer re-created after a reconnect):
+                # answer what the store says now, not only what the watch delivered
+                record = await _find(state, identity, order_id, record)
         except Full:
             return waiting.busy(state.settings.retry_after_s)
     return _json(lookup.render(record, full=identity.admin))

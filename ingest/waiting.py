@@ -90,8 +90,15 @@ async def stream(
                 try:
                     update = await asyncio.wait_for(waiter.updates.get(), KEEPALIVE_S)
                 except TimeoutError:
-                    yield b": keepalive\n\n"
-                    continue
+                    # quiet for a while: look at the store too, in case the watch missed a write
+                    # (its consumer re-created after a reconnect); else keep the stream alive
+                    try:
+                        update = await find(order_id)
+                    except Exception:
+                        update = None
+                    if update is None or update.get("status") == last:
+                        yield b": keepalive\n\n"
+                        continue
                 if update is None:  # shutting down: the stream ends, the client may reconnect
                     return
                 if update.get("status") != last:

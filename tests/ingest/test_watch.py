@@ -124,3 +124,23 @@ def test_the_stream_ends_when_the_process_shuts_down() -> None:
         return await asyncio.wait_for(reader, 5)
 
     assert len(asyncio.run(main())) == 1
+
+
+def test_a_quiet_stream_looks_at_the_store_in_case_the_watch_missed_a_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watch's consumer re-created after a reconnect may miss a write: a stream quiet for
+    KEEPALIVE_S reads the order and sends what changed (here its final status), else a keepalive."""
+    monkeypatch.setattr(waiting, "KEEPALIVE_S", 0.02)
+    reads = iter(["processing", "processing", "processing", "done"])
+
+    async def find(order_id: str) -> dict[str, Any]:
+        return {"order_id": order_id, "status": next(reads)}
+
+    async def main() -> list[bytes]:
+        watch = StatusWatch(cap=10)
+        return [c async for c in waiting.stream(watch, "o-1", find, dict, {})]
+
+    chunks = asyncio.run(main())
+    assert chunks[1:-1] == [b": keepalive\n\n"] * 2
+    assert b'"status":"done"' in chunks[-1] and chunks[-1].startswith(b"event: status\nid: 2\n")
