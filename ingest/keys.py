@@ -76,6 +76,8 @@ def fingerprint(
         canonical = task_type.encode() + b"\0" + bytes(order.payload)
     else:
         canonical = f"{task_type}\0{order.product_id}\0{order.count}\0{order.username}".encode()
+    if order.callback_url is not None:  # a key repeated with another callback is another order
+        canonical += b"\0" + order.callback_url.encode()
     if client is not None:  # none: auth is off (and records from before it keep their prints)
         canonical = b"client\0" + client.encode() + b"\0" + canonical
     return hashlib.blake2b(canonical, digest_size=16).hexdigest()

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ingest import apischemas as s
-from orderflow import auth, contract
+from orderflow import auth, callbackurl, contract
 
 _quantity: dict[str, Any] = {
     "oneOf": [
@@ -35,6 +35,14 @@ SEED_ORDER: dict[str, Any] = {
             "minLength": 1,
             "maxLength": contract.MAX_USERNAME,
             "pattern": contract.USERNAME_PATTERN,
+        },
+        # taken out before a declared payload is checked: any task type's order may carry it
+        "callback_url": {
+            "type": "string",
+            "maxLength": callbackurl.MAX_URL,
+            "description": "where to POST the order's final view, signed per Standard Webhooks: "
+            "https (http where the service allows it), a host on ORDERFLOW_CALLBACK_HOSTS; "
+            "else 400 naming callback_url",
         },
     },
     "examples": [{"product_id": "33", "count": 3, "username": "maksim.konovalov"}],

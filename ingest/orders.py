@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+import msgspec
 from starlette.types import Receive, Scope, Send
 
-from ingest import responses
+from ingest import callbacks, responses
 from ingest.keys import Claim, Outcome
 from ingest.state import IngestState
 from orderflow import auth, contract
@@ -143,10 +144,16 @@ class OrdersEndpoint:
             body += chunk
             more = message.get("more_body", False)
 
+        taken = callbacks.take(body, state.settings)
+        if isinstance(taken, contract.FieldError):
+            return 400, responses.invalid([taken])
+        body, callback_url = taken
         # The type's declared payload, if it has one (ingest/payloads.py); else the seed's order.
         schema = state.payloads.get(task_type) if state.payloads else None
         order_id = state.new_id() if key is None else contract.keyed_order_id(key)
         order = contract.validate_order(body, order_id) if schema is None else schema.validate(body, order_id)
         if isinstance(order, list):
             return 400, responses.invalid(order)
+        if callback_url is not None:
+            order = msgspec.structs.replace(order, callback_url=callback_url)
         return await self.accept(order, task_type, key is not None, identity.name)

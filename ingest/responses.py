@@ -11,7 +11,8 @@ JSON = (b"content-type", b"application/json")
 KAPUT = b'{"result":"server-kaput"}'
 TOO_LARGE = contract.encode({"result": "too-large", "limit_bytes": contract.MAX_BODY_BYTES})
 BAD_KEY = contract.FieldError(
-    "Idempotency-Key", "must be 1..128 characters of letters, digits, '-', '_', '=' and inner dots"
+    "Idempotency-Key",
+    "must be 1..128 characters of letters, digits, '-', '_', '=' and inner dots, not ending in .callback",
 )
 
 

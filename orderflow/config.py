@@ -3,6 +3,7 @@ message per bad value. Nothing reads the environment anywhere else."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import socket
@@ -176,6 +177,16 @@ class Settings:
     # outside one, the kubeconfig the `on` modes talk to the API server with.
     kubernetes_service_host: str | None = None
     kubeconfig: str | None = None
+    # Signed callbacks (orderflow/callbackurl.py, worker/callback.py): the hosts a callback_url may
+    # name (empty: callbacks refused), http besides https, private/loopback/link-local addresses
+    # (tests, an in-cluster receiver; metadata addresses never), one attempt's bound, and the
+    # Standard Webhooks secret (`whsec_...`) read from a file, never from an env value.
+    callback_hosts: tuple[str, ...] = ()
+    callback_allow_http: bool = False
+    callback_allow_private: bool = False
+    callback_timeout_s: float = 10.0
+    callback_secret_file: str | None = None
+    callback_secret: str | None = field(default=None, repr=False)
 
     # --- derived, never configured twice --------------------------------------------------
     @property
@@ -332,6 +343,11 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POD_DELETION_COST": ("pod_deletion_cost", _choice("auto", "on", "off")),
     "POD_DELETION_COST_MIN_INTERVAL_S": ("pod_deletion_cost_min_interval_s", _number(float, 0)),
     "POD_DEADLINE": ("pod_deadline", _choice("auto", "on", "off")),
+    "CALLBACK_HOSTS": ("callback_hosts", _list),
+    "CALLBACK_ALLOW_HTTP": ("callback_allow_http", _boolean),
+    "CALLBACK_ALLOW_PRIVATE": ("callback_allow_private", _boolean),
+    "CALLBACK_TIMEOUT_S": ("callback_timeout_s", _number(float, 0.1, 60)),
+    "CALLBACK_SECRET_FILE": ("callback_secret_file", str),
 }
 # TASK_TYPES is parsed after CONCURRENCY and TASK_TIMEOUT_S, whose values are its defaults.
 # MAX_ATTEMPTS is MAX_DELIVER's clearer name (failed attempts, not deliveries); either works.
@@ -379,6 +395,29 @@ def _auth_problems(values: dict[str, Any], defaults: dict[str, Any]) -> list[str
     if metrics_port and metrics_port == values.get("http_port"):
         problems.append(f"{PREFIX}METRICS_PORT must differ from {PREFIX}HTTP_PORT ({metrics_port})")
     return problems
+
+
+def _callback_secret(values: dict[str, Any], problems: list[str]) -> None:
+    """The Standard Webhooks secret, `whsec_` + base64 of 24-64 bytes, read from its file; a
+    problem names the file, never its content."""
+    path = values.get("callback_secret_file")
+    if not path:
+        return
+    name = f"{PREFIX}CALLBACK_SECRET_FILE={path!r}"
+    try:
+        with open(path, encoding="ascii") as f:
+            secret = f.read(4096).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"{name}: cannot be read ({type(exc).__name__})")
+        return
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        key = b""
+    if not secret.startswith("whsec_") or not 24 <= len(key) <= 64:
+        problems.append(f"{name}: must hold whsec_ followed by the base64 of 24 to 64 random bytes")
+        return
+    values["callback_secret"] = secret
 
 
 def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Settings:
@@ -430,6 +469,7 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
     if values.get("retry_max_s", defaults["retry_max_s"]) < retry_base:
         problems.append(f"{PREFIX}RETRY_MAX_S must be >= {PREFIX}RETRY_BASE_S")
     natsauth.load(env, PREFIX, values, problems)
+    _callback_secret(values, problems)
     if bool(values.get("nats_user")) != bool(values.get("nats_password")):
         problems.append(f"{PREFIX}NATS_USER and {PREFIX}NATS_PASSWORD go together")
     if service == "ingest":

@@ -72,6 +72,11 @@ H_DELIVERIES = "Orderflow-Deliveries"
 H_FAILED_ATTEMPTS = "Orderflow-Failed-Attempts"
 H_HANDBACKS = "Orderflow-Handbacks"
 H_CRASHES = "Orderflow-Crashes"
+# A callback delivery (worker/callback.py): a job of its own, published as the order
+# `<order id>.callback` on the order's task type when the order became final; this header names
+# the order it reports. Its handler is built in; it never has a callback of its own.
+H_CALLBACK_FOR = "Orderflow-Callback-For"
+CALLBACK_SUFFIX = ".callback"
 # JetStream message scheduling (ADR-51, nats-server 2.12).
 H_SCHEDULE = "Nats-Schedule"
 H_SCHEDULE_TARGET = "Nats-Schedule-Target"
@@ -132,17 +137,29 @@ KEYED_PREFIX = "key-"
 MAX_ORDER_ID = MAX_IDEMPOTENCY_KEY + len(KEYED_PREFIX)
 
 
+def callback_id(order_id: str) -> str:
+    """The id of the job that delivers an order's callback (also its Nats-Msg-Id: a settle step
+    repeated after a crash publishes it once within the duplicate window)."""
+    return order_id + CALLBACK_SUFFIX
+
+
 def keyed_order_id(key: str) -> str:
     """The order id of the order an Idempotency-Key creates (also its Nats-Msg-Id)."""
     return KEYED_PREFIX + key
 
 
 def valid_key(value: str) -> bool:
-    """An Idempotency-Key as a client may send it."""
-    return 0 < len(value) <= MAX_IDEMPOTENCY_KEY and _ID_RE.match(value) is not None
+    """An Idempotency-Key as a client may send it (not one that names a callback job's id)."""
+    return (
+        0 < len(value) <= MAX_IDEMPOTENCY_KEY
+        and _ID_RE.match(value) is not None
+        and not value.endswith(CALLBACK_SUFFIX)
+    )
 
 
 def valid_order_id(value: str) -> bool:
+    if value.endswith(CALLBACK_SUFFIX):  # a callback job's id: its order's id and the suffix
+        value = value[: -len(CALLBACK_SUFFIX)]
     return 0 < len(value) <= MAX_ORDER_ID and _ID_RE.match(value) is not None
 
 
@@ -155,6 +172,8 @@ class Order(msgspec.Struct, frozen=True, omit_defaults=True):
     count: int
     username: str
     created_at: float = 0.0
+    # where to POST the order's final view, signed (orderflow/callbackurl.py checked it)
+    callback_url: str | None = None
 
 
 class TypedOrder(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -165,12 +184,15 @@ class TypedOrder(msgspec.Struct, frozen=True, omit_defaults=True):
     order_id: str
     payload: msgspec.Raw
     created_at: float = 0.0
+    callback_url: str | None = None
 
 
 class OrderRef(msgspec.Struct, frozen=True):
-    """Only the id of a stored order, whatever its payload (hand-backs, tools, dead letters)."""
+    """Only the id of a stored order, whatever its payload (hand-backs, tools, dead letters), and
+    where its callback goes, if it has one."""
 
     order_id: str
+    callback_url: str | None = None
 
 
 class FieldError(msgspec.Struct, frozen=True):
@@ -270,11 +292,17 @@ def decode_typed_order(data: bytes) -> TypedOrder:
 
 def order_id_of(data: bytes) -> str | None:
     """The id of a stored order of any payload, or None when there is none to read."""
+    ref = order_ref(data)
+    return None if ref is None else ref.order_id
+
+
+def order_ref(data: bytes) -> OrderRef | None:
+    """The id (and callback URL) of a stored order of any payload, or None when there is none."""
     try:
-        order_id = _ref_decoder.decode(data).order_id
+        ref = _ref_decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return order_id if valid_order_id(order_id) else None
+    return ref if valid_order_id(ref.order_id) else None
 
 
 def decode_status(data: bytes) -> StatusRecord:

@@ -36,6 +36,7 @@ from typing import Any
 import msgspec
 
 from orderflow import contract
+from worker import callback
 from worker.handlers import CheckpointError, Handler, Job, PoisonError, StopSignal
 from worker.hooks import Hooks, at_stake_s
 from worker.outcome import Books, Delivery, Kind, Limits, Outcome, Settler, keep_trying
@@ -199,8 +200,11 @@ class JobPipeline:
         recovery: Recovery,
         codec: PayloadCodec = SEED,
         stopping: StopSignal | None = None,
+        deliver: Handler | None = None,
     ) -> None:
         self.task_type = task_type
+        # the built-in handler of callback jobs (worker/callback.py)
+        self._deliver: Handler = deliver or _no_callbacks
         self._handler = handler
         self._codec = codec
         self._settler = settler
@@ -304,10 +308,15 @@ class JobPipeline:
     async def _process(self, run: Run) -> None:
         d = run.delivery
         msg = d.msg
+        codec, handler = self._codec, self._handler
+        if msg.headers and contract.H_CALLBACK_FOR in msg.headers:  # a callback job: built in
+            codec, handler = callback.CODEC, self._deliver
         try:
-            order, payload = self._codec.decode(msg.data)
+            order, payload = codec.decode(msg.data)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            order_id = contract.order_id_of(msg.data)
+            ref = contract.order_ref(msg.data)
+            order_id = None if ref is None else ref.order_id
+            d.callback_url = None if ref is None else ref.callback_url
             if order_id is None:
                 d.order_id = _fallback_id(msg, d.meta.seq)
                 await self._settle(
@@ -321,6 +330,7 @@ class JobPipeline:
             await self._settle(run, Outcome(Kind.DEAD, error, reason="payload"))
             return
         d.order_id = order.order_id
+        d.callback_url = order.callback_url
 
         eager = d.meta.delivered > 1 or self._recovery.active
         check = eager or bool(header(msg, contract.H_STATUS_CHECK))
@@ -362,7 +372,7 @@ class JobPipeline:
             payload,
         )
         try:
-            value = await self._handler(job)
+            value = await handler(job)
             if run.handing_back:  # the handler checkpointed and gave the order back itself
                 self.handed_back_by_handlers += 1
                 outcome = Outcome(Kind.HANDED_BACK)
@@ -471,6 +481,10 @@ class _Control:
 
     async def record(self, event: str, progress_s: float | None, length_s: float | None) -> None:
         await self._pipeline.record_run(self._run, event, progress_s, length_s)
+
+
+async def _no_callbacks(job: Job) -> None:
+    raise PoisonError("this worker delivers no callbacks")
 
 
 def _fallback_id(msg: Message, seq: int) -> str:

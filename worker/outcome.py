@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import msgspec
 
 from orderflow import contract
+from worker import callback
 from worker.transport import Message, Meta, Transport, header
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,7 @@ class Delivery:
 
     __slots__ = (
         "books",
+        "callback_url",
         "client",
         "deliveries",
         "error_class",
@@ -181,6 +183,7 @@ class Delivery:
         self.meta = meta
         self.task_type = task_type
         self.order_id = ""
+        self.callback_url: str | None = None  # where the order's final view goes, if anywhere
         # every delivery of the order so far, this one included (a rescheduled retry is a new
         # message: its header says how many came before)
         base = header(msg, contract.H_DELIVERIES, "0") if msg.headers else "0"
@@ -331,7 +334,7 @@ class Settler:
                 error = f"failed {b.failed} attempts; last: {outcome.error}"
                 return await self._dead_letter(d, error, "attempts")
         if kind is Kind.DONE:
-            await self._put_confirmed(self.record(d, "done", result=outcome.result))
+            await self._final(d, self.record(d, "done", result=outcome.result))
             await t.ack(d.msg)
         elif kind is Kind.ALREADY_DONE or kind is Kind.SUPERSEDED:
             await t.ack(d.msg)
@@ -339,7 +342,7 @@ class Settler:
             await t.term(d.msg)
         elif kind is Kind.ALREADY_CANCELLED or kind is Kind.CANCELLED:
             error = "cancelled on request" if kind is Kind.CANCELLED else "cancelled before it ran"
-            await self._put_confirmed(self.record(d, "cancelled", error))
+            await self._final(d, self.record(d, "cancelled", error))
             await t.term(d.msg)
             await t.forget_cancel(d.order_id)
         elif kind in (Kind.RETRY, Kind.TIMEOUT, Kind.SLOT_CRASHED):
@@ -426,6 +429,17 @@ class Settler:
         await self._put_confirmed(self.record(d, "queued", error, retry_at=retry_at, scheduled=True))
         await self._t.ack(d.msg)
 
+    async def _final(self, d: Delivery, record: contract.StatusRecord) -> None:
+        """A final status, and first the job that delivers the order's callback (if it has one):
+        published before the status, so no crash leaves a final order without it (a repeat of
+        this step publishes it once: its Nats-Msg-Id is its id)."""
+        if d.callback_url is not None:
+            subject, data, headers = callback.job_message(d.task_type, d.callback_url, record)
+            await keep_trying(
+                lambda: self._t.publish(subject, data, headers), f"order {d.order_id}: callback job"
+            )
+        await self._put_confirmed(record)
+
     async def _put_confirmed(self, record: contract.StatusRecord, attempts: int = 12) -> None:
         """A status that must be stored before the message is acked, termed or naked. Through a
         NATS restart keep trying: the job stays in its slot meanwhile, so heartbeats keep it from
@@ -468,7 +482,7 @@ class Settler:
                 log.debug("order %s: pending dead-letter not recorded (%r)", d.order_id, put_exc)
             await self._t.nak(d.msg, delay)
             return Kind.RETRY
-        await self._put_confirmed(self.record(d, "failed" if kind is Kind.POISON else "dead", error))
+        await self._final(d, self.record(d, "failed" if kind is Kind.POISON else "dead", error))
         await self._t.term(d.msg)
         log.warning("order %s dead-lettered (%s): %s", d.order_id, reason, error)
         return kind

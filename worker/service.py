@@ -28,6 +28,7 @@ from orderflow.link import Link
 from orderflow.metrics import WorkerMetrics
 from orderflow.natsmux import Requester
 from worker import payload
+from worker.callback import Deliverer
 from worker.cancels import CancelMarkers
 from worker.consumer import FetchLoop
 from worker.deadline import DeadlineReader
@@ -206,6 +207,7 @@ class WorkerService:
                 unstarted_delay_s=timing.fetch_expiry_s,
             )
             settler = Settler(transport, s.worker_id, limits, timing.lease_s, layout.schedules)
+            deliverer = Deliverer(s)
             hooks = Hooks(MetricsHook(self.metrics, task_type.name), self.load)
             pipeline = JobPipeline(
                 task_type.name,
@@ -220,6 +222,7 @@ class WorkerService:
                 recovery,
                 self.handlers.payload(task_type.name),
                 self.stopping,
+                deliverer,
             )
             pool = Pool(task_type.name, task_type.concurrency, task_type.timeout_s, pipeline, timing)
             pipeline.bind(pool)

@@ -54,6 +54,7 @@ class Rig:
         cancelled: frozenset[str] = frozenset(),
         recovering: bool = False,
         codec: PayloadCodec = SEED,
+        deliver: Handler | None = None,
         **env: object,
     ) -> None:
         self.t = StandInTransport()
@@ -67,7 +68,7 @@ class Rig:
             recovery.open()
         self.pipeline = JobPipeline(
             "default", handler, self.settler, self.t, Hooks(self.hooks), self.timing, lim, "me",
-            cancelled.__contains__, recovery, codec,
+            cancelled.__contains__, recovery, codec, None, deliver,
         )  # fmt: skip
         self.pool = Pool("default", 4, timeout_s, self.pipeline, self.timing)
         self.pipeline.bind(self.pool)

@@ -1,0 +1,190 @@
+"""Signed callbacks end to end (issue #22, item 3): a real nats-server, ingest and worker processes,
+and a real HTTP receiver in the test (a thread on a free loopback port) that verifies every
+request with the Standard Webhooks reference package (`standardwebhooks`) and refuses the first
+attempts. Loopback is allowed explicitly (ORDERFLOW_CALLBACK_ALLOW_PRIVATE) where the receiver
+must be reached; the last test leaves it off and the worker refuses to call it.
+The rules (each address class, the settle step, retries) are in tests/worker/unit/test_callbacks.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import standardwebhooks
+from harness import NatsServer, Service, http, status_of, wait_until
+
+from orderflow_tools.kit import free_port
+
+pytestmark = pytest.mark.slow
+
+SECRET = "whsec_" + base64.b64encode(b"orderflow-callbacks-test-key-32b").decode()
+
+
+class Receiver:
+    """Answers each request with the next of `answers` ("hang": hold it until released, then 500;
+    then 200 for good); records every request and whether its signature verified."""
+
+    def __init__(self, answers: list[int | str]) -> None:
+        self.answers = list(answers)
+        self.requests: list[dict[str, Any]] = []
+        self.release = threading.Event()
+        self.hanging = threading.Event()
+        self.lock = threading.Lock()
+        self.port = free_port()
+        receiver = self
+
+        class Handle(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                try:
+                    payload = standardwebhooks.Webhook(SECRET).verify(body, headers)
+                except standardwebhooks.WebhookVerificationError:
+                    payload = None
+                with receiver.lock:
+                    answer = receiver.answers.pop(0) if receiver.answers else 200
+                    receiver.requests.append({"headers": headers, "payload": payload, "answer": answer})
+                if answer == "hang":
+                    receiver.hanging.set()
+                    receiver.release.wait(30)
+                    answer = 500
+                self.send_response(int(answer))
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handle)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook?src=orderflow"
+
+    def delivered(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [r for r in self.requests if r["answer"] == 200]
+
+
+@pytest.fixture
+def receiver_of() -> Iterator[Any]:
+    made: list[Receiver] = []
+
+    def make(answers: list[int | str]) -> Receiver:
+        r = Receiver(answers)
+        r.thread.start()
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.release.set()
+        r.server.shutdown()
+        r.server.server_close()
+
+
+def settings(tmp_path: Path, allow_private: bool = True) -> dict[str, Any]:
+    secret = tmp_path / "webhook-secret"
+    secret.write_text(SECRET)
+    return {
+        "CALLBACK_HOSTS": "127.0.0.1,localhost",
+        "CALLBACK_ALLOW_HTTP": "1",
+        "CALLBACK_ALLOW_PRIVATE": "1" if allow_private else "0",
+        "CALLBACK_SECRET_FILE": str(secret),
+        "CALLBACK_TIMEOUT_S": 5,
+        "RETRY_BASE_S": 0.2,
+        "RETRY_MAX_S": 0.5,
+        "WORK_S": 0.05,
+    }
+
+
+def post_order(ingest: Service, callback_url: str) -> tuple[int, dict[str, Any]]:
+    body = {"product_id": 1, "count": 2, "username": "cb", "callback_url": callback_url}
+    status, _, answer = http("POST", ingest.url + "/orders", json.dumps(body).encode())
+    return status, json.loads(answer)
+
+
+@pytest.mark.timeout(120)
+def test_a_final_order_is_delivered_signed_through_refusals_and_a_sigkill_of_its_worker(
+    nats_server: NatsServer, spawn: Any, receiver_of: Any, tmp_path: Path
+) -> None:
+    """1. An order with a callback_url to the receiver, which holds the first request (worker A
+       is sending it) and answers 500 to the next.
+    2. A is SIGKILLed while its delivery hangs; worker B starts and gets the callback job after
+       ack_wait, its first attempt is refused (500), the next retry is answered 200.
+    3. Every request carried a valid Standard Webhooks signature, the same webhook-id, and the
+       order's final view (done); the callback job itself ends done."""
+    s = settings(tmp_path)
+    ingest = spawn("ingest", **s).wait_ready()
+    worker_a = spawn("worker", ACK_WAIT_S=2, **s).wait_ready()
+    receiver = receiver_of(["hang", 500])
+    status, answer = post_order(ingest, receiver.url)
+    assert status == 200, answer
+    order_id = answer["order_id"]
+    assert receiver.hanging.wait(30), "worker A never sent the callback"
+    worker_a.signal(signal.SIGKILL)
+    worker_a.wait(10)
+    receiver.release.set()
+    spawn("worker", ACK_WAIT_S=2, **s).wait_ready()
+
+    wait_until(receiver.delivered, 60, "the callback answered 200")
+    requests = receiver.requests
+    assert [r["answer"] for r in requests] == ["hang", 500, 200]
+    assert all(r["payload"] is not None for r in requests), "a signature did not verify"
+    assert {r["headers"]["webhook-id"] for r in requests} == {f"{order_id}.callback"}
+    view = requests[-1]["payload"]
+    assert view["type"] == "order.done"
+    assert view["data"]["id"] == order_id and view["data"]["status"] == "done"
+    order = status_of(nats_server.url, order_id)
+    assert order is not None and order.status == "done"
+
+    def job_done() -> Any:
+        st = status_of(nats_server.url, f"{order_id}.callback")
+        return st if st is not None and st.status == "done" else None
+
+    job = wait_until(job_done, 10, "the callback job's done")
+    assert job.attempts == 1 and job.crashes == 1  # the 500; the SIGKILL is a crash, not an attempt
+
+
+@pytest.mark.timeout(90)
+def test_a_disallowed_host_gets_nothing_at_intake_or_at_delivery(
+    nats_server: NatsServer, spawn: Any, receiver_of: Any, tmp_path: Path
+) -> None:
+    """1. The ingest answers 400 naming callback_url for a host off the allow-list (a metadata
+       name), and stores nothing.
+    2. A host on the list that resolves to loopback, with private addresses not allowed: the
+       worker resolves it, refuses to connect, and the callback job fails as poison (in the DLQ,
+       replayable); the receiver gets no request."""
+    s = settings(tmp_path, allow_private=False)
+    ingest = spawn("ingest", **s).wait_ready()
+    spawn("worker", **s).wait_ready()
+    receiver = receiver_of([])
+    status, answer = post_order(ingest, "http://metadata.google.internal/computeMetadata/v1/")
+    assert status == 400
+    assert answer["errors"] == [
+        {
+            "field": "callback_url",
+            "message": "host metadata.google.internal is not in the callback allow-list",
+        }
+    ]
+    status, answer = post_order(ingest, f"http://localhost:{receiver.port}/hook")
+    assert status == 200, answer
+    order_id = answer["order_id"]
+
+    def job_final() -> Any:
+        st = status_of(nats_server.url, f"{order_id}.callback")
+        return st if st is not None and st.status == "failed" else None
+
+    job = wait_until(job_final, 30, "the callback job refused")
+    assert job.error is not None and "loopback address" in job.error
+    time.sleep(0.2)
+    assert receiver.requests == []
