@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: install install-run tools bench-tools run test test-fast test-images images sbom lock lint dashboards bench-ingest bench-worker bench-jobpath bench-e2e bench-baseline bench-ab clean
+.PHONY: install install-run tools bench-tools run test test-fast test-images images sbom lock lint dashboards bench-ingest bench-batch bench-worker bench-jobpath bench-e2e bench-baseline bench-ab clean
 
 # One .venv for both: `make run` installs what running needs (the `run` extra), `make install` /
 # `make test` everything (the `dev` extra, which contains it). scripts/venv.sh also rebuilds a
@@ -57,6 +57,9 @@ dashboards: install  ## regenerate charts/orderflow/dashboards/*.json
 
 bench-ingest: install bench-tools  ## POST /orders vs a bare Starlette endpoint (prints RPS, ratio, p50/p99)
 	$(BIN)/python -m bench.ingest
+
+bench-batch: install bench-tools  ## stored orders/s: POST /orders/batch (100 per request) vs single POSTs
+	$(BIN)/python -m bench.batch
 
 bench-worker: install bench-tools  ## no-op jobs/s vs a raw fetch+ack loop and FastStream
 	$(BIN)/python -m bench.worker

@@ -11,6 +11,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ingest import routes
+from ingest.batch import ROUTE as BATCH_ROUTE
+from ingest.batch import BatchEndpoint
 from ingest.direct import DirectOrders
 from ingest.orders import PATHS, ROUTE, OrdersEndpoint, QueuedOrders
 from ingest.state import IngestState
@@ -19,7 +21,14 @@ from orderflow.metrics import IngestMetrics
 
 # /metrics is not here: it has a port of its own (ingest/server.py), away from the API's clients.
 PROBES = ("/healthz", "/readyz")
-_ROUTES = ("/orders", "/orders/{order_id}", "/orders/{order_id}/events", *PROBES, "/openapi.json")
+_ROUTES = (
+    "/orders",
+    BATCH_ROUTE,
+    "/orders/{order_id}",
+    "/orders/{order_id}/events",
+    *PROBES,
+    "/openapi.json",
+)
 
 
 def route_of(path: str) -> str:
@@ -68,14 +77,19 @@ class MetricsMiddleware:
 
 
 class IngestApp:
-    def __init__(self, starlette: Starlette, state: IngestState, orders: OrdersEndpoint) -> None:
+    def __init__(
+        self, starlette: Starlette, state: IngestState, orders: OrdersEndpoint, batch: BatchEndpoint
+    ) -> None:
         self.starlette = starlette
         self.state = state
         self.orders = orders
+        self.batch = batch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PATHS:
             await self.orders(scope, receive, send)
+        elif scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == BATCH_ROUTE:
+            await self.batch(scope, receive, send)
         else:
             await self.starlette(scope, receive, send)
 
@@ -83,11 +97,13 @@ class IngestApp:
 def create_app(state: IngestState) -> IngestApp:
     accept = DirectOrders(state) if state.settings.mode == "direct" else QueuedOrders(state)
     orders = OrdersEndpoint(state, accept)
+    batch = BatchEndpoint(state, accept)
     app = Starlette(
         routes=[
             # POST goes to the hot path before Starlette (IngestApp); these routes give the
             # other methods their 405 with `Allow: POST`.
             *(Route(path, orders, methods=["POST"]) for path in PATHS),
+            Route(BATCH_ROUTE, batch, methods=["POST"]),
             Route("/orders/{order_id}", routes.get_order, methods=["GET"]),
             Route("/orders/{order_id}/events", routes.order_events, methods=["GET"]),
             *probes.routes(state, PROBES),  # unauthenticated: the kubelet probes them
@@ -96,4 +112,4 @@ def create_app(state: IngestState) -> IngestApp:
     )
     app.state.ingest = state
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    return IngestApp(app, state, orders)
+    return IngestApp(app, state, orders, batch)

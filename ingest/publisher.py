@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import time
 from typing import NamedTuple
 
@@ -86,6 +87,11 @@ def _refusal_of(exc: JetStreamError) -> tuple[Published, str]:
     return Published.REJECTED, "rejected"
 
 
+# JetStream's atomic batch publish (ADR-50)
+H_BATCH_ID = "Nats-Batch-Id"
+H_BATCH_SEQ = "Nats-Batch-Sequence"
+H_BATCH_COMMIT = "Nats-Batch-Commit"
+
 # Between attempts while connected but no stream answers (a leader election takes a second or two).
 RETRY_PAUSE_S = 0.05
 MAX_RETRY_PAUSE_S = 0.4
@@ -96,6 +102,18 @@ class Sent(NamedTuple):
     refusal: tuple[str, str] | None  # (reason, detail) when not stored
     puback: bytes = b""  # the PubAck's JSON when stored
     err_code: int = 0  # JetStream's error code when it refused
+
+
+def message_of(
+    order: contract.Order | contract.TypedOrder, task_type: str, status_check: bool, client: str | None
+) -> tuple[str, bytes, dict[str, str]]:
+    """An order's message: its subject, body and headers (Publisher.publish)."""
+    headers = {contract.H_MSG_ID: order.order_id}
+    if status_check:
+        headers[contract.H_STATUS_CHECK] = "1"
+    if client is not None:
+        headers[contract.H_CLIENT] = client
+    return contract.order_subject(task_type, order.order_id), contract.encode(order), headers
 
 
 class Publisher:
@@ -134,19 +152,47 @@ class Publisher:
         duplicate inside the duplicate window). `status_check` marks it for the worker: a status
         record may exist for this id (a client's Idempotency-Key), read it before running.
         `client` is the API key's name, carried as a header into the order's status record."""
-        order_id = order.order_id
-        headers = {contract.H_MSG_ID: order_id}
-        if status_check:
-            headers[contract.H_STATUS_CHECK] = "1"
-        if client is not None:
-            headers[contract.H_CLIENT] = client
         # No `queued` status record: the order's own message says it is queued
         # (orderflow/lookup.py), so one stored write per order here, not two.
-        sent = await self.send(contract.order_subject(task_type, order_id), contract.encode(order), headers)
+        sent = await self.send(*message_of(order, task_type, status_check, client))
         self._counters[sent.result].inc()
         if sent.refusal is not None:
             self._refusals.note(*sent.refusal)
         return sent.result
+
+    async def publish_atomic(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> Sent:
+        """Store `messages` (subject, payload, headers) all or nothing: JetStream's atomic batch
+        (nats-server 2.12+, ADR-50, a stream with allow_atomic). The first is a request (the server
+        acknowledges the batch's start with an empty reply), the middle ones plain publishes, the
+        last carries Nats-Batch-Commit and is answered by the batch's one PubAck. Not retried: a
+        batch that failed stored nothing; one whose answer timed out is the caller's to resolve."""
+        if not self._nc.is_connected:
+            return Sent(Published.UNAVAILABLE, ("nats_down", "not connected"))
+        batch_id = os.urandom(12).hex()
+        last = len(messages)
+        deadline = time.monotonic() + self._timeout_s
+
+        def headers_of(seq: int, headers: dict[str, str]) -> dict[str, str]:
+            batch = {H_BATCH_ID: batch_id, H_BATCH_SEQ: str(seq)}
+            return {**headers, **batch, **({H_BATCH_COMMIT: "1"} if seq == last else {})}
+
+        if last > 1:
+            # Awaited, so that it is on the wire before the rest (and the batch is known to have
+            # started: one round trip per batch, not per order).
+            subject, payload, headers = messages[0]
+            first = await self._attempt(subject, payload, headers_of(1, headers), deadline, ack=False)
+            if not first.result.stored:
+                return self._noted(first, last)
+            for seq, (subject, payload, headers) in enumerate(messages[1:-1], start=2):
+                await self._nc.publish(subject, payload, headers=headers_of(seq, headers))
+        subject, payload, headers = messages[-1]
+        return self._noted(await self._attempt(subject, payload, headers_of(last, headers), deadline), last)
+
+    def _noted(self, sent: Sent, orders: int) -> Sent:
+        self._counters[sent.result].inc(orders)
+        if sent.refusal is not None:
+            self._refusals.note(*sent.refusal)
+        return sent
 
     async def send(self, subject: str, payload: bytes, headers: dict[str, str]) -> Sent:
         """One JetStream write, answered by its PubAck within the publish budget.
@@ -183,7 +229,10 @@ class Publisher:
                 await asyncio.sleep(min(pause_s, remaining))
                 pause_s = min(2 * pause_s, MAX_RETRY_PAUSE_S)
 
-    async def _attempt(self, subject: str, payload: bytes, headers: dict[str, str], deadline: float) -> Sent:
+    async def _attempt(
+        self, subject: str, payload: bytes, headers: dict[str, str], deadline: float, ack: bool = True
+    ) -> Sent:
+        """One write; `ack=False`: its reply is empty when it went well (an atomic batch's start)."""
         nc = self._nc
         # While disconnected nats-py would buffer the publish and we would only learn of it at the
         # timeout; wait for the connection (send) or answer 503 instead.
@@ -210,6 +259,8 @@ class Publisher:
         finally:
             if gauge is not None:
                 gauge.dec()
+        if not ack and not reply.data and not reply.headers:
+            return Sent(Published.STORED, None)
         try:
             duplicate = read_puback(reply)
         except NoResponders:

@@ -56,6 +56,7 @@ class IngestState:
         self.watch = StatusWatch(settings.max_waiters, metrics.waiters)
         self.refusals = Refusals(metrics, settings.refusal_log_interval_s)
         self.shutting_down = False
+        self.atomic_batches = False  # ORDERS takes atomic batches (learned at connect)
         self._fatal: str | None = None
         self._stream_problem: str | None = "checking the stream"
         self._stream_check: asyncio.Task[None] | None = None
@@ -103,7 +104,8 @@ class IngestState:
         js = nc.jetstream(timeout=s.publish_timeout_s)
         while True:
             try:
-                await broker.ensure_layout(js, s, may_change=False)
+                layout = await broker.ensure_layout(js, s, may_change=False)
+                self.atomic_batches = layout.atomic
                 break
             except broker.BrokerConfigError as exc:
                 log.error("%s", exc)

@@ -41,6 +41,7 @@ _COMPARED_STREAM = (
     "num_replicas",
     "allow_direct",
     "allow_msg_schedules",
+    "allow_atomic",
     "sources",
 )
 _COMPARED_CONSUMER = (
@@ -239,6 +240,8 @@ def stream_configs(settings: Settings, caps: Caps | None = None) -> list[jsapi.S
             num_replicas=settings.stream_replicas,
             # Direct gets find a queued order by its subject (orders.*.<id>) without a status record.
             allow_direct=True,
+            # POST /orders/batch stores a batch all or nothing (nats-server 2.12+, ingest/batch.py).
+            allow_atomic=True,
             # Long retry delays wait as scheduled messages in ORDER_RETRIES, not as ack-pending
             # here; when one fires, its copy comes back as orders.<type>.<id>.
             sources=[
@@ -443,6 +446,7 @@ class Layout:
     """What the server's JetStream can do for us, learned while ensuring the layout."""
 
     schedules: bool  # ORDERS takes scheduled messages (nats-server 2.12+)
+    atomic: bool  # ORDERS takes atomic batches (nats-server 2.12+)
     caps: Caps  # every stream's share of the store (orderflow/capacity.py)
 
 
@@ -463,7 +467,8 @@ async def ensure_layout(js: JetStreamContext, settings: Settings, may_change: bo
             "long retry delays stay nak(delay) and count as ack-pending",
             contract.RETRIES_STREAM,
         )
-    return Layout(schedules, caps)
+    atomic = bool((await js.stream_info(contract.STREAM)).config.allow_atomic)
+    return Layout(schedules, atomic, caps)
 
 
 def consumer_config(settings: Settings, task_type: str) -> jsapi.ConsumerConfig:

@@ -127,6 +127,10 @@ class Settings:
     # (nats-server's raft.go, not configurable); meanwhile writes wait for a slower 200, not a 503.
     publish_timeout_s: float = 10.0
     max_inflight_publishes: int = 10_000
+    # POST /orders/batch: at most this many orders (nats-server's atomic batch holds 1 000 at
+    # most) in a body of at most this many bytes (413 past it; POST /orders keeps its 16 KiB).
+    batch_max_orders: int = 1000
+    batch_max_bytes: int = 4 * 1024 * 1024
     retry_after_s: int = 1
     # Refused orders (503) are logged as one summary line per interval, never one per request.
     refusal_log_interval_s: float = 10.0
@@ -312,6 +316,8 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "RATE_LIMIT_RPS": ("rate_limit_rps", _number(float, 0.1)),
     "PUBLISH_TIMEOUT_S": ("publish_timeout_s", _number(float, 0.05, 60)),
     "MAX_INFLIGHT_PUBLISHES": ("max_inflight_publishes", _number(int, 1)),
+    "BATCH_MAX_ORDERS": ("batch_max_orders", _number(int, 1, 1000)),
+    "BATCH_MAX_BYTES": ("batch_max_bytes", _number(int, 1024, 64 * 1024 * 1024)),
     "RETRY_AFTER_S": ("retry_after_s", _number(int, 1, 3600)),
     "REFUSAL_LOG_INTERVAL_S": ("refusal_log_interval_s", _number(float, 0.1, 3600)),
     "SHUTDOWN_DELAY_S": ("shutdown_delay_s", _number(float, 0, 300)),

@@ -1,0 +1,136 @@
+"""bench/batch: stored orders/s through POST /orders/batch (batches of --batch, 100) against single
+POST /orders, one ingest and one nats-server, same run, same machine (issue #22's goal: >= 5x).
+
+    python -m bench.batch [--rounds 3] [--seconds 5] [--connections 16] [--batch 100]
+
+Contenders, interleaved per round (single, atomic, keyed, single, ...), wrk at --connections:
+- single: POST /orders, one order per request (no Idempotency-Key: the common path);
+- atomic: POST /orders/batch, --batch orders without keys: one JetStream atomic batch each;
+- keyed: POST /orders/batch, --batch orders each with a fresh idempotency key: the pipelined mode
+  (a key claim in KV ORDER_KEYS, then the publish, per item).
+Stored orders/s = orders answered created inside wrk's window / seconds; the honesty check at the
+end: the messages in ORDERS >= the orders answered created (never a created item that was not
+stored; requests still in flight when wrk's window closes are stored but not counted by wrk).
+Prints figures; it does not pass or fail on timing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.ingest import BODY, stored_orders, wrk
+from orderflow_tools.kit import REPO, NatsServer, Process, StartError, free_port, python_module
+
+
+def lua_scripts(work: Path, batch: int) -> dict[str, Path]:
+    items = ",".join(['{"order":' + BODY + "}"] * batch)
+    head = "wrk.method='POST'\nwrk.headers['Content-Type']='application/json'\n"
+    scripts = {
+        "single": head + f"wrk.body='{BODY}'\n",
+        "atomic": head + f"wrk.body='{{\"orders\":[{items}]}}'\n",
+        # a fresh key per item: a per-thread prefix and a counter (wrk runs one Lua state per thread)
+        "keyed": head + keyed_lua(batch),
+    }
+    paths = {}
+    for name, text in scripts.items():
+        paths[name] = work / f"{name}.lua"
+        paths[name].write_text(text)
+    return paths
+
+
+def keyed_lua(batch: int) -> str:
+    return (
+        "local n = 0\n"
+        "local prefix = tostring(math.random(1, 2^30))\n"
+        "request = function()\n"
+        "  local parts = {}\n"
+        f"  for i = 1, {batch} do\n"
+        "    n = n + 1\n"
+        f"    parts[i] = '{{\"order\":{BODY},\"idempotency_key\":\"' .. prefix .. '-' .. n .. '\"}}'\n"
+        "  end\n"
+        "  return wrk.format(nil, nil, nil, '{\"orders\":[' .. table.concat(parts, ',') .. ']}')\n"
+        "end\n"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--batch", type=int, default=100)
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("bench: wrk not found (Debian: apt-get install wrk)")
+    work = Path(tempfile.mkdtemp(prefix="orderflow-bench-batch-"))
+    scripts = lua_scripts(work, args.batch)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    nats = NatsServer(work / "js", Path(os.devnull))
+    ingest = Process(
+        python_module("ingest"),
+        {
+            **env,
+            "ORDERFLOW_NATS_URL": nats.url,
+            "ORDERFLOW_HTTP_PORT": str(port),
+            "ORDERFLOW_METRICS_PORT": str(free_port()),
+            "ORDERFLOW_HTTP_HOST": "127.0.0.1",
+            "ORDERFLOW_LOG_LEVEL": "warning",
+        },
+        Path(os.devnull),
+        cwd=REPO,
+        name="ingest",
+    )
+    per_request = {"single": 1, "atomic": args.batch, "keyed": args.batch}
+    paths = {"single": "/orders", "atomic": "/orders/batch", "keyed": "/orders/batch"}
+    try:
+        try:
+            nats.start()
+            ingest.start()
+            ingest.wait_http(f"http://127.0.0.1:{port}/readyz")
+        except StartError as exc:
+            raise SystemExit(f"bench: {exc}") from None
+        time.sleep(1)
+        created = 0
+        rates: dict[str, list[float]] = {name: [] for name in scripts}
+        for name in scripts:  # warm up
+            res = wrk(f"http://127.0.0.1:{port}{paths[name]}", 1, args.connections, scripts[name])
+            created += int(res["ok"]) * per_request[name]
+        for r in range(args.rounds):
+            for name in scripts:
+                seconds = max(1, round(args.seconds))
+                res = wrk(f"http://127.0.0.1:{port}{paths[name]}", seconds, args.connections, scripts[name])
+                orders = int(res["ok"]) * per_request[name]
+                created += orders
+                rates[name].append(orders / seconds)
+                print(
+                    f"round {r + 1}/{args.rounds} {name:>6}: {orders / seconds:9.0f} stored orders/s "
+                    f"({res['rps']:.0f} requests/s, p50 {res['p50']:.1f} ms, {int(res['errors'])} non-2xx)",
+                    flush=True,
+                )
+        stored = asyncio.run(stored_orders(nats.url))
+        med = {n: statistics.median(v) for n, v in rates.items()}
+        print()
+        print(
+            f"stored orders/s (median of {args.rounds}), batches of {args.batch}, {args.connections} connections:"
+        )
+        for name in scripts:
+            print(f"  {name:>6}: {med[name]:9.0f}   x{med[name] / med['single']:.1f} single POSTs")
+        print(f"honesty: {created} orders answered created (counted by wrk), {stored} stored in ORDERS")
+        print(json.dumps({"median_orders_per_s": med, "created": created, "stored": stored}))
+        return 0 if stored >= created else 1
+    finally:
+        ingest.stop()
+        nats.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
