@@ -190,3 +190,19 @@ ORDER_VIEW: dict[str, Any] = {
         }
     ],
 }
+
+# One Server-Sent Event of /orders/{id}/events (a `: keepalive` comment is no event).
+EVENT = {
+    "type": "object",
+    "required": ["event", "id", "data"],
+    "properties": {
+        "event": {"const": "status"},
+        "id": {"type": "string", "pattern": "^[0-9]+$", "description": "1, 2, ... within the stream"},
+        "data": {
+            "type": "string",
+            "description": "the order as GET /orders/{id} shows it, as JSON",
+            "contentMediaType": JSON,
+            "contentSchema": ORDER_VIEW,
+        },
+    },
+}

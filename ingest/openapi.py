@@ -185,7 +185,7 @@ OPENAPI: dict[str, Any] = {
                         "description": "the event stream",
                         "content": {
                             "text/event-stream": {
-                                "schema": {"type": "string"},
+                                "schema": s.EVENT,
                                 "example": 'event: status\nid: 1\ndata: {"order_id":"01JEX9R7Q3V5Z0000000000000",'
                                 '"status":"done","failed_attempts":0,"runs":1}\n\n',
                             }

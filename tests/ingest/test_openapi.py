@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from jsonschema import Draft202012Validator
 
-from ingest import apischemas, responses
+from ingest import apischemas, responses, waiting
 from ingest.openapi import document
 from orderflow import contract, lookup
 from orderflow.edgeprotocol import _TIMEOUT_BODY, HEAD_REFUSALS
@@ -118,3 +118,13 @@ def test_query_parameters_name_their_values() -> None:
     assert task_type["schema"]["enum"] == ["default", "invoice"]
     [wait] = [p for p in PATHS["/orders/{order_id}"]["get"]["parameters"] if p["name"] == "wait"]
     assert (wait["schema"]["minimum"], wait["schema"]["maximum"]) == (0, 60)
+
+
+def test_an_event_of_the_stream_fits_the_documented_event_and_its_data_the_order_view() -> None:
+    """JSON Schema takes contentSchema as an annotation: the data's own check is here."""
+    schema = schema_of("/orders/{order_id}/events", "get", "200", "text/event-stream")
+    text = waiting.event(3, lookup.render(_every_field(), full=False)).decode()
+    assert text.endswith("\n\n")
+    fields = dict(line.split(": ", 1) for line in text.strip().splitlines())
+    fits(fields, schema)
+    fits(json.loads(fields["data"]), schema["properties"]["data"]["contentSchema"])
