@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
 from ingest.access import Access
+from ingest.backend import KeyClaims, OrderFinder, OrderSink
 from ingest.ids import IdSource
 from ingest.keys import IdempotencyKeys
 from ingest.payloads import PayloadCatalogue
@@ -49,9 +51,11 @@ class IngestState:
         self.nc: Client | None = None
         self.link = Link()
         self.requests: Requester | None = None
-        self.publisher: Publisher | None = None
-        self.lookup: OrderLookup | None = None
-        self.keys: IdempotencyKeys | None = None
+        # the store behind the routes (ingest/backend.py): NATS's parts once connected
+        self.publisher: OrderSink | None = None
+        self.lookup: OrderFinder | None = None
+        self.keys: KeyClaims | None = None
+        self._store_up: Callable[[], bool] = lambda: False
         # the one KV watch that every ?wait and /events client of this process shares
         self.watch = StatusWatch(settings.max_waiters, metrics.waiters)
         self.refusals = Refusals(metrics, settings.refusal_log_interval_s)
@@ -90,7 +94,13 @@ class IngestState:
 
     @property
     def connected(self) -> bool:
-        return self.nc is not None and bool(self.nc.is_connected)
+        return self._store_up()
+
+    def attach(
+        self, publisher: OrderSink, keys: KeyClaims, lookup: OrderFinder, up: Callable[[], bool]
+    ) -> None:
+        """The store the routes use from now on; `up` says whether it can be reached now."""
+        self.publisher, self.keys, self.lookup, self._store_up = publisher, keys, lookup, up
 
     # --- the NATS link ------------------------------------------------------------------------
     async def connect(self, stop: asyncio.Event) -> None:
@@ -130,11 +140,10 @@ class IngestState:
                 )
         self.requests = await Requester(nc, s.publish_timeout_s).start()
         self.link.on_lost(self.requests.connection_lost)
-        self.lookup = OrderLookup(self.requests, s.publish_timeout_s)
-        self.publisher = Publisher(nc, self.link, self.requests, s, self.metrics, self.refusals)
-        self.keys = IdempotencyKeys(
-            self.requests, self.publisher, self.lookup, self.refusals, s.publish_timeout_s
-        )
+        lookup = OrderLookup(self.requests, s.publish_timeout_s)
+        publisher = Publisher(nc, self.link, self.requests, s, self.metrics, self.refusals)
+        keys = IdempotencyKeys(self.requests, publisher, lookup, self.refusals, s.publish_timeout_s)
+        self.attach(publisher, keys, lookup, lambda: bool(nc.is_connected))
         try:
             await self.watch.start(js)
         except Exception as exc:  # orders still flow; ?wait and /events answer 503 until a restart

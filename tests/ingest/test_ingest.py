@@ -1,4 +1,6 @@
-"""The ingest against a real nats-server, as a real uvicorn process (README: How it works, guarantees 4 and 5)."""
+"""The ingest against a real nats-server, as a real uvicorn process (README: How it works, guarantees 4 and 5).
+The rules that need no process (the validation table, the size bound, the 405s, the OpenAPI
+document, generated ids) are tests/ingest/test_ingest_rules.py's, in process on a stand-in for NATS."""
 
 from __future__ import annotations
 
@@ -96,62 +98,6 @@ def test_an_idempotent_retry_adds_nothing_and_returns_the_same_id(
     assert ingest.metric('orderflow_idempotent_requests_total{outcome="replay"}') == 1
 
 
-INVALID_BODIES: list[tuple[Any, str]] = [
-    ({"product_id": 101, "count": 1, "username": "m"}, "product_id"),
-    ({"product_id": -1, "count": 1, "username": "m"}, "product_id"),
-    ({"product_id": 1, "count": "3.5", "username": "m"}, "count"),
-    ({"product_id": "", "count": 1, "username": "m"}, "product_id"),
-    ({"product_id": None, "count": 1, "username": "m"}, "product_id"),
-    ({"product_id": True, "count": 1, "username": "m"}, "product_id"),
-    ({"count": 1, "username": "m"}, "product_id"),
-    ({"product_id": 1, "count": 1, "username": ""}, "username"),
-    ({"product_id": 1, "count": 1, "username": "u" * 65}, "username"),
-    ([ORDER], "body"),
-]
-
-
-def test_the_validation_table_over_http(ingest: Service, nats_server: NatsServer) -> None:
-    for body, field in INVALID_BODIES:
-        status, _, payload = post(ingest, body)
-        assert status == 400, body
-        assert payload["result"] == "invalid"
-        assert [e["field"] for e in payload["errors"]] == [field], body
-    status, _, payload = post(ingest, None, raw=b"this is not json")
-    assert status == 400 and payload["errors"][0]["field"] == "body"
-    for edge in (
-        {"product_id": 0, "count": "100", "username": "m"},
-        {"product_id": "100", "count": 0, "username": "m"},
-    ):
-        assert post(ingest, edge)[0] == 200
-    status, _, payload = post(ingest, ORDER, {"Idempotency-Key": "has space"})
-    assert status == 400 and payload["errors"][0]["field"] == "Idempotency-Key"
-    status, _, payload = post(ingest, ORDER, query="?type=nope")
-    assert status == 400 and payload["errors"][0]["field"] == "type"
-    assert len(run(stream_messages(nats_server.url))) == 2  # only the two valid edge cases
-
-
-def test_bodies_over_16_kib_get_413_and_nothing_is_stored(ingest: Service, nats_server: NatsServer) -> None:
-    big = {**ORDER, "padding": "x" * (17 * 1024)}
-    assert post(ingest, big)[0] == 413
-    # A chunked body without Content-Length is cut off as it streams in.
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", ingest.port, timeout=10)
-    conn.putrequest("POST", "/orders")
-    conn.putheader("Transfer-Encoding", "chunked")
-    conn.putheader("Content-Type", "application/json")
-    conn.endheaders()
-    chunk = b"x" * 8192
-    for _ in range(3):
-        conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-    conn.send(b"0\r\n\r\n")
-    try:
-        assert conn.getresponse().status == 413
-    finally:
-        conn.close()
-    assert run(stream_messages(nats_server.url)) == []
-
-
 def test_nats_down_means_503_with_retry_after_and_back_means_200(
     ingest: Service, nats_server: NatsServer
 ) -> None:
@@ -231,50 +177,6 @@ def test_metrics_count_responses_by_status(ingest: Service) -> None:
     )
     assert ingest.metric('orderflow_orders_published_total{result="stored"}') == 2
     assert ingest.metric("orderflow_publish_duration_seconds_count") == 2
-
-
-def test_openapi_describes_the_order_contract(ingest: Service) -> None:
-    status, _, body = ingest.get("/openapi.json")
-    doc = json.loads(body)
-    assert status == 200 and doc["openapi"].startswith("3.")
-    post_op = doc["paths"]["/orders"]["post"]
-    assert set(post_op["responses"]) >= {"200", "400", "413", "503"}
-    assert post_op["requestBody"]["content"]["application/json"]["schema"]["required"] == [
-        "product_id",
-        "count",
-        "username",
-    ]
-
-
-def test_wrong_methods_on_known_paths_answer_405_with_allow(ingest: Service) -> None:
-    for method, path, allowed in [
-        ("GET", "/orders", {"POST"}),
-        ("PUT", "/orders/", {"POST"}),
-        ("DELETE", "/orders/some-order", {"GET", "HEAD"}),
-        ("POST", "/healthz", {"GET", "HEAD"}),
-        ("POST", "/readyz", {"GET", "HEAD"}),
-        ("POST", "/openapi.json", {"GET", "HEAD"}),
-    ]:
-        status, headers, _ = http(method, ingest.url + path, b"{}" if method != "GET" else None)
-        assert status == 405, (method, path)
-        assert set(headers["allow"].split(", ")) == allowed, (method, path)
-    assert ingest.get("/nowhere")[0] == 404
-    assert ingest.metric('orderflow_http_requests_total{method="GET",route="/orders",status="405"}') == 1
-
-
-def test_orders_with_a_trailing_slash_is_orders(ingest: Service, nats_server: NatsServer) -> None:
-    status, _, body = http("POST", ingest.url + "/orders/", json.dumps(ORDER).encode())
-    assert status == 200 and json.loads(body)["result"] == "created"
-    assert [m["order_id"] for m in run(stream_messages(nats_server.url))] == [json.loads(body)["order_id"]]
-    assert ingest.metric('orderflow_http_requests_total{method="POST",route="/orders",status="200"}') == 1
-
-
-def test_generated_ids_are_random_not_a_counter(ingest: Service) -> None:
-    ids = [post(ingest, ORDER)[2]["order_id"] for _ in range(5)]
-    assert len(set(ids)) == 5
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)  # 128 bits, hex
-    # No shared prefix beyond chance: consecutive ids do not reveal each other.
-    assert len({i[:8] for i in ids}) == 5
 
 
 def test_get_order_shows_the_status_record_with_iso_timestamps_and_every_count(
