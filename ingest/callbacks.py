@@ -25,9 +25,16 @@ def take(body: bytes, settings: Settings) -> tuple[bytes, str | None] | contract
     if not isinstance(data, dict) or callbackurl.FIELD not in data:
         return body, None
     url = data.pop(callbackurl.FIELD)
+    problem = check(url, settings)
+    if problem is not None:
+        return problem
+    assert isinstance(url, str)
+    return _encode(data), url
+
+
+def check(url: object, settings: Settings, what: str = "") -> contract.FieldError | None:
     try:
         callbackurl.parse(url, settings.callback_allow_http, settings.callback_hosts)
     except callbackurl.Refused as exc:
-        return contract.FieldError(callbackurl.FIELD, str(exc))
-    assert isinstance(url, str)
-    return _encode(data), url
+        return contract.FieldError(callbackurl.FIELD, what + str(exc))
+    return None

@@ -154,6 +154,12 @@ class OrdersEndpoint:
         order = contract.validate_order(body, order_id) if schema is None else schema.validate(body, order_id)
         if isinstance(order, list):
             return 400, responses.invalid(order)
+        if callback_url is None and identity.callback_url is not None:
+            callback_url = identity.callback_url  # the API key's default, checked like a given one
+            problem = callbacks.check(callback_url, state.settings, "the API key's default ")
+            if problem is not None:
+                return 400, responses.invalid([problem])
         if callback_url is not None:
-            order = msgspec.structs.replace(order, callback_url=callback_url)
+            secret = identity.webhook_secret
+            order = msgspec.structs.replace(order, callback_url=callback_url, callback_secret=secret)
         return await self.accept(order, task_type, key is not None, identity.name)

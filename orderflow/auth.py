@@ -53,6 +53,10 @@ class Identity:
 
     name: str | None
     scopes: frozenset[str]
+    # the key's default callback_url (an order without one of its own gets it), and the name of
+    # its webhook secret: a file of that name in the workers' ORDERFLOW_CALLBACK_SECRETS_DIR
+    callback_url: str | None = None
+    webhook_secret: str | None = None
 
     def allows(self, scope: str) -> bool:
         return scope in self.scopes or ADMIN in self.scopes
@@ -70,6 +74,8 @@ class _Entry(msgspec.Struct, forbid_unknown_fields=True):
     name: str
     scopes: list[str]
     sha256: str
+    callback_url: str | None = None
+    webhook_secret: str | None = None
 
 
 class _File(msgspec.Struct, forbid_unknown_fields=True):
@@ -148,8 +154,13 @@ def parse_keys(data: bytes, source: str) -> KeySet:
         elif e.sha256 in hashes:
             problems.append(f"{where}: the same key as an earlier entry")
         hashes.add(e.sha256)
+        if e.callback_url is not None and not 0 < len(e.callback_url) <= 2048:
+            problems.append(f"{where}: callback_url must be a URL of 1-2048 characters")
+        if e.webhook_secret is not None and not _NAME_RE.match(e.webhook_secret):
+            problems.append(f"{where}: webhook_secret must name a file: 1-64 of letters, digits, '_.:@-'")
         if not problems:
-            entries.append((bytes.fromhex(e.sha256), Identity(e.name, frozenset(e.scopes))))
+            identity = Identity(e.name, frozenset(e.scopes), e.callback_url, e.webhook_secret)
+            entries.append((bytes.fromhex(e.sha256), identity))
     if not parsed.keys:
         problems.append("no keys: every request would be refused")
     if problems:

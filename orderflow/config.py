@@ -190,6 +190,8 @@ class Settings:
     callback_allow_private: bool = False
     callback_timeout_s: float = 10.0
     callback_secret_file: str | None = None
+    # worker: the API keys' own secrets, a file per key's `webhook_secret` (a mounted Secret)
+    callback_secrets_dir: str | None = None
     callback_secret: str | None = field(default=None, repr=False)
 
     # --- derived, never configured twice --------------------------------------------------
@@ -354,6 +356,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CALLBACK_ALLOW_PRIVATE": ("callback_allow_private", _boolean),
     "CALLBACK_TIMEOUT_S": ("callback_timeout_s", _number(float, 0.1, 60)),
     "CALLBACK_SECRET_FILE": ("callback_secret_file", str),
+    "CALLBACK_SECRETS_DIR": ("callback_secrets_dir", str),
 }
 # TASK_TYPES is parsed after CONCURRENCY and TASK_TIMEOUT_S, whose values are its defaults.
 # MAX_ATTEMPTS is MAX_DELIVER's clearer name (failed attempts, not deliveries); either works.
@@ -406,24 +409,33 @@ def _auth_problems(values: dict[str, Any], defaults: dict[str, Any]) -> list[str
 def _callback_secret(values: dict[str, Any], problems: list[str]) -> None:
     """The Standard Webhooks secret, `whsec_` + base64 of 24-64 bytes, read from its file; a
     problem names the file, never its content."""
+    folder = values.get("callback_secrets_dir")
+    if folder and not os.path.isdir(folder):
+        problems.append(f"{PREFIX}CALLBACK_SECRETS_DIR={folder!r}: not a directory")
     path = values.get("callback_secret_file")
     if not path:
         return
-    name = f"{PREFIX}CALLBACK_SECRET_FILE={path!r}"
+    try:
+        values["callback_secret"] = read_webhook_secret(path)
+    except ValueError as exc:
+        problems.append(f"{PREFIX}CALLBACK_SECRET_FILE={path!r}: {exc}")
+
+
+def read_webhook_secret(path: str) -> str:
+    """A Standard Webhooks secret file's `whsec_...`; ValueError naming the problem, never the
+    content (the worker reads a key's own secret file with it too)."""
     try:
         with open(path, encoding="ascii") as f:
             secret = f.read(4096).strip()
     except (OSError, UnicodeDecodeError) as exc:
-        problems.append(f"{name}: cannot be read ({type(exc).__name__})")
-        return
+        raise ValueError(f"cannot be read ({type(exc).__name__})") from None
     try:
         key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
     except ValueError:
         key = b""
     if not secret.startswith("whsec_") or not 24 <= len(key) <= 64:
-        problems.append(f"{name}: must hold whsec_ followed by the base64 of 24 to 64 random bytes")
-        return
-    values["callback_secret"] = secret
+        raise ValueError("must hold whsec_ followed by the base64 of 24 to 64 random bytes")
+    return secret
 
 
 def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Settings:

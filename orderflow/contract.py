@@ -174,6 +174,8 @@ class Order(msgspec.Struct, frozen=True, omit_defaults=True):
     created_at: float = 0.0
     # where to POST the order's final view, signed (orderflow/callbackurl.py checked it)
     callback_url: str | None = None
+    # the name of its webhook secret (its API key's `webhook_secret`); none: the workers' default
+    callback_secret: str | None = None
 
 
 class TypedOrder(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -185,6 +187,7 @@ class TypedOrder(msgspec.Struct, frozen=True, omit_defaults=True):
     payload: msgspec.Raw
     created_at: float = 0.0
     callback_url: str | None = None
+    callback_secret: str | None = None
 
 
 class OrderRef(msgspec.Struct, frozen=True):
@@ -193,6 +196,7 @@ class OrderRef(msgspec.Struct, frozen=True):
 
     order_id: str
     callback_url: str | None = None
+    callback_secret: str | None = None
 
 
 class FieldError(msgspec.Struct, frozen=True):

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import os
 import socket
 import ssl
 import time
@@ -32,16 +33,17 @@ from typing import Any
 import msgspec
 
 from orderflow import callbackurl, contract
-from orderflow.config import Settings
+from orderflow.config import Settings, read_webhook_secret
 from worker.handlers import Job, PoisonError
 from worker.payload import PayloadCodec
 
 _MAX_ANSWER_LINE = 1024
 
 
-class CallbackPayload(msgspec.Struct, frozen=True):
+class CallbackPayload(msgspec.Struct, frozen=True, omit_defaults=True):
     url: str
     body: msgspec.Raw
+    secret: str | None = None  # the name of the API key's webhook secret; none: the default one
 
 
 class _Codec(PayloadCodec):
@@ -77,10 +79,12 @@ def view(record: contract.StatusRecord) -> bytes:
     )
 
 
-def job_message(task_type: str, url: str, record: contract.StatusRecord) -> tuple[str, bytes, dict[str, str]]:
+def job_message(
+    task_type: str, url: str, record: contract.StatusRecord, secret: str | None = None
+) -> tuple[str, bytes, dict[str, str]]:
     """(subject, data, headers) of the job that delivers `record`'s callback."""
     job_id = contract.callback_id(record.order_id)
-    payload = msgspec.Raw(contract.encode(CallbackPayload(url, msgspec.Raw(view(record)))))
+    payload = msgspec.Raw(contract.encode(CallbackPayload(url, msgspec.Raw(view(record)), secret)))
     data = contract.encode(contract.TypedOrder(job_id, payload, time.time()))
     headers = {contract.H_MSG_ID: job_id, contract.H_CALLBACK_FOR: record.order_id}
     return contract.order_subject(task_type, job_id), data, headers
@@ -142,6 +146,7 @@ class Deliverer:
         self._private = settings.callback_allow_private
         self._timeout_s = settings.callback_timeout_s
         self._secret = settings.callback_secret
+        self._secrets_dir = settings.callback_secrets_dir
         self._resolve = resolver
         self._send = sender
 
@@ -151,8 +156,7 @@ class Deliverer:
             target = callbackurl.parse(payload.url, self._http, self._hosts)
         except callbackurl.Refused as exc:
             raise PoisonError(f"callback_url {exc}") from None
-        if self._secret is None:
-            raise PoisonError("no callback secret: ORDERFLOW_CALLBACK_SECRET_FILE is not set")
+        secret = self._secret_of(payload.secret)
         try:
             addresses = await asyncio.wait_for(self._resolve(target.host, target.port), self._timeout_s)
         except (OSError, TimeoutError) as exc:
@@ -168,7 +172,7 @@ class Deliverer:
             "User-Agent": "orderflow-callbacks",
             "webhook-id": msg_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self._secret, msg_id, timestamp, body),
+            "webhook-signature": sign(secret, msg_id, timestamp, body),
         }
         last: Exception | None = None
         for address in addresses:
@@ -181,3 +185,17 @@ class Deliverer:
                 return {"http_status": status}
             raise CallbackError(f"{target.host} answered {status}")
         raise CallbackError(f"{target.host} not reached ({type(last).__name__})")
+
+    def _secret_of(self, name: str | None) -> str:
+        """The default secret, or an API key's own: the file `name` in the secrets directory, read
+        at each delivery (a rotated Secret takes effect without a restart)."""
+        if name is None:
+            if self._secret is None:
+                raise PoisonError("no callback secret: ORDERFLOW_CALLBACK_SECRET_FILE is not set")
+            return self._secret
+        if self._secrets_dir is None or "/" in name or name.startswith("."):
+            raise PoisonError(f"no webhook secret {name!r}: ORDERFLOW_CALLBACK_SECRETS_DIR is not set")
+        try:
+            return read_webhook_secret(os.path.join(self._secrets_dir, name))
+        except ValueError as exc:
+            raise PoisonError(f"webhook secret {name!r} {exc}") from None

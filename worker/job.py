@@ -317,6 +317,7 @@ class JobPipeline:
             ref = contract.order_ref(msg.data)
             order_id = None if ref is None else ref.order_id
             d.callback_url = None if ref is None else ref.callback_url
+            d.callback_secret = None if ref is None else ref.callback_secret
             if order_id is None:
                 d.order_id = _fallback_id(msg, d.meta.seq)
                 await self._settle(
@@ -331,6 +332,7 @@ class JobPipeline:
             return
         d.order_id = order.order_id
         d.callback_url = order.callback_url
+        d.callback_secret = order.callback_secret
 
         eager = d.meta.delivered > 1 or self._recovery.active
         check = eager or bool(header(msg, contract.H_STATUS_CHECK))

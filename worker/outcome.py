@@ -165,6 +165,7 @@ class Delivery:
 
     __slots__ = (
         "books",
+        "callback_secret",
         "callback_url",
         "client",
         "deliveries",
@@ -184,6 +185,7 @@ class Delivery:
         self.task_type = task_type
         self.order_id = ""
         self.callback_url: str | None = None  # where the order's final view goes, if anywhere
+        self.callback_secret: str | None = None  # its secret's name (an API key's); none: default
         # every delivery of the order so far, this one included (a rescheduled retry is a new
         # message: its header says how many came before)
         base = header(msg, contract.H_DELIVERIES, "0") if msg.headers else "0"
@@ -434,7 +436,9 @@ class Settler:
         published before the status, so no crash leaves a final order without it (a repeat of
         this step publishes it once: its Nats-Msg-Id is its id)."""
         if d.callback_url is not None:
-            subject, data, headers = callback.job_message(d.task_type, d.callback_url, record)
+            subject, data, headers = callback.job_message(
+                d.task_type, d.callback_url, record, d.callback_secret
+            )
             await keep_trying(
                 lambda: self._t.publish(subject, data, headers), f"order {d.order_id}: callback job"
             )

@@ -21,6 +21,7 @@ import pytest
 import standardwebhooks
 from harness import NatsServer, Service, http, status_of, wait_until
 
+from orderflow import auth
 from orderflow_tools.kit import free_port
 
 pytestmark = pytest.mark.slow
@@ -32,7 +33,7 @@ class Receiver:
     """Answers each request with the next of `answers` ("hang": hold it until released, then 500;
     then 200 for good); records every request and whether its signature verified."""
 
-    def __init__(self, answers: list[int | str]) -> None:
+    def __init__(self, answers: list[int | str], secret: str = SECRET) -> None:
         self.answers = list(answers)
         self.requests: list[dict[str, Any]] = []
         self.release = threading.Event()
@@ -46,7 +47,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 try:
-                    payload = standardwebhooks.Webhook(SECRET).verify(body, headers)
+                    payload = standardwebhooks.Webhook(secret).verify(body, headers)
                 except standardwebhooks.WebhookVerificationError:
                     payload = None
                 with receiver.lock:
@@ -79,8 +80,8 @@ class Receiver:
 def receiver_of() -> Iterator[Any]:
     made: list[Receiver] = []
 
-    def make(answers: list[int | str]) -> Receiver:
-        r = Receiver(answers)
+    def make(answers: list[int | str], secret: str = SECRET) -> Receiver:
+        r = Receiver(answers, secret)
         r.thread.start()
         made.append(r)
         return r
@@ -188,3 +189,36 @@ def test_a_disallowed_host_gets_nothing_at_intake_or_at_delivery(
     assert job.error is not None and "loopback address" in job.error
     time.sleep(0.2)
     assert receiver.requests == []
+
+
+@pytest.mark.timeout(90)
+def test_an_api_keys_default_callback_is_signed_with_that_keys_own_secret(
+    nats_server: NatsServer, spawn: Any, receiver_of: Any, tmp_path: Path
+) -> None:
+    """The key file gives the key `shop` a default callback_url and the webhook secret
+    `shop-hooks`; the workers hold that file in ORDERFLOW_CALLBACK_SECRETS_DIR (no default
+    secret at all). An order sent with the key and no callback_url of its own is delivered there,
+    signed with the key's secret: the receiver verifies it with that secret."""
+    own = "whsec_" + base64.b64encode(b"the-shop-keys-own-webhook-secret").decode()
+    secrets_dir = tmp_path / "webhook-secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "shop-hooks").write_text(own)
+    receiver = receiver_of([], own)
+    key = auth.new_key()
+    entry = {
+        **auth.entry("shop", [auth.WRITE], key),
+        "callback_url": receiver.url,
+        "webhook_secret": "shop-hooks",
+    }
+    keys_file = tmp_path / "api-keys.json"
+    keys_file.write_text(json.dumps({"keys": [entry]}))
+    s = {k: v for k, v in settings(tmp_path).items() if k != "CALLBACK_SECRET_FILE"}
+    ingest = spawn("ingest", API_KEYS_FILE=keys_file, **s).wait_ready()
+    spawn("worker", CALLBACK_SECRETS_DIR=secrets_dir, **s).wait_ready()
+    body = json.dumps({"product_id": 1, "count": 2, "username": "cb"}).encode()
+    status, _, answer = http("POST", ingest.url + "/orders", body, {"Authorization": f"Bearer {key}"})
+    assert status == 200, answer
+    order_id = json.loads(answer)["order_id"]
+    [delivered] = wait_until(receiver.delivered, 30, "the key's default callback")
+    assert delivered["payload"] is not None, "not signed with the key's own secret"
+    assert delivered["payload"]["data"]["id"] == order_id

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 from typing import Any
 
 import msgspec
@@ -17,7 +18,7 @@ from standin import FakeMsg
 from test_pipeline import Rig, noop
 
 from ingest import callbacks as intake
-from orderflow import callbackurl, contract
+from orderflow import auth, callbackurl, contract
 from orderflow.config import ConfigError, load_settings
 from worker.callback import Deliverer, job_message
 from worker.handlers import Job, PoisonError
@@ -304,3 +305,35 @@ def test_a_url_no_longer_allowed_or_no_secret_is_poison_and_the_error_holds_no_s
     rig = deliver_with(net, callback_job())
     error = rig.t.records["o-1.callback"].error
     assert error is not None and "no callback secret" in error and SECRET not in error
+
+
+# --- an API key's own callback and secret ------------------------------------------------------
+def test_a_key_entry_may_carry_a_default_callback_url_and_its_secret_name() -> None:
+    key = auth.new_key()
+    entry = {**auth.entry("shop", [auth.WRITE], key), "callback_url": "https://hooks.example.com/h"}
+    keys = auth.parse_keys(json.dumps({"keys": [{**entry, "webhook_secret": "shop-hooks"}]}).encode(), "f")
+    identity = keys.identify(f"Bearer {key}".encode())
+    assert identity is not None
+    assert (identity.callback_url, identity.webhook_secret) == ("https://hooks.example.com/h", "shop-hooks")
+    bad = json.dumps({"keys": [{**entry, "webhook_secret": "../etc/passwd"}]}).encode()
+    with pytest.raises(auth.KeyFileError, match="webhook_secret must name a file"):
+        auth.parse_keys(bad, "f")
+
+
+def test_a_named_secret_signs_with_that_file_and_a_missing_one_is_poison_naming_it(tmp_path: Any) -> None:
+    own = "whsec_" + base64.b64encode(b"k" * 32).decode()
+    (tmp_path / "shop-hooks").write_text(own)
+    record = contract.StatusRecord("o-1", "done", finished_at=5.0, task_type="default")
+    _, data, headers = job_message("default", "https://hooks.example.com/h", record, "shop-hooks")
+    net = StandInNet(["93.184.216.34"], [200])
+    deliver_with(
+        net, FakeMsg("o-1.callback", data=data, headers=headers), ORDERFLOW_CALLBACK_SECRETS_DIR=str(tmp_path)
+    )
+    [(_, sent_headers, body)] = net.sent
+    assert standardwebhooks.Webhook(own).verify(body, sent_headers)["data"]["id"] == "o-1"
+    _, data, headers = job_message("default", "https://hooks.example.com/h", record, "gone")
+    rig = deliver_with(
+        net, FakeMsg("o-1.callback", data=data, headers=headers), ORDERFLOW_CALLBACK_SECRETS_DIR=str(tmp_path)
+    )
+    error = rig.t.records["o-1.callback"].error
+    assert error is not None and "webhook secret 'gone' cannot be read" in error and len(net.sent) == 1
