@@ -61,3 +61,28 @@ def test_recording_rule_names_follow_level_metric_operations() -> None:
         else:
             assert rule["labels"]["severity"] in {"info", "warning", "critical"}, rule["alert"]
             assert rule["annotations"]["summary"], rule["alert"]
+
+
+def _docs_prometheus_config_recipe() -> str:
+    """The `cat > /tmp/prom.yml <<YAML ... YAML` command of docs/observability.md, as written."""
+    text = (REPO / "docs" / "observability.md").read_text(encoding="utf-8")
+    section = text.split("### Locally without Docker", 1)[1]
+    lines = [line.removeprefix("    ") for line in section.splitlines() if line.startswith("    ")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("cat > /tmp/prom.yml"))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i] == "YAML")
+    return "\n".join(lines[start : end + 1]) + "\n"
+
+
+def test_docs_local_prometheus_recipe_loads_every_rule(promtool: Path, tmp_path: Path) -> None:
+    # Prometheus resolves rule_files against the config file's directory and a glob that matches
+    # nothing loads 0 rules silently; promtool reports what the config really loads.
+    recipe = _docs_prometheus_config_recipe().replace("/tmp/prom.yml", str(tmp_path / "prom.yml"))
+    subprocess.run(["bash", "-euc", recipe], cwd=REPO, check=True, timeout=30)
+    result = subprocess.run(
+        [promtool, "check", "config", tmp_path / "prom.yml"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 1 rule files found" in result.stdout, result.stdout
+    loaded = re.search(r"SUCCESS: (\d+) rules found", result.stdout)
+    assert loaded, result.stdout
+    assert int(loaded.group(1)) == len(_rules()) > 0
