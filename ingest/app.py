@@ -78,16 +78,22 @@ class MetricsMiddleware:
 
 class IngestApp:
     def __init__(
-        self, starlette: Starlette, state: IngestState, orders: OrdersEndpoint, batch: BatchEndpoint
+        self,
+        starlette: Starlette,
+        state: IngestState,
+        orders: OrdersEndpoint,
+        batch: BatchEndpoint,
+        entry: ASGIApp,
     ) -> None:
         self.starlette = starlette
         self.state = state
         self.orders = orders
         self.batch = batch
+        self.entry = entry  # `orders`, inside its server span when tracing is on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PATHS:
-            await self.orders(scope, receive, send)
+            await self.entry(scope, receive, send)
         elif scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == BATCH_ROUTE:
             await self.batch(scope, receive, send)
         else:
@@ -98,6 +104,8 @@ def create_app(state: IngestState) -> IngestApp:
     accept = DirectOrders(state) if state.settings.mode == "direct" else QueuedOrders(state)
     orders = OrdersEndpoint(state, accept)
     batch = BatchEndpoint(state, accept)
+    # with tracing on, POST /orders runs inside its server span (orderflow/otel.py); off, untouched
+    entry = orders if state.tracer is None else state.tracer.server(orders, ROUTE)
     app = Starlette(
         routes=[
             # POST goes to the hot path before Starlette (IngestApp); these routes give the
@@ -112,4 +120,4 @@ def create_app(state: IngestState) -> IngestApp:
     )
     app.state.ingest = state
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    return IngestApp(app, state, orders, batch)
+    return IngestApp(app, state, orders, batch, entry)

@@ -13,7 +13,7 @@ import enum
 import logging
 import os
 import time
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from nats.aio.client import Client
 
@@ -30,6 +30,9 @@ from orderflow.natsmux import (
     RequestTimeout,
     read_puback,
 )
+
+if TYPE_CHECKING:
+    from orderflow.otel import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +128,9 @@ class Publisher:
         settings: Settings,
         metrics: IngestMetrics,
         refusals: Refusals,
+        tracer: Tracer | None = None,
     ) -> None:
+        self._tracer = tracer
         self._nc = nc
         self._link = link
         self._trouble_since: float | None = None  # the first failover-like failure since a success
@@ -154,7 +159,15 @@ class Publisher:
         `client` is the API key's name, carried as a header into the order's status record."""
         # No `queued` status record: the order's own message says it is queued
         # (orderflow/lookup.py), so one stored write per order here, not two.
-        sent = await self.send(*message_of(order, task_type, status_check, client))
+        subject, payload, headers = message_of(order, task_type, status_check, client)
+        if self._tracer is None:
+            sent = await self.send(subject, payload, headers)
+        else:  # the producer span, the PubAck wait inside it; its context rides in the headers
+            with self._tracer.producer(contract.SUBJECT_PREFIX + task_type, order.order_id, headers) as span:
+                sent = await self.send(subject, payload, headers)
+                span.set_attribute("orderflow.published", sent.result.value)
+                if not sent.result.stored:
+                    self._tracer.failed(span, sent.result.value)
         self._counters[sent.result].inc()
         if sent.refusal is not None:
             self._refusals.note(*sent.refusal)

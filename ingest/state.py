@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 
@@ -19,7 +21,7 @@ from ingest.keys import IdempotencyKeys
 from ingest.payloads import PayloadCatalogue
 from ingest.publisher import Publisher, Refusals
 from ingest.watch import StatusWatch
-from orderflow import broker, contract
+from orderflow import broker, contract, tracing
 from orderflow.config import Settings
 from orderflow.lifecycle import wait_any
 from orderflow.link import Link
@@ -59,6 +61,10 @@ class IngestState:
         # the one KV watch that every ?wait and /events client of this process shares
         self.watch = StatusWatch(settings.max_waiters, metrics.waiters)
         self.refusals = Refusals(metrics, settings.refusal_log_interval_s)
+        # None unless the `otel` extra is installed and the OTEL_* variables ask for traces
+        self.tracer = tracing.setup(
+            "orderflow-ingest", settings.pod_name or f"{socket.gethostname()}-{os.getpid()}"
+        )
         self.shutting_down = False
         self.atomic_batches = False  # ORDERS takes atomic batches (learned at connect)
         self._fatal: str | None = None
@@ -141,7 +147,9 @@ class IngestState:
         self.requests = await Requester(nc, s.publish_timeout_s).start()
         self.link.on_lost(self.requests.connection_lost)
         lookup = OrderLookup(self.requests, s.publish_timeout_s)
-        publisher = Publisher(nc, self.link, self.requests, s, self.metrics, self.refusals)
+        publisher = Publisher(
+            nc, self.link, self.requests, s, self.metrics, self.refusals, tracer=self.tracer
+        )
         keys = IdempotencyKeys(self.requests, publisher, lookup, self.refusals, s.publish_timeout_s)
         self.attach(publisher, keys, lookup, lambda: bool(nc.is_connected))
         try:

@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
-from orderflow import broker, contract, natsauth
+from orderflow import broker, contract, natsauth, tracing
 from orderflow.capacity import Caps
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
@@ -34,7 +34,7 @@ from worker.consumer import FetchLoop
 from worker.deadline import DeadlineReader
 from worker.handlers import Registry, StopSignal, load_handlers
 from worker.health import LoopWatch, ProbeServer
-from worker.hooks import Hooks, MetricsHook, PodLoad
+from worker.hooks import Hook, Hooks, MetricsHook, PodLoad
 from worker.job import JobPipeline, Recovery, Run
 from worker.kube import PodDeletionCostKeeper
 from worker.outcome import Kind, Limits, Settler
@@ -90,6 +90,8 @@ class WorkerService:
         self.draining = False
         self.cancels = CancelMarkers()
         self.load = PodLoad()
+        # None unless the `otel` extra is installed and the OTEL_* variables ask for traces
+        self.tracer = tracing.setup("orderflow-worker", settings.worker_id)
         self.watch: LoopWatch | None = None
         self._keeper: PodDeletionCostKeeper | None = None
         self._deadlines = DeadlineReader(None, "not started")
@@ -208,7 +210,7 @@ class WorkerService:
             )
             settler = Settler(transport, s.worker_id, limits, timing.lease_s, layout.schedules)
             deliverer = Deliverer(s)
-            hooks = Hooks(MetricsHook(self.metrics, task_type.name), self.load)
+            hooks = Hooks(MetricsHook(self.metrics, task_type.name), self.load, *self._tracing(consumer.name))
             pipeline = JobPipeline(
                 task_type.name,
                 self.handlers.get(task_type.name),
@@ -286,6 +288,13 @@ class WorkerService:
             if await wait_any(self.lifecycle.stop.wait(), timeout_s=delay_s):
                 raise _Stopped
             delay_s = min(2 * delay_s, 5.0)
+
+    def _tracing(self, consumer: str) -> tuple[Hook, ...]:
+        if self.tracer is None:
+            return ()
+        from worker.tracing import TracingHook  # imports OpenTelemetry: only when tracing is on
+
+        return (TracingHook(self.tracer, self.settings.worker_id, consumer),)
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         async def body() -> None:
