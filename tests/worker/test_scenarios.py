@@ -1,11 +1,17 @@
 """The worker's promises (README: How it works, Guarantees), each a numbered scenario with a real nats-server, real
 `python -m worker` processes and real signals. Run records (ORDER_RUNS) count how often each
-order really ran; KV ORDER_STATUS says how it ended."""
+order really ran; KV ORDER_STATUS says how it ended.
+
+Rules that need no process are proven once, in tests/worker/unit: retries with growing delays and the
+dead letter after the last attempt (test_outcome.py), a poison message termed into the DLQ without a
+run (test_pipeline.py::test_an_undecodable_message_goes_to_the_dlq_under_its_subjects_id_without_a_run),
+the hard timeout as a failed attempt (test_pipeline.py). A dead letter end to end, with processes,
+is tests/worker/test_long_jobs.py's (after hand-backs across processes) and
+tests/worker/test_rescheduled_retries.py's (after a retry that waited as a scheduled message)."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import subprocess
@@ -23,7 +29,6 @@ from harness import (
     count_events,
     http,
     publish_orders,
-    read_stream,
     run,
     run_records,
     statuses,
@@ -172,60 +177,6 @@ def test_5_sigkill_mid_job_is_redelivered_after_ack_wait_and_done_once(
     assert (st.status, st.attempts, st.crashes, st.deliveries) == ("done", 0, 1, 2)
 
 
-def test_6_failing_jobs_retry_with_growing_delays_then_land_in_the_dlq(
-    nats_server: NatsServer, spawn: Any
-) -> None:
-    """1. Every run fails (WORK_FAIL_RATE=1); max 4 attempts; backoff base 0.2 s.
-    2. Retries come after growing delays (nak with a jittered exponential delay).
-    3. After attempt 4 the order is copied to ORDERS_DLQ with payload, error and attempts, termed."""
-    w = spawn("worker", WORK_FAIL_RATE=1, WORK_S="0", MAX_DELIVER=4, RETRY_BASE_S="0.2").wait_ready()
-    [order_id] = run(publish_orders(nats_server.url, 1))
-    wait_until(
-        lambda: (
-            run(statuses(nats_server.url)).get(order_id)
-            and run(statuses(nats_server.url))[order_id].status == "dead"
-        ),
-        20,
-        "the order to be dead",
-    )
-    starts = [r for r in run(run_records(nats_server.url))[order_id] if r.event == "start"]
-    assert [r.attempt for r in starts] == [1, 2, 3, 4]
-    gaps = [b.at - a.at for a, b in itertools.pairwise(starts)]
-    # delays: [0.1-0.2], [0.2-0.4], [0.4-0.8] seconds
-    assert 0.09 < gaps[0] < 0.35 and gaps[2] > 0.39
-    assert gaps[0] < gaps[1] + 0.05 < gaps[2] + 0.1 and gaps[2] > 2 * gaps[0]
-    [dead] = run(read_stream(nats_server.url, contract.DLQ_STREAM))
-    assert dead.subject == f"dlq.orders.default.{order_id}"  # per order: `orderflow dlq show ID` finds it
-    assert contract.decode_order(dead.data).order_id == order_id
-    assert "simulated failure" in dead.headers[contract.H_ERROR]
-    assert dead.headers[contract.H_ATTEMPTS] == "4"
-    assert w.metric("orderflow_dead_letters_total") == 1
-    info = run(consumer_info(nats_server.url))
-    assert info.num_ack_pending == 0 and info.num_pending == 0
-
-
-def test_7_a_poison_payload_is_termed_not_retried(nats_server: NatsServer, spawn: Any) -> None:
-    """1. A message that is not an order lands on orders.default.
-    2. The worker terms it at once: never redelivered, status failed, no handler run."""
-    w = spawn("worker", ACK_WAIT_S=1).wait_ready()
-
-    async def publish_poison() -> None:
-        async with connect(nats_server.url) as nc:
-            await nc.jetstream().publish(
-                "orders.default", b"\x00not an order", headers={contract.H_MSG_ID: "poison-1"}
-            )
-
-    run(publish_poison())
-    wait_until(lambda: "poison-1" in run(statuses(nats_server.url)), 5, "the poison to be recorded")
-    time.sleep(2.5)  # > 2 x ack_wait: a retry would have happened by now
-    st = run(statuses(nats_server.url))["poison-1"]
-    assert st.status == "failed" and "undecodable" in (st.error or "") and st.attempts == 1
-    info = run(consumer_info(nats_server.url))
-    assert info.num_redelivered == 0 and info.num_ack_pending == 0 and info.num_pending == 0
-    assert run(run_records(nats_server.url)) == {}
-    assert w.metric('orderflow_task_duration_seconds_count{outcome="poison",type="default"}') == 1
-
-
 def cli(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORDERFLOW_NATS_URL": nats_url}
     return subprocess.run(
@@ -322,36 +273,6 @@ def test_10_nats_restarted_mid_run_loses_nothing(nats_server: NatsServer, spawn:
     done = count_events(run(run_records(nats_server.url)), "done")
     assert {i: done.get(i, 0) for i in accepted} == dict.fromkeys(accepted, 1)
     assert len(accepted) >= 120
-
-
-def test_a_job_past_its_hard_timeout_is_stopped_retried_then_dead_lettered(
-    nats_server: NatsServer, spawn: Any
-) -> None:
-    """1. Jobs take 5 s, the hard timeout is 0.5 s, two attempts allowed.
-    2. Each attempt is stopped at its deadline (no "done" record), naked with a delay, and after
-       the second one the order is dead-lettered with the timeout as its error."""
-    w = spawn("worker", WORK_S="5", TASK_TIMEOUT_S="0.5", MAX_DELIVER=2, RETRY_BASE_S="0.1").wait_ready()
-    [order_id] = run(publish_orders(nats_server.url, 1))
-    started = time.monotonic()
-    wait_until(
-        lambda: (
-            (run(statuses(nats_server.url)).get(order_id) or contract.StatusRecord("", "")).status == "dead"
-        ),
-        10,
-        "the order to be dead-lettered",
-    )
-    assert time.monotonic() - started < 4  # two 0.5 s attempts, not two 5 s ones
-    records = run(run_records(nats_server.url))[order_id]
-    assert [(r.event, r.attempt) for r in records] == [
-        ("start", 1),
-        ("interrupted", 1),
-        ("start", 2),
-        ("interrupted", 2),
-    ]
-    st = run(statuses(nats_server.url))[order_id]
-    assert (st.error or "").startswith("failed 2 attempts; last: timed out after 0.5s")
-    assert w.metric('orderflow_task_duration_seconds_count{outcome="timeout",type="default"}') == 1
-    assert w.metric('orderflow_task_duration_seconds_count{outcome="dead",type="default"}') == 1
 
 
 async def _claim(url: str, order_id: str, worker_id: str, age_s: float) -> None:

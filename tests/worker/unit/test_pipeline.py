@@ -435,6 +435,10 @@ def test_the_hard_timeout_stops_the_job_as_a_failed_attempt() -> None:
     rig = asyncio.run(main())
     record = rig.t.records["o-1"]
     assert (record.attempts, record.error) == (1, "timed out after 0.1s")
+    # stopped at its deadline, not after its 10 s; counted as a timeout; naked with its backoff
+    assert record.run_s is not None and record.run_s < 1.0
+    assert rig.hooks.events == [("started", "o-1"), ("timeout", "o-1")]
+    assert rig.t.ops() == ["put:queued", "nak"] and record.retry_at is not None
 
 
 def test_a_redelivery_of_a_running_job_is_adopted_not_run_twice() -> None:
@@ -551,3 +555,5 @@ def test_an_undecodable_message_goes_to_the_dlq_under_its_subjects_id_without_a_
     subject, _, headers = rig.t.published[0]
     assert subject == "dlq.orders.default.junk-1" and headers[contract.H_REASON] == "undecodable"
     assert ("undecodable", "junk-1") not in rig.hooks.events and ("poison", "junk-1") in rig.hooks.events
+    record = rig.t.records["junk-1"]  # failed with the reason, one attempt: never retried
+    assert record.status == "failed" and "undecodable" in (record.error or "") and record.attempts == 1
