@@ -120,7 +120,7 @@ def _iso(epoch_s: float) -> str:
 def add_parser(sub: Any, settings: Callable[[argparse.Namespace], Settings]) -> None:
     p = sub.add_parser(
         "dlq",
-        help="the dead-letter queue: list, show, replay",
+        help="the dead-letter queue: list, show, replay, discard",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -155,6 +155,19 @@ def add_parser(sub: Any, settings: Callable[[argparse.Namespace], Settings]) -> 
             replay(settings(a), a.order_ids, _filters(a), every=a.all, dry_run=a.dry_run)
         )
     )
+    dc = actions.add_parser(
+        "discard", help="remove dead letters for good (--yes): they can no longer be replayed"
+    )
+    dc.add_argument("order_ids", nargs="+", metavar="ID")
+    dc.add_argument("--yes", action="store_true", help="really: a discard cannot be undone")
+    dc.add_argument("--nats-url", help="overrides ORDERFLOW_NATS_URL")
+    dc.set_defaults(func=lambda a: asyncio.run(_discard(settings(a), a.order_ids, a.yes)))
+
+
+async def _discard(settings: Settings, order_ids: list[str], yes: bool) -> int:
+    from orderflow_tools.dlqdiscard import discard
+
+    return await discard(settings, order_ids, yes)
 
 
 def _filters(a: argparse.Namespace) -> Filters:

@@ -133,9 +133,7 @@ async def replay(s: Session, order_id: str) -> bool:
 
 
 async def discard(s: Session, order_id: str) -> bool:
-    """As `orderflow dlq discard ID`: the dead letter is gone for good (its status stays `dead`)."""
-    dead = await dlq.find(s, order_id)
-    if dead is None:
-        return False
-    await s.js.delete_msg(contract.DLQ_STREAM, dead.seq)
-    return True
+    """As `orderflow dlq discard ID --yes`: the dead letter is gone for good (its status stays `dead`)."""
+    from orderflow_tools.dlqdiscard import discard_one
+
+    return await discard_one(s, order_id)

@@ -92,8 +92,8 @@ def test_the_console_in_chromium(
         "worker", HANDLERS="billing", TASK_TYPES=TYPES, MAX_DELIVER=2, RETRY_BASE_S="0.05", RETRY_MAX_S="0.1",
         CONSUMER_INFO_INTERVAL_S="0.2",
     ).wait_ready()  # fmt: skip
-    run(publish_orders(url, 1, prefix="dead"))
-    wait_until(lambda: _status(url, "dead-0") == "dead", 30, "a dead order")
+    run(publish_orders(url, 2, prefix="dead"))
+    wait_until(lambda: _status(url, "dead-0") == _status(url, "dead-1") == "dead", 30, "two dead orders")
     broken.unlink()  # billing fixed: a replay now succeeds
 
     admin_key = auth.new_key()
@@ -121,9 +121,17 @@ def test_the_console_in_chromium(
         wait_until(lambda: "Task types" in b.page_source, 10, "the overview after sign-in")
         assert "ops-ann" in text("header")
 
-        # Dead letters: replay the dead order (with the confirmation), then see it done.
+        # Dead letters: discard one (confirmed), replay the other, then see it done.
         b.get(base + "/dead")
-        assert "dead-0" in text("#dead")
+        assert "dead-0" in text("#dead") and "dead-1" in text("#dead")
+        target = b.find_element(By.ID, "target")
+        target.clear()
+        target.send_keys("dead-1")
+        b.find_element(By.ID, "confirm").click()
+        b.find_element(By.ID, "discard").click()
+        wait_until(lambda: "discard: 1 of 1" in b.page_source, 10, "the discard's message")
+        assert "dead-1" not in text("#dead") and "dead-0" in text("#dead")
+        assert _status(url, "dead-1") == "dead"  # only the dead letter went
         b.find_element(By.ID, "replay").click()
         wait_until(lambda: "confirm it" in b.page_source, 10, "the refusal: no confirmation ticked")
         b.get(base + "/dead")

@@ -269,3 +269,16 @@ def test_poison_and_undecodable_orders_are_listed_with_their_reason_and_replayab
         r.split()[3]: r.split()[4] for r in cli(url, "dlq", "list").stdout.splitlines() if " attempts " in r
     }
     assert rows == {"junk-1": "undecodable"}
+
+
+def test_discard_needs_yes_and_removes_only_the_named(nats_server: NatsServer, dead: Path) -> None:
+    url = nats_server.url
+    refused = cli(url, "dlq", "discard", "d-0")
+    assert refused.returncode == 2 and "say --yes" in refused.stderr
+    assert run(dlq_size(url)) == 3
+    gone = cli(url, "dlq", "discard", "d-0", "--yes")
+    assert gone.returncode == 0 and "discarded d-0" in gone.stdout, gone.stderr
+    assert run(dlq_size(url)) == 2
+    again = cli(url, "dlq", "discard", "d-0", "--yes")
+    assert again.returncode == 1 and "order d-0: not in ORDERS_DLQ" in again.stderr
+    assert run(statuses(url))["d-0"].status == "dead"  # the status stays
