@@ -24,7 +24,7 @@ from urllib.parse import parse_qs
 import msgspec
 from starlette.types import Receive, Scope, Send
 
-from ingest import responses
+from ingest import callbacks, responses
 from ingest.orders import Accept, _Disconnected
 from ingest.publisher import Published, message_of
 from ingest.state import IngestState
@@ -121,10 +121,11 @@ class BatchEndpoint:
         most = state.settings.batch_max_orders
         if not 1 <= len(batch.orders) <= most:
             return _bad("orders", f"must hold 1 to {most} orders, not {len(batch.orders)}")
-        return await self._store(batch.orders, task_type, identity.name)
+        return await self._store(batch.orders, task_type, identity)
 
-    async def _store(self, items: list[_Item], task_type: str, client: str | None) -> tuple[int, bytes]:
+    async def _store(self, items: list[_Item], task_type: str, identity: auth.Identity) -> tuple[int, bytes]:
         state = self.state
+        client = identity.name
         schema = state.payloads.get(task_type) if state.payloads else None
         answers: list[dict[str, Any] | None] = []
         valid: list[tuple[int, contract.Order | contract.TypedOrder, bool]] = []
@@ -139,13 +140,18 @@ class BatchEndpoint:
                 answers.append({"result": "invalid", "errors": [error]})
                 continue
             order_id = state.new_id() if key is None else contract.keyed_order_id(key)
-            raw = bytes(item.order)
+            taken = callbacks.resolve(bytes(item.order), identity, state.settings)
+            if isinstance(taken, contract.FieldError):
+                answers.append({"result": "invalid", "errors": [taken]})
+                continue
+            raw, callback_url = taken
             order = (
                 contract.validate_order(raw, order_id) if schema is None else schema.validate(raw, order_id)
             )
             if isinstance(order, list):
                 answers.append({"result": "invalid", "errors": order})
                 continue
+            order = callbacks.attach(order, callback_url, identity)
             if key is not None:
                 keys.add(key)
             answers.append(None)

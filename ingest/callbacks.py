@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import msgspec
 
-from orderflow import callbackurl, contract
+from orderflow import auth, callbackurl, contract
 from orderflow.config import Settings
 
+Order = contract.Order | contract.TypedOrder
 _any = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder(order="sorted").encode
 _NAME = b'"' + callbackurl.FIELD.encode() + b'"'
@@ -38,3 +39,21 @@ def check(url: object, settings: Settings, what: str = "") -> contract.FieldErro
     except callbackurl.Refused as exc:
         return contract.FieldError(callbackurl.FIELD, what + str(exc))
     return None
+
+
+def resolve(
+    body: bytes, identity: auth.Identity, settings: Settings
+) -> tuple[bytes, str | None] | contract.FieldError:
+    """`take`, then the API key's default callback_url where the body names none (checked too)."""
+    taken = take(body, settings)
+    if isinstance(taken, contract.FieldError) or taken[1] is not None or identity.callback_url is None:
+        return taken
+    problem = check(identity.callback_url, settings, "the API key's default ")
+    return problem if problem is not None else (taken[0], identity.callback_url)
+
+
+def attach(order: Order, url: str | None, identity: auth.Identity) -> Order:
+    """The order with its callback and the name of its key's webhook secret."""
+    if url is None:
+        return order
+    return msgspec.structs.replace(order, callback_url=url, callback_secret=identity.webhook_secret)

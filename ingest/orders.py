@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
-import msgspec
 from starlette.types import Receive, Scope, Send
 
 from ingest import callbacks, responses
@@ -144,7 +143,7 @@ class OrdersEndpoint:
             body += chunk
             more = message.get("more_body", False)
 
-        taken = callbacks.take(body, state.settings)
+        taken = callbacks.resolve(body, identity, state.settings)
         if isinstance(taken, contract.FieldError):
             return 400, responses.invalid([taken])
         body, callback_url = taken
@@ -154,12 +153,5 @@ class OrdersEndpoint:
         order = contract.validate_order(body, order_id) if schema is None else schema.validate(body, order_id)
         if isinstance(order, list):
             return 400, responses.invalid(order)
-        if callback_url is None and identity.callback_url is not None:
-            callback_url = identity.callback_url  # the API key's default, checked like a given one
-            problem = callbacks.check(callback_url, state.settings, "the API key's default ")
-            if problem is not None:
-                return 400, responses.invalid([problem])
-        if callback_url is not None:
-            secret = identity.webhook_secret
-            order = msgspec.structs.replace(order, callback_url=callback_url, callback_secret=secret)
+        order = callbacks.attach(order, callback_url, identity)
         return await self.accept(order, task_type, key is not None, identity.name)
