@@ -3,9 +3,11 @@ POST /orders, one ingest and one nats-server, same run, same machine (issue #22'
 
     python -m bench.batch [--rounds 3] [--seconds 5] [--connections 16] [--batch 100]
 
-Contenders, interleaved per round (single, atomic, keyed, single, ...), wrk at --connections:
+Contenders, interleaved per round (single, atomic, pipelined, keyed, single, ...), wrk at --connections:
 - single: POST /orders, one order per request (no Idempotency-Key: the common path);
 - atomic: POST /orders/batch, --batch orders without keys: one JetStream atomic batch each;
+- pipelined: POST /orders/batch?mode=pipelined, the same body: each order published on its own,
+  all at once, one answer after every PubAck;
 - keyed: POST /orders/batch, --batch orders each with a fresh idempotency key: the pipelined mode
   (a key claim in KV ORDER_KEYS, then the publish, per item).
 Stored orders/s = orders answered created inside wrk's window / seconds; the honesty check at the
@@ -35,6 +37,7 @@ def lua_scripts(work: Path, batch: int) -> dict[str, Path]:
     scripts = {
         "single": head + f"wrk.body='{BODY}'\n",
         "atomic": head + f"wrk.body='{{\"orders\":[{items}]}}'\n",
+        "pipelined": head + f"wrk.body='{{\"orders\":[{items}]}}'\n",
         # a fresh key per item: a per-thread prefix and a counter (wrk runs one Lua state per thread)
         "keyed": head + keyed_lua(batch),
     }
@@ -88,8 +91,13 @@ def main() -> int:
         cwd=REPO,
         name="ingest",
     )
-    per_request = {"single": 1, "atomic": args.batch, "keyed": args.batch}
-    paths = {"single": "/orders", "atomic": "/orders/batch", "keyed": "/orders/batch"}
+    per_request = {"single": 1, "atomic": args.batch, "pipelined": args.batch, "keyed": args.batch}
+    paths = {
+        "single": "/orders",
+        "atomic": "/orders/batch",
+        "pipelined": "/orders/batch?mode=pipelined",
+        "keyed": "/orders/batch",
+    }
     try:
         try:
             nats.start()
@@ -111,7 +119,7 @@ def main() -> int:
                 created += orders
                 rates[name].append(orders / seconds)
                 print(
-                    f"round {r + 1}/{args.rounds} {name:>6}: {orders / seconds:9.0f} stored orders/s "
+                    f"round {r + 1}/{args.rounds} {name:>9}: {orders / seconds:9.0f} stored orders/s "
                     f"({res['rps']:.0f} requests/s, p50 {res['p50']:.1f} ms, {int(res['errors'])} non-2xx)",
                     flush=True,
                 )
@@ -122,7 +130,7 @@ def main() -> int:
             f"stored orders/s (median of {args.rounds}), batches of {args.batch}, {args.connections} connections:"
         )
         for name in scripts:
-            print(f"  {name:>6}: {med[name]:9.0f}   x{med[name] / med['single']:.1f} single POSTs")
+            print(f"  {name:>9}: {med[name]:9.0f}   x{med[name] / med['single']:.1f} single POSTs")
         print(f"honesty: {created} orders answered created (counted by wrk), {stored} stored in ORDERS")
         print(json.dumps({"median_orders_per_s": med, "created": created, "stored": stored}))
         return 0 if stored >= created else 1

@@ -8,7 +8,8 @@ what a keyed POST /orders would have answered (`idempotency-key-reused`, `in-fli
 Two modes, named in the answer:
 - `atomic`: no item carries an Idempotency-Key and ORDERS takes atomic batches (nats-server
   2.12+): the valid items are one JetStream atomic batch, stored all or nothing. A 503 stored none.
-- `pipelined`: an item carries a key (each key is claimed in KV ORDER_KEYS before its publish, with
+- `pipelined`: asked for (`?mode=pipelined`: faster where the store syncs each atomic commit to
+  disk, which nats-server does: bench/batch), or an item carries a key (each key is claimed in KV ORDER_KEYS before its publish, with
   the header's semantics, which one atomic batch cannot hold), or the server cannot do atomic
   batches, or the direct mode: every item is accepted as POST /orders accepts it, all at once. A
   503 names, per item, whether it was stored (`created`) or not (`not-stored`); resending the
@@ -31,6 +32,7 @@ from ingest.state import IngestState
 from orderflow import auth, contract
 
 ROUTE = "/orders/batch"
+MODES = ("atomic", "pipelined")
 
 
 class _Item(msgspec.Struct, forbid_unknown_fields=True):
@@ -95,12 +97,17 @@ class BatchEndpoint:
         if too_large:
             return 413, self._too_large
         task_type = state.default_type
+        pipelined = False
         if scope["query_string"]:
             query = parse_qs(scope["query_string"].decode("latin-1"))
             if "type" in query:
                 task_type = query["type"][0]
                 if task_type not in state.task_types:
                     return 400, responses.unknown_type(state.task_types)
+            if "mode" in query:
+                if query["mode"][0] not in MODES:
+                    return _bad("mode", "one of: atomic (the default where the server can), pipelined")
+                pipelined = query["mode"][0] == "pipelined"
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -121,9 +128,11 @@ class BatchEndpoint:
         most = state.settings.batch_max_orders
         if not 1 <= len(batch.orders) <= most:
             return _bad("orders", f"must hold 1 to {most} orders, not {len(batch.orders)}")
-        return await self._store(batch.orders, task_type, identity)
+        return await self._store(batch.orders, task_type, identity, pipelined)
 
-    async def _store(self, items: list[_Item], task_type: str, identity: auth.Identity) -> tuple[int, bytes]:
+    async def _store(
+        self, items: list[_Item], task_type: str, identity: auth.Identity, pipelined: bool
+    ) -> tuple[int, bytes]:
         state = self.state
         client = identity.name
         schema = state.payloads.get(task_type) if state.payloads else None
@@ -156,7 +165,7 @@ class BatchEndpoint:
                 keys.add(key)
             answers.append(None)
             valid.append((i, order, key is not None))
-        atomic = not keys and state.atomic_batches and state.settings.mode != "direct"
+        atomic = not (pipelined or keys) and state.atomic_batches and state.settings.mode != "direct"
         mode = "atomic" if atomic else "pipelined"
         stored_all = True
         if atomic and valid:

@@ -51,9 +51,9 @@ def keys(tmp_path: Path) -> tuple[Path, str, str]:
     return path, writer, reader
 
 
-def post(svc: Service, body: bytes, key: str | None) -> tuple[int, Any]:
+def post(svc: Service, body: bytes, key: str | None, query: str = "") -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    status, _, payload = http("POST", svc.url + "/orders/batch", body, headers)
+    status, _, payload = http("POST", svc.url + "/orders/batch" + query, body, headers)
     return status, json.loads(payload)
 
 
@@ -73,7 +73,12 @@ def test_identity_bounds_atomic_and_pipelined_batches(
     )
     status, body = post(ingest, b'[{"product_id": "3"}]', writer)
     assert status == 400 and body["errors"][0]["field"] == "orders"
+    status, body = post(ingest, one, writer, "?mode=fast")
+    assert status == 400 and body["errors"][0]["field"] == "mode"
     assert run(stored_ids(nats_server.url)) == []
+    status, body = post(ingest, one, writer, "?mode=pipelined")  # asked for: no atomic batch
+    assert status == 200 and body["mode"] == "pipelined" and body["items"][0]["result"] == "created"
+    first = body["items"][0]["order_id"]
 
     with Client(ingest.url, api_key=writer) as client:
         orders = [ORDER, {**ORDER, "count": "many"}, {**ORDER, "username": "b"}, {**ORDER, "product_id": "9"}]
@@ -81,7 +86,7 @@ def test_identity_bounds_atomic_and_pipelined_batches(
         assert result["mode"] == "atomic"
         assert [i["result"] for i in result["items"]] == ["created", "invalid", "created", "created"]
         assert [e["field"] for e in result["items"][1]["errors"]] == ["count"]
-        created = [i["order_id"] for i in result["items"] if i["result"] == "created"]
+        created = [first] + [i["order_id"] for i in result["items"] if i["result"] == "created"]
         assert sorted(run(stored_ids(nats_server.url))) == sorted(created)
 
         keyed = client.submit_batch([ORDER, {**ORDER, "count": "2"}, ORDER], idempotency_keys=["a", "b", "a"])
