@@ -30,16 +30,17 @@ from pathlib import Path
 from bench.ingest import BODY, stored_orders, wrk
 from orderflow_tools.kit import REPO, NatsServer, Process, StartError, free_port, python_module
 
+HEAD = "wrk.method='POST'\nwrk.headers['Content-Type']='application/json'\n"
+
 
 def lua_scripts(work: Path, batch: int) -> dict[str, Path]:
     items = ",".join(['{"order":' + BODY + "}"] * batch)
-    head = "wrk.method='POST'\nwrk.headers['Content-Type']='application/json'\n"
+    head = HEAD
     scripts = {
         "single": head + f"wrk.body='{BODY}'\n",
         "atomic": head + f"wrk.body='{{\"orders\":[{items}]}}'\n",
         "pipelined": head + f"wrk.body='{{\"orders\":[{items}]}}'\n",
-        # a fresh key per item: a per-thread prefix and a counter (wrk runs one Lua state per thread)
-        "keyed": head + keyed_lua(batch),
+        "keyed": head + keyed_lua(batch, "warm-up"),  # a fresh key per item: a prefix and a counter
     }
     paths = {}
     for name, text in scripts.items():
@@ -48,10 +49,12 @@ def lua_scripts(work: Path, batch: int) -> dict[str, Path]:
     return paths
 
 
-def keyed_lua(batch: int) -> str:
+def keyed_lua(batch: int, prefix: str) -> str:
+    """Fresh keys per run: `prefix` differs per run (wrk's Lua starts each run with the same
+    random seed, so a random prefix would repeat, and a repeated key is a replay, not a store)."""
     return (
         "local n = 0\n"
-        "local prefix = tostring(math.random(1, 2^30))\n"
+        f"local prefix = '{prefix}'\n"
         "request = function()\n"
         "  local parts = {}\n"
         f"  for i = 1, {batch} do\n"
@@ -113,6 +116,8 @@ def main() -> int:
             created += int(res["ok"]) * per_request[name]
         for r in range(args.rounds):
             for name in scripts:
+                if name == "keyed":
+                    scripts[name].write_text(HEAD + keyed_lua(args.batch, f"round-{r}"))
                 seconds = max(1, round(args.seconds))
                 res = wrk(f"http://127.0.0.1:{port}{paths[name]}", seconds, args.connections, scripts[name])
                 orders = int(res["ok"]) * per_request[name]
