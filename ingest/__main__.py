@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     if settings.ingest_processes > 1:
         from ingest.multiproc import run_processes
 

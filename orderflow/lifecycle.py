@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from orderflow import natsauth
-from orderflow.logformat import SafeFormatter
+from orderflow.logformat import JsonFormatter, SafeFormatter
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +112,13 @@ def _read_outcome(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, form: str = "text") -> None:
     handler = logging.StreamHandler()
     # Control characters escaped: log lines carry handler errors and what clients sent.
-    handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
+    if form == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(SafeFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s"))
     # Credentials in a NATS URL never reach a log line, whoever logs it (nats-py's texts too).
     handler.addFilter(natsauth.RedactingFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -20,6 +21,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from opentelemetry.trace import Span, SpanKind, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orderflow import logformat
 from orderflow.tracing import TRACEPARENT, TRACESTATE
 
 _TRACE_HEADERS = {TRACEPARENT.encode(): TRACEPARENT, TRACESTATE.encode(): TRACESTATE}
@@ -68,6 +70,7 @@ class Tracer:
         provider = TracerProvider(resource=Resource.create(attributes))
         processor: SpanProcessor = BatchSpanProcessor(_exporter(env))
         provider.add_span_processor(processor)
+        logformat.current_trace = _current_ids  # JSON log lines carry the current span's ids
         return cls(provider)
 
     def shutdown(self) -> None:
@@ -121,6 +124,21 @@ class Tracer:
             },
             start_time=int(start_s * 1e9),
         )
+
+
+# The run span of the job the current task runs (worker/tracing.py): it is not made the current
+# span (it ends in a callback that may run in another task), so log lines find it here.
+RUN_SPAN: ContextVar[Span | None] = ContextVar("orderflow_run_span", default=None)
+
+
+def _current_ids() -> tuple[str, str] | None:
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        run = RUN_SPAN.get()
+        if run is None:
+            return None
+        context = run.get_span_context()
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
 
 
 class _ServerSpans:

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"worker: {exc}", file=sys.stderr)
         return 2
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     from worker.service import WorkerService
 
     async def run() -> int:

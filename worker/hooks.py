@@ -8,6 +8,7 @@ import math
 import time
 from collections.abc import Callable
 
+from orderflow.logformat import ORDER_ID
 from orderflow.metrics import WorkerMetrics
 from worker.outcome import FAILED, Delivery, Kind
 
@@ -135,6 +136,17 @@ def at_stake_s(d: Delivery, now: float) -> float:
     if d.run_started is None:
         return 0.0
     return max(0.0, now - max(d.run_started, d.books.checkpoint_at or 0.0))
+
+
+class LogContext(Hook):
+    """ORDERFLOW_LOG_FORMAT=json: the log lines of a run carry its order id (the job's task keeps
+    the context variable; orderflow/logformat.py reads it)."""
+
+    def started(self, d: Delivery) -> None:
+        ORDER_ID.set(d.order_id)
+
+    def settled(self, d: Delivery, kind: Kind, seconds: float) -> None:
+        ORDER_ID.set(None)
 
 
 class PodLoad(Hook):

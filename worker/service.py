@@ -34,7 +34,7 @@ from worker.consumer import FetchLoop
 from worker.deadline import DeadlineReader
 from worker.handlers import Registry, StopSignal, load_handlers
 from worker.health import LoopWatch, ProbeServer
-from worker.hooks import Hook, Hooks, MetricsHook, PodLoad
+from worker.hooks import Hook, Hooks, LogContext, MetricsHook, PodLoad
 from worker.job import JobPipeline, Recovery, Run
 from worker.kube import PodDeletionCostKeeper
 from worker.outcome import Kind, Limits, Settler
@@ -290,11 +290,13 @@ class WorkerService:
             delay_s = min(2 * delay_s, 5.0)
 
     def _tracing(self, consumer: str) -> tuple[Hook, ...]:
+        """The hooks that lead from logs and traces to the order, only where they are asked for."""
+        logs = (LogContext(),) if self.settings.log_format == "json" else ()
         if self.tracer is None:
-            return ()
+            return logs
         from worker.tracing import TracingHook  # imports OpenTelemetry: only when tracing is on
 
-        return (TracingHook(self.tracer, self.settings.worker_id, consumer),)
+        return (*logs, TracingHook(self.tracer, self.settings.worker_id, consumer))
 
     def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
         async def body() -> None:

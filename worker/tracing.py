@@ -12,7 +12,7 @@ from __future__ import annotations
 from opentelemetry.trace import Span
 
 from orderflow import contract
-from orderflow.otel import Tracer
+from orderflow.otel import RUN_SPAN, Tracer
 from worker.hooks import Hook
 from worker.outcome import Delivery, Kind
 
@@ -69,7 +69,8 @@ class TracingHook(Hook):
         self._lost[id(d)] = lost_s
 
     def started(self, d: Delivery) -> None:
-        self._spans[id(d)] = self._open(d, d.run_started or d.started_at)
+        span = self._spans[id(d)] = self._open(d, d.run_started or d.started_at)
+        RUN_SPAN.set(span)  # in the job's own task: its log lines carry the span's ids
 
     def checkpointed(self, d: Delivery) -> None:
         span = self._spans.get(id(d))
@@ -78,6 +79,7 @@ class TracingHook(Hook):
 
     def settled(self, d: Delivery, kind: Kind, seconds: float) -> None:
         span = self._spans.pop(id(d), None)
+        RUN_SPAN.set(None)
         if span is None:
             if kind not in _UNSTARTED_SPANS:
                 self._lost.pop(id(d), None)

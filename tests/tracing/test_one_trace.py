@@ -184,7 +184,9 @@ def test_an_order_handed_back_and_crashed_is_one_trace(
         wait_run_on(url, order_id, "h1")
         h1.signal(signal.SIGKILL)
         h1.wait(10)
-        h2 = traced(tmp_path, nats_server, "worker", receiver.endpoint, WORKER_ID="h2", **work).wait_ready()
+        h2 = traced(
+            tmp_path, nats_server, "worker", receiver.endpoint, WORKER_ID="h2", LOG_FORMAT="json", **work
+        ).wait_ready()
         procs.append(h2)
         wait_until(
             lambda: (st := status_of(url, order_id)) is not None and st.status == "done",
@@ -229,6 +231,8 @@ def test_an_order_handed_back_and_crashed_is_one_trace(
     assert h2_run.attributes["messaging.message.delivery_count"] == 3
     [crash] = [attrs for name, attrs in h2_run.events if name == "previous run crashed"]
     assert crash["orderflow.crashes"] == 1 and crash["orderflow.lost_s"] > 0, crash
+    lines = [json.loads(line) for line in h2.logs().splitlines() if line.strip()]  # LOG_FORMAT=json
+    assert any(f"order {order_id}: its previous run died" in line["message"] for line in lines)
 
 
 def test_off_the_order_carries_no_trace_header_even_when_the_client_sends_one(
