@@ -185,6 +185,12 @@ def build(console: Console) -> Starlette:
             msg=request.query_params.get("msg", ""),
         )
 
+    async def long(request: Request) -> Response:
+        if (refused := c.look(request)) is not None:
+            return refused
+        jobs = await data.long_jobs(c.nats)
+        return c.page(request, "long.html", jobs=jobs, window=data.RECENT_RUNS)
+
     async def act(request: Request) -> Response:
         fields = await c.form(request)
         if isinstance(fields, Response):
@@ -247,6 +253,7 @@ def build(console: Console) -> Starlette:
             Route("/orders", order),
             Route("/orders/{order_id}", order),
             Route("/dead", dead),
+            Route("/long", long),
             Route("/act/{action}", act, methods=["POST"]),
         ],
         lifespan=lifespan,

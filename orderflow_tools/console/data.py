@@ -22,6 +22,8 @@ from orderflow_tools.natsconn import Session
 MAX_RUNS = 100
 MAX_DEAD = 50
 MAX_WORKERS = 200
+RECENT_RUNS = 500  # the long-jobs page reads the last this many run events, no more
+MAX_LONG = 50
 
 
 @dataclass(frozen=True)
@@ -137,3 +139,58 @@ async def discard(s: Session, order_id: str) -> bool:
     from orderflow_tools.dlqdiscard import discard_one
 
     return await discard_one(s, order_id)
+
+
+@dataclass(frozen=True)
+class LongJob:
+    order_id: str
+    task_type: str
+    worker: str
+    running_s: float  # since this run started
+    checkpoint_age_s: float | None  # since its last checkpoint; None: none yet
+    at_risk_s: float  # the work a kill would lose now: since the last checkpoint, else since the start
+
+
+async def long_jobs(s: Session) -> list[LongJob]:
+    """Orders whose latest event among the last RECENT_RUNS of ORDER_RUNS is a start (so still
+    running), longest first, with their status records: bounded, never a scan of every status."""
+    from nats.js.errors import NotFoundError
+
+    from orderflow.lookup import OrderLookup
+
+    try:
+        last = (await s.js.stream_info(contract.RUNS_STREAM)).state.last_seq or 0
+    except NotFoundError:
+        return []
+    latest: dict[str, str] = {}
+    seq = max(1, last - RECENT_RUNS + 1)
+    while seq <= last:
+        try:
+            msg = await s.js.get_msg(contract.RUNS_STREAM, seq, next=True)
+        except NotFoundError:
+            break
+        assert msg.seq is not None
+        rec = contract.decode_run(msg.data or b"{}")
+        latest[rec.order_id] = rec.event
+        seq = msg.seq + 1
+    now = time.time()
+    out: list[LongJob] = []
+    lookup = OrderLookup(s.requests)
+    for order_id in [o for o, event in latest.items() if event == "start"][-MAX_LONG:]:
+        record = await lookup.status_record(order_id)
+        if not record or record.get("status") != "processing":
+            continue
+        started = float(record.get("started_at") or now)
+        checkpoint_at = record.get("checkpoint_at")
+        age = None if checkpoint_at is None else max(0.0, now - float(checkpoint_at))
+        out.append(
+            LongJob(
+                order_id,
+                str(record.get("task_type") or "-"),
+                str(record.get("worker_id") or "-"),
+                max(0.0, now - started),
+                age,
+                age if age is not None else max(0.0, now - started),
+            )
+        )
+    return sorted(out, key=lambda j: -j.running_s)

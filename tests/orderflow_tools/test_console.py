@@ -5,12 +5,13 @@ signature and the CSRF token in process."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from harness import REPO, NatsServer, cli, consumer_info, run, service_env
+from harness import REPO, NatsServer, cli, consumer_info, publish_orders, run, service_env, wait_until
 
 from orderflow import auth
 from orderflow_tools import kit
@@ -38,7 +39,7 @@ def test_the_console_admits_keys_by_scope_and_refuses_the_rest(
     nats_server: NatsServer, spawn: Any, tmp_path: Path
 ) -> None:
     url = nats_server.url
-    spawn("worker", TASK_TYPES=TYPES, WORK_S="0.05").wait_ready()
+    spawn("worker", TASK_TYPES=TYPES, WORK_S="30").wait_ready()  # one long job, below
     admin, reader, writer = auth.new_key(), auth.new_key(), auth.new_key()
     keys = tmp_path / "keys.json"
     entries = [auth.entry("ops", [auth.ADMIN], admin), auth.entry("viewer", [auth.READ], reader)]
@@ -114,6 +115,27 @@ def test_the_console_admits_keys_by_scope_and_refuses_the_rest(
             assert big.status_code == 413
             assert h.get("/orders/not-there-1", headers=bearer).status_code == 404
             assert h.get("/dead", headers=bearer).status_code == 200
+
+            # Long jobs: a 30 s demo job shows, its time running and at risk moving.
+            run(publish_orders(url, 1, prefix="long"))
+
+            def long_row() -> str:
+                page = h.get("/long", headers=bearer).text
+                return (
+                    page.split('data-order="long-0"')[1].split("</tr>")[0]
+                    if 'data-order="long-0"' in page
+                    else ""
+                )
+
+            first = wait_until(long_row, 15, "the long job on /long")
+            time.sleep(1.2)
+            second = long_row()
+
+            def secs(row: str, cls: str) -> float:
+                return float(row.split(f'class="{cls}">')[1].split(" s<")[0])
+
+            assert secs(second, "running") > secs(first, "running") + 1.0
+            assert secs(second, "risk") > 0
         assert admin not in (tmp_path / "console.log").read_text()
     finally:
         proc.kill()
