@@ -80,13 +80,20 @@ def view(record: contract.StatusRecord) -> bytes:
 
 
 def job_message(
-    task_type: str, url: str, record: contract.StatusRecord, secret: str | None = None
+    task_type: str,
+    url: str,
+    record: contract.StatusRecord,
+    secret: str | None = None,
+    client: str | None = None,
 ) -> tuple[str, bytes, dict[str, str]]:
-    """(subject, data, headers) of the job that delivers `record`'s callback."""
+    """(subject, data, headers) of the job that delivers `record`'s callback; it belongs to the
+    order's API key (`client`), so that key may read `GET /orders/<id>.callback`."""
     job_id = contract.callback_id(record.order_id)
     payload = msgspec.Raw(contract.encode(CallbackPayload(url, msgspec.Raw(view(record)), secret)))
     data = contract.encode(contract.TypedOrder(job_id, payload, time.time()))
     headers = {contract.H_MSG_ID: job_id, contract.H_CALLBACK_FOR: record.order_id}
+    if client is not None:
+        headers[contract.H_CLIENT] = client
     return contract.order_subject(task_type, job_id), data, headers
 
 

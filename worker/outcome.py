@@ -437,7 +437,7 @@ class Settler:
         this step publishes it once: its Nats-Msg-Id is its id)."""
         if d.callback_url is not None:
             subject, data, headers = callback.job_message(
-                d.task_type, d.callback_url, record, d.callback_secret
+                d.task_type, d.callback_url, record, d.callback_secret, d.client
             )
             await keep_trying(
                 lambda: self._t.publish(subject, data, headers), f"order {d.order_id}: callback job"

@@ -135,10 +135,10 @@ def order_data(order_id: str, url: str | None) -> bytes:
     return contract.encode(contract.Order(order_id, 1, 2, "m", 1.0, callback_url=url))
 
 
-def settle_with(handler: Any, url: str | None, **env: Any) -> Rig:
+def settle_with(handler: Any, url: str | None, headers: dict[str, str] | None = None, **env: Any) -> Rig:
     async def main() -> Rig:
         rig = Rig(handler, **env)
-        rig.pool.start(FakeMsg("o-1", data=order_data("o-1", url)))
+        rig.pool.start(FakeMsg("o-1", data=order_data("o-1", url), headers=headers))
         await rig.until_idle()
         return rig
 
@@ -247,6 +247,16 @@ def secret_file(tmp_path: Any) -> str:
     path = tmp_path / "secret"
     path.write_text(SECRET)
     return str(path)
+
+
+def test_the_callback_job_belongs_to_the_orders_api_key() -> None:
+    headers = {contract.H_CLIENT: "shop"}
+    rig = settle_with(noop, "https://hooks.example.com/h", headers=headers)
+    [(_, data, job_headers)] = rig.t.published
+    assert job_headers[contract.H_CLIENT] == "shop"
+    msg = FakeMsg("o-1.callback", data=data, headers=job_headers)
+    net = StandInNet(["93.184.216.34"], [200])
+    assert deliver_with(net, msg).t.records["o-1.callback"].client == "shop"
 
 
 def test_a_delivery_is_signed_per_standard_webhooks_and_sent_to_the_checked_address(secret_file: str) -> None:
