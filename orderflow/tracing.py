@@ -27,6 +27,14 @@ TRACESTATE = "tracestate"
 _ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
+def context_of(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The trace context headers among `headers` (none when the order was stored untraced), for a
+    new message that belongs to the same order (its callback job)."""
+    if not headers:
+        return {}
+    return {k: headers[k] for k in (TRACEPARENT, TRACESTATE) if k in headers}
+
+
 def wanted(environ: Mapping[str, str]) -> bool:
     """What the variables ask for, whether or not the SDK is installed."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from orderflow import contract
+from orderflow import contract, tracing
 from worker import callback
 from worker.transport import Message, Meta, Transport, header
 
@@ -439,6 +439,7 @@ class Settler:
             subject, data, headers = callback.job_message(
                 d.task_type, d.callback_url, record, d.callback_secret, d.client
             )
+            headers.update(tracing.context_of(d.msg.headers))  # its delivery joins the order's trace
             await keep_trying(
                 lambda: self._t.publish(subject, data, headers), f"order {d.order_id}: callback job"
             )

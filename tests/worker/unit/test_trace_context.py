@@ -17,13 +17,15 @@ from worker.transport import Meta
 TRACE = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "v=1"}
 
 
-def settled(kind: Kind, failed: int, **env: object) -> dict[str, str]:
+def settled(kind: Kind, failed: int, callback: bool = False, **env: object) -> dict[str, str]:
     t = StandInTransport()
     s = Settler(t, "me", limits(settings(**env), reschedule_after_s=1.0), 22.5, True)
     msg = FakeMsg("o-1", headers={contract.H_MSG_ID: "o-1", **TRACE})
     d = Delivery(msg, Meta(msg.reply), "default")
     d.order_id = "o-1"
     d.books = Books(failed=failed)
+    if callback:
+        d.callback_url = "https://hooks.example.com/h"
     asyncio.run(s.settle(d, Outcome(kind, "boom")))
     [(_, _, headers)] = t.published
     return headers
@@ -41,3 +43,9 @@ def test_a_dlq_copy_and_its_replay_keep_the_trace_context() -> None:
     assert {k: headers[k] for k in TRACE} == TRACE
     replay = replay_headers(Dead(7, "dlq.orders.default.o-1", 0.0, headers, b"{}"))
     assert {k: replay[k] for k in TRACE} == TRACE
+
+
+def test_the_callback_job_of_a_final_order_joins_its_trace() -> None:
+    headers = settled(Kind.DONE, 0, callback=True)
+    assert headers[contract.H_CALLBACK_FOR] == "o-1"
+    assert {k: headers[k] for k in TRACE} == TRACE
