@@ -5,7 +5,8 @@ order really ran; KV ORDER_STATUS says how it ended.
 Rules that need no process are proven once, in tests/worker/unit: retries with growing delays and the
 dead letter after the last attempt (test_outcome.py), a poison message termed into the DLQ without a
 run (test_pipeline.py::test_an_undecodable_message_goes_to_the_dlq_under_its_subjects_id_without_a_run),
-the hard timeout as a failed attempt (test_pipeline.py). A dead letter end to end, with processes,
+the hard timeout as a failed attempt, a crashed slot counted, restarted and serving again
+(test_pipeline.py). A dead letter end to end, with processes,
 is tests/worker/test_long_jobs.py's (after hand-backs across processes) and
 tests/worker/test_rescheduled_retries.py's (after a retry that waited as a scheduled message)."""
 
@@ -222,22 +223,6 @@ def test_8_orderflow_cancel_stops_a_running_job_and_records_it(nats_server: Nats
     assert [r.event for r in records[order_id]] == ["start", "interrupted"]
     assert "later-0" not in records
     assert w.metric("orderflow_cancelled_total") == 1
-
-
-def test_9_a_crashed_slot_is_restarted(nats_server: NatsServer, spawn: Any) -> None:
-    """1. A handler escapes with a BaseException (not an Exception): the slot task dies.
-    2. The supervisor counts it, hands the message back, and the slot serves again:
-       3 crashing orders and 5 normal ones on 2 slots all end done, the crashed ones on attempt 2
-       (the crash is a failed attempt: the handler broke its contract)."""
-    w = spawn("worker", HANDLERS="crashy", CONCURRENCY=2, WORK_S="0.05").wait_ready()
-    crash = run(publish_orders(nats_server.url, 3, prefix="crash", username="crash-once"))
-    normal = run(publish_orders(nats_server.url, 5, prefix="ok"))
-    wait_until(lambda: all_done(nats_server.url, crash + normal), 20, "all orders done")
-    assert w.metric('orderflow_slot_restarts_total{kind="slot"}') == 3
-    st = run(statuses(nats_server.url))
-    assert [(st[i].attempts, st[i].deliveries) for i in crash] == [(1, 2)] * 3
-    assert w.metric('orderflow_pool_slots{type="default"}') == 2
-    assert "slot crashed" in w.logs()
 
 
 def test_10_nats_restarted_mid_run_loses_nothing(nats_server: NatsServer, spawn: Any) -> None:

@@ -4,17 +4,20 @@ stand-in transport. Each test drives deliveries into the pool and reads what rea
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from standin import FakeMsg, StandInTransport, fast_timing, limits, settings
 
 from orderflow import contract
+from orderflow.metrics import WorkerMetrics
 from worker.handlers import CheckpointError, Job, StopSignal
-from worker.hooks import Hook, Hooks
+from worker.hooks import Hook, Hooks, MetricsHook
 from worker.job import JobPipeline, Recovery
 from worker.outcome import Delivery, Kind, Settler
 from worker.payload import SEED, PayloadCodec
@@ -55,6 +58,7 @@ class Rig:
         recovering: bool = False,
         codec: PayloadCodec = SEED,
         deliver: Handler | None = None,
+        extra_hooks: tuple[Hook, ...] = (),
         **env: object,
     ) -> None:
         self.t = StandInTransport()
@@ -67,7 +71,7 @@ class Rig:
         if recovering:
             recovery.open()
         self.pipeline = JobPipeline(
-            "default", handler, self.settler, self.t, Hooks(self.hooks), self.timing, lim, "me",
+            "default", handler, self.settler, self.t, Hooks(self.hooks, *extra_hooks), self.timing, lim, "me",
             cancelled.__contains__, recovery, codec, None, deliver,
         )  # fmt: skip
         self.pool = Pool("default", 4, timeout_s, self.pipeline, self.timing)
@@ -514,6 +518,40 @@ def test_a_slot_that_dies_of_a_base_exception_is_a_failed_attempt_and_the_messag
     assert ("crashed", "slot") in rig.hooks.events
     assert rig.t.ops()[-2:] == ["put:queued", "nak"]
     assert rig.t.calls[-1][2] <= 1.0
+    assert rig.pool.free_slots == 4
+
+
+def test_crashed_slots_are_counted_restarted_and_serve_again(caplog: pytest.LogCaptureFixture) -> None:
+    """Three handlers escape with a BaseException beside a normal order on 4 slots: each crash is
+    counted (orderflow_slot_restarts_total{kind="slot"}), logged, a failed attempt whose message
+    goes back; the pool keeps its 4 slots and runs the next orders to done."""
+
+    class Escape(BaseException):
+        pass
+
+    async def handler(job: Job) -> None:
+        if job.order.order_id.startswith("crash"):
+            raise Escape
+
+    metrics = WorkerMetrics(CollectorRegistry())
+
+    async def main() -> Rig:
+        rig = Rig(handler, extra_hooks=(MetricsHook(metrics, "default"),))
+        for seq, order_id in enumerate(("crash-0", "crash-1", "crash-2", "ok-0"), start=1):
+            rig.pool.start(FakeMsg(order_id, seq=seq))
+        await rig.until_idle()
+        for i in range(1, 5):
+            rig.pool.start(FakeMsg(f"ok-{i}", seq=4 + i))
+        await rig.until_idle()
+        return rig
+
+    with caplog.at_level(logging.ERROR, logger="worker.job"):
+        rig = asyncio.run(main())
+    assert metrics.registry.get_sample_value("orderflow_slot_restarts_total", {"kind": "slot"}) == 3
+    assert sum("slot crashed" in r.getMessage() for r in caplog.records) == 3
+    crashed = [rig.t.records[f"crash-{i}"] for i in range(3)]
+    assert [(r.status, r.attempts) for r in crashed] == [("queued", 1)] * 3
+    assert all(rig.t.records[f"ok-{i}"].status == "done" for i in range(5))
     assert rig.pool.free_slots == 4
 
 
