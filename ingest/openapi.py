@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ingest import apischemas as s
+from ingest import batchapi
 from orderflow import auth, callbackurl, contract
 
 _quantity: dict[str, Any] = {
@@ -223,9 +224,15 @@ OPENAPI: dict[str, Any] = {
 }
 
 
-def document(task_types: Sequence[str], declared: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+def document(
+    task_types: Sequence[str], declared: Mapping[str, dict[str, Any]], batch_max_orders: int = 1000
+) -> dict[str, Any]:
     """The document for these task types (the first is the default), with their declared payloads."""
     doc = copy.deepcopy(OPENAPI)
+    doc["paths"]["/orders/batch"] = batchapi.operation(batch_max_orders)
+    for parameter in doc["paths"]["/orders/batch"]["post"]["parameters"]:
+        if parameter["name"] == "type":
+            parameter["schema"] = {"type": "string", "enum": list(task_types), "default": task_types[0]}
     components: dict[str, Any] = {"Order": copy.deepcopy(SEED_ORDER)}
     refs: dict[str, Any] = {}
     for task_type in task_types:

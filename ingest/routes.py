@@ -134,5 +134,8 @@ async def openapi(request: Request) -> Response:
     if cached is None or cached[0] != catalogue.version:
         declared = {t: s.schema for t, s in catalogue.schemas.items()}
         types = [t.name for t in state.settings.task_types]
-        cached = state.openapi = (catalogue.version, contract.encode(api.document(types, declared)))
+        cached = state.openapi = (
+            catalogue.version,
+            contract.encode(api.document(types, declared, state.settings.batch_max_orders)),
+        )
     return Response(cached[1], media_type=_JSON)

@@ -123,6 +123,8 @@ def assert_healthy(svc: Service) -> None:
     [
         ("/orders", "POST", GenerationMode.POSITIVE),
         ("/orders", "POST", GenerationMode.NEGATIVE),
+        ("/orders/batch", "POST", GenerationMode.POSITIVE),
+        ("/orders/batch", "POST", GenerationMode.NEGATIVE),
         ("/orders/{order_id}", "GET", GenerationMode.POSITIVE),
         # any string is a valid order id to the document: the negative cases are ?wait's values
         ("/orders/{order_id}", "GET", GenerationMode.NEGATIVE),
