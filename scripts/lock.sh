@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make lock: the lock files with hashes, from pyproject.toml (uv pip compile, PyPI only):
 #   requirements/runtime.txt  [project].dependencies: what the images install (--require-hashes)
-#   requirements/run.txt      + the `run` extra, pip and the build backend: `make run`'s .venv
-#   requirements/dev.txt      + the `dev` extra, pip and the build backend: `make install`/`make test`
+#   requirements/run.txt      + the `run` extra and pip: `make run`'s .venv
+#   requirements/dev.txt      + the `dev` extra and pip: `make install`/`make test`
 #   requirements/sbom.txt     requirements/sbom.in (cyclonedx-bom) alone: the SBOM stage of the
 #                             Dockerfiles (`make sbom`), in a venv of its own, so the SBOM tool never
 #                             lands in what it lists
@@ -16,12 +16,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 uv="${UV:-$(command -v uv || echo .venv/bin/uv)}"
 [[ -x "$uv" ]] || { echo "lock: uv not found (pip install uv, or UV=/path/to/uv)" >&2; exit 1; }
 
-# pip and the build backend (pyproject's [build-system].requires) come from the lock too, so the
-# editable install of orderflow itself runs with --no-build-isolation and fetches nothing unhashed.
-# Written to a file of a fixed name, so the locks' "via" comments do not change between runs.
+# pip comes from the lock too (scripts/venv.sh upgrades it with the rest, hash-checked). Written to
+# a file of a fixed name, so the locks' "via" comments do not change between runs.
 {
-    echo "# make lock writes this from pyproject.toml's [build-system].requires, plus pip"
-    python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires'], sep='\n')"
+    echo "# make lock writes this: what the .venv gets besides pyproject.toml's dependencies"
     echo "pip>=24"
 } >requirements/build.in
 

@@ -6,8 +6,10 @@
 #   scripts/venv.sh check only make sure $VENV has a supported interpreter (the first step of both)
 # Both install from a lock file with hashes (requirements/run.txt, requirements/dev.txt; `make lock`
 # writes them from pyproject.toml) with --require-hashes: every version pinned, every downloaded
-# file checked against the lock, the build backend included; then orderflow itself, editable,
-# with --no-deps --no-build-isolation (a checkout has no hash to check: it is the code at hand).
+# file checked against the lock, pip included; then orderflow itself, editable, with --no-deps (a
+# checkout has no hash to check: it is the code at hand). Its build backend (setuptools) comes from
+# pip's build isolation, the one download not checked against a hash: built in the .venv instead,
+# setuptools would read the dev lock's packaging, which checkov holds below what it needs.
 # Both share the .venv: the dev lock contains the run lock, so installing either never breaks
 # the other, and each leaves its own stamp (.venv/.installed-run, .venv/.installed-dev; dev stamps
 # both). Nothing is installed while the stamp is newer than pyproject.toml and the lock.
@@ -50,7 +52,7 @@ if [ "$extra" = check ] || { [ "$VENV/.installed-$extra" -nt "$PYPROJECT" ] && [
 fi
 echo "installing orderflow ($extra) into $VENV from $LOCK (hashes checked)" >&2
 "$VENV/bin/python" -m pip install -q --require-hashes -r "$LOCK"
-"$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+"$VENV/bin/python" -m pip install -q --no-deps -e .
 touch "$VENV/.installed-$extra"
 if [ "$extra" = dev ]; then
     touch "$VENV/.installed-run"

@@ -53,8 +53,8 @@ def pyproject() -> dict[str, object]:
 
 
 def wanted(lock: str) -> list[Requirement]:
-    """What pyproject.toml asks of one lock: `runtime` the dependencies; `run` and `dev` those,
-    their extra (a self-reference such as orderflow[run] expanded) and the build backend."""
+    """What pyproject.toml asks of one lock: `runtime` the dependencies; `run` and `dev` those and
+    their extra (a self-reference such as orderflow[run] expanded)."""
     data = pyproject()
     project = data["project"]
     assert isinstance(project, dict)
@@ -74,6 +74,4 @@ def wanted(lock: str) -> list[Requirement]:
                 todo += sorted(req.extras)
             else:
                 reqs.append(req)
-    build = data["build-system"]
-    assert isinstance(build, dict)
-    return reqs + [Requirement(r) for r in build["requires"]]
+    return reqs

@@ -56,7 +56,7 @@ def test_the_images_and_the_venv_install_from_the_locks_with_hash_checking() -> 
     venv = (REPO / "scripts" / "venv.sh").read_text()
     assert 'pip install -q --require-hashes -r "$LOCK"' in venv
     assert "LOCK=${LOCK:-requirements/$extra.txt}" in venv
-    assert "pip install -q --no-deps --no-build-isolation -e ." in venv
+    assert "pip install -q --no-deps -e ." in venv
     ignore = (REPO / ".dockerignore").read_text().splitlines()
     assert "!requirements/runtime.txt" in ignore and "!requirements/dev.txt" not in ignore
 
