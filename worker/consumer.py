@@ -28,15 +28,28 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from orderflow import contract
-from worker.pool import Pool
+from worker.transport import Message
 
 log = logging.getLogger(__name__)
+
+
+class Slots(Protocol):
+    """What the fetch loop needs of its pool (worker/pool.py's Pool, whatever its slot type)."""
+
+    capacity: int
+    on_free: Callable[[], None]
+
+    @property
+    def free_slots(self) -> int: ...
+
+    def start(self, msg: Message) -> None: ...
 
 
 class FetchLoop:
@@ -44,7 +57,7 @@ class FetchLoop:
         self,
         nc: Client,
         consumer: str,
-        pool: Pool,
+        pool: Slots,
         expiry_s: float,
         grace_s: float,
         on_unstarted: Callable[[Msg], None],

@@ -220,8 +220,8 @@ class JobPipeline:
         # the pool's running jobs, by stream sequence (bound once the pool exists)
         self.runs: dict[int, Run] = {}
 
-    def bind(self, pool: Pool) -> None:
-        self.runs = pool.running  # type: ignore[assignment]
+    def bind(self, pool: Pool[Run]) -> None:
+        self.runs = pool.running
 
     # --- the pool's side ------------------------------------------------------------------
     def open(self, msg: Message, timeout_s: float) -> Run | None:

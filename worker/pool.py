@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from worker.outcome import Kind
 from worker.timing import Timing
@@ -36,24 +36,28 @@ class Slot:
         self.cut_timer: asyncio.TimerHandle | None = None
 
 
-class Pipeline(Protocol):
-    def open(self, msg: Message, timeout_s: float) -> Slot | None:
+# The pipeline's own slot type: the pool hands each slot back to the pipeline that made it, typed.
+S = TypeVar("S", bound=Slot)
+
+
+class Pipeline(Protocol[S]):
+    def open(self, msg: Message, timeout_s: float) -> S | None:
         """A slot for a new delivery, or None when the delivery belongs to a job already running
         here (adopted: no second run)."""
 
-    def run(self, slot: Any) -> Coroutine[Any, Any, None]: ...
-    async def beat(self, slot: Any, now: float) -> None: ...
-    def crashed(self, slot: Any, exc: BaseException) -> None: ...
+    def run(self, slot: S) -> Coroutine[Any, Any, None]: ...
+    async def beat(self, slot: S, now: float) -> None: ...
+    def crashed(self, slot: S, exc: BaseException) -> None: ...
 
 
-class Pool:
+class Pool(Generic[S]):
     def __init__(
-        self, name: str, capacity: int, timeout_s: float, pipeline: Pipeline, timing: Timing
+        self, name: str, capacity: int, timeout_s: float, pipeline: Pipeline[S], timing: Timing
     ) -> None:
         self.name = name
         self.capacity = capacity
         self.timeout_s = timeout_s
-        self.running: dict[int, Slot] = {}
+        self.running: dict[int, S] = {}
         self._pipeline = pipeline
         self._timing = timing
         self._idle = asyncio.Event()
@@ -68,7 +72,7 @@ class Pool:
     async def wait_idle(self) -> None:
         await self._idle.wait()
 
-    def __iter__(self) -> Iterator[Slot]:
+    def __iter__(self) -> Iterator[S]:
         return iter(list(self.running.values()))
 
     # --- running jobs -------------------------------------------------------------------
@@ -81,7 +85,7 @@ class Pool:
         slot.task = asyncio.create_task(self._pipeline.run(slot))
         slot.task.add_done_callback(lambda t: self._finished(slot, t))
 
-    def _finished(self, slot: Slot, task: asyncio.Task[None]) -> None:
+    def _finished(self, slot: S, task: asyncio.Task[None]) -> None:
         """Supervisor: frees the slot; a job task that died of an unexpected error is a crashed
         slot, and its pipeline gives the message back; the slot is reused."""
         if self.running.get(slot.key) is slot:
@@ -91,8 +95,9 @@ class Pool:
         self.on_free()
         if not self.running:
             self._idle.set()
-        if not task.cancelled() and task.exception() is not None:
-            self._pipeline.crashed(slot, task.exception())  # type: ignore[arg-type]
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            self._pipeline.crashed(slot, exc)
 
     def stop(self, slot: Slot, reason: Kind, unwind_s: float | None = None) -> None:
         """Stop a running job from outside (cancel request, hard timeout, hand-back). With

@@ -73,7 +73,7 @@ class TypeRunner:
     task_type: str
     consumer: broker.ConsumerHandle
     pipeline: JobPipeline
-    pool: Pool
+    pool: Pool[Run]
     loop: FetchLoop
 
 
@@ -391,7 +391,7 @@ class WorkerService:
         self.cancels.add(order_id)
         for r in self.runners:
             for slot in r.pool:
-                if isinstance(slot, Run) and slot.delivery.order_id == order_id:
+                if slot.delivery.order_id == order_id:
                     r.pool.stop(slot, Kind.CANCELLED)
                     log.info("cancelling order %s on request", order_id)
                     if msg.reply:

@@ -72,7 +72,7 @@ async def settle_loop() -> None:
         await asyncio.sleep(0)
 
 
-def rig(capacity: int = 4) -> tuple[StandInNats, Pool, HeldPipeline, FetchLoop]:
+def rig(capacity: int = 4) -> tuple[StandInNats, Pool[Slot], HeldPipeline, FetchLoop]:
     nc = StandInNats()
     pipeline = HeldPipeline()
     pool = Pool("default", capacity, 60, pipeline, fast_timing())
