@@ -37,6 +37,9 @@ class Run:
     done_source: str = ""
     queue_source: str = ""
     missing: dict[str, str] = field(default_factory=dict)
+    # workers x slots, from what the load run recorded (None when it did not, or in direct mode)
+    capacity: int | None = None
+    capacity_source: str = ""
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -74,26 +77,41 @@ def _total(samples: list[list[Any]], name: str, **labels: str) -> float | None:
     return sum(values) if values else None
 
 
+# Two samples of one target further apart than this leave a gap in its rate, not an average.
+GAP_S = 3.0
+
+
 def _counters_to_series(per_target: dict[str, list[tuple[float, float]]]) -> tuple[Series, Series]:
-    """Counters per target -> (rate, total since the first sample) on one-second bins: within a
-    bin each target's rates are averaged and its last total kept (two samples can fall into one
-    bin: a sum there would double it), then the targets are added up."""
-    rate: dict[int, float] = defaultdict(float)
-    total: dict[int, float] = defaultdict(float)
-    for points in per_target.values():
-        base = points[0][1] if points else 0.0
-        rates: dict[int, list[float]] = defaultdict(list)
-        last: dict[int, float] = {}
+    """Counters per target -> (rate, total since the first sample) on one-second bins, summed over
+    the targets. Scrapes jitter: a bin can hold two samples of one target and the next none. A sum
+    over whatever fell into a bin read that missing sample as 0 (the cumulative line dropped to 0),
+    so each second takes every target's rate of the interval covering it (NaN, a gap, when its
+    samples are more than GAP_S apart) and every target's last total so far (a count carries)."""
+    rates: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    totals: dict[str, dict[int, float]] = {}
+    for name, points in per_target.items():
+        if not points:
+            continue
+        base = points[0][1]
+        totals[name] = {math.floor(points[0][0]): 0.0}
         for (t0, v0), (t1, v1) in itertools.pairwise(points):
-            if t1 > t0 and v1 >= v0:  # a counter reset (restart) is skipped, not a negative rate
-                rates[math.floor(t1)].append((v1 - v0) / (t1 - t0))
-            last[math.floor(t1)] = v1 - base
-        for second, values in rates.items():
-            rate[second] += sum(values) / len(values)
-        for second, value in last.items():
-            total[second] += value
-    xs, xt = sorted(rate), sorted(total)
-    return ([float(x) for x in xs], [rate[x] for x in xs]), ([float(x) for x in xt], [total[x] for x in xt])
+            totals[name][math.floor(t1)] = v1 - base
+            if t1 <= t0 or v1 < v0:  # a counter reset (restart) is skipped, not a negative rate
+                continue
+            value = (v1 - v0) / (t1 - t0) if t1 - t0 <= GAP_S else math.nan
+            for second in range(math.floor(t0) + 1, math.floor(t1) + 1):
+                rates[second][name].append(value)
+    rate_xs = sorted(rates)
+    rate = [sum(sum(v) / len(v) for v in rates[x].values()) for x in rate_xs]
+    total_xs = sorted({x for per in totals.values() for x in per})
+    carried: dict[str, float] = {}
+    total = []
+    for x in total_xs:
+        for name, per in totals.items():
+            if x in per:
+                carried[name] = per[x]
+        total.append(sum(carried.values()))
+    return ([float(x) for x in rate_xs], rate), ([float(x) for x in total_xs], total)
 
 
 def _nats_series(run: Run, path: Path) -> dict[str, Any]:
@@ -150,21 +168,33 @@ def _metrics_series(run: Run, path: Path) -> None:
             if values:
                 second = round(t)
                 gauges[key][second] = max([*values, gauges[key].get(second, 0.0)])
+    # The ingest is the target that publishes (or the one the run recorded as the ingest); in
+    # direct mode it also does the work, so "done" is the ingest's count there, not the workers'.
+    ingest_url = ((run.meta.get("sources") or {}).get("ingest_metrics") or {}).get("url")
+    ingest = {t for t in per_target["accepted"]} | ({ingest_url} if ingest_url else set())
     for key in ("accepted", "done"):
         if per_target[key]:
             rate, total = _counters_to_series(per_target[key])
             setattr(run, f"{key}_rate", rate)
             setattr(run, f"{key}_total", total)
-            setattr(
-                run,
-                f"{key}_source",
-                "the ingest's /metrics" if key == "accepted" else "the workers' /metrics",
-            )
+            setattr(run, f"{key}_source", _counted_by(per_target[key], ingest))
     for key, attr in (("pending", "pending"), ("ack", "ack_pending")):
         xs = sorted(gauges[key])
         setattr(run, attr, ([float(x) for x in xs], [gauges[key][x] for x in xs]))
     if run.pending[0]:
         run.queue_source = "workers"
+
+
+def _counted_by(per_target: dict[str, list[tuple[float, float]]], ingest: set[str]) -> str:
+    """Which services' /metrics a counter came from: those whose count moved in the run (all that
+    reported it when none moved)."""
+    moved = [t for t, pts in per_target.items() if pts and pts[-1][1] != pts[0][1]] or list(per_target)
+    names = []
+    if any(t in ingest for t in moved):
+        names.append("the ingest's")
+    if any(t not in ingest for t in moved):
+        names.append("the workers'")
+    return f"{' and '.join(names)} /metrics"
 
 
 def load_run(directory: Path) -> Run:
@@ -195,6 +225,11 @@ def load_run(directory: Path) -> Run:
     if nats is not None and not run.done_source and nats["left"]:
         run.done_rate, run.done_total = nats["left"]
         run.done_source = "messages leaving ORDERS (acked or termed)"
+    setup = meta.get("setup") or {}
+    workers, slots = setup.get("workers"), setup.get("slots_per_worker")
+    if meta.get("mode") != "direct" and workers and slots:
+        run.capacity = int(workers) * int(slots)
+        run.capacity_source = f"{workers} workers x {slots} slots, from {setup.get('from') or 'run.json'}"
     _explain_missing(run)
     return run
 
@@ -210,7 +245,9 @@ def _explain_missing(run: Run) -> None:
     )
     if not run.by_status:
         run.missing["requests"] = "no k6 answers recorded (k6.json missing or empty: see k6.log)"
-    if not run.accepted_source:
+    if not run.accepted_source and run.meta.get("mode") == "direct":
+        run.missing["accepted"] = "direct mode stores no orders: the ingest does the work inside the request"
+    elif not run.accepted_source:
         why = (
             f"the ingest's metrics at {ingest.get('url')} did not answer ({ingest['error']})"
             if ingest.get("error")
@@ -222,6 +259,12 @@ def _explain_missing(run: Run) -> None:
         run.missing["done"] = f"{workers}, and {nats_why}"
     if not run.queue_source:
         run.missing["queue"] = f"{nats_why}, and no worker sampled orderflow_consumer_pending"
+    elif not any(run.pending[1]) and not any(run.ack_pending[1]):
+        # An all-zero queue is data, but a chart of it shows nothing: say so instead of drawing it.
+        why = f"the queue stayed empty the whole run ({len(run.pending[1])} samples, all 0)"
+        if run.meta.get("mode") == "direct":
+            why += ": in direct mode the ingest does the work inside the request and queues nothing"
+        run.missing["queue"] = why
 
 
 def figures(run: Run) -> dict[str, Any]:
@@ -255,8 +298,10 @@ def figures(run: Run) -> dict[str, Any]:
             out["drained_after_load_end_s"] = max(0.0, round(drained - run.k6_end, 1))
         if drained is not None and ys[peak_at] > 0:
             out["drain_from_peak_s"] = round(drained - xs[peak_at], 1)
-    if run.accepted_total[1]:
-        out["accepted"] = int(run.accepted_total[1][-1])
-    if run.done_total[1]:
-        out["done"] = int(run.done_total[1][-1])
+    # What was measured (with where it came from in figures.json's sources), or null and why.
+    for key, total in (("accepted", run.accepted_total), ("done", run.done_total)):
+        out[key] = int(total[1][-1]) if total[1] else None
+        if out[key] is None:
+            out[f"{key}_missing"] = run.missing.get(key, "not recorded")
+    out["capacity_slots"] = run.capacity
     return out

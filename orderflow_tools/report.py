@@ -3,8 +3,8 @@
 requests_by_status.png  answers per second by HTTP status (k6's view)
 accepted_vs_done.png    orders stored vs jobs done per second, and cumulatively: the queue absorbing the peak
 latency.png             POST /orders latency p50/p90/p99 over time
-queue_depth.png         orders waiting (not yet delivered) and running (delivered, not acked)
-overview.png            requests by status over accepted vs done, for docs
+queue_depth.png         orders waiting; running and capacity (workers x slots) on a right axis
+overview.png            requests by status over accepted vs done (over the queue depth, if any)
 figures.json            peak RPS, answers by status, backlog peak, drain time; what was not drawn and why
 
 Each title states the setup (scenario, mode, peak RPS, workers x slots, work time, as far as the
@@ -83,15 +83,26 @@ def _mark_load_end(ax: Axes, run: Run) -> None:
         ax.axvline(run.k6_end, color="grey", linestyle=":", linewidth=1, label="load ends")
 
 
-def _finish(ax: Axes, ylabel: str) -> None:
+def _finish(ax: Axes, ylabel: str, right: Axes | None = None) -> None:
     ax.set_ylabel(ylabel)
     ax.set_xlabel("seconds since start")
     ax.set_xlim(left=0)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        # Beside the plot, never over the data.
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    if right is not None:  # one legend for both axes
+        more = right.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    if handles:
+        # Beside the plot, never over the data (nor over a right axis' tick labels).
+        ax.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1.08 if right is not None else 1.01, 1.0),
+            borderaxespad=0.0,
+            fontsize="small",
+        )
 
 
 def queue_source_text(run: Run) -> str:
@@ -143,13 +154,35 @@ def plot_latency(ax: Axes, run: Run) -> None:
     _finish(ax, "ms")
 
 
-def plot_queue(ax: Axes, run: Run) -> None:
+def plot_queue(ax: Axes, run: Run) -> Axes | None:
+    """Waiting on the left axis; running and the capacity line (workers x slots) on a right axis of
+    their own: a backlog of thousands would flatten a running line bounded by the slots. Returns
+    the right axis when there is one."""
     ax.plot(*run.pending, label="waiting (not yet delivered)", color="tab:orange", linewidth=1.2)
-    if run.ack_pending[0]:
-        ax.plot(*run.ack_pending, label="running (delivered, not acked)", color="tab:cyan", linewidth=1.2)
+    right = None
+    if run.ack_pending[0] or run.capacity:
+        right = ax.twinx()
+        if run.ack_pending[0]:
+            right.plot(
+                *run.ack_pending,
+                label="running (delivered, not acked; right axis)",
+                color="tab:cyan",
+                linewidth=1.2,
+            )
+        if run.capacity:
+            right.axhline(
+                run.capacity,
+                color="tab:red",
+                linestyle="--",
+                linewidth=1,
+                label=f"capacity: {run.capacity_source} (right axis)",
+            )
+        right.set_ylim(bottom=0, top=max([*run.ack_pending[1], run.capacity or 0, 1]) * 1.15)
+        right.set_ylabel("orders running")
     _mark_load_end(ax, run)
     ax.set_title(f"queue depth — {queue_source_text(run)}", fontsize="medium")
-    _finish(ax, "orders")
+    _finish(ax, "orders waiting", right)
+    return right
 
 
 def not_drawn(run: Run) -> dict[str, str]:
@@ -162,6 +195,20 @@ def not_drawn(run: Run) -> dict[str, str]:
         if lacking:
             out[png] = "; ".join(dict.fromkeys(lacking))
     return out
+
+
+def overview(plt: Any, run: Run) -> Any:
+    """Requests by status over accepted vs done, and the queue depth with its capacity line when
+    the run has a queue (direct mode queues nothing: no empty panel)."""
+    with_queue = "queue" not in run.missing
+    fig, axes = plt.subplots(3 if with_queue else 2, 1, figsize=(11, 10 if with_queue else 7), sharex=True)
+    plot_requests(axes[0], run)
+    plot_accepted_vs_done(axes[1], run)
+    if with_queue:
+        plot_queue(axes[2], run)
+    for ax in axes[:-1]:
+        ax.set_xlabel("")
+    return fig
 
 
 def draw(run: Run, title: str | None = None) -> list[Path]:
@@ -199,11 +246,7 @@ def draw(run: Run, title: str | None = None) -> list[Path]:
     single("latency.png", plot_latency)
     single("queue_depth.png", plot_queue)
     if "overview.png" not in skip:
-        fig, (a1, a2) = plt.subplots(2, 1, figsize=(11, 7), sharex=True)
-        plot_requests(a1, run)
-        plot_accepted_vs_done(a2, run)
-        a1.set_xlabel("")
-        save(fig, "overview.png")
+        save(overview(plt, run), "overview.png")
     return written
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 from datetime import UTC, datetime
@@ -215,3 +216,129 @@ def test_no_legend_covers_the_data(tmp_path: Path, plot: str) -> None:
     box, plot_area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
     assert box.x0 >= plot_area.x1, "the legend overlaps the plot area"
     plt.close(fig)
+
+
+def direct_run(directory: Path, seconds: int = 40, late: tuple[int, ...] = (10, 25)) -> None:
+    """A direct-mode run as `orderflow load` records one against `orderflow dev`: the ingest (/i)
+    does the work inline and counts it; a worker (/w) is scraped too and does nothing; JetStream's
+    consumer stays empty. Two of the ingest's scrapes come late into the previous second, so the
+    seconds in `late` hold no ingest sample at all (the scrape jitter a loaded machine has)."""
+    synthetic_run(directory, seconds=seconds)
+    answered = [0] * (seconds + 20)
+    for line in (directory / "k6.json").read_text().splitlines()[1:]:
+        point = json.loads(line)
+        if point["metric"] == "orders_answered" and point["data"]["tags"]["status"] == "200":
+            stamp = datetime.fromisoformat(point["data"]["time"].replace("Z", "+00:00")).timestamp()
+            answered[int(stamp - START)] += 1
+    metric_lines, done = [], 0.0
+    for s in range(seconds + 20):
+        # a late scrape (just before second s) has counted the orders done up to then
+        t = START + s + (-0.02 if s in late else 0.98)
+        done += 0 if s in late else answered[s] + (answered[s - 1] if s - 1 in late else 0)
+        metric_lines.append({"t": t, "target": "http://x/i", "ok": True,
+                             "samples": [["orderflow_work_done_total", {"status": "done"}, done]]})  # fmt: skip
+        metric_lines.append({"t": START + s + 0.5, "target": "http://x/w", "ok": True,
+                             "samples": [["orderflow_work_done_total", {"status": "done"}, 0.0]]})  # fmt: skip
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metric_lines))
+    nats = [
+        {"t": START + s + 0.3, "target": "nats", "ok": True,
+         "samples": [["nats_consumer_pending", {"consumer": "workers"}, 0.0],
+                     ["nats_consumer_ack_pending", {"consumer": "workers"}, 0.0]]}
+        for s in range(seconds + 20)
+    ]  # fmt: skip
+    (directory / "nats.jsonl").write_text("".join(json.dumps(n) + "\n" for n in nats))
+    meta = json.loads((directory / "run.json").read_text())
+    meta.update(
+        mode="direct",
+        setup={"workers": 1, "slots_per_worker": 4, "work_s": "0.05", "from": "orderflow dev"},
+        sources={
+            "nats": {"url": "nats://127.0.0.1:4222", "error": None},
+            "ingest_metrics": {"url": "http://x/i", "error": None},
+        },
+    )
+    (directory / "run.json").write_text(json.dumps(meta))
+
+
+def test_a_missing_sample_is_no_drop_and_done_is_the_ingests_in_direct_mode(tmp_path: Path) -> None:
+    """Issue #27: the cumulative "done" dropped to 0 in each second the ingest's sample missed
+    (only the idle worker's 0 was in it), was labelled the workers', and figures.json said 0."""
+    direct_run(tmp_path)
+    run = load_run(tmp_path)
+    xs, total = run.done_total
+    assert 10.0 in xs and 25.0 in xs  # the seconds without an ingest sample are still there ...
+    assert all(b >= a for a, b in itertools.pairwise(total)), "the cumulative done line drops"
+    assert total[xs.index(10.0)] > 0 and total[xs.index(25.0)] > 0  # ... carrying the count
+    rate = dict(zip(*run.done_rate, strict=True))
+    assert rate[10] > 0 and rate[25] > 0  # the rate there is the covering interval's, not 0
+    assert run.done_source == "the ingest's /metrics"
+    numbers = figures(run)
+    assert numbers["done"] == numbers["by_status"]["200"] > 0
+    assert numbers["accepted"] is None and numbers["accepted_missing"].startswith(
+        "direct mode stores no orders"
+    )
+    assert numbers["capacity_slots"] is None  # direct mode: the workers' slots do none of it
+
+
+def test_a_direct_run_skips_the_empty_queue_chart_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    direct_run(tmp_path)
+    assert report.run(argparse.Namespace(dir=tmp_path, title=None)) == 0
+    numbers = json.loads((tmp_path / "figures.json").read_text())
+    why = numbers["not_drawn"]["queue_depth.png"]
+    assert why.startswith("the queue stayed empty the whole run (60 samples, all 0)")
+    assert "direct mode" in why
+    assert f"not drawn: {tmp_path / 'queue_depth.png'}: the queue stayed empty" in capsys.readouterr().err
+    assert not (tmp_path / "queue_depth.png").exists()
+    assert set(numbers["not_drawn"]) == {"queue_depth.png"}
+    assert numbers["sources"]["done"] == "the ingest's /metrics"
+    fig = report.overview(plt, load_run(tmp_path))
+    labels = [line.get_label() for ax in fig.axes for line in ax.get_lines()]
+    assert len(fig.axes) == 2, "an empty queue panel in the overview"
+    assert "done (the ingest's /metrics)" in labels
+    plt.close(fig)
+
+
+def test_the_queued_overview_shows_the_queue_running_on_its_own_axis_and_capacity(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nats_only_run(tmp_path)  # run.json: 2 workers x 4 slots
+    run = load_run(tmp_path)
+    assert run.capacity == 8 and figures(run)["capacity_slots"] == 8
+    fig = report.overview(plt, run)
+    lines = {str(line.get_label()): line for ax in fig.axes for line in ax.get_lines()}
+    waiting = lines["waiting (not yet delivered)"]
+    running = lines["running (delivered, not acked; right axis)"]
+    capacity = next(
+        line for label, line in lines.items() if label.startswith("capacity: 2 workers x 4 slots")
+    )
+    assert list(waiting.get_ydata()) == run.pending[1] and max(run.pending[1]) > 50
+    assert list(running.get_ydata()) == run.ack_pending[1]
+    assert list(capacity.get_ydata()) == [8, 8]
+    assert running.axes is capacity.axes is not waiting.axes  # a scale of its own, not the backlog's
+    assert running.axes is not None and running.axes.get_ylim()[1] < 20
+    plt.close(fig)
+
+
+def test_each_counter_is_labelled_with_the_service_that_counted_it(tmp_path: Path) -> None:
+    synthetic_run(tmp_path)
+    run = load_run(tmp_path)
+    assert (run.accepted_source, run.done_source) == ("the ingest's /metrics", "the workers' /metrics")
+
+
+def test_samples_further_apart_than_the_gap_leave_a_gap_in_the_rate(tmp_path: Path) -> None:
+    direct_run(tmp_path)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    kept = [m for m in lines if not (m["target"] == "http://x/i" and START + 12 < m["t"] < START + 18)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in kept))
+    rate = dict(zip(*load_run(tmp_path).done_rate, strict=True))
+    assert all(math.isnan(rate[s]) for s in range(12, 19))  # samples at 11.98 s and 18.98 s
+    assert not math.isnan(rate[11]) and not math.isnan(rate[19])
