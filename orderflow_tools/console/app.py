@@ -24,9 +24,9 @@ from starlette.routing import Route
 from orderflow import contract
 from orderflow.auth import Identity, KeyFile
 from orderflow.config import Settings
-from orderflow_tools import orders, pauses
+from orderflow_tools import natsconn, orders, pauses
 from orderflow_tools.console import data, identity
-from orderflow_tools.natsconn import Session, session
+from orderflow_tools.natsconn import Session
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_STREAMS = 16  # open Server-Sent Events streams at once
@@ -236,13 +236,27 @@ def build(console: Console) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with session(c.settings, "orderflow-console") as s:
-            c.s = s
-            watch = asyncio.create_task(c.keys.watch())
-            try:
-                yield
-            finally:
-                watch.cancel()
+        # Not the CLI's fail-fast connection: a long-lived console reconnects forever, like the
+        # services (a NATS restart must not need a console restart); only the first connection
+        # is bounded, so a wrong URL fails the start within seconds.
+        from orderflow import broker
+        from orderflow.natsmux import Requester
+
+        nc = await asyncio.wait_for(
+            broker.connect(c.settings, "orderflow-console"), natsconn.CONNECT_BUDGET_S
+        )
+        requests = await Requester(nc, natsconn.REQUEST_TIMEOUT_S).start()
+        c.s = Session(
+            nc, nc.jetstream(timeout=natsconn.REQUEST_TIMEOUT_S), requests, natsconn.url_of(c.settings)
+        )
+        watch = asyncio.create_task(c.keys.watch())
+        try:
+            yield
+        finally:
+            watch.cancel()
+            await requests.stop()
+            with contextlib.suppress(Exception):
+                await nc.close()
 
     return Starlette(
         routes=[

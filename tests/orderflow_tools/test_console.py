@@ -136,6 +136,17 @@ def test_the_console_admits_keys_by_scope_and_refuses_the_rest(
 
             assert secs(second, "running") > secs(first, "running") + 1.0
             assert secs(second, "risk") > 0
+
+            # NATS away for longer than the CLI's one reconnect attempt: the console reconnects
+            # (endlessly, as the services do) and answers again.
+            nats_server.stop()
+            time.sleep(6)
+            nats_server.start()
+            wait_until(
+                lambda: h.get("/dead", headers=bearer).status_code == 200,
+                20,
+                "the console after a NATS restart",
+            )
         assert admin not in (tmp_path / "console.log").read_text()
     finally:
         proc.kill()
