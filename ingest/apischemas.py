@@ -146,6 +146,7 @@ ORDER_VIEW: dict[str, Any] = {
             started_at="the old name of last_started_at",
             finished_at="when it reached its final status",
             retry_at="when a failed attempt is tried again",
+            run_at="when a delayed order (status scheduled) is due to run",
             lease_until="(admin) until when its running worker holds it",
             checkpoint_at="(admin) when its last checkpoint was stored",
         ),

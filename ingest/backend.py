@@ -23,8 +23,10 @@ class OrderSink(Protocol):
         task_type: str,
         status_check: bool = False,
         client: str | None = None,
+        run_at: float | None = None,
     ) -> Published:
-        """Store the order (its id is its de-duplication id); STORED/DUPLICATE only once stored."""
+        """Store the order (its id is its de-duplication id); STORED/DUPLICATE only once stored.
+        `run_at`: a delayed order, stored as a message scheduled for that time."""
         ...
 
     async def publish_atomic(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> Sent:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 import msgspec
 from starlette.types import Receive, Scope, Send
 
-from ingest import callbacks, responses
+from ingest import callbacks, delay, responses
 from ingest.orders import Accept, _Disconnected
 from ingest.publisher import Published, message_of
 from ingest.state import IngestState
@@ -154,6 +154,10 @@ class BatchEndpoint:
                 answers.append({"result": "invalid", "errors": [taken]})
                 continue
             raw, callback_url = taken
+            refused = delay.refused_in_batch(raw)
+            if refused is not None:
+                answers.append({"result": "invalid", "errors": [refused]})
+                continue
             order = (
                 contract.validate_order(raw, order_id) if schema is None else schema.validate(raw, order_id)
             )

@@ -45,6 +45,19 @@ SEED_ORDER: dict[str, Any] = {
             "https (http where the service allows it), a host on ORDERFLOW_CALLBACK_HOSTS; "
             "else 400 naming callback_url",
         },
+        # taken out like callback_url (ingest/delay.py): any task type's order may carry one
+        "delay_s": {
+            "type": "number",
+            "minimum": 0,
+            "description": "run the order this many seconds from now (at most ORDERFLOW_MAX_DELAY_S); "
+            "shown as scheduled until then; not with not_before; else 400 naming delay_s",
+        },
+        "not_before": {
+            "type": "string",
+            "format": "date-time",
+            "description": "run the order at this RFC 3339 time with a zone (at most 5 s in the past, "
+            "at most ORDERFLOW_MAX_DELAY_S ahead); else 400 naming not_before",
+        },
     },
     "examples": [{"product_id": "33", "count": 3, "username": "maksim.konovalov"}],
 }

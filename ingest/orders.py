@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import Receive, Scope, Send
 
-from ingest import callbacks, responses
+from ingest import callbacks, delay, responses
 from ingest.keys import Claim, Outcome
 from ingest.state import IngestState
 from orderflow import auth, contract
@@ -40,15 +40,21 @@ class QueuedOrders:
         self._keyed = {o: state.metrics.idempotent_requests.labels(o.value) for o in Outcome}
 
     async def __call__(
-        self, order: contract.Order | contract.TypedOrder, task_type: str, keyed: bool, client: str | None
+        self,
+        order: contract.Order | contract.TypedOrder,
+        task_type: str,
+        keyed: bool,
+        client: str | None,
+        run_at: float | None = None,
     ) -> tuple[int, bytes]:
+        """`run_at`: a delayed order's due time (ingest/delay.py), stored as a scheduled message."""
         publisher = self.state.publisher
         keys = self.state.keys
         if publisher is None or keys is None:
             self.state.refusals.note("nats_down", "not connected yet")
             return 503, responses.KAPUT
         if not keyed:
-            result = await publisher.publish(order, task_type, client=client)
+            result = await publisher.publish(order, task_type, client=client, run_at=run_at)
             return (200, responses.created(order.order_id)) if result.stored else (503, responses.KAPUT)
         try:
             claim = await keys.claim(order, task_type, client)
@@ -67,7 +73,7 @@ class QueuedOrders:
             return 409, responses.key_in_flight(order_id)
         if outcome is Outcome.UNAVAILABLE:
             return 503, responses.KAPUT
-        result = await publisher.publish(order, task_type, status_check=True, client=client)
+        result = await publisher.publish(order, task_type, status_check=True, client=client, run_at=run_at)
         if result.stored:
             return 200, responses.created(order.order_id)
         await keys.failed(claim)
@@ -147,6 +153,10 @@ class OrdersEndpoint:
         if isinstance(taken, contract.FieldError):
             return 400, responses.invalid([taken])
         body, callback_url = taken
+        due = delay.take(body, state.settings, time.time())
+        if isinstance(due, contract.FieldError):
+            return 400, responses.invalid([due])
+        body, run_at = due
         # The type's declared payload, if it has one (ingest/payloads.py); else the seed's order.
         schema = state.payloads.get(task_type) if state.payloads else None
         order_id = state.new_id() if key is None else contract.keyed_order_id(key)
@@ -154,4 +164,8 @@ class OrdersEndpoint:
         if isinstance(order, list):
             return 400, responses.invalid(order)
         order = callbacks.attach(order, callback_url, identity)
-        return await self.accept(order, task_type, key is not None, identity.name)
+        if run_at is None:
+            return await self.accept(order, task_type, key is not None, identity.name)
+        if not isinstance(self.accept, QueuedOrders):  # direct mode works inline: nothing to wait in
+            return 400, responses.invalid([contract.FieldError(delay.DELAY_S, "not taken in direct mode")])
+        return await self.accept(order, task_type, key is not None, identity.name, run_at)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from nats.aio.client import Client
 
+from ingest import delay
 from orderflow import contract
 from orderflow.config import Settings
 from orderflow.link import Link
@@ -108,14 +109,27 @@ class Sent(NamedTuple):
 
 
 def message_of(
-    order: contract.Order | contract.TypedOrder, task_type: str, status_check: bool, client: str | None
+    order: contract.Order | contract.TypedOrder,
+    task_type: str,
+    status_check: bool,
+    client: str | None,
+    run_at: float | None = None,
 ) -> tuple[str, bytes, dict[str, str]]:
-    """An order's message: its subject, body and headers (Publisher.publish)."""
+    """An order's message: its subject, body and headers (Publisher.publish). A delayed order
+    (`run_at`) is a scheduled message in ORDER_RETRIES, as worker/outcome.py's `_reschedule`
+    stores a retry: nats-server copies it to orderflow.retry.<type>.<id> at its time, which ORDERS
+    sources as orders.<type>.<id>. Its Nats-Msg-Id is still the order id (a retried POST is a
+    duplicate in ORDER_RETRIES); the status check makes the worker read a cancel made meanwhile."""
     headers = {contract.H_MSG_ID: order.order_id}
-    if status_check:
+    if status_check or run_at is not None:
         headers[contract.H_STATUS_CHECK] = "1"
     if client is not None:
         headers[contract.H_CLIENT] = client
+    if run_at is not None:
+        tail = f"{task_type}.{order.order_id}"
+        headers[contract.H_SCHEDULE] = f"@at {delay.rfc3339(run_at)}"
+        headers[contract.H_SCHEDULE_TARGET] = contract.RETRY_PREFIX + tail
+        return contract.SCHEDULE_PREFIX + tail, contract.encode(order), headers
     return contract.order_subject(task_type, order.order_id), contract.encode(order), headers
 
 
@@ -152,6 +166,7 @@ class Publisher:
         task_type: str,
         status_check: bool = False,
         client: str | None = None,
+        run_at: float | None = None,
     ) -> Published:
         """Store the order on `orders.<type>.<id>` with Nats-Msg-Id = its id (a retried order is a
         duplicate inside the duplicate window). `status_check` marks it for the worker: a status
@@ -159,7 +174,7 @@ class Publisher:
         `client` is the API key's name, carried as a header into the order's status record."""
         # No `queued` status record: the order's own message says it is queued
         # (orderflow/lookup.py), so one stored write per order here, not two.
-        subject, payload, headers = message_of(order, task_type, status_check, client)
+        subject, payload, headers = message_of(order, task_type, status_check, client, run_at)
         if self._tracer is None:
             sent = await self.send(subject, payload, headers)
         else:  # the producer span, the PubAck wait inside it; its context rides in the headers

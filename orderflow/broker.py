@@ -222,6 +222,8 @@ def stream_configs(settings: Settings, caps: Caps | None = None) -> list[jsapi.S
             discard=jsapi.DiscardPolicy.OLD,
             allow_rollup_hdrs=True,
             allow_msg_schedules=True,
+            # Direct gets find a delayed order's schedule by its subject (orderflow/lookup.py).
+            allow_direct=True,
             max_bytes=caps.of(contract.RETRIES_STREAM),
             max_age=max(86400.0, 2 * settings.retry_max_s),
             duplicate_window=settings.duplicate_window_s,

@@ -158,6 +158,9 @@ class Settings:
     max_deliveries: int = 100
     retry_base_s: float = 1.0
     retry_max_s: float = 300.0
+    # The furthest ahead a delayed order (`not_before`, `delay_s`) may be scheduled; below the
+    # retries stream's one-day max_age, which would drop a schedule before it fires.
+    max_delay_s: float = 3600.0
     fetch_expiry_s: float = 1.0
     max_ack_pending: int = 20_000
     consumer_info_interval_s: float = 5.0
@@ -338,6 +341,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "MAX_DELIVERIES": ("max_deliveries", _number(int, 2, 100_000)),
     "RETRY_BASE_S": ("retry_base_s", _number(float, 0.01)),
     "RETRY_MAX_S": ("retry_max_s", _number(float, 0.01)),
+    "MAX_DELAY_S": ("max_delay_s", _number(float, 1, 82800)),
     "FETCH_EXPIRY_S": ("fetch_expiry_s", _number(float, 0.1, 30)),
     "MAX_ACK_PENDING": ("max_ack_pending", _number(int, -1)),
     "CONSUMER_INFO_INTERVAL_S": ("consumer_info_interval_s", _number(float, 0.1)),

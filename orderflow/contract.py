@@ -90,7 +90,8 @@ MAX_IDEMPOTENCY_KEY = 128
 MAX_USERNAME = 64
 QUANTITY_MIN, QUANTITY_MAX = 0, 100
 
-STATUSES = ("queued", "processing", "done", "failed", "dead", "cancelled")
+# scheduled: a delayed order waiting for its time (orderflow/lookup.py; never a stored record)
+STATUSES = ("scheduled", "queued", "processing", "done", "failed", "dead", "cancelled")
 FINAL_STATUSES = frozenset({"done", "failed", "dead", "cancelled"})
 
 # An order id is a KV key and a subject token: letters, digits, '-', '_', '=', dots between.

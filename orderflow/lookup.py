@@ -3,6 +3,10 @@
 1. its status record in KV ORDER_STATUS (a direct get: one round trip, cheaper than nats-py's
    kv.get), written by workers (processing, done, failed, dead, cancelled, a retry's queued);
 2. else its message in ORDERS (`orders.<type>.<id>`, a direct get of `orders.*.<id>`): queued;
+2b. else its schedule in ORDER_RETRIES (`orderflow.schedule.<type>.<id>`): a delayed order,
+   `scheduled` until nats-server copies it to ORDERS at `run_at`. Looked up here rather than
+   written as a status record at intake: a delayed order costs one stored write, like any order,
+   and only a lookup that found nothing in KV and ORDERS pays this one direct get;
 3. else, one more look at the status record: a worker stores its final status *before* it acks
    (and so removes) the message, so a record that appeared between steps 1 and 2 is found now;
 4. else unknown.
@@ -69,6 +73,7 @@ CLIENT_FIELDS = frozenset(
         "first_started_at",
         "finished_at",
         "retry_at",
+        "run_at",
         *COUNTS,
         *NAMED.values(),
         "result",
@@ -124,6 +129,23 @@ def queued_from_message(msg: Msg) -> dict[str, Any]:
     return record
 
 
+def scheduled_from_message(msg: Msg) -> dict[str, Any]:
+    """A delayed order's schedule as a record: scheduled, to run at `run_at`."""
+    headers = msg.headers or {}
+    subject = headers.get("Nats-Subject", "")
+    record = queued_from_message(msg)
+    record["status"] = "scheduled"
+    record["task_type"] = contract.task_type_of(
+        contract.SUBJECT_PREFIX + subject[len(contract.SCHEDULE_PREFIX) :]
+    )
+    when = headers.get(contract.H_SCHEDULE, "").removeprefix("@at ")
+    try:
+        record["run_at"] = dt.datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        pass
+    return record
+
+
 class OrderLookup:
     def __init__(self, requests: Requester, timeout_s: float | None = None) -> None:
         self._requests = requests
@@ -149,6 +171,14 @@ class OrderLookup:
         msg = await self.message(order_id)
         if msg is not None:
             record = queued_from_message(msg)
+            record["order_id"] = order_id
+            return record
+        msg = await self._requests.direct_get_last(
+            contract.RETRIES_STREAM, f"{contract.SCHEDULE_PREFIX}*.{order_id}", self._timeout_s
+        )
+        if msg is not None and msg.headers and msg.headers.get(contract.H_MSG_ID) == order_id:
+            # (a retry's schedule has its own Nats-Msg-Id and a status record, found in step 1)
+            record = scheduled_from_message(msg)
             record["order_id"] = order_id
             return record
         return await self.status_record(order_id)

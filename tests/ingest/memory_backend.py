@@ -32,7 +32,7 @@ Order = contract.Order | contract.TypedOrder
 
 class MemoryStore:
     """What would be stored: `orders` (id -> task type, order, client), key records, status
-    records a test puts (`records`), atomic batches (`batches`). `up = False` is NATS out of reach."""
+    records a test puts (`records`), atomic batches (`batches`), delayed orders' due times (`scheduled`). `up = False` is NATS out of reach."""
 
     def __init__(self, in_flight_s: float = 6.0) -> None:
         self.up = True
@@ -40,16 +40,24 @@ class MemoryStore:
         self.key_records: dict[str, KeyRecord] = {}
         self.records: dict[str, dict[str, Any]] = {}
         self.batches: list[list[tuple[str, bytes, dict[str, str]]]] = []  # atomic batches stored
+        self.scheduled: dict[str, float] = {}  # a delayed order's id -> when it is due
         self._in_flight_s = in_flight_s
 
     async def publish(
-        self, order: Order, task_type: str, status_check: bool = False, client: str | None = None
+        self,
+        order: Order,
+        task_type: str,
+        status_check: bool = False,
+        client: str | None = None,
+        run_at: float | None = None,
     ) -> Published:
         if not self.up:
             return Published.UNAVAILABLE
         if order.order_id in self.orders:  # the same Nats-Msg-Id: JetStream stores it once
             return Published.DUPLICATE
         self.orders[order.order_id] = (task_type, order, client)
+        if run_at is not None:
+            self.scheduled[order.order_id] = run_at
         return Published.STORED
 
     async def publish_atomic(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> Sent:

@@ -72,9 +72,38 @@ def test_without_a_record_the_message_in_orders_means_queued() -> None:
 def test_a_record_written_between_the_two_reads_is_found_by_a_second_look() -> None:
     """The worker stores `done` before it acks (removes) the message: record absent, then the
     message gone, then the record there."""
-    requests = StandInRequests([None, b'{"order_id":"a","status":"done"}'], [None])
+    requests = StandInRequests([None, b'{"order_id":"a","status":"done"}'], [None, None])
     assert find(requests, "a") == {"order_id": "a", "status": "done"}
-    assert find(StandInRequests([None, None], [None]), "a") is None
+    assert find(StandInRequests([None, None], [None, None]), "a") is None
+
+
+def test_a_delayed_orders_schedule_means_scheduled_with_its_time() -> None:
+    """Neither a record nor a message in ORDERS: its schedule in ORDER_RETRIES (ingest/delay.py).
+    A retry's schedule (its own Nats-Msg-Id) is not taken for one."""
+    order = {"order_id": "a", "product_id": 1, "count": 1, "username": "m", "created_at": 5.0}
+    schedule = message(
+        "orderflow.schedule.invoice.a",
+        order,
+        **{
+            contract.H_MSG_ID: "a",
+            contract.H_SCHEDULE: "@at 2030-01-01T00:00:00.250Z",
+            contract.H_CLIENT: "shop",
+        },
+    )
+    requests = StandInRequests([None], [None, schedule])
+    assert find(requests, "a") == {
+        "order_id": "a",
+        "status": "scheduled",
+        "attempts": 0,
+        "task_type": "invoice",
+        "client": "shop",
+        "updated_at": 5.0,
+        "created_at": 5.0,
+        "run_at": 1893456000.25,
+    }
+    assert requests.asked[2] == "ORDER_RETRIES orderflow.schedule.*.a"
+    retry = message("orderflow.schedule.invoice.a", order, **{contract.H_MSG_ID: "a.retry.1"})
+    assert find(StandInRequests([None, None], [None, retry]), "a") is None
 
 
 def test_render_shows_every_field_and_every_timestamp_as_iso_utc_beside_its_number() -> None:
