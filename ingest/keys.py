@@ -30,12 +30,15 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
 import msgspec
 
 from ingest.publisher import Publisher, Refusals
 from orderflow import broker, contract
-from orderflow.lookup import OrderLookup
+from orderflow.lookup import BadRecord, OrderLookup
 from orderflow.natsmux import Requester
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,11 @@ log = logging.getLogger(__name__)
 KEYS_STREAM = "KV_" + broker.KEYS_BUCKET
 _JS_WRONG_LAST_SEQUENCE = 10071  # nats-server's JSStreamWrongLastSequenceErrF
 _CLOCK_MARGIN_S = 1.0
+# The first pause between a failed read and its retry while the connection is up (a stream leader
+# being elected); it doubles up to the cap, as the publisher's own retries do.
+_READ_PAUSE_S = 0.05
+_MAX_READ_PAUSE_S = 0.5
+T = TypeVar("T")
 UNKNOWN_BODY = "?"  # the fingerprint of a key whose order outlived its record: matches no body
 
 
@@ -115,6 +123,23 @@ class IdempotencyKeys:
         self._lookup = lookup
         self._refusals = refusals
         self._in_flight_s = publish_timeout_s + _CLOCK_MARGIN_S
+        self._publish_timeout_s = publish_timeout_s
+
+    async def _riding_out(self, read: Callable[[], Awaitable[T]]) -> T:
+        """A read of the key store or the order, tried again through a NATS restart or failover
+        within the publish budget, as the publish that follows it is (Publisher.send): a keyed
+        request during a quick restart costs latency, not a 503. A bad record is no NATS trouble."""
+        deadline = time.monotonic() + self._publish_timeout_s
+        pause_s = _READ_PAUSE_S
+        while True:
+            try:
+                return await read()
+            except BadRecord:
+                raise
+            except Exception:
+                if not await self._publisher.ride_out(deadline - time.monotonic(), pause_s):
+                    raise
+                pause_s = min(2 * pause_s, _MAX_READ_PAUSE_S)
 
     async def claim(
         self, order: contract.Order | contract.TypedOrder, task_type: str, client: str | None = None
@@ -130,7 +155,7 @@ class IdempotencyKeys:
                 return await self._fresh(key, seq, mine)
             if seq < 0:
                 return Claim(Outcome.UNAVAILABLE)
-            found = await self._read(key)
+            found = await self._riding_out(partial(self._read, key))
             if found is None:
                 continue
             record, seq = found
@@ -138,7 +163,7 @@ class IdempotencyKeys:
                 return await self._fresh(key, seq, record)  # our own create, whose PubAck was lost
             if record.fingerprint != mine.fingerprint:
                 return Claim(Outcome.MISMATCH, seq, record, key)
-            exists = await self._lookup.exists(record.order_id)
+            exists = await self._riding_out(partial(self._lookup.exists, record.order_id))
             outcome = judge(record, mine.fingerprint, exists, time.time(), self._in_flight_s)
             if outcome is not Outcome.RETRY:
                 return Claim(outcome, seq, record, key)
@@ -156,7 +181,7 @@ class IdempotencyKeys:
         then, by a body no longer known: the record says so (a fingerprint no body has), and every
         request with the key answers 422 until it expires. (Publishing would have been answered
         200 and acked by the worker as that order's, already done: never run.)"""
-        if not await self._lookup.exists(record.order_id):
+        if not await self._riding_out(partial(self._lookup.exists, record.order_id)):
             return Claim(Outcome.NEW, seq, record, key)
         taken = msgspec.structs.replace(record, fingerprint=UNKNOWN_BODY)
         await self._write(key, taken, expected_seq=seq, note=False)

@@ -257,6 +257,25 @@ class Publisher:
                 await asyncio.sleep(min(pause_s, remaining))
                 pause_s = min(2 * pause_s, MAX_RETRY_PAUSE_S)
 
+    async def ride_out(self, remaining_s: float, pause_s: float) -> bool:
+        """For a read that goes with a write (the key store's reads before its publish): wait for a
+        failover's trouble to pass, as `send` does between its attempts. True: try again now;
+        False: the time is up, or the trouble is older than the budget (a long outage fails at once)."""
+        now = time.monotonic()
+        started = self._link.down_since or self._trouble_since
+        if started is None:
+            started = self._trouble_since = now
+        if remaining_s <= 0 or now - started >= self._timeout_s:
+            return False
+        if not self._nc.is_connected:
+            try:
+                await asyncio.wait_for(self._link.up.wait(), remaining_s)
+            except TimeoutError:
+                return False
+            return True
+        await asyncio.sleep(min(pause_s, remaining_s))
+        return True
+
     async def _attempt(
         self, subject: str, payload: bytes, headers: dict[str, str], deadline: float, ack: bool = True
     ) -> Sent:
