@@ -1,4 +1,4 @@
-"""`orderflow status [ID] [--watch]` and `orderflow cancel ID [--force]`.
+"""`orderflow status [ID] [--watch | --timeline | --png FILE]` and `orderflow cancel ID [--force]`.
 
 An order's status comes from orderflow.lookup (its KV record, else its message in ORDERS means
 queued), shown with ISO 8601 UTC timestamps (and the numbers as `<name>_s`).
@@ -32,8 +32,10 @@ def add_parsers(sub: Any, settings: Callable[[argparse.Namespace], Settings]) ->
     st = sub.add_parser("status", help="queue overview, or one order's status (--watch: until final)")
     st.add_argument("order_id", nargs="?")
     st.add_argument("--watch", action="store_true", help="follow the order until it is final")
+    st.add_argument("--timeline", action="store_true", help="draw the order's runs as a text timeline")
+    st.add_argument("--png", metavar="FILE", help="draw the order's runs as a picture (PNG) in FILE")
     st.add_argument("--nats-url", help="overrides ORDERFLOW_NATS_URL")
-    st.set_defaults(func=lambda a: asyncio.run(status(settings(a), a.order_id, a.watch)))
+    st.set_defaults(func=lambda a: asyncio.run(status(settings(a), a.order_id, a.watch, a.timeline, a.png)))
     ca = sub.add_parser("cancel", help="stop one order wherever it runs, or keep it from running")
     ca.add_argument("order_id")
     ca.add_argument("--nats-url", help="overrides ORDERFLOW_NATS_URL")
@@ -46,7 +48,16 @@ def add_parsers(sub: Any, settings: Callable[[argparse.Namespace], Settings]) ->
     ca.set_defaults(func=lambda a: asyncio.run(cancel(settings(a), a.order_id, a.timeout_s, a.force)))
 
 
-async def status(settings: Settings, order_id: str | None, watch: bool = False) -> int:
+async def status(
+    settings: Settings,
+    order_id: str | None,
+    watch: bool = False,
+    timeline: bool = False,
+    png: str | None = None,
+) -> int:
+    if (timeline or png) and (order_id is None or watch):
+        print("--timeline and --png need an order id and no --watch", file=sys.stderr)
+        return 2
     async with session(settings) as s:
         if order_id is None:
             return await _overview(s, settings)
@@ -58,8 +69,26 @@ async def status(settings: Settings, order_id: str | None, watch: bool = False) 
         if record is None:
             print(f"order {order_id}: not found (no status record, no message in ORDERS)", file=sys.stderr)
             return 1
-        print(json.dumps(render(record), indent=2))
-        return 0
+        if not (timeline or png):
+            print(json.dumps(render(record), indent=2))
+            return 0
+        return await _draw(s, order_id, timeline, png)
+
+
+async def _draw(s: Session, order_id: str, timeline: bool, png: str | None) -> int:
+    from orderflow_tools import timeline as tl
+    from orderflow_tools.console.data import runs as read_runs
+
+    runs = tl.runs_of(await read_runs(s, order_id))
+    if timeline or not png:
+        print(tl.text(order_id, runs))
+    if png:
+        if not runs:
+            print(f"order {order_id}: no runs recorded in ORDER_RUNS; no picture", file=sys.stderr)
+            return 1
+        tl.png(order_id, runs, png)
+        print(f"wrote {png}")
+    return 0
 
 
 async def _overview(s: Session, settings: Settings) -> int:

@@ -18,6 +18,7 @@ import pytest
 from harness import (
     NatsServer,
     Service,
+    cli,
     http,
     read_stream,
     records_of,
@@ -158,7 +159,8 @@ def test_an_order_handed_back_and_crashed_is_one_trace(
        child of the client's span) with its publish (producer) under it; one run span per run
        that ended, each on its own worker (service.instance.id) with its outcome: h0 `handed
        back` (with its checkpoint as an event), h2 `done` with the crash of h1's run as an event
-       with the time lost. h1's run, killed, never ends its span and sends none."""
+       with the time lost. h1's run, killed, never ends its span and sends none.
+    3. `orderflow status ID --timeline --png` draws the three runs from ORDER_RUNS."""
     url = nats_server.url
     work = {"CONCURRENCY": 1, "WORK_S": "4", "DRAIN_TIMEOUT_S": 1, "ACK_WAIT_S": 2}
     procs: list[Service] = []
@@ -201,6 +203,18 @@ def test_an_order_handed_back_and_crashed_is_one_trace(
 
     starts = [r.worker_id for r in records_of(url, order_id) if r.event == "start"]
     assert starts == ["h0", "h1", "h2"], starts
+    # The same story in the terminal: `orderflow status ID --timeline --png` draws its three runs.
+    drawn = cli(url, "status", order_id, "--timeline", "--png", str(tmp_path / "runs.png"))
+    assert drawn.returncode == 0, drawn.stderr
+    header, *rows, wrote = drawn.stdout.splitlines()
+    assert header.startswith(f"order {order_id}: 3 run(s) from "), drawn.stdout
+    assert [(r.split()[0], r.split("s  ", 2)[-1].split("  ")[0].strip()) for r in rows] == [
+        ("h0", "handed back"),
+        ("h1", "no end record"),
+        ("h2", "done"),
+    ], drawn.stdout
+    assert "resumed from checkpoint" in rows[1] and wrote == f"wrote {tmp_path / 'runs.png'}"
+    assert (tmp_path / "runs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     spans = receiver.spans
     assert {s.trace_id for s in spans} == {CLIENT_TRACE}, "more than one trace"
     ids = {s.span_id for s in spans}
