@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from orderflow import natsauth
-from orderflow.config import KNOWN, ConfigError, load_settings
+from orderflow.config import KNOWN, ConfigError, Service, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / ".tools" / "bin"
@@ -38,6 +38,7 @@ COMPONENTS = [
     "scale-down-tolerance",
     "nats-secure",
     "worker-admission-policy",
+    "console",
 ]
 # The cluster version everything renders for and validates against unless a test says otherwise.
 KUBERNETES_VERSION = "1.34.0"
@@ -292,7 +293,11 @@ def check_orderflow_env(docs: list[Doc]) -> None:
         values = {n: e.get("value", placeholders.get(n, "x")) for n, e in env.items() if n in names}
         if "ORDERFLOW_NATS_USER" in values:
             values["ORDERFLOW_NATS_PASSWORD"] = "p"  # stands in for the mounted password file
-        service = deployment_component(d)
+        component = deployment_component(d)
+        # The console is `orderflow console`: the CLI's settings.
+        service: Service = (
+            "ingest" if component == "ingest" else "cli" if component == "console" else "worker"
+        )
         if "ORDERFLOW_API_KEYS_FILE" in values:
             # The key file comes from a Secret volume mounted where the setting points (a directory
             # mount: a subPath mount never sees the Secret's updates); a valid file stands in here.
@@ -303,7 +308,7 @@ def check_orderflow_env(docs: list[Doc]) -> None:
             assert "secret" in volume, f"{name}: the key file is not a Secret"
             values["ORDERFLOW_API_KEYS_FILE"] = str(_stand_in_key_file())
         try:
-            load_settings("ingest" if service == "ingest" else "worker", values)
+            load_settings(service, values)
         except ConfigError as exc:
             raise AssertionError(f"{d['metadata']['name']}: {exc}") from None
 

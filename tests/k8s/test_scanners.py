@@ -15,19 +15,46 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from chart_tools import ALL_ON, CHART, KUSTOMIZE, OVERLAYS, Doc, by_kind, helm_template, kustomize, need
+from chart_tools import (
+    ALL_ON,
+    CHART,
+    KUSTOMIZE,
+    OVERLAYS,
+    Doc,
+    by_kind,
+    helm_template,
+    kustomization,
+    kustomize,
+    need,
+)
 
 CI_VALUES = sorted(p for p in (CHART / "ci").glob("*values*.y*ml"))
 RENDERS: dict[str, Any] = {
     "chart-defaults": lambda: helm_template(),
     **{f"chart-{p.stem}": (lambda p=p: helm_template("-f", str(p))) for p in CI_VALUES},
     **{f"kustomize-{o.replace('/', '-')}": (lambda o=o: kustomize(KUSTOMIZE / o)) for o in OVERLAYS},
+    # The console component is in no overlay (off by default): scanned on top of prod.
+    "kustomize-prod-console": lambda: _prod_with_console(),
 }
+
+
+def _prod_with_console() -> list[Doc]:
+    root = kustomization(
+        Path(tempfile.mkdtemp(prefix="orderflow-k8s-")),
+        [KUSTOMIZE / "overlays" / "prod"],
+        [KUSTOMIZE / "components" / "console"],
+    )
+    with (root / "kustomization.yaml").open("a") as f:
+        f.write("namespace: orderflow\n")
+    return kustomize(root)
+
+
 assert f"chart-{ALL_ON.stem}" in RENDERS
 
 
