@@ -306,6 +306,39 @@ This is the consumer's ack wait as configured here; an operator who edits ack_wa
 {{ include "orderflow.networkPolicy.egressDns" . }}
 {{- end }}
 
+{{/* The collector's port, with tracing on: the OTLP exporter's only way out. */}}
+{{- define "orderflow.networkPolicy.egressTracing" -}}
+{{- if .Values.tracing.enabled }}
+# The OpenTelemetry collector (tracing.enabled).
+- ports:
+    - port: {{ .Values.tracing.collectorPort }}
+      protocol: TCP
+  {{- with .Values.tracing.collectorTo }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The standard OTEL_* variables of tracing.* (orderflow/otel.py reads them; nothing secret). */}}
+{{- define "orderflow.tracingEnv" -}}
+{{- $t := .Values.tracing }}
+{{- if $t.enabled }}
+- name: OTEL_TRACES_EXPORTER
+  value: otlp
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ required "tracing.endpoint is required when tracing.enabled" $t.endpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $t.protocol | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $t.sampler | quote }}
+{{- if has $t.sampler (list "traceidratio" "parentbased_traceidratio") }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $t.ratio | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* DNS, to resolve the NATS and ingest service names. */}}
 {{- define "orderflow.networkPolicy.egressDns" -}}
 - ports:

@@ -103,6 +103,9 @@ spec:
             - name: ORDERFLOW_WORKER_TYPES
               value: {{ join "," $types | quote }}
             {{- end }}
+            {{- if $ctx.Values.tracing.enabled }}
+            {{- include "orderflow.tracingEnv" $ctx | trim | nindent 12 }}
+            {{- end }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
             {{- end }}
