@@ -141,6 +141,11 @@ class PodDeletionCostKeeper:
         return cls(pod, settings.pod_deletion_cost_min_interval_s)
 
     # --- called by the worker ------------------------------------------------------------------
+    @property
+    def applied(self) -> int | None:
+        """The cost this pod carries as far as this worker knows (None: unknown)."""
+        return self._applied
+
     def update(self, cost: int) -> None:
         """Record the desired cost; cheap and synchronous. Only a change wakes `run()`."""
         if cost != self._desired:

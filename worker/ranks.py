@@ -14,6 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
@@ -39,6 +40,7 @@ class Ranks:
         ttl_s: float,
         on_change: Callable[[int], None],
         leave_s: float = 1.0,
+        facts: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.key = _KEY_UNSAFE.sub("_", worker_id)
         self.started_at = time.time()
@@ -47,6 +49,9 @@ class Ranks:
         self.leave_s = leave_s
         self.rank: int | None = None
         self._on_change = on_change
+        # What the worker knows at each refresh (slots, draining, deletion cost), written beside
+        # started_at for the console; readers take only started_at and ignore the rest.
+        self._facts = facts or dict
         self._seen: dict[str, tuple[float, float]] = {}  # key -> (started_at, seen at, monotonic)
         # No rank until the watch has delivered the entries already there: before that this worker
         # would count itself the oldest and pull at priority 0.
@@ -70,7 +75,6 @@ class Ranks:
         kv = await js.key_value(contract.WORKERS_BUCKET)
         follow = asyncio.ensure_future(self._follow(js))
         try:
-            value = json.dumps({"started_at": self.started_at}).encode()
             put_at: float | None = None  # when the last refresh the server stored was sent (monotonic)
             while not self._left:
                 if put_at is not None and self._echo_at < put_at:
@@ -79,6 +83,7 @@ class Ranks:
                     follow = asyncio.ensure_future(self._follow(js))
                     put_at = None
                 try:
+                    value = json.dumps({**self._facts(), "started_at": self.started_at}).encode()
                     sent = time.monotonic()  # the echo may come in before the put's answer does
                     await kv.put(self.key, value)
                     put_at = sent

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -253,6 +253,7 @@ class WorkerService:
                 self.timing.rank_ttl_s,
                 self._set_priority,
                 leave_s=self.timing.rank_leave_s,
+                facts=self._rank_facts,
             )
             self._spawn("ranks", lambda: ranks.run(js))
         else:
@@ -320,6 +321,15 @@ class WorkerService:
             if r.consumer.priority:
                 r.loop.priority = rank
         self.metrics.pull_priority.set(rank)
+
+    def _rank_facts(self) -> dict[str, Any]:
+        """Beside this worker's rank entry, for the console's workers table (worker/ranks.py)."""
+        return {
+            "slots_busy": sum(len(r.pool.running) for r in self.runners),
+            "slots_total": sum(r.pool.capacity for r in self.runners),
+            "draining": self.draining,
+            "deletion_cost": self._keeper.applied if self._keeper else None,
+        }
 
     async def _sample_store(self, js: JetStreamContext, caps: Caps) -> None:
         """How full the store and ORDERS are, against their caps (orderflow/capacity.py)."""

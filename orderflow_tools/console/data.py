@@ -43,6 +43,29 @@ class WorkerRow:
     pod: str
     age_s: float
     priority_rank: int  # 0 = the oldest: pulls first, a scale-down takes it last
+    # What the worker wrote at its last refresh; None where its record predates these fields.
+    slots_busy: int | None = None
+    slots_total: int | None = None
+    draining: bool | None = None
+    deletion_cost: int | None = None
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def worker_row(pod: str, age_s: float, rank: int, record: dict[str, Any]) -> WorkerRow:
+    """One worker's row from its ORDER_WORKERS record; fields it lacks (an older worker) stay None."""
+    draining = record.get("draining")
+    return WorkerRow(
+        pod,
+        age_s,
+        rank,
+        _int_or_none(record.get("slots_busy")),
+        _int_or_none(record.get("slots_total")),
+        draining if isinstance(draining, bool) else None,
+        _int_or_none(record.get("deletion_cost")),
+    )
 
 
 async def overview(s: Session, settings: Settings) -> dict[str, Any]:
@@ -77,13 +100,15 @@ async def workers(s: Session) -> list[WorkerRow]:
         keys = (await kv.keys())[:MAX_WORKERS]
     except (BucketNotFoundError, NoKeysError):
         return []
-    started: list[tuple[float, str]] = []
+    started: list[tuple[float, str, dict[str, Any]]] = []
     for key in keys:
-        with contextlib.suppress(KeyNotFoundError, ValueError):
+        with contextlib.suppress(KeyNotFoundError, ValueError, KeyError, TypeError):
             entry = await kv.get(key)
-            started.append((float(json.loads(entry.value or b"{}")["started_at"]), key))
+            record = json.loads(entry.value or b"{}")
+            started.append((float(record["started_at"]), key, record))
     now = time.time()
-    return [WorkerRow(pod, max(0.0, now - at), rank) for rank, (at, pod) in enumerate(sorted(started))]
+    ordered = sorted(started, key=lambda s: (s[0], s[1]))
+    return [worker_row(pod, max(0.0, now - at), rank, rec) for rank, (at, pod, rec) in enumerate(ordered)]
 
 
 async def order(s: Session, order_id: str) -> tuple[dict[str, Any] | None, list[contract.RunRecord]]:

@@ -80,6 +80,13 @@ async def raw_consumer_config(url: str, name: str = "workers") -> dict[str, Any]
         return config
 
 
+async def rank_record(url: str, key: str) -> dict[str, Any]:
+    async with connect(url) as nc:
+        kv = await nc.jetstream().key_value(contract.WORKERS_BUCKET)
+        record: dict[str, Any] = json.loads((await kv.get(key)).value or b"{}")
+        return record
+
+
 def runs_by(url: str, ids: list[str]) -> dict[str, list[str]]:
     """Which workers started each order (one entry per run)."""
     records = run(run_records(url))
@@ -116,6 +123,11 @@ def test_a_trickle_runs_on_the_older_worker_and_the_newer_stays_idle_until_the_o
         "A at priority 0 and B at 1",
         0.2,
     )
+    # B's rank record says what the console shows of it: its slots (none busy), not draining, no
+    # deletion cost set (no Kubernetes here).
+    record = run(rank_record(url, "B"))
+    assert record["slots_total"] == b.metric('orderflow_pool_slots{type="default"}') > 0
+    assert (record["slots_busy"], record["draining"], record["deletion_cost"]) == (0, False, None)
     config = run(raw_consumer_config(url))
     assert config["priority_policy"] == "prioritized" and config["priority_groups"] == [
         contract.PRIORITY_GROUP

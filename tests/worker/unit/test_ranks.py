@@ -69,3 +69,55 @@ def test_a_rank_change_says_who_left_and_why_never_that_nobody_is_alive(
     assert ranks == [1, 0, 1, 0]
     assert "pull priority 1 -> 0: 0 other workers fetching (w-c not heard of for 0.05s)" in caplog.text
     assert "alive" not in caplog.text
+
+
+class RecordingKV:
+    """A stand-in KV bucket: keeps each put; its watch fails (the loop retries it, not our concern)."""
+
+    def __init__(self, ranks: list[Ranks]) -> None:
+        self.puts: list[dict[str, Any]] = []
+        self._ranks = ranks
+
+    async def put(self, key: str, value: bytes) -> int:
+        self.puts.append(json.loads(value))
+        if len(self.puts) == 2:
+            self._ranks[0]._left = True  # two refreshes are enough: stop the loop
+        return len(self.puts)
+
+    async def watchall(self) -> Any:
+        raise RuntimeError("no watch in this stand-in")
+
+
+class RecordingJetStream:
+    def __init__(self, kv: RecordingKV) -> None:
+        self.kv = kv
+
+    async def key_value(self, bucket: str) -> Any:
+        return self.kv
+
+
+def test_each_refresh_writes_what_the_worker_knows_beside_started_at() -> None:
+    """The record carries the facts as they are at each refresh (the console's workers table),
+    and started_at, which the ranks read, stays as it was."""
+    facts: list[dict[str, Any]] = [
+        {"slots_busy": 1, "slots_total": 4, "draining": False, "deletion_cost": 7},
+        {"slots_busy": 3, "slots_total": 4, "draining": False, "deletion_cost": None},
+    ]
+    slots = iter(facts)
+    holder: list[Ranks] = []
+    kv = RecordingKV(holder)
+    ranks = Ranks("w-1", refresh_s=0.01, ttl_s=6, on_change=lambda rank: None, facts=lambda: next(slots))
+    holder.append(ranks)
+    asyncio.run(ranks.run(cast(JetStreamContext, RecordingJetStream(kv))))
+    assert [p["slots_busy"] for p in kv.puts] == [1, 3]
+    assert kv.puts[0]["deletion_cost"] == 7 and kv.puts[1]["deletion_cost"] is None
+    assert all(p["started_at"] == ranks.started_at for p in kv.puts)
+
+
+def test_a_worker_without_facts_writes_started_at_only() -> None:
+    holder: list[Ranks] = []
+    kv = RecordingKV(holder)
+    ranks = Ranks("w-1", refresh_s=0.01, ttl_s=6, on_change=lambda rank: None)
+    holder.append(ranks)
+    asyncio.run(ranks.run(cast(JetStreamContext, RecordingJetStream(kv))))
+    assert kv.puts[0] == {"started_at": ranks.started_at}
