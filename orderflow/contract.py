@@ -262,6 +262,8 @@ class RunRecord(msgspec.Struct, frozen=True, omit_defaults=True):
     # run resumed from), and its job's total length
     progress_s: float | None = None
     length_s: float | None = None
+    # the order's task type (absent in records of older workers)
+    task_type: str | None = None
 
 
 _encoder = msgspec.json.Encoder()

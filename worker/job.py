@@ -455,7 +455,7 @@ class JobPipeline:
     ) -> None:
         d = run.delivery
         record = contract.RunRecord(
-            d.order_id, event, self._worker_id, d.attempt, time.time(), progress_s, length_s
+            d.order_id, event, self._worker_id, d.attempt, time.time(), progress_s, length_s, d.task_type
         )
         # Through a failover like a status: a run record whose PubAck was lost with a connection
         # or a stream leader must not fail the handler's attempt (that ran finished work again).

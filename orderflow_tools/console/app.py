@@ -25,7 +25,7 @@ from orderflow import contract
 from orderflow.auth import Identity, KeyFile
 from orderflow.config import Settings
 from orderflow_tools import natsconn, orders, pauses
-from orderflow_tools.console import data, identity
+from orderflow_tools.console import data, identity, recent
 from orderflow_tools.natsconn import Session
 
 MAX_FORM_BYTES = 16 * 1024
@@ -128,11 +128,40 @@ def build(console: Console) -> Starlette:
     async def overview(request: Request) -> Response:
         if (refused := c.look(request)) is not None:
             return refused
+        # The rates read up to RECENT_RUNS run events: on the page, not on every live update.
+        runs = await recent.recent_runs(c.nats)
         return c.page(
             request,
             "overview.html",
             o=await data.overview(c.nats, c.settings),
+            rates=recent.rates(runs),
+            window=recent.RECENT_RUNS,
             msg=request.query_params.get("msg", ""),
+        )
+
+    async def recent_orders(request: Request) -> Response:
+        if (refused := c.look(request)) is not None:
+            return refused
+        q = request.query_params
+        status, task_type = q.get("status", ""), q.get("type", "")
+        if status and status not in recent.STATUSES:
+            return Response(f"status must be one of {', '.join(recent.STATUSES)}\n", 400)
+        if task_type and not pauses.TYPE_RE.match(task_type) and task_type != "?":
+            return Response("bad task type\n", 400)
+        page = q.get("page", "0")
+        if not page.isdigit() or int(page) > recent.RECENT_RUNS // recent.PAGE:
+            return Response("page must be a small whole number\n", 400)
+        rows, more = recent.orders(await recent.recent_runs(c.nats), status, task_type, int(page))
+        return c.page(
+            request,
+            "recent.html",
+            rows=rows,
+            more=more,
+            page=int(page),
+            want=status,
+            task_type=task_type,
+            statuses=recent.STATUSES,
+            window=recent.RECENT_RUNS,
         )
 
     async def events(request: Request) -> Response:
@@ -268,6 +297,7 @@ def build(console: Console) -> Starlette:
             Route("/orders/{order_id}", order),
             Route("/dead", dead),
             Route("/long", long),
+            Route("/recent", recent_orders),
             Route("/act/{action}", act, methods=["POST"]),
         ],
         lifespan=lifespan,

@@ -137,6 +137,17 @@ def test_the_console_admits_keys_by_scope_and_refuses_the_rest(
             assert secs(second, "running") > secs(first, "running") + 1.0
             assert secs(second, "risk") > 0
 
+            # Recent orders (the last run events): the long job is running, named with the type
+            # the real worker wrote into its run record; bad filters are 400s.
+            listed = h.get("/recent?status=running", headers=bearer)
+            assert listed.status_code == 200
+            recent_row = listed.text.split("/orders/long-0")[1].split("</tr>")[0]
+            assert '<td class="status">running</td>' in recent_row and "<td>?</td>" not in recent_row
+            assert "long-0" not in h.get("/recent?status=done", headers=bearer).text
+            for query in ("status=lost", "page=-1", "page=999", "type=no%20such"):
+                assert h.get(f"/recent?{query}", headers=bearer).status_code == 400, query
+            assert '<table id="rates">' in h.get("/", headers=bearer).text
+
             # NATS away for longer than the CLI's one reconnect attempt: the console reconnects
             # (endlessly, as the services do) and answers again.
             nats_server.stop()
