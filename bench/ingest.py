@@ -9,6 +9,8 @@ answers. Same run, same machine, one uvicorn process each (uvloop + httptools).
 2. latency at half the queued maximum: a fixed arrival rate from `hey` (few workers, each paced,
    so arrivals are spread evenly; k6 constant-arrival-rate when hey is missing), p50/p99;
 3. honesty check: 200s answered == orders stored in the stream (never a 200 without a PubAck).
+With --tracing, two more queued ingests in the same rounds: traced at 10 % and 100 % (OTLP/HTTP to
+bench/otlp_sink.py), each printed beside the untraced one (docs/observability.md "Traces").
 
 Prints figures; it does not pass or fail on timing.
 """
@@ -155,6 +157,11 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--latency-seconds", type=int, default=10)
     ap.add_argument("--keys", type=int, default=10, help="entries in the auth ingest's key file")
+    ap.add_argument(
+        "--tracing",
+        action="store_true",
+        help="add two queued ingests traced at 10 %% and 100 %% (OTLP/HTTP to a local sink)",
+    )
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("bench: wrk not found (Debian: apt-get install wrk)")
@@ -186,12 +193,27 @@ def main() -> int:
                 "ORDERFLOW_LOG_LEVEL": "warning",
                 **extra,
             },
-            quiet,
+            work / f"{name.replace(' ', '-')}.log",
             cwd=REPO,
             name=name,
         )
 
     ingest = ingest_process(ingest_port, "ingest")
+    sink_port = free_port()
+    sink = Process(
+        [*python_module("bench.otlp_sink"), str(sink_port)], env, quiet, cwd=REPO, name="otlp sink"
+    )
+    traced_ports = {f"otel{pct}": free_port() for pct in ((10, 100) if args.tracing else ())}
+    traced = {
+        f"otel{pct}": ingest_process(
+            traced_ports[f"otel{pct}"],
+            f"ingest traced at {pct} %",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
+            OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+            OTEL_TRACES_SAMPLER_ARG=str(pct / 100),
+        )
+        for pct in ((10, 100) if args.tracing else ())
+    }
     keyed = ingest_process(auth_port, "ingest with keys", ORDERFLOW_API_KEYS_FILE=str(work / "api-keys.json"))
     bare = Process(
         [
@@ -223,6 +245,11 @@ def main() -> int:
             bare.start()
             ingest.wait_http(f"http://127.0.0.1:{ingest_port}/readyz")
             keyed.wait_http(f"http://127.0.0.1:{auth_port}/readyz")
+            if traced:
+                sink.start()
+            for name, p in traced.items():
+                p.start()
+                p.wait_http(f"http://127.0.0.1:{traced_ports[name]}/readyz")
         except StartError as exc:
             raise SystemExit(f"bench: {exc}") from None
         time.sleep(1)
@@ -230,11 +257,12 @@ def main() -> int:
             "bare": f"http://127.0.0.1:{bare_port}/orders",
             "queued": f"http://127.0.0.1:{ingest_port}/orders",
             "auth": f"http://127.0.0.1:{auth_port}/orders",
+            **{n: f"http://127.0.0.1:{port}/orders" for n, port in traced_ports.items()},
         }
-        scripts = {"bare": lua, "queued": lua, "auth": auth_lua}
+        scripts = {"bare": lua, "queued": lua, "auth": auth_lua, **dict.fromkeys(traced, lua)}
         for name, url in urls.items():  # warm up
             wrk(url, 2, args.connections, scripts[name])
-        results: dict[str, list[dict[str, float]]] = {"bare": [], "queued": [], "auth": []}
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
         for r in range(args.rounds):
             for name, url in urls.items():
                 res = wrk(url, args.seconds, args.connections, scripts[name])
@@ -282,12 +310,21 @@ def main() -> int:
             f"honesty: wrk counted {ok_200} 200s in the max runs; stream holds {stored} orders "
             f"(incl. the warm-up and latency runs) -> {'OK' if stored >= ok_200 else 'MISMATCH'}"
         )
+        for name in traced:
+            print(
+                f"tracing off vs {name}: {med['queued']['rps']:.0f} vs {med[name]['rps']:.0f} RPS "
+                f"(costs {1 - med[name]['rps'] / med['queued']['rps']:.1%}), p99 {med['queued']['p99']:.2f}"
+                f" vs {med[name]['p99']:.2f} ms"
+            )
         print(f"cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}")
         return 0
     finally:
         bare.stop()
         ingest.stop()
         keyed.stop()
+        for p in traced.values():
+            p.stop()
+        sink.stop()
         nats.stop()
         shutil.rmtree(work, ignore_errors=True)
 

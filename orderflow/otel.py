@@ -88,8 +88,18 @@ class Tracer:
     @contextmanager
     def producer(self, destination: str, order_id: str, headers: dict[str, str]) -> Iterator[Span]:
         """The publish of an order and its PubAck wait, as a producer span; its context goes into
-        `headers`, so every run of the order (on any pod) is its child."""
-        trace.get_current_span().set_attribute("orderflow.order.id", order_id)
+        `headers`, so every run of the order (on any pod) is its child.
+        The cheap unsampled path: under a request span the sampler dropped (most requests at a
+        ratio), no second span is made (the sampler would drop it too: parent-based, or the same
+        trace id's ratio); the request's context, not-sampled flag and all, goes into `headers`,
+        so every run drops its span as well."""
+        current = trace.get_current_span()
+        context = current.get_span_context()
+        if context.is_valid and not context.trace_flags.sampled:
+            propagate.inject(headers)
+            yield current
+            return
+        current.set_attribute("orderflow.order.id", order_id)
         with self.tracer.start_as_current_span(
             f"send {destination}",
             kind=SpanKind.PRODUCER,
