@@ -175,6 +175,7 @@ class Delivery:
         "msg",
         "order_id",
         "run_started",
+        "settling",
         "started_at",
         "task_type",
     )
@@ -197,6 +198,9 @@ class Delivery:
         self.started_at = time.time()
         self.run_started: float | None = None  # when the handler started (epoch s)
         self.lease_at: float | None = None  # monotonic time of the last lease write
+        # Set, with no await before it, when the outcome is being settled: no lease is written
+        # from then on (see Settler.lease).
+        self.settling = False
 
     @property
     def attempt(self) -> int:
@@ -303,6 +307,13 @@ class Settler:
         dead holder's lease has lapsed by the time its message comes back."""
         d.lease_at = time.monotonic()
         await self._t.in_progress(d.msg)
+        # The in_progress may have waited (nats-py flushing its buffer through a reconnect) while
+        # the job ended: its outcome's status is then on its way, and a `processing` written now
+        # would land after it and undo it for good (a finished order `processing`, found by the
+        # chaos rehearsal around a NATS restart). Checked with no await before the publish, so the
+        # lease is either written before the outcome's status or not at all.
+        if d.settling:
+            return
         await self._t.put_status(self.record(d, "processing"), confirm)
 
     async def start_lease(self, d: Delivery) -> None:
@@ -325,6 +336,7 @@ class Settler:
     # --- the mapping --------------------------------------------------------------------------
     async def settle(self, d: Delivery, outcome: Outcome) -> Kind:
         """Acknowledge the delivery as the outcome says. Returns what was actually done."""
+        d.settling = True  # before any await: no lease after this (see lease)
         kind = outcome.kind
         t = self._t
         b = d.books

@@ -167,3 +167,33 @@ def test_retry_delays_grow_with_failed_attempts_and_are_capped(failed: int) -> N
     hi = retry_delay_s(failed, 1.0, 30.0, rand=1.0)
     assert lo == min(30.0, 2 ** (failed - 1)) / 2 and hi == min(30.0, 2 ** (failed - 1))
     assert retry_delay_s(failed + 1, 1.0, 30.0, rand=0.0) >= lo
+
+
+def test_a_lease_whose_in_progress_waited_while_the_job_ended_is_not_written_after_its_done() -> None:
+    """1. A heartbeat's lease sends its in_progress, which waits (nats-py flushing its buffer
+       through a reconnect);
+    2. meanwhile the job ends and its outcome settles: `done` stored, then ack;
+    3. the lease goes on: it must not write `processing` after the `done` (the order would stay
+       `processing` for good: the chaos rehearsal found one around a NATS restart)."""
+    t, s, d = setup()
+    d.run_started = 1.0
+    flushing = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_in_progress(msg: object) -> None:
+        t.calls.append(("in_progress", "o-1", None))
+        flushing.set()
+        await release.wait()
+
+    t.in_progress = slow_in_progress  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        lease = asyncio.create_task(s.lease(d, confirm=False))
+        await flushing.wait()
+        assert await s.settle(d, Outcome(Kind.DONE)) is Kind.DONE
+        release.set()
+        await lease
+
+    asyncio.run(scenario())
+    assert t.ops() == ["in_progress", "put:done", "ack"]
+    assert t.records["o-1"].status == "done"
