@@ -185,7 +185,7 @@ def test_a_lease_whose_in_progress_waited_while_the_job_ended_is_not_written_aft
         flushing.set()
         await release.wait()
 
-    t.in_progress = slow_in_progress  # type: ignore[method-assign]
+    t.in_progress = slow_in_progress
 
     async def scenario() -> None:
         lease = asyncio.create_task(s.lease(d, confirm=False))
