@@ -109,6 +109,25 @@ async def connect(url: str) -> AsyncIterator[Client]:
         await nc.close()
 
 
+async def stored_order_ids(url: str) -> list[str]:
+    """The order id of every message ORDERS holds now, in stream order."""
+    import json
+
+    from orderflow import contract
+
+    async with connect(url) as nc:
+        js = nc.jetstream()
+        info = await js.stream_info(contract.STREAM)
+        ids = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            try:
+                msg = await js.get_msg(contract.STREAM, seq)
+            except Exception:  # taken by a worker meanwhile (work-queue retention)
+                continue
+            ids.append(json.loads(msg.data or b"{}")["order_id"])
+        return ids
+
+
 class Service:
     """`python -m <module>` as a real process with its own HTTP port."""
 

@@ -18,27 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import NatsServer, Service, connect, http, run
+from harness import NatsServer, Service, http, run, stored_order_ids
 from test_identity import keyfile
 
-from orderflow import auth, contract
+from orderflow import auth
 from orderflow.client import Client, OrderflowError
 
 ORDER = {"product_id": "3", "count": "1", "username": "ok"}
-
-
-async def stored_ids(url: str) -> list[str]:
-    async with connect(url) as nc:
-        js = nc.jetstream()
-        info = await js.stream_info(contract.STREAM)
-        ids = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                msg = await js.get_msg(contract.STREAM, seq)
-            except Exception:
-                continue
-            ids.append(json.loads(msg.data or b"{}")["order_id"])
-        return ids
 
 
 @pytest.fixture
@@ -75,7 +61,7 @@ def test_identity_bounds_atomic_and_pipelined_batches(
     assert status == 400 and body["errors"][0]["field"] == "orders"
     status, body = post(ingest, one, writer, "?mode=fast")
     assert status == 400 and body["errors"][0]["field"] == "mode"
-    assert run(stored_ids(nats_server.url)) == []
+    assert run(stored_order_ids(nats_server.url)) == []
     status, body = post(ingest, one, writer, "?mode=pipelined")  # asked for: no atomic batch
     assert status == 200 and body["mode"] == "pipelined" and body["items"][0]["result"] == "created"
     first = body["items"][0]["order_id"]
@@ -87,7 +73,7 @@ def test_identity_bounds_atomic_and_pipelined_batches(
         assert [i["result"] for i in result["items"]] == ["created", "invalid", "created", "created"]
         assert [e["field"] for e in result["items"][1]["errors"]] == ["count"]
         created = [first] + [i["order_id"] for i in result["items"] if i["result"] == "created"]
-        assert sorted(run(stored_ids(nats_server.url))) == sorted(created)
+        assert sorted(run(stored_order_ids(nats_server.url))) == sorted(created)
 
         keyed = client.submit_batch([ORDER, {**ORDER, "count": "2"}, ORDER], idempotency_keys=["a", "b", "a"])
         assert keyed["mode"] == "pipelined"
@@ -96,7 +82,7 @@ def test_identity_bounds_atomic_and_pipelined_batches(
         again = client.submit_batch([ORDER, {**ORDER, "count": "3"}], idempotency_keys=["a", "b"])
         assert again["items"][0] == {"result": "created", "order_id": "key-a"}  # a repeat: the same id
         assert again["items"][1]["result"] == "idempotency-key-reused"  # another body under b
-        assert sorted(run(stored_ids(nats_server.url))) == sorted([*created, "key-a", "key-b"])
+        assert sorted(run(stored_order_ids(nats_server.url))) == sorted([*created, "key-a", "key-b"])
 
 
 def test_a_full_stream_refuses_an_atomic_batch_whole_and_a_pipelined_one_names_what_it_stored(
@@ -108,7 +94,7 @@ def test_a_full_stream_refuses_an_atomic_batch_whole_and_a_pipelined_one_names_w
             client.submit_batch([ORDER] * 8)
         assert refused.value.status == 503 and refused.value.body["mode"] == "atomic"
         assert [i["result"] for i in refused.value.body["items"]] == ["not-stored"] * 8
-        assert run(stored_ids(nats_server.url)) == []
+        assert run(stored_order_ids(nats_server.url)) == []
 
         with pytest.raises(OrderflowError) as partly:
             client.submit_batch([ORDER] * 8, idempotency_keys=[f"k{i}" for i in range(8)])
@@ -116,4 +102,4 @@ def test_a_full_stream_refuses_an_atomic_batch_whole_and_a_pipelined_one_names_w
         assert partly.value.status == 503 and body["mode"] == "pipelined"
         stored = [i["order_id"] for i in body["items"] if i["result"] == "created"]
         assert len(stored) == 5 and [i["result"] for i in body["items"]].count("not-stored") == 3
-        assert sorted(run(stored_ids(nats_server.url))) == sorted(stored)
+        assert sorted(run(stored_order_ids(nats_server.url))) == sorted(stored)

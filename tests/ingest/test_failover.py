@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from urllib.parse import urlparse
 
-from harness import NatsServer, Service, connect, http, run
+from harness import NatsServer, Service, connect, http, run, stored_order_ids
 from nats.aio.client import Server
 from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
@@ -24,19 +24,6 @@ from orderflow.metrics import IngestMetrics
 from orderflow.natsmux import Requester
 
 ORDER = b'{"product_id": "33", "count": "3", "username": "maksim.konovalov"}'
-
-
-async def stored_ids(url: str) -> list[str]:
-    async with connect(url) as nc:
-        js = nc.jetstream()
-        info = await js.stream_info(contract.STREAM)
-        ids = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                ids.append(json.loads((await js.get_msg(contract.STREAM, seq)).data or b"{}")["order_id"])
-            except Exception:
-                continue
-        return ids
 
 
 def test_orders_posted_during_a_quick_nats_restart_get_200_later_and_are_stored_once(
@@ -75,7 +62,7 @@ def test_orders_posted_during_a_quick_nats_restart_get_200_later_and_are_stored_
     waited = max(d for _, _, d in results)
     assert waited > 0.3, f"no request waited for the restart ({waited:.3f}s): did it happen?"
     ids = [i for _, i, _ in results]
-    stored = run(stored_ids(nats_server.url))
+    stored = run(stored_order_ids(nats_server.url))
     assert sorted(stored) == sorted(ids) and len(set(stored)) == len(stored)
     assert svc.metric("orderflow_orders_refused_total") == 0
     assert svc.proc is not None and svc.proc.poll() is None
