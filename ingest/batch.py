@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import parse_qs
 
 import msgspec
 from starlette.types import Receive, Scope, Send
 
 from ingest import callbacks, delay, responses
-from ingest.orders import Accept, _Disconnected
+from ingest.orders import Accept, _Disconnected, query_of, requested_type
 from ingest.publisher import Published, message_of
 from ingest.state import IngestState
 from orderflow import auth, contract
@@ -96,18 +95,15 @@ class BatchEndpoint:
             return identity
         if too_large:
             return 413, self._too_large
-        task_type = state.default_type
+        query = query_of(scope)
+        task_type = requested_type(state, query)
+        if task_type is None:
+            return 400, responses.unknown_type(state.task_types)
         pipelined = False
-        if scope["query_string"]:
-            query = parse_qs(scope["query_string"].decode("latin-1"))
-            if "type" in query:
-                task_type = query["type"][0]
-                if task_type not in state.task_types:
-                    return 400, responses.unknown_type(state.task_types)
-            if "mode" in query:
-                if query["mode"][0] not in MODES:
-                    return _bad("mode", "one of: atomic (the default where the server can), pipelined")
-                pipelined = query["mode"][0] == "pipelined"
+        if "mode" in query:
+            if query["mode"][0] not in MODES:
+                return _bad("mode", "one of: atomic (the default where the server can), pipelined")
+            pipelined = query["mode"][0] == "pipelined"
         chunks: list[bytes] = []
         size = 0
         more = True

@@ -26,6 +26,17 @@ PATHS = (ROUTE, ROUTE + "/")  # `/orders/` is `/orders`
 Accept = Callable[[contract.Order | contract.TypedOrder, str, bool, str | None], Awaitable[tuple[int, bytes]]]
 
 
+def query_of(scope: Scope) -> dict[str, list[str]]:
+    """The request's query parameters (none parsed when there is no query string)."""
+    return parse_qs(scope["query_string"].decode("latin-1")) if scope["query_string"] else {}
+
+
+def requested_type(state: IngestState, query: dict[str, list[str]]) -> str | None:
+    """The task type `?type=` names (the default one without it); None if it names no type."""
+    task_type = query["type"][0] if "type" in query else state.default_type
+    return task_type if task_type in state.task_types else None
+
+
 class _Disconnected(Exception):
     pass
 
@@ -129,13 +140,9 @@ class OrdersEndpoint:
             return 413, responses.TOO_LARGE
         if key is not None and not contract.valid_key(key):
             return 400, responses.invalid([responses.BAD_KEY])
-        task_type = state.default_type
-        if scope["query_string"]:
-            query = parse_qs(scope["query_string"].decode("latin-1"))
-            if "type" in query:
-                task_type = query["type"][0]
-                if task_type not in state.task_types:
-                    return 400, responses.unknown_type(state.task_types)
+        task_type = requested_type(state, query_of(scope))
+        if task_type is None:
+            return 400, responses.unknown_type(state.task_types)
 
         body = b""
         more = True
