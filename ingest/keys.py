@@ -36,7 +36,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ingest.publisher import Publisher, Refusals
+from ingest.publisher import RETRY_PAUSE_S, Publisher, Refusals
 from orderflow import broker, contract
 from orderflow.lookup import BadRecord, OrderLookup
 from orderflow.natsmux import Requester
@@ -46,10 +46,6 @@ log = logging.getLogger(__name__)
 KEYS_STREAM = "KV_" + broker.KEYS_BUCKET
 _JS_WRONG_LAST_SEQUENCE = 10071  # nats-server's JSStreamWrongLastSequenceErrF
 _CLOCK_MARGIN_S = 1.0
-# The first pause between a failed read and its retry while the connection is up (a stream leader
-# being elected); it doubles up to the cap, as the publisher's own retries do.
-_READ_PAUSE_S = 0.05
-_MAX_READ_PAUSE_S = 0.5
 T = TypeVar("T")
 UNKNOWN_BODY = "?"  # the fingerprint of a key whose order outlived its record: matches no body
 
@@ -130,16 +126,17 @@ class IdempotencyKeys:
         within the publish budget, as the publish that follows it is (Publisher.send): a keyed
         request during a quick restart costs latency, not a 503. A bad record is no NATS trouble."""
         deadline = time.monotonic() + self._publish_timeout_s
-        pause_s = _READ_PAUSE_S
+        pause_s = RETRY_PAUSE_S
         while True:
             try:
                 return await read()
             except BadRecord:
                 raise
             except Exception:
-                if not await self._publisher.ride_out(deadline - time.monotonic(), pause_s):
+                next_pause_s = await self._publisher.ride_out(deadline - time.monotonic(), pause_s)
+                if next_pause_s is None:
                     raise
-                pause_s = min(2 * pause_s, _MAX_READ_PAUSE_S)
+                pause_s = next_pause_s
 
     async def claim(
         self, order: contract.Order | contract.TypedOrder, task_type: str, client: str | None = None

@@ -241,40 +241,31 @@ class Publisher:
                 if sent.result.stored:
                     self._trouble_since = None
                 return sent
-            now = time.monotonic()
-            started = self._link.down_since or self._trouble_since
-            if started is None:
-                started = self._trouble_since = now
-            remaining = deadline - now
-            if remaining <= 0 or now - started >= self._timeout_s:
+            next_pause_s = await self.ride_out(deadline - time.monotonic(), pause_s)
+            if next_pause_s is None:
                 return sent
-            if not self._nc.is_connected:
-                try:
-                    await asyncio.wait_for(self._link.up.wait(), remaining)
-                except TimeoutError:
-                    return sent
-            else:
-                await asyncio.sleep(min(pause_s, remaining))
-                pause_s = min(2 * pause_s, MAX_RETRY_PAUSE_S)
+            pause_s = next_pause_s
 
-    async def ride_out(self, remaining_s: float, pause_s: float) -> bool:
-        """For a read that goes with a write (the key store's reads before its publish): wait for a
-        failover's trouble to pass, as `send` does between its attempts. True: try again now;
-        False: the time is up, or the trouble is older than the budget (a long outage fails at once)."""
+    async def ride_out(self, remaining_s: float, pause_s: float) -> float | None:
+        """Between the attempts of a write (`send`), or of a read that goes with one (the key
+        store's reads before its publish): wait for a failover's trouble to pass, until the
+        connection is back or for `pause_s` while it is up (a stream leader being elected). The
+        pause for the next wait, or None: the time is up, or the trouble is older than the budget
+        (a long outage fails at once)."""
         now = time.monotonic()
         started = self._link.down_since or self._trouble_since
         if started is None:
             started = self._trouble_since = now
         if remaining_s <= 0 or now - started >= self._timeout_s:
-            return False
+            return None
         if not self._nc.is_connected:
             try:
                 await asyncio.wait_for(self._link.up.wait(), remaining_s)
             except TimeoutError:
-                return False
-            return True
+                return None
+            return pause_s
         await asyncio.sleep(min(pause_s, remaining_s))
-        return True
+        return min(2 * pause_s, MAX_RETRY_PAUSE_S)
 
     async def _attempt(
         self, subject: str, payload: bytes, headers: dict[str, str], deadline: float, ack: bool = True
