@@ -25,9 +25,9 @@ from orderflow.config import load_settings
 from orderflow.metrics import WorkerMetrics
 from worker.handlers import Job
 from worker.hooks import Hooks, MetricsHook, PodLoad
-from worker.job import JobPipeline, Recovery
-from worker.outcome import Limits, Settler
-from worker.pool import Pool
+from worker.job import Recovery
+from worker.outcome import Limits
+from worker.path import build
 from worker.timing import Timing
 
 
@@ -86,14 +86,21 @@ async def job_path_us(jobs: int, capacity: int) -> tuple[float, float]:
     timing = Timing.derive(s)
     t = _StandInTransport()
     limits = Limits(s.max_deliver, s.max_crashes, s.max_deliveries, s.retry_base_s, s.retry_max_s, 90.0)
-    settler = Settler(t, "bench", limits, timing.lease_s)
     hooks = Hooks(MetricsHook(WorkerMetrics(CollectorRegistry()), "default"), PodLoad())
     recovery = Recovery(timing.recovery_window_s)  # closed: the common path
-    pipeline = JobPipeline(
-        "default", noop, settler, t, hooks, timing, limits, "bench", set().__contains__, recovery
-    )
-    pool = Pool("default", capacity, 60.0, pipeline, timing)
-    pipeline.bind(pool)
+    pool = build(
+        "default",
+        noop,
+        t,
+        hooks,
+        timing,
+        limits,
+        worker_id="bench",
+        capacity=capacity,
+        timeout_s=60.0,
+        recovery=recovery,
+        is_cancelled=set().__contains__,
+    ).pool
     freed = asyncio.Event()
     pool.on_free = freed.set
     data = contract.encode(contract.Order("b1", 1, 1, "bench", 0.0))

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ from worker.handlers import CheckpointError, Handler, Job, PoisonError, StopSign
 from worker.hooks import Hooks, at_stake_s
 from worker.outcome import Books, Delivery, Kind, Limits, Outcome, Settler, keep_trying
 from worker.payload import SEED, PayloadCodec
-from worker.pool import Pool, Slot
+from worker.pool import Slot
 from worker.timing import Timing
 from worker.transport import Message, Meta, Transport, header
 
@@ -198,6 +198,7 @@ class JobPipeline:
         worker_id: str,
         is_cancelled: Callable[[str], bool],
         recovery: Recovery,
+        runs: Mapping[int, Run],
         codec: PayloadCodec = SEED,
         stopping: StopSignal | None = None,
         deliver: Handler | None = None,
@@ -217,11 +218,7 @@ class JobPipeline:
         self._recovery = recovery
         self.stopping = stopping if stopping is not None else StopSignal()  # set by the drain
         self.handed_back_by_handlers = 0  # job.handback() then return, during a drain
-        # the pool's running jobs, by stream sequence (bound once the pool exists)
-        self.runs: dict[int, Run] = {}
-
-    def bind(self, pool: Pool[Run]) -> None:
-        self.runs = pool.running
+        self.runs = runs  # the pool's running jobs, by stream sequence (worker/path.py)
 
     # --- the pool's side ------------------------------------------------------------------
     def open(self, msg: Message, timeout_s: float) -> Run | None:

@@ -52,12 +52,19 @@ class Pipeline(Protocol[S]):
 
 class Pool(Generic[S]):
     def __init__(
-        self, name: str, capacity: int, timeout_s: float, pipeline: Pipeline[S], timing: Timing
+        self,
+        name: str,
+        capacity: int,
+        timeout_s: float,
+        pipeline: Pipeline[S],
+        timing: Timing,
+        running: dict[int, S] | None = None,
     ) -> None:
         self.name = name
         self.capacity = capacity
         self.timeout_s = timeout_s
-        self.running: dict[int, S] = {}
+        # by key; `running`: a dict the pipeline reads too (worker/path.py)
+        self.running: dict[int, S] = {} if running is None else running
         self._pipeline = pipeline
         self._timing = timing
         self._idle = asyncio.Event()

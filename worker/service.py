@@ -37,7 +37,8 @@ from worker.health import LoopWatch, ProbeServer
 from worker.hooks import Hook, Hooks, LogContext, MetricsHook, PodLoad
 from worker.job import JobPipeline, Recovery, Run
 from worker.kube import PodDeletionCostKeeper
-from worker.outcome import Kind, Limits, Settler
+from worker.outcome import Kind, Limits
+from worker.path import build
 from worker.pool import Pool
 from worker.ranks import MAX_PRIORITY, Ranks
 from worker.timing import Timing
@@ -208,26 +209,25 @@ class WorkerService:
                 timing.reschedule_after_s,
                 unstarted_delay_s=timing.fetch_expiry_s,
             )
-            settler = Settler(transport, s.worker_id, limits, timing.lease_s, layout.schedules)
-            deliverer = Deliverer(s)
             hooks = Hooks(MetricsHook(self.metrics, task_type.name), self.load, *self._tracing(consumer.name))
-            pipeline = JobPipeline(
+            path = build(
                 task_type.name,
                 self.handlers.get(task_type.name),
-                settler,
                 transport,
                 hooks,
                 timing,
                 limits,
-                s.worker_id,
-                self.cancels.__contains__,
-                recovery,
-                self.handlers.payload(task_type.name),
-                self.stopping,
-                deliverer,
+                worker_id=s.worker_id,
+                capacity=task_type.concurrency,
+                timeout_s=task_type.timeout_s,
+                recovery=recovery,
+                is_cancelled=self.cancels.__contains__,
+                schedules=layout.schedules,
+                codec=self.handlers.payload(task_type.name),
+                stopping=self.stopping,
+                deliver=Deliverer(s),
             )
-            pool = Pool(task_type.name, task_type.concurrency, task_type.timeout_s, pipeline, timing)
-            pipeline.bind(pool)
+            pipeline, pool = path.pipeline, path.pool
             loop = FetchLoop(
                 nc, consumer.name, pool, timing.fetch_expiry_s, timing.fetch_grace_s, pipeline.give_back
             )

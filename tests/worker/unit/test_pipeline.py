@@ -18,10 +18,10 @@ from orderflow import contract
 from orderflow.metrics import WorkerMetrics
 from worker.handlers import CheckpointError, Job, StopSignal
 from worker.hooks import Hook, Hooks, MetricsHook
-from worker.job import JobPipeline, Recovery
-from worker.outcome import Delivery, Kind, Settler
+from worker.job import Recovery
+from worker.outcome import Delivery, Kind
+from worker.path import build
 from worker.payload import SEED, PayloadCodec
-from worker.pool import Pool
 from worker.timing import Timing
 
 
@@ -65,17 +65,16 @@ class Rig:
         self.timing = timing or fast_timing()
         s = settings(**env)
         lim = limits(s, self.timing.reschedule_after_s)
-        self.settler = Settler(self.t, "me", lim, self.timing.lease_s, schedules=True)
         self.hooks = Recorder()
         recovery = Recovery(self.timing.recovery_window_s)
         if recovering:
             recovery.open()
-        self.pipeline = JobPipeline(
-            "default", handler, self.settler, self.t, Hooks(self.hooks, *extra_hooks), self.timing, lim, "me",
-            cancelled.__contains__, recovery, codec, None, deliver,
+        path = build(
+            "default", handler, self.t, Hooks(self.hooks, *extra_hooks), self.timing, lim,
+            worker_id="me", capacity=4, timeout_s=timeout_s, recovery=recovery,
+            is_cancelled=cancelled.__contains__, schedules=True, codec=codec, deliver=deliver,
         )  # fmt: skip
-        self.pool = Pool("default", 4, timeout_s, self.pipeline, self.timing)
-        self.pipeline.bind(self.pool)
+        self.pipeline, self.pool = path.pipeline, path.pool
 
     async def until_idle(self, timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0)
