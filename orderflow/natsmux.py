@@ -84,8 +84,10 @@ class Requester:
         return self
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
+            await asyncio.wait([sweeper])  # its end, without taking a cancel of our own for it
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(RequestTimeout())

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,6 +219,9 @@ class JobPipeline:
         self.stopping = stopping if stopping is not None else StopSignal()  # set by the drain
         self.handed_back_by_handlers = 0  # job.handback() then return, during a drain
         self.runs = runs  # the pool's running jobs, by stream sequence (worker/path.py)
+        # Work a job's task does not carry: a crashed slot's settle, a give-back's, an adopted
+        # delivery's in_progress. Kept here so that the drain can wait for them (`side_tasks`).
+        self._side: set[asyncio.Task[None]] = set()
 
     # --- the pool's side ------------------------------------------------------------------
     def open(self, msg: Message, timeout_s: float) -> Run | None:
@@ -238,7 +241,7 @@ class JobPipeline:
         run.last_beat = time.monotonic()
         self._hooks.adopted(d)
         log.warning("order %s redelivered while it runs here; the running job adopts it", d.order_id)
-        _background(self._t.in_progress(msg))
+        self._side_task(self._t.in_progress(msg))
 
     async def run(self, run: Run) -> None:
         await self._process(run)
@@ -268,7 +271,7 @@ class JobPipeline:
         log.error("slot crashed on order %s; restarting it", d.order_id or "?", exc_info=exc)
         if not run.settling:
             outcome = Outcome(Kind.SLOT_CRASHED, f"slot crashed: {type(exc).__name__}: {exc}")
-            _background(self._settle(run, outcome))
+            self._side_task(self._settle(run, outcome))
 
     def give_back(self, msg: Message) -> None:
         """A delivery the fetch loop will not start (it stopped fetching): the settler records that
@@ -280,7 +283,7 @@ class JobPipeline:
             kind = await self._settler.settle(d, Outcome(Kind.UNSTARTED))
             self._hooks.settled(d, kind, time.time() - d.started_at)
 
-        _background(settle())
+        self._side_task(settle())
 
     async def recover(self) -> None:
         """After a reconnect or a leader change: tell the server every running job is alive and
@@ -300,6 +303,16 @@ class JobPipeline:
 
         # all at once: one round trip, well inside another worker's orphan grace
         await asyncio.gather(*(release(r) for r in list(self.runs.values()) if not r.settling))
+
+    def _side_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    @property
+    def side_tasks(self) -> frozenset[asyncio.Task[None]]:
+        """The settles and heartbeats this pipeline started outside a job's task, still running."""
+        return frozenset(self._side)
 
     # --- one job ----------------------------------------------------------------------------
     async def _process(self, run: Run) -> None:
@@ -495,12 +508,3 @@ def _fallback_id(msg: Message, seq: int) -> str:
         if contract.valid_order_id(candidate):
             return candidate
     return f"seq-{seq}"
-
-
-_side_tasks: set[asyncio.Task[None]] = set()
-
-
-def _background(coro: Any) -> None:
-    task = asyncio.ensure_future(coro)
-    _side_tasks.add(task)
-    task.add_done_callback(_side_tasks.discard)

@@ -103,7 +103,7 @@ class WorkerService:
         self._ranks: Ranks | None = None
         self._recovering: asyncio.Task[None] | None = None
         self.link = Link()
-        self._requests: Requester | None = None
+        self.requests: Requester | None = None
 
     # --- health (orderflow/probes.Probed, read from the probe thread) ---------------------------
     @property
@@ -172,7 +172,7 @@ class WorkerService:
             "the payload declarations",
             lambda: payload.declare(js, served, self.handlers.payload, s.worker_id),
         )
-        requests = self._requests = await Requester(nc).start()
+        requests = self.requests = await Requester(nc).start()
         # A reply that can no longer come (its connection is gone) fails now, not at its timeout.
         self.link.on_lost(requests.connection_lost)
         transport = NatsTransport(nc, requests)
@@ -371,8 +371,8 @@ class WorkerService:
 
     async def _on_leader(self, msg: Msg) -> None:
         if msg.subject.startswith(_STREAM_LEADER_ELECTED):
-            if self._requests is not None:
-                self._requests.leader_changed()
+            if self.requests is not None:
+                self.requests.leader_changed()
             # ORDERS: its consumer's state moved; the status bucket: leases refreshed while it had
             # no leader were dropped (refreshes are not confirmed), so write them again now.
             if msg.subject.rsplit(".", 1)[-1] not in _RECOVER_ON:
@@ -393,7 +393,7 @@ class WorkerService:
         async def recover() -> None:
             await asyncio.gather(*(r.pipeline.recover() for r in self.runners))
 
-        self._recovering = asyncio.create_task(recover())
+        self._recovering = asyncio.create_task(recover(), name="recover")
 
     # --- control ------------------------------------------------------------------------------
     async def _on_cancel(self, msg: Msg) -> None:
@@ -455,11 +455,22 @@ class WorkerService:
         if tasks:
             await asyncio.wait(tasks, timeout=max(1.0, deadline - time.monotonic()))
         unstarted = await closing
+        # The settles no job's task carries (a crashed slot's, each unstarted delivery's give-back),
+        # and an adopted delivery's in_progress: their acks and naks go out before the connection.
+        side = [task for r in self.runners for task in r.pipeline.side_tasks]
+        if side:
+            await asyncio.wait(side, timeout=max(1.0, deadline - time.monotonic()))
 
-        # Phase 4: tickers and watchers off, then drain the connection (flushes acks and naks).
-        stuck = await cancel_all(self._background, self.timing.cancel_within_s)
+        # Phase 4: every task the worker started off (tickers, watchers, fetch loops, a recovery's
+        # re-leases), then the request mux (every status write is answered or given up by now),
+        # then drain the connection (flushes acks and naks).
+        recovering = [self._recovering] if self._recovering is not None else []
+        started_here = [*self._background, *self._fetchers, *recovering]
+        stuck = await cancel_all(started_here, self.timing.cancel_within_s)
         if stuck:
             log.warning("drain: %s did not stop when cancelled; left behind", ", ".join(sorted(stuck)))
+        if self.requests is not None:
+            await self.requests.stop()
         if self._keeper is not None:
             self._keeper.update(0)
         if self.nc is not None:

@@ -4,7 +4,9 @@ pipeline asks of worker/transport.py's Transport, so the rules can be checked wi
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,3 +121,35 @@ def fast_timing(ack_wait_s: float = 30.0, **overrides: float) -> Timing:
 
     t = Timing.derive(settings(), ack_wait_s)
     return replace(t, **{"orphan_grace_s": 0.05, **overrides})
+
+
+class StandInNats:
+    """What FetchLoop calls on a nats-py Client: new_inbox, subscribe(cb) and publish(reply)."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, Any]]] = []  # (reply subject, request)
+        self.cb: Callable[[Any], Awaitable[None]] | None = None
+
+    def new_inbox(self) -> str:
+        return "_INBOX.test"
+
+    async def subscribe(self, subject: str, cb: Callable[[Any], Awaitable[None]]) -> Any:
+        self.cb = cb
+        return self
+
+    async def unsubscribe(self) -> None:
+        return None
+
+    async def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
+        self.requests.append((reply, json.loads(payload)))
+
+    async def deliver(self, msg: Any) -> None:
+        assert self.cb is not None
+        await self.cb(msg)
+
+    async def status(self, reply: str, code: str, pending: int) -> None:
+        msg = FakeMsg("x")
+        msg.subject, msg.reply = reply, ""
+        msg.headers = {"Status": code, "Nats-Pending-Messages": str(pending)}
+        assert self.cb is not None
+        await self.cb(msg)

@@ -4,47 +4,13 @@ pull requests and the test plays the server's side (deliveries, 408s with the un
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from standin import FakeMsg, fast_timing
+from standin import FakeMsg, StandInNats, fast_timing
 
 from worker.consumer import FetchLoop
 from worker.outcome import Kind
 from worker.pool import Pool, Slot
-
-
-class StandInNats:
-    """What FetchLoop calls on a nats-py Client: new_inbox, subscribe(cb) and publish(reply)."""
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, Any]]] = []  # (reply subject, request)
-        self.cb: Callable[[Any], Awaitable[None]] | None = None
-
-    def new_inbox(self) -> str:
-        return "_INBOX.test"
-
-    async def subscribe(self, subject: str, cb: Callable[[Any], Awaitable[None]]) -> Any:
-        self.cb = cb
-        return self
-
-    async def unsubscribe(self) -> None:
-        return None
-
-    async def publish(self, subject: str, payload: bytes, reply: str = "") -> None:
-        self.requests.append((reply, json.loads(payload)))
-
-    async def deliver(self, msg: Any) -> None:
-        assert self.cb is not None
-        await self.cb(msg)
-
-    async def status(self, reply: str, code: str, pending: int) -> None:
-        msg = FakeMsg("x")
-        msg.subject, msg.reply = reply, ""
-        msg.headers = {"Status": code, "Nats-Pending-Messages": str(pending)}
-        assert self.cb is not None
-        await self.cb(msg)
 
 
 class HeldPipeline:

@@ -1,0 +1,71 @@
+"""The drain (worker/service.py) owns every task the worker started and waits for the work in
+flight. In process: the real service, job path and fetch loop on the stand-in transport and a
+stand-in NATS connection; no server, no signal (tests/worker/test_scenarios.py has those)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from standin import FakeMsg, StandInNats, StandInTransport, fast_timing, limits, settings
+
+from orderflow.broker import ConsumerHandle
+from orderflow.natsmux import Requester
+from worker.consumer import FetchLoop
+from worker.handlers import Job
+from worker.hooks import Hooks
+from worker.job import Recovery
+from worker.path import build
+from worker.service import TypeRunner, WorkerService
+
+
+class HeldNaks(StandInTransport):
+    """The stand-in transport, whose naks wait until the test lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def nak(self, msg: object, delay_s: float | None = None) -> None:
+        await self.release.wait()
+        await super().nak(msg, delay_s)
+
+
+async def noop(job: Job) -> None:
+    return None
+
+
+def test_the_drain_waits_for_a_settle_in_flight_and_leaves_no_task_of_its_own() -> None:
+    """1. A delivery the fetch loop will not start is given back: its settle (a `queued` record,
+       then a nak) runs outside any job's task, and its nak is held.
+    2. The drain runs its phases (nothing runs in the pool) and does not end while that settle is
+       in flight.
+    3. The nak goes out; the drain ends, and no task is left running: not the settle, not the
+       request mux's sweeper."""
+
+    async def main() -> tuple[HeldNaks, bool]:
+        s = settings(drain_timeout_s=10)
+        service = WorkerService(s)
+        timing = service.timing = fast_timing()
+        transport = HeldNaks()
+        path = build(
+            "default", noop, transport, Hooks(), timing, limits(s), worker_id="me", capacity=2,
+            timeout_s=60.0, recovery=Recovery(timing.recovery_window_s), is_cancelled=set().__contains__,
+        )  # fmt: skip
+        nc = StandInNats()
+        loop = FetchLoop(nc, "workers", path.pool, 1.0, 1.0, path.pipeline.give_back)  # type: ignore[arg-type]
+        consumer = ConsumerHandle("default", "workers", 30.0, False)
+        service.runners.append(TypeRunner("default", consumer, path.pipeline, path.pool, loop))
+        service.requests = await Requester(nc).start()  # type: ignore[arg-type]
+
+        path.pipeline.give_back(FakeMsg("o-1"))
+        draining = asyncio.create_task(service.drain())
+        await asyncio.sleep(0.5)
+        waited = not draining.done()
+        transport.release.set()
+        await asyncio.wait_for(draining, 5.0)
+        assert not {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+        return transport, waited
+
+    transport, waited = asyncio.run(main())
+    assert waited, "the drain ended with a give-back's settle still in flight"
+    assert transport.ops() == ["put:queued", "nak"]
