@@ -25,7 +25,12 @@ from harness import REPO, find_binary
 from orderflow_tools import kit
 
 SNIPPET_START = "# nats-security-values.yaml"
-PLACEHOLDERS = {"ingest": "INGEST_PUBLIC_NKEY", "worker": "WORKER_PUBLIC_NKEY", "cli": "CLI_PUBLIC_NKEY"}
+PLACEHOLDERS = {
+    "ingest": "INGEST_PUBLIC_NKEY",
+    "worker": "WORKER_PUBLIC_NKEY",
+    "cli": "CLI_PUBLIC_NKEY",
+    "console": "CONSOLE_PUBLIC_NKEY",
+}
 
 
 def documented_values() -> dict[str, Any]:
@@ -105,7 +110,7 @@ def new_seed(path: Path) -> str:
 @dataclass
 class SecureNats:
     """nats-server with mTLS and the documented users; the ingest authenticates with a password
-    file (user orderflow-ingest), the workers and the CLI with nkey seed files."""
+    file (user orderflow-ingest), the workers, the CLI and the console with nkey seed files."""
 
     dir: Path
     pki: Pki
@@ -119,7 +124,7 @@ class SecureNats:
         users = documented_users()
         password = secrets.token_urlsafe(16)
         (d / "ingest.password").write_text(password + "\n")
-        seeds = {s: d / f"{s}.nk" for s in ("worker", "cli")}
+        seeds = {s: d / f"{s}.nk" for s in ("worker", "cli", "console")}
         accounts_users: list[dict[str, Any]] = [
             {"user": "orderflow-ingest", "password": password, "permissions": users["ingest"]["permissions"]}
         ]
@@ -167,11 +172,16 @@ class SecureNats:
             auth = {"NATS_NKEY_SEED_FILE": str(self.seeds[service])}
         return {**self.tls(), **auth}
 
-    def violations(self) -> list[str]:
+    def violations(self, service: str | None = None) -> list[str]:
+        """The server's permission violations; of one nkey identity's (worker, cli, console) only."""
         log = self.server.log_path
         assert log is not None
         # nats-server 2.10+: `... - "ORDERFLOW/user:<name>" - Publish Violation - Subject "<subject>"`
-        return [line for line in log.read_text(errors="replace").splitlines() if " Violation - " in line]
+        lines = [line for line in log.read_text(errors="replace").splitlines() if " Violation - " in line]
+        if service is None:
+            return lines
+        public = nkeys.from_seed(bytearray(self.seeds[service].read_bytes().strip())).public_key.decode()
+        return [line for line in lines if public in line]
 
     def stop(self) -> None:
         self.server.stop()

@@ -11,12 +11,16 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
 
+import httpx
 import pytest
-from harness import Service, cli, find_binary, http, service_env, wait_until
+from harness import REPO, Service, cli, find_binary, http, service_env, wait_until
 from nats_secure import JwtNats, Pki, SecureNats, new_seed
 
 from orderflow import broker, contract, natsauth
+from orderflow.auth import ADMIN, entry, new_key
 from orderflow.config import load_settings
 from orderflow_tools import kit
 
@@ -42,8 +46,9 @@ def test_each_service_works_under_its_own_identity(nats: SecureNats, tmp_path: P
     3. A second order is cancelled by the CLI (its own nkey) while it runs: the worker answers
     the CLI's control request.
     4. An undecodable order is dead-lettered by the worker; the CLI lists, shows and replays it.
-    5. The CLI reads the status and the consumers.
-    6. The server refused nothing: every subject they used is in their documented permissions."""
+    5. The CLI discards a dead letter, reads the status, an order's timeline and the consumers.
+    6. It pauses the task type (status shows the reason) and resumes it.
+    7. The server refused nothing: every subject they used is in their documented permissions."""
     ingest = Service("ingest", service_env(nats.url, **_env(nats, "ingest")), tmp_path / "ingest.log")
     worker = Service("worker", service_env(nats.url, **_env(nats, "worker", WORK_S="5")), tmp_path / "w.log")
     cli_env = _env(nats, "cli")
@@ -74,13 +79,21 @@ def test_each_service_works_under_its_own_identity(nats: SecureNats, tmp_path: P
         wait_until(lambda: status_of(done) == "done", 30, "the first order to be done")
         assert status_of(cancelled) == "cancelled"
 
-        undecodable = "0" * 32
-        asyncio.run(_publish_as_cli(nats, f"{contract.SUBJECT_PREFIX}default.{undecodable}", b"not json"))
-        wait_until(lambda: undecodable in orderflow("dlq", "list"), 30, "the dead letter")
+        undecodable, discarded = "0" * 32, "1" * 32
+        for dead in (undecodable, discarded):
+            asyncio.run(_publish_as_cli(nats, f"{contract.SUBJECT_PREFIX}default.{dead}", b"not json"))
+        wait_until(lambda: discarded in orderflow("dlq", "list"), 30, "the dead letters")
         assert undecodable in orderflow("dlq", "show", undecodable)
         orderflow("dlq", "replay", undecodable)
+        assert f"discarded {discarded}" in orderflow("dlq", "discard", discarded, "--yes")
         assert json.loads(orderflow("status", done))["status"] == "done"
+        assert "run(s)" in orderflow("status", done, "--timeline")  # ORDER_RUNS read
         orderflow("consumers")
+        # 6. Pause and resume (the consumer's pause API, the reason in KV ORDER_PAUSES, made by
+        # the first pause), and status showing it.
+        assert "paused default" in orderflow("pause", "default", "--reason", "audit")
+        assert "audit" in orderflow("status")
+        assert "resumed default" in orderflow("resume", "default")
     finally:
         worker.stop()
         ingest.stop()
@@ -94,6 +107,79 @@ async def _publish_as_cli(nats: SecureNats, subject: str, data: bytes) -> None:
         await nc.jetstream(timeout=5.0).publish(subject, data)
     finally:
         await nc.close()
+
+
+def test_the_console_works_under_its_own_identity(nats: SecureNats, tmp_path: Path) -> None:
+    """The console under its own nkey (CONSOLE_PUBLIC_NKEY) beside a worker, an admin's key in hand:
+    1. every page answers 200 with what NATS holds: the overview (and one live update), an order
+    with its runs, recent orders, long jobs, dead letters;
+    2. every action works: pause a type (the consumer paused, the bucket of reasons made), cancel
+    an order queued meanwhile, resume; replay one dead letter and discard another;
+    3. the server refused the console nothing (its own refusals: the next test)."""
+    worker = Service(
+        "worker", service_env(nats.url, **_env(nats, "worker", WORK_S="0.2")), tmp_path / "w.log"
+    )
+    admin = new_key()
+    keys = tmp_path / "keys.json"
+    keys.write_text(json.dumps({"keys": [entry("ops", [ADMIN], admin)]}))
+    port = kit.free_port()
+    console = kit.Process(
+        [*kit.python_module("orderflow_tools.cli"), "console", "--port", str(port)],
+        service_env(nats.url, **_env(nats, "console", API_KEYS_FILE=str(keys))),
+        tmp_path / "console.log",
+        cwd=REPO,
+    )
+    cli_env = _env(nats, "cli")
+    earlier = len(nats.violations("console"))  # another test's, on this module's server
+
+    def status_of(order_id: str) -> str:
+        result = cli(nats.url, "status", order_id, **cli_env)  # type: ignore[arg-type]  # settings
+        return str(json.loads(result.stdout)["status"]) if result.returncode == 0 else result.stderr
+
+    def publish(order_id: str, data: bytes | None = None) -> None:
+        order = contract.Order(order_id, 1, 1, "m", time.time())
+        subject = f"{contract.SUBJECT_PREFIX}default.{order_id}"
+        asyncio.run(_publish_as_cli(nats, subject, data or contract.encode(order)))
+
+    try:
+        worker.start().wait_ready(30)
+        done, queued, replayed, discarded = (f"{c}" * 32 for c in "abcd")
+        publish(done)
+        for dead in (replayed, discarded):
+            publish(dead, b"not json")
+        base = f"http://127.0.0.1:{port}"
+        console.start().wait_http(base + "/signin", 20)
+        with httpx.Client(base_url=base, timeout=10, headers={"Authorization": f"Bearer {admin}"}) as h:
+
+            def act(action: str, **form: str) -> str:
+                answer = h.post(f"/act/{action}", data=form)
+                assert answer.status_code == 303, (action, answer.text)
+                return unquote(answer.headers["location"])
+
+            wait_until(lambda: status_of(done) == "done", 30, "the order to be done")
+            wait_until(lambda: discarded in h.get("/dead").text, 30, "the dead letters on /dead")
+            overview = h.get("/")
+            assert overview.status_code == 200 and "workers" in overview.text
+            with h.stream("GET", "/events") as live:
+                assert next(live.iter_lines()).startswith("data: {")
+            order_page = h.get(f"/orders/{done}")
+            assert order_page.status_code == 200 and "done" in order_page.text
+            assert done in h.get("/recent?status=done").text
+            assert h.get("/long").status_code == 200
+
+            assert "paused default" in act("pause", target="default", reason="audit")
+            assert "audit" in h.get("/").text
+            publish(queued)
+            assert "cancel: 1 of 1" in act("cancel", target=queued)
+            assert "resumed default" in act("resume", target="default")
+            assert "replay: 1 of 1" in act("replay", target=replayed, confirm="yes")
+            assert "discard: 1 of 1" in act("discard", target=discarded, confirm="yes")
+            assert status_of(queued) == "cancelled"
+        assert admin not in (tmp_path / "console.log").read_text()
+    finally:
+        console.kill()
+        worker.stop()
+    assert nats.violations("console")[earlier:] == []
 
 
 def test_the_ingest_identity_cannot_consume_purge_or_delete(
@@ -120,15 +206,7 @@ def test_the_ingest_identity_cannot_consume_purge_or_delete(
         try:
             js = nc.jetstream(timeout=2.0)
             await broker.ensure_layout(js, settings, may_change=False)
-            # A refused publish gets no answer: each request times out (all at once).
-            replies = await asyncio.gather(
-                *(nc.request(subject, b"{}", timeout=1.0) for subject in refused), return_exceptions=True
-            )
-            answered = [s for s, r in zip(refused, replies, strict=True) if not isinstance(r, TimeoutError)]
-            # A plain subscription on the orders (reading them off the wire) is refused too.
-            await nc.subscribe("orders.>")
-            await nc.flush()
-            await asyncio.sleep(0.2)
+            answered = await _answered(nc, refused)
             info = await js.stream_info(contract.STREAM)
             return answered, info.config.num_replicas or 0
         finally:
@@ -144,6 +222,71 @@ def test_the_ingest_identity_cannot_consume_purge_or_delete(
     logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     purge = f'NATS refused it: nats: permissions violation for publish to "$JS.API.STREAM.PURGE.{contract.STREAM}"'
     assert sum(m.lower().startswith(purge.lower()) for m in logged) == 1, logged
+
+
+async def _answered(nc: Any, subjects: list[str]) -> list[str]:
+    """Which of these requests got an answer. A refused publish gets none: each request times
+    out (all at once). Then a plain subscription on the orders (reading them off the wire)."""
+    replies = await asyncio.gather(
+        *(nc.request(subject, b"{}", timeout=1.0) for subject in subjects), return_exceptions=True
+    )
+    await nc.subscribe("orders.>")
+    await nc.flush()
+    await asyncio.sleep(0.2)
+    return [s for s, r in zip(subjects, replies, strict=True) if not isinstance(r, TimeoutError)]
+
+
+# What the operator's identities may never do: consume or take over the workers' consumers,
+# destroy a stream or a message, or write what only a worker or the ingest writes.
+NEVER = [
+    f"$JS.API.CONSUMER.MSG.NEXT.{contract.STREAM}.workers",
+    f"$JS.API.CONSUMER.CREATE.{contract.STREAM}.thief",
+    f"$JS.API.STREAM.PURGE.{contract.STREAM}",
+    f"$JS.API.STREAM.DELETE.{contract.STREAM}",
+    f"$JS.API.STREAM.UPDATE.{contract.STREAM}",
+    f"$JS.API.STREAM.MSG.DELETE.{contract.STREAM}",
+    f"$JS.API.STREAM.PURGE.{contract.RUNS_STREAM}",
+    f"{contract.RUNS_PREFIX}forged",
+    f"$KV.{contract.WORKERS_BUCKET}.forged-pod",
+    "$KV.ORDER_KEYS.forged",
+]
+
+
+@pytest.mark.parametrize(
+    ("service", "refused"),
+    [
+        ("cli", NEVER),
+        # The console also may not delete a consumer or touch the layout (the CLI may).
+        (
+            "console",
+            [
+                *NEVER,
+                f"$JS.API.CONSUMER.DELETE.{contract.STREAM}.workers",
+                f"$JS.API.STREAM.CREATE.{contract.STREAM}",
+                "$JS.API.STREAM.CREATE.KV_ORDER_STATUS",
+            ],
+        ),
+    ],
+)
+def test_the_operator_identities_cannot_consume_destroy_or_forge(
+    nats: SecureNats, service: str, refused: list[str]
+) -> None:
+    """Under the CLI's and the console's identities every request above is refused by the server
+    (a permissions violation, no answer) and so is reading the orders off the wire."""
+    env = {f"ORDERFLOW_{k}": v for k, v in _env(nats, service, NATS_URL=nats.url).items()}
+
+    async def attempt() -> list[str]:
+        nc = await broker.connect(load_settings("cli", env), f"{service}-test")
+        try:
+            return await _answered(nc, refused)
+        finally:
+            await nc.close()
+
+    assert asyncio.run(attempt()) == []
+    seen = "\n".join(nats.violations(service))
+    for subject in refused:
+        assert f'Publish Violation - Subject "{subject}"' in seen
+    assert 'Subscription Violation - Subject "orders.>"' in seen
 
 
 def test_a_refused_connection_stops_a_worker_at_start_with_exit_2_and_the_reason(
