@@ -13,7 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
@@ -142,24 +142,21 @@ def build(console: Console) -> Starlette:
     async def recent_orders(request: Request) -> Response:
         if (refused := c.look(request)) is not None:
             return refused
-        q = request.query_params
-        status, task_type = q.get("status", ""), q.get("type", "")
-        if status and status not in recent.STATUSES:
-            return Response(f"status must be one of {', '.join(recent.STATUSES)}\n", 400)
-        if task_type and not pauses.TYPE_RE.match(task_type) and task_type != "?":
-            return Response("bad task type\n", 400)
-        page = q.get("page", "0")
-        if not page.isdigit() or int(page) > recent.RECENT_RUNS // recent.PAGE:
-            return Response("page must be a small whole number\n", 400)
-        rows, more = recent.orders(await recent.recent_runs(c.nats), status, task_type, int(page))
+        try:
+            q = recent.parse_query(request.query_params)
+        except recent.QueryError as exc:
+            return Response(f"{exc}\n", 400)
+        view = await recent.runs_between(c.nats, q.range)
+        rows, more = recent.orders(view.records, q.status, q.task_type, q.page)
         return c.page(
             request,
             "recent.html",
             rows=rows,
             more=more,
-            page=int(page),
-            want=status,
-            task_type=task_type,
+            q=q,
+            links=urlencode(q.filters),
+            before=q.range.before or "",
+            older=view.older,
             statuses=recent.STATUSES,
             window=recent.RECENT_RUNS,
         )

@@ -1,10 +1,27 @@
 """The console's rates and recent-orders list from the last run events (orderflow_tools/console/
-recent.py), in process on recorded RunRecords: bounded by what it is given, never a scan."""
+recent.py), in process on recorded RunRecords: bounded by what it is given, never a scan; the time range's reads and the
+/recent page's checks against a real nats-server, the console's app in process."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import NatsServer, connect
+
+from orderflow import auth, contract
+from orderflow.auth import KeyFile
+from orderflow.config import load_settings
 from orderflow.contract import RunRecord
+from orderflow.natsmux import Requester
 from orderflow_tools.console import recent
+from orderflow_tools.console.app import Console, build
+from orderflow_tools.natsconn import Session
 
 
 def rec(order_id: str, event: str, at: float, task_type: str | None = "invoice") -> RunRecord:
@@ -42,3 +59,96 @@ def test_orders_by_latest_event_filtered_and_paged() -> None:
     assert [(o.order_id, o.task_type) for o in failed] == [("x", "report")]
     assert recent.orders(records, task_type="report")[0] == failed
     assert recent.orders(records, page=99) == ([], False)
+
+
+def test_a_query_is_checked_before_anything_is_read() -> None:
+    q = recent.parse_query(
+        {"status": "done", "type": "invoice", "since": "2026-12-06T04:00:00Z", "page": "2"}
+    )
+    assert (q.status, q.task_type, q.page, q.range.until) == ("done", "invoice", 2, None)
+    assert q.range.since == dt.datetime(2026, 12, 6, 4, tzinfo=dt.UTC).timestamp()
+    # No zone is UTC; an offset is honoured.
+    assert (
+        recent.parse_range("2026-12-06T05:00:00").since
+        == recent.parse_range("2026-12-06T06:00:00+01:00").since
+    )
+    bad = {
+        "status": "lost",
+        "type": "no such",
+        "page": "-1",
+        "since": "yesterday",
+        "until": "2026-13-01",
+        "before": "12a",
+    }
+    for name, value in bad.items():
+        with pytest.raises(recent.QueryError):
+            recent.parse_query({name: value})
+    with pytest.raises(recent.QueryError, match="page"):
+        recent.parse_query({"page": str(recent.RECENT_RUNS)})
+    with pytest.raises(recent.QueryError, match="until must be later than since"):
+        recent.parse_query({"since": "2026-12-06T04:00:00Z", "until": "2026-12-06T04:00:00Z"})
+    with pytest.raises(recent.QueryError, match="since must be a time"):
+        recent.parse_query({"since": "2" * 41})
+    with pytest.raises(recent.QueryError, match="before"):
+        recent.parse_query({"before": "9" * 20})
+
+
+def test_a_time_range_reads_only_its_own_run_events_newest_first_in_bounded_views(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Three batches of run events stored apart in time (ORDER_RUNS' own timestamps): a range
+    around the middle one reads its events and no other; with a view smaller than the range the
+    newest come first and `older` is where the next view starts, until the range is read. Through
+    the console's app (in process, on the same NATS): the range's orders listed, a bad range a 400."""
+    keys = tmp_path / "keys.json"
+    key = auth.new_key()
+    keys.write_text(json.dumps({"keys": [auth.entry("viewer", [auth.READ], key)]}))
+
+    async def scenario() -> None:
+        async with connect(nats_server.url) as nc:
+            js = nc.jetstream()
+            await js.add_stream(name=contract.RUNS_STREAM, subjects=[contract.RUNS_PREFIX + ">"])
+            marks = []
+            for batch in "abc":
+                marks.append(time.time())
+                for i in range(5):
+                    record = contract.RunRecord(
+                        f"{batch}{i}", "done", "w-1", 1, time.time(), task_type="invoice"
+                    )
+                    await js.publish(contract.RUNS_PREFIX + record.order_id, contract.encode(record))
+                await asyncio.sleep(0.05)
+            marks.append(time.time())
+            requests = await Requester(nc, 5.0).start()
+            s = Session(nc, js, requests, nats_server.url)
+            middle = recent.Range(marks[1], marks[2])
+            whole = await recent.runs_between(s, middle)
+            assert [r.order_id for r in whole.records] == [f"b{i}" for i in range(5)] and whole.older is None
+            first = await recent.runs_between(s, middle, limit=3)
+            assert [r.order_id for r in first.records] == ["b2", "b3", "b4"] and first.older is not None
+            rest = await recent.runs_between(s, recent.Range(marks[1], marks[2], first.older), limit=3)
+            assert [r.order_id for r in rest.records] == ["b0", "b1"] and rest.older is None
+            since_c = await recent.runs_between(s, recent.Range(marks[2]))
+            assert [r.order_id for r in since_c.records] == [f"c{i}" for i in range(5)]
+            assert (await recent.runs_between(s, recent.Range(marks[3] + 60))).records == []
+
+            settings = load_settings("cli", {"ORDERFLOW_NATS_URL": nats_server.url})
+            console = Console(settings, KeyFile(str(keys), 60.0), secure_cookie=False)
+            console.s = s
+            transport = httpx.ASGITransport(app=build(console))
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://console", headers={"Authorization": f"Bearer {key}"}
+            ) as h:
+                iso = [dt.datetime.fromtimestamp(m, dt.UTC).isoformat() for m in marks]
+                page = await h.get("/recent", params={"since": iso[1], "until": iso[2], "status": "done"})
+                assert page.status_code == 200
+                assert [f"/orders/{o}" in page.text for o in ("a4", "b0", "b4", "c0")] == [
+                    False,
+                    True,
+                    True,
+                    False,
+                ]
+                bad = await h.get("/recent", params={"since": iso[2], "until": iso[1]})
+                assert bad.status_code == 400 and "until must be later than since" in bad.text
+            await requests.stop()
+
+    asyncio.run(scenario())
