@@ -13,8 +13,8 @@ Admission turns facts into a verdict, one rule each, in this order (`admit`, a p
     record at all on a redelivery once the orphan grace is over -> the previous run died: a crash
     (no record for a message published before a NATS restart also waits the grace: a restored
     consumer may resend a running job as a first delivery; found by the chaos rehearsal)
- 7. crashes >= ORDERFLOW_MAX_CRASHES, deliveries > ORDERFLOW_MAX_DELIVERIES, failed attempts
-    >= ORDERFLOW_MAX_DELIVER                                 -> dead-letter
+ 7. out of runs (worker/outcome.py `Limits.spent`: crashes, deliveries or failed attempts)
+                                                            -> dead-letter
  8. otherwise                                               -> run
 
 What it costs (issue #11): a status record can only exist for a redelivery, a message that says
@@ -38,7 +38,7 @@ import msgspec
 from orderflow import contract
 from worker import callback
 from worker.handlers import CheckpointError, Handler, Job, PoisonError, StopSignal
-from worker.hooks import Hooks, at_stake_s
+from worker.hooks import Hooks
 from worker.outcome import Books, Delivery, Kind, Limits, Outcome, Settler, keep_trying
 from worker.payload import SEED, PayloadCodec
 from worker.pool import Slot
@@ -57,6 +57,7 @@ class Verdict:
     crash: bool = False  # the previous run died: counted in the books
     orphan: bool = False  # no record of an earlier delivery yet: wait and look again
     lost_s: float = 0.0  # the dead run's work since its last checkpoint (a lower bound)
+    books: Books | None = None  # the order's counts from its record; None: the delivery's own
 
 
 def done(value: Any) -> Outcome:
@@ -89,37 +90,37 @@ def admit(
     suspect: bool = False,
     now: float | None = None,
 ) -> Verdict:
-    """The rules above. Takes the order's books over from its status record (d.books)."""
+    """The rules above. The verdict carries the order's books as its status record has them
+    (`books`), for the pipeline to run or settle the delivery with; `d` is not changed."""
     t = time.time() if now is None else now
     replay = bool(header(d.msg, contract.H_REPLAY))
     if cancelled or (previous is not None and previous.status == "cancelled"):
         return Verdict(Outcome(Kind.ALREADY_CANCELLED))
     crash, lost = False, 0.0
+    books = d.books
     if previous is not None:
         status = previous.status
         if status == "done":
             return Verdict(Outcome(Kind.ALREADY_DONE))
         if status in ("dead", "failed") and not replay:
             return Verdict(Outcome(Kind.ALREADY_FINAL))
-        if status == "queued" and previous.scheduled and d.books.failed < previous.attempts:
+        if status == "queued" and previous.scheduled and books.failed < previous.attempts:
             return Verdict(Outcome(Kind.SUPERSEDED))
         # A replay starts afresh from the final record it was replayed from, once: the replayed
         # message carries its header on every redelivery, and from its first failure on the record
         # is its own (queued), so from then on its books carry over like any order's (else a failing
         # replay ran at attempt 1 with no backoff until the delivery cap, 101 times).
         if not (replay and status in ("dead", "failed")):
-            carried = Books.of(previous)
-            carried.failed = max(carried.failed, d.books.failed)
-            carried.handbacks = max(carried.handbacks, d.books.handbacks)
-            carried.crashes = max(carried.crashes, d.books.crashes)
-            d.books = carried
+            books = Books.of(previous).at_least(books)
         if status == "processing":
             lease_end = previous.lease_until or previous.updated_at + lease_s
             holder = previous.worker_id
             if running_here:
-                return Verdict(Outcome(Kind.RUNNING_ELSEWHERE, "running here under another delivery", 1.0))
+                outcome = Outcome(Kind.RUNNING_ELSEWHERE, "running here under another delivery", 1.0)
+                return Verdict(outcome, books=books)
             if holder != worker_id and lease_end > t:
-                return Verdict(Outcome(Kind.RUNNING_ELSEWHERE, f"running on {holder}", lease_end - t + 0.5))
+                outcome = Outcome(Kind.RUNNING_ELSEWHERE, f"running on {holder}", lease_end - t + 0.5)
+                return Verdict(outcome, books=books)
             crash = True  # lapsed, or our own id from a previous life of this worker
             start = max(previous.started_at or 0.0, previous.checkpoint_at or 0.0)
             lost = max(0.0, previous.updated_at - start) if start else 0.0
@@ -132,19 +133,8 @@ def admit(
             return Verdict(orphan=True)
         crash = d.meta.delivered > 1
     if crash:
-        d.books.crashes += 1
-    b = d.books
-    if b.crashes >= limits.max_crashes:
-        error = f"its worker died {b.crashes} times while running it"
-        return Verdict(Outcome(Kind.DEAD, error, reason="crashes"), crash, lost_s=lost)
-    if d.deliveries > limits.max_deliveries:
-        error = f"delivered {d.deliveries} times without a result"
-        return Verdict(Outcome(Kind.DEAD, error, reason="deliveries"), crash, lost_s=lost)
-    if b.failed >= limits.max_attempts:
-        return Verdict(
-            Outcome(Kind.DEAD, f"failed {b.failed} attempts", reason="attempts"), crash, lost_s=lost
-        )
-    return Verdict(None, crash, lost_s=lost)
+        books = books.with_crash()
+    return Verdict(limits.spent(books, d.deliveries), crash, books=books, lost_s=lost)
 
 
 class Run(Slot):
@@ -411,7 +401,7 @@ class JobPipeline:
             previous = await self._t.get_status(d.order_id)
         except Exception as exc:
             return Verdict(Outcome(Kind.RUNNING_ELSEWHERE, f"status unreadable ({type(exc).__name__})", 1.0))
-        return admit(
+        verdict = admit(
             d,
             previous,
             cancelled=False,
@@ -424,6 +414,9 @@ class JobPipeline:
             orphan_checked=orphan_checked,
             suspect=self._recovery.suspects(d),
         )
+        if verdict.books is not None:
+            d.books = verdict.books
+        return verdict
 
     def _stopped(self, run: Run) -> Outcome:
         reason = run.stop_reason
@@ -470,9 +463,6 @@ class JobPipeline:
         # Through a failover like a status: a run record whose PubAck was lost with a connection
         # or a stream leader must not fail the handler's attempt (that ran finished work again).
         await keep_trying(lambda: self._t.record_run(record), f"order {d.order_id}: run record {event}")
-
-    def at_stake_s(self, now: float) -> float:
-        return sum(at_stake_s(r.delivery, now) for r in self.runs.values())
 
 
 class _Control:

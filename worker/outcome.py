@@ -97,6 +97,18 @@ class Limits:
     # order in one drain), each with its status write and a delivery on the order's books.
     unstarted_delay_s: float = 0.0
 
+    def spent(self, b: Books, deliveries: int) -> Outcome | None:
+        """The one judgement of an order out of runs, at admission and after a failed attempt:
+        its dead letter, with the reason, once its worker died max_crashes times while running it,
+        it was delivered more than max_deliveries times, or it failed max_attempts attempts."""
+        if b.crashes >= self.max_crashes:
+            return Outcome(Kind.DEAD, f"its worker died {b.crashes} times while running it", reason="crashes")
+        if deliveries > self.max_deliveries:
+            return Outcome(Kind.DEAD, f"delivered {deliveries} times without a result", reason="deliveries")
+        if b.failed >= self.max_attempts:
+            return Outcome(Kind.DEAD, f"failed {b.failed} attempts", reason="attempts")
+        return None
+
 
 class Books:
     """An order's counts and checkpoint, carried from run to run in its status record (and in a
@@ -145,6 +157,26 @@ class Books:
             record.runs,
             record.first_started_at,
         )
+
+    def at_least(self, other: Books) -> Books:
+        """A copy whose counts are at least `other`'s (a delivery's headers may know of failures,
+        hand-backs or crashes that the record read with it does not)."""
+        return Books(
+            max(self.failed, other.failed),
+            max(self.handbacks, other.handbacks),
+            max(self.crashes, other.crashes),
+            self.checkpoint,
+            self.checkpoint_at,
+            self.run_s,
+            self.runs,
+            self.first_started_at,
+        )
+
+    def with_crash(self) -> Books:
+        """A copy with one more crash: the order's previous run died."""
+        crashed = self.at_least(self)
+        crashed.crashes += 1
+        return crashed
 
     @classmethod
     def from_headers(cls, msg: Message) -> Books:
@@ -344,9 +376,10 @@ class Settler:
         d.error_class = ERROR_CLASSES.get(kind, d.error_class)
         if kind in FAILED:
             b.failed += 1
-            if kind is not Kind.POISON and b.failed >= self._limits.max_attempts:
-                error = f"failed {b.failed} attempts; last: {outcome.error}"
-                return await self._dead_letter(d, error, "attempts")
+            spent = None if kind is Kind.POISON else self._limits.spent(b, d.deliveries)
+            if spent is not None:
+                error = f"{spent.error}; last: {outcome.error}"
+                return await self._dead_letter(d, error, spent.reason or "attempts")
         if kind is Kind.DONE:
             await self._final(d, self.record(d, "done", result=outcome.result))
             await t.ack(d.msg)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgspec
 import pytest
 from standin import FakeMsg, limits, settings
 
 from orderflow import contract
-from worker.job import admit
+from worker.job import Verdict, admit
 from worker.outcome import Delivery, Kind, Limits
 from worker.transport import Meta
 
@@ -24,26 +25,36 @@ def delivery(delivered: int = 1, headers: dict[str, str] | None = None) -> Deliv
     return d
 
 
-def record(status: str, **fields: object) -> contract.StatusRecord:
-    return contract.StatusRecord("o-1", status, updated_at=NOW - 1, **fields)  # type: ignore[arg-type]
+def record(status: str, **fields: Any) -> contract.StatusRecord:
+    return contract.StatusRecord("o-1", status, updated_at=NOW - 1, **fields)
 
 
-def verdict(d: Delivery, previous: contract.StatusRecord | None, lim: Limits | None = None, **kw: object):  # type: ignore[no-untyped-def]
-    args: dict[str, object] = {
-        "cancelled": False,
-        "worker_id": "me",
-        "running_here": False,
-        "limits": lim or limits(),
-        "lease_s": LEASE_S,
-        "now": NOW,
-    }
-    args.update(kw)
-    return admit(d, previous, **args)  # type: ignore[arg-type]
+def verdict(
+    d: Delivery,
+    previous: contract.StatusRecord | None,
+    lim: Limits | None = None,
+    *,
+    cancelled: bool = False,
+    running_here: bool = False,
+    orphan_checked: bool = False,
+    suspect: bool = False,
+) -> Verdict:
+    return admit(
+        d,
+        previous,
+        cancelled=cancelled,
+        worker_id="me",
+        running_here=running_here,
+        limits=lim or limits(),
+        lease_s=LEASE_S,
+        orphan_checked=orphan_checked,
+        suspect=suspect,
+        now=NOW,
+    )
 
 
-def kind(v: object) -> Kind | None:
-    outcome = getattr(v, "outcome", None)
-    return None if outcome is None else outcome.kind
+def kind(v: Verdict) -> Kind | None:
+    return None if v.outcome is None else v.outcome.kind
 
 
 def test_a_first_delivery_with_no_record_runs() -> None:
@@ -65,8 +76,8 @@ def test_3_a_dead_or_failed_order_is_termed_unless_replayed(status: str) -> None
     assert kind(verdict(delivery(2), record(status, attempts=5))) is Kind.ALREADY_FINAL
     replay = delivery(1, {contract.H_REPLAY: "1", contract.H_STATUS_CHECK: "1"})
     v = verdict(replay, record(status, attempts=5, crashes=2))
-    assert v.outcome is None  # it runs, with fresh books
-    assert (replay.books.failed, replay.books.crashes) == (0, 0)
+    assert v.outcome is None and v.books is not None  # it runs, with fresh books
+    assert (v.books.failed, v.books.crashes) == (0, 0)
 
 
 def test_3_a_replay_is_fresh_once_then_its_failures_count_up_to_the_dead_letter() -> None:
@@ -76,7 +87,7 @@ def test_3_a_replay_is_fresh_once_then_its_failures_count_up_to_the_dead_letter(
     lim = limits(settings(MAX_DELIVER=3))
     again = delivery(2, headers)
     v = verdict(again, record("queued", attempts=1, crashes=1), lim)
-    assert v.outcome is None and (again.books.failed, again.books.crashes) == (1, 1)
+    assert v.outcome is None and v.books is not None and (v.books.failed, v.books.crashes) == (1, 1)
     last = delivery(4, headers)
     v = verdict(last, record("queued", attempts=3), lim)
     assert kind(v) is Kind.DEAD and v.outcome is not None and v.outcome.reason == "attempts"
@@ -89,8 +100,9 @@ def test_4_the_leftover_of_a_scheduled_retry_is_acked() -> None:
     copy = delivery(
         1, {contract.H_STATUS_CHECK: "1", contract.H_FAILED_ATTEMPTS: "3", contract.H_DELIVERIES: "4"}
     )
-    assert verdict(copy, rescheduled).outcome is None
-    assert (copy.books.failed, copy.deliveries) == (3, 5)
+    v = verdict(copy, rescheduled)
+    assert v.outcome is None and v.books is not None
+    assert (v.books.failed, copy.deliveries) == (3, 5)
 
 
 def test_5_a_live_lease_elsewhere_is_deferred_until_it_ends_and_costs_nothing() -> None:
@@ -98,7 +110,7 @@ def test_5_a_live_lease_elsewhere_is_deferred_until_it_ends_and_costs_nothing() 
     v = verdict(d, record("processing", worker_id="other", lease_until=NOW + 10, attempts=1))
     assert kind(v) is Kind.RUNNING_ELSEWHERE
     assert v.outcome is not None and v.outcome.delay_s == pytest.approx(10.5)
-    assert (d.books.failed, d.books.crashes) == (1, 0)
+    assert v.books is not None and (v.books.failed, v.books.crashes) == (1, 0)
 
 
 def test_5_a_record_without_lease_until_is_timed_from_updated_at() -> None:
@@ -126,7 +138,8 @@ def test_6_a_lapsed_lease_is_a_crash_with_the_work_it_lost() -> None:
     )
     v = verdict(d, previous)
     assert v.outcome is None and v.crash
-    assert d.books.crashes == 2
+    assert v.books is not None and v.books.crashes == 2
+    assert d.books.crashes == 0  # the delivery is left as it came: the verdict has the new counts
     assert v.lost_s == pytest.approx(10.0)  # updated_at - last checkpoint
 
 
@@ -139,7 +152,7 @@ def test_6_a_redelivery_with_no_record_waits_once_then_counts_a_crash() -> None:
     d = delivery(2)
     assert verdict(d, None).orphan
     v = verdict(d, None, orphan_checked=True)
-    assert v.crash and d.books.crashes == 1 and v.outcome is None
+    assert v.crash and v.books is not None and v.books.crashes == 1 and v.outcome is None
 
 
 def test_6_after_a_nats_restart_a_first_delivery_with_no_record_also_waits_but_is_no_crash() -> None:
@@ -148,14 +161,14 @@ def test_6_after_a_nats_restart_a_first_delivery_with_no_record_also_waits_but_i
     d = delivery(1)
     assert verdict(d, None, suspect=True).orphan
     v = verdict(d, None, suspect=True, orphan_checked=True)
-    assert v.outcome is None and not v.crash and d.books.crashes == 0
+    assert v.outcome is None and not v.crash and v.books is not None and v.books.crashes == 0
 
 
 def test_6_hand_backs_and_retries_leave_records_so_their_redelivery_is_no_crash() -> None:
     d = delivery(4)
     v = verdict(d, record("queued", handbacks=3, attempts=0))
     assert v.outcome is None and not v.crash
-    assert d.books.handbacks == 3
+    assert v.books is not None and v.books.handbacks == 3
 
 
 def test_7_the_third_crash_dead_letters_with_the_reason() -> None:
@@ -182,8 +195,9 @@ def test_7_out_of_attempts_dead_letters() -> None:
 def test_the_books_carry_the_checkpoint_over() -> None:
     d = delivery(2)
     raw = msgspec.Raw(b'{"cursor":7}')
-    verdict(d, record("queued", handbacks=1, checkpoint=raw, checkpoint_at=NOW - 2))
-    assert d.books.checkpoint is not None and bytes(d.books.checkpoint) == b'{"cursor":7}'
+    books = verdict(d, record("queued", handbacks=1, checkpoint=raw, checkpoint_at=NOW - 2)).books
+    assert books is not None and books.checkpoint is not None
+    assert bytes(books.checkpoint) == b'{"cursor":7}'
 
 
 def test_time_defaults_to_now() -> None:

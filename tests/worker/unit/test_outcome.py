@@ -54,6 +54,16 @@ def test_the_last_failed_attempt_goes_to_the_dlq_first_then_dead_then_term() -> 
     assert headers[contract.H_REASON] == "attempts"
 
 
+def test_a_failed_attempt_past_the_delivery_cap_is_dead_lettered_by_the_same_rule_as_admission() -> None:
+    """Limits.spent is the one judgement: a failure that leaves the order over its delivery cap (a
+    job adopted across redeliveries) dead-letters it now, with admission's reason and words."""
+    t, s, d = setup(delivered=11, MAX_DELIVERIES=10)
+    assert settle(s, d, Kind.RETRY, "boom") is Kind.DEAD
+    _, _, headers = t.published[0]
+    assert headers[contract.H_REASON] == "deliveries"
+    assert headers[contract.H_ERROR] == "delivered 11 times without a result; last: boom"
+
+
 def test_a_dlq_that_cannot_store_keeps_the_message_and_the_counts() -> None:
     t, s, d = setup(failed=4)
     t.fail_publish = True
