@@ -24,6 +24,7 @@ MAX_DEAD = 50
 MAX_WORKERS = 200
 RECENT_RUNS = 500  # the long-jobs page reads the last this many run events, no more
 MAX_LONG = 50
+MAX_PROGRESS_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,16 @@ class LongJob:
     running_s: float  # since this run started
     checkpoint_age_s: float | None  # since its last checkpoint; None: none yet
     at_risk_s: float  # the work a kill would lose now: since the last checkpoint, else since the start
+    progress: str = ""  # the last checkpoint's state as the job wrote it; "" none yet
+
+
+def progress_of(checkpoint: Any) -> str:
+    """A checkpoint's state, compact JSON cut at MAX_PROGRESS_CHARS: the job's progress in its own
+    words (orderflow cannot know what a handler's state means)."""
+    if checkpoint in (None, "", {}):
+        return ""
+    text = json.dumps(checkpoint, separators=(",", ":"), sort_keys=True, default=str)
+    return text if len(text) <= MAX_PROGRESS_CHARS else text[: MAX_PROGRESS_CHARS - 1] + "…"
 
 
 async def long_jobs(s: Session) -> list[LongJob]:
@@ -216,6 +227,7 @@ async def long_jobs(s: Session) -> list[LongJob]:
                 max(0.0, now - started),
                 age,
                 age if age is not None else max(0.0, now - started),
+                progress_of(record.get("checkpoint")),
             )
         )
     return sorted(out, key=lambda j: -j.running_s)

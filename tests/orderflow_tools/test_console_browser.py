@@ -1,6 +1,7 @@
 """`orderflow console` in a real headless Chromium (Debian's, driven by selenium) against the real
-stack: nats-server, a worker process and the console process. One browser session: sign in, replay
-a dead order and see it done, pause a type and see its backlog hold (live, over Server-Sent Events)
+stack: nats-server, a worker process and the console process. One browser session: sign in, watch
+a long job's progress move, replay a dead order and see it done (and listed since the test
+began), pause a type and see its backlog hold (live, over Server-Sent Events)
 while the other type flows, resume and see it drain. With ORDERFLOW_SCREENSHOTS=1 the same run
 writes docs/img/console-laptop.png and console-phone.png (docs/console.md shows them).
 
@@ -13,6 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,7 @@ def test_the_console_in_chromium(
     from selenium.webdriver.common.by import By
 
     url = nats_server.url
+    began = datetime.now(UTC).isoformat(timespec="seconds")
     broken = tmp_path / "billing-broken"
     broken.touch()
     monkeypatch.setenv("BILLING_BROKEN_FILE", str(broken))
@@ -121,6 +124,20 @@ def test_the_console_in_chromium(
         wait_until(lambda: "Task types" in b.page_source, 10, "the overview after sign-in")
         assert "ops-ann" in text("header")
 
+        # A long job: its progress (the state it stored at its last checkpoint) moves on /long.
+        run(publish_orders(url, 1, prefix="long", username="long"))
+        row_of_long = 'tr[data-order="long-0"]'
+
+        def progress() -> float | None:
+            b.get(base + "/long")
+            if "long-0" not in b.page_source or not text(f"{row_of_long} .progress"):
+                return None
+            return float(json.loads(text(f"{row_of_long} .progress"))["done_s"])
+
+        first = wait_until(progress, 15, "the long job's first checkpoint on /long")
+        assert first is not None
+        wait_until(lambda: (progress() or 0) > first, 10, "the long job's progress to move")
+
         # Dead letters: discard one (confirmed), replay the other, then see it done.
         b.get(base + "/dead")
         assert "dead-0" in text("#dead") and "dead-1" in text("#dead")
@@ -144,6 +161,13 @@ def test_the_console_in_chromium(
             return text("#order-status")
 
         wait_until(lambda: shown_status() == "done", 30, "the replayed order done in the console")
+
+        # Recent orders since the test began (the time range's form): the replayed order, done.
+        b.get(base + "/recent")
+        b.find_element(By.NAME, "since").send_keys(began)
+        b.find_element(By.CSS_SELECTOR, "form[action='/recent'] button").click()
+        wait_until(lambda: "since=" in b.current_url, 10, "the filtered list")
+        assert any(line.startswith("dead-0 ") and " done " in line for line in text("#recent").splitlines())
 
         # Pause invoice with a reason: its backlog holds (the overview follows it live) while
         # default flows.
