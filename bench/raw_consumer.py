@@ -22,13 +22,13 @@ async def ensure_durable(nats_url: str) -> None:
     """orderflow's own consumer config (durable `workers`, on the stream orderflow's layout made)
     for this loop to bind, without the priority group: a pull on a consumer with one must name the
     group, and a plain nats-py fetch cannot."""
-    from orderflow import broker
+    from orderflow import consumers
     from orderflow.config import load_settings
 
     settings = load_settings("cli", {"ORDERFLOW_NATS_URL": nats_url, "ORDERFLOW_PRIORITY": "off"})
     nc = await nats.connect(nats_url)
     try:
-        await broker.ensure_consumer(nc, settings, "default")
+        await consumers.ensure_consumer(nc, settings, "default")
     finally:
         await nc.close()
 

@@ -20,17 +20,20 @@ from orderflow_tools.kit import REPO
 SETUP = "bash scripts/bench/baseline-tree.sh d4b8240 /tmp/orderflow-base"
 REF_FILE = ".orderflow-baseline-ref"  # written by scripts/bench/baseline-tree.sh
 
-# The tree's own `broker.ensure_layout` (streams and KV buckets as that commit creates them), run by
-# the tree's interpreter. Both the current tree and d4b8240 have this API.
+# The tree's own `ensure_layout` (streams and KV buckets as that commit creates them), run by the
+# tree's interpreter: orderflow/streams.py now, orderflow/broker.py in d4b8240.
 _LAYOUT = """
 import asyncio, sys
 import nats
-from orderflow import broker
 from orderflow.config import load_settings
+try:
+    from orderflow.streams import ensure_layout
+except ImportError:  # a tree from before the layout left broker.py (d4b8240)
+    from orderflow.broker import ensure_layout
 
 async def main(url):
     nc = await nats.connect(url)
-    await broker.ensure_layout(nc.jetstream(timeout=10), load_settings("cli", {"ORDERFLOW_NATS_URL": url}))
+    await ensure_layout(nc.jetstream(timeout=10), load_settings("cli", {"ORDERFLOW_NATS_URL": url}))
     await nc.close()
 
 asyncio.run(main(sys.argv[1]))

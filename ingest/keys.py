@@ -37,13 +37,13 @@ from typing import TypeVar
 import msgspec
 
 from ingest.publisher import RETRY_PAUSE_S, Publisher, Refusals
-from orderflow import broker, contract
+from orderflow import buckets, contract
 from orderflow.lookup import BadRecord, OrderLookup
 from orderflow.natsmux import Requester
 
 log = logging.getLogger(__name__)
 
-KEYS_STREAM = "KV_" + broker.KEYS_BUCKET
+KEYS_STREAM = "KV_" + buckets.KEYS_BUCKET
 _JS_WRONG_LAST_SEQUENCE = 10071  # nats-server's JSStreamWrongLastSequenceErrF
 _CLOCK_MARGIN_S = 1.0
 T = TypeVar("T")
@@ -199,7 +199,7 @@ class IdempotencyKeys:
         """The record's new sequence; 0 if the expected last sequence did not match (someone else's
         record is there); -1 if the key store did not answer (a refusal, noted)."""
         sent = await self._publisher.send(
-            broker.KEYS_SUBJECT_PREFIX + key,
+            buckets.KEYS_SUBJECT_PREFIX + key,
             contract.encode(record),
             {contract.H_EXPECTED_LAST_SUBJECT_SEQ: str(expected_seq)},
         )
@@ -213,7 +213,7 @@ class IdempotencyKeys:
         return -1
 
     async def _read(self, key: str) -> tuple[KeyRecord, int] | None:
-        msg = await self._requests.direct_get_last(KEYS_STREAM, broker.KEYS_SUBJECT_PREFIX + key)
+        msg = await self._requests.direct_get_last(KEYS_STREAM, buckets.KEYS_SUBJECT_PREFIX + key)
         if msg is None:
             return None
         headers = msg.headers or {}

@@ -21,7 +21,7 @@ from ingest.keys import IdempotencyKeys
 from ingest.payloads import PayloadCatalogue
 from ingest.publisher import Publisher, Refusals
 from ingest.watch import StatusWatch
-from orderflow import broker, contract, tracing
+from orderflow import broker, contract, streams, tracing
 from orderflow.config import Settings
 from orderflow.lifecycle import wait_any
 from orderflow.link import Link
@@ -120,7 +120,7 @@ class IngestState:
         js = nc.jetstream(timeout=s.publish_timeout_s)
         while True:
             try:
-                layout = await broker.ensure_layout(js, s, may_change=False)
+                layout = await streams.ensure_layout(js, s, may_change=False)
                 self.atomic_batches = layout.atomic
                 break
             except broker.BrokerConfigError as exc:

@@ -41,16 +41,16 @@ def add_parser(sub: Any, settings: Callable[[argparse.Namespace], Settings]) -> 
 
 
 async def list_consumers(settings: Settings) -> int:
-    from orderflow import broker, contract
+    from orderflow import consumers, contract
 
     async with session(settings) as s:
-        consumers = await broker.list_consumers(s.nc)
-        conflicts = {c.name for c in await broker.conflicting_consumers(s.nc, settings)}
-        if not consumers:
+        listed = await consumers.list_consumers(s.nc)
+        conflicts = {c.name for c in await consumers.conflicting_consumers(s.nc, settings)}
+        if not listed:
             print(f"no consumers on {contract.STREAM} (no worker has run against {s.url})")
             return 0
         types = ",".join(t.name for t in settings.task_types)
-        for c in consumers:
+        for c in listed:
             note = f"  overlaps ORDERFLOW_TASK_TYPES={types}" if c.name in conflicts else ""
             print(
                 f"{c.name:<20} filters {', '.join(c.filters):<28} undelivered {c.pending:>7}  "
@@ -60,15 +60,15 @@ async def list_consumers(settings: Settings) -> int:
 
 
 async def delete(settings: Settings, name: str) -> int:
-    from orderflow import broker
+    from orderflow import broker, consumers
 
     async with session(settings) as s:
         try:
-            gone = await broker.delete_idle_consumer(s.nc, name)
+            gone = await consumers.delete_idle_consumer(s.nc, name)
         except broker.BrokerConfigError as exc:
             print(f"orderflow consumers delete: {exc}", file=sys.stderr)
             return 1
-        except broker.JetStreamApiError as exc:
+        except consumers.JetStreamApiError as exc:
             print(f"orderflow consumers delete: {name}: {exc}", file=sys.stderr)
             return 1
         print(f"deleted consumer {gone.name} (filters {', '.join(gone.filters)}); it held no work")

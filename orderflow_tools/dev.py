@@ -99,17 +99,17 @@ def _probe_host(host: str) -> str:
 async def _migrate(settings: Settings, console: Console) -> None:
     """Delete the consumers this configuration's would overlap (one task type -> several, or back).
     No worker runs yet, so nothing holds their messages; those stay in ORDERS for the new ones."""
-    from orderflow import broker
+    from orderflow import broker, consumers
 
     nc = await broker.connect(settings, "orderflow-dev", max_reconnect_attempts=1)
     try:
-        for c in await broker.conflicting_consumers(nc, settings):
+        for c in await consumers.conflicting_consumers(nc, settings):
             if c.waiting:
                 raise MigrationRefused(
                     f"consumer {c.name} overlaps this ORDERFLOW_TASK_TYPES and a worker outside this "
                     f"`orderflow dev` is pulling from it; stop that worker, then start again"
                 )
-            await broker.delete_consumer(nc, c.name)
+            await consumers.delete_consumer(nc, c.name)
             carried = f"; its {c.pending + c.ack_pending} messages stay queued" if not c.idle else ""
             console.err(
                 f"orderflow dev: deleted consumer {c.name} (filters {', '.join(c.filters)}): it overlaps "

@@ -28,11 +28,11 @@ TARGET = "nats"
 async def sample(nc: Any) -> list[list[Any]]:
     from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
 
-    from orderflow import broker, contract
+    from orderflow import consumers, contract
 
     js = nc.jetstream(timeout=2.0)
     out: list[list[Any]] = []
-    for c in await broker.list_consumers(nc):
+    for c in await consumers.list_consumers(nc):
         out.append(["nats_consumer_pending", {"consumer": c.name}, float(c.pending)])
         out.append(["nats_consumer_ack_pending", {"consumer": c.name}, float(c.ack_pending)])
     with contextlib.suppress(NotFoundError):

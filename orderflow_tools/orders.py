@@ -94,7 +94,7 @@ async def _draw(s: Session, order_id: str, timeline: bool, png: str | None) -> i
 async def _overview(s: Session, settings: Settings) -> int:
     from nats.js.errors import NotFoundError
 
-    from orderflow import broker, contract
+    from orderflow import consumers, contract
     from orderflow_tools import pauses
 
     for name in (contract.STREAM, contract.DLQ_STREAM):
@@ -104,7 +104,7 @@ async def _overview(s: Session, settings: Settings) -> int:
         except NotFoundError:
             print(f"stream {name:<11} (missing)")
     paused = await pauses.states(s, settings)
-    for c in await broker.list_consumers(s.nc):
+    for c in await consumers.list_consumers(s.nc):
         p = paused.get(c.name)
         note = (
             f"  PAUSED by {p.by or '?'} since {p.since or '?'}: {p.reason or '(no reason recorded)'}"

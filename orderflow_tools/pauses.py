@@ -71,19 +71,19 @@ def check_reason(reason: str) -> str:
 
 
 async def _api(s: Session, subject: str, request: dict[str, Any] | None = None) -> dict[str, Any]:
-    from orderflow import broker
+    from orderflow import consumers
 
-    return await broker._api(s.nc, subject, request)  # raw: CONSUMER.PAUSE is not in every nats-py
+    return await consumers.raw_api(s.nc, subject, request)  # raw: CONSUMER.PAUSE is not in every nats-py
 
 
 async def consumer_of(s: Session, settings: Settings, task_type: str) -> str:
     """The task type's consumer as it is on the server: `workers-<type>` when types are split,
     `workers` for this environment's only type. Raises PauseError for a type with no consumer."""
-    from orderflow import broker, contract
+    from orderflow import consumers, contract
 
     if not TYPE_RE.match(task_type):
         raise PauseError(f"{task_type[:40]!r} is not a task type name (lowercase letters, digits, - and _)")
-    names = {c.name for c in await broker.list_consumers(s.nc)}
+    names = {c.name for c in await consumers.list_consumers(s.nc)}
     for name in (
         contract.consumer_name(task_type, True),
         contract.consumer_name(task_type, settings.split_types),

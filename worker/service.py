@@ -20,7 +20,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
-from orderflow import broker, contract, natsauth, tracing
+from orderflow import broker, consumers, contract, natsauth, streams, tracing
 from orderflow.capacity import Caps
 from orderflow.config import Settings
 from orderflow.lifecycle import Lifecycle, wait_any
@@ -61,7 +61,7 @@ def _unanswered(exc: Exception) -> bool:
         return True
     if isinstance(exc, nats.js.errors.ServiceUnavailableError):
         return True
-    return isinstance(exc, broker.JetStreamApiError) and "(code 10008)" in str(exc)
+    return isinstance(exc, consumers.JetStreamApiError) and "(code 10008)" in str(exc)
 
 
 _RECOVER_ON = (contract.STREAM, "KV_" + contract.STATUS_BUCKET)
@@ -72,7 +72,7 @@ class TypeRunner:
     """One task type: its consumer, pipeline, pool and fetch loop."""
 
     task_type: str
-    consumer: broker.ConsumerHandle
+    consumer: consumers.ConsumerHandle
     pipeline: JobPipeline
     pool: Pool[Run]
     loop: FetchLoop
@@ -166,7 +166,7 @@ class WorkerService:
     async def _start(self, nc: Client) -> None:
         s = self.settings
         js = nc.jetstream(timeout=5.0)
-        layout = await self._until_answered("the stream layout", lambda: broker.ensure_layout(js, s))
+        layout = await self._until_answered("the stream layout", lambda: streams.ensure_layout(js, s))
         served = [t.name for t in s.served_types]
         await self._until_answered(
             "the payload declarations",
@@ -195,7 +195,7 @@ class WorkerService:
         for task_type in s.served_types:
             consumer = await self._until_answered(
                 f"consumer of {task_type.name}",
-                functools.partial(broker.ensure_consumer, nc, s, task_type.name),
+                functools.partial(consumers.ensure_consumer, nc, s, task_type.name),
             )
             # Paced from ack_wait as the server has it (an operator may have edited it).
             timing = Timing.derive(s, consumer.ack_wait_s)

@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from orderflow import broker, contract
+from orderflow import consumers, contract
 from orderflow.config import Settings
 from orderflow_tools import dlq, pauses
 from orderflow_tools.natsconn import Session
@@ -72,7 +72,7 @@ def worker_row(pod: str, age_s: float, rank: int, record: dict[str, Any]) -> Wor
 async def overview(s: Session, settings: Settings) -> dict[str, Any]:
     states = await pauses.states(s, settings)
     types = []
-    for c in await broker.list_consumers(s.nc):
+    for c in await consumers.list_consumers(s.nc):
         p = states.get(c.name)
         types.append(
             TypeRow(

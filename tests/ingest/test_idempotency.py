@@ -17,7 +17,7 @@ import pytest
 from harness import NatsServer, Service, connect, count_events, http, run, run_records, status_of, wait_until
 
 from ingest.keys import KeyRecord, fingerprint
-from orderflow import broker, contract
+from orderflow import buckets, contract
 
 ORDER = {"product_id": "33", "count": "3", "username": "maksim.konovalov"}
 
@@ -43,7 +43,7 @@ async def stream_messages(url: str) -> list[Any]:
 
 async def key_record(url: str, key: str) -> KeyRecord | None:
     async with connect(url) as nc:
-        kv = await nc.jetstream().key_value(broker.KEYS_BUCKET)
+        kv = await nc.jetstream().key_value(buckets.KEYS_BUCKET)
         try:
             entry = await kv.get(key)
         except Exception:
@@ -53,7 +53,7 @@ async def key_record(url: str, key: str) -> KeyRecord | None:
 
 async def put_key_record(url: str, key: str, record: KeyRecord) -> None:
     async with connect(url) as nc:
-        kv = await nc.jetstream().key_value(broker.KEYS_BUCKET)
+        kv = await nc.jetstream().key_value(buckets.KEYS_BUCKET)
         await kv.put(key, msgspec.json.encode(record))
 
 
@@ -173,7 +173,7 @@ async def drop_key_record(url: str, key: str) -> None:
     """The record gone as max_age removes it (no delete marker left behind)."""
     async with connect(url) as nc:
         await nc.jetstream().purge_stream(
-            "KV_" + broker.KEYS_BUCKET, subject=broker.KEYS_SUBJECT_PREFIX + key
+            "KV_" + buckets.KEYS_BUCKET, subject=buckets.KEYS_SUBJECT_PREFIX + key
         )
 
 
@@ -211,7 +211,7 @@ def test_a_key_lives_exactly_as_long_as_an_order_status(
     async def max_ages() -> tuple[float, float]:
         async with connect(nats_server.url) as nc:
             js = nc.jetstream()
-            keys = await js.stream_info("KV_" + broker.KEYS_BUCKET)
+            keys = await js.stream_info("KV_" + buckets.KEYS_BUCKET)
             status = await js.stream_info("KV_" + contract.STATUS_BUCKET)
             return keys.config.max_age or 0, status.config.max_age or 0
 

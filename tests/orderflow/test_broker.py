@@ -11,7 +11,7 @@ import pytest
 from harness import NatsServer, Service, connect, free_port, run, service_env, wait_until
 from nats.js import api as jsapi
 
-from orderflow import broker, contract
+from orderflow import broker, buckets, consumers, contract, streams
 from orderflow.config import load_settings
 
 
@@ -23,19 +23,19 @@ def test_layout_is_created_once_and_a_second_run_changes_nothing(
     async def main() -> None:
         async with connect(nats_server.url) as nc:
             js = nc.jetstream()
-            await broker.ensure_layout(js, settings)
-            handle = await broker.ensure_consumer(nc, settings, "default")
+            await streams.ensure_layout(js, settings)
+            handle = await consumers.ensure_consumer(nc, settings, "default")
             assert (handle.name, handle.ack_wait_s, handle.priority) == ("workers", 30.0, True)
             caplog.clear()
-            with caplog.at_level(logging.INFO, logger="orderflow.broker"):
-                await broker.ensure_layout(js, settings)
-                await broker.ensure_consumer(nc, settings, "default")
+            with caplog.at_level(logging.INFO, logger="orderflow"):
+                await streams.ensure_layout(js, settings)
+                await consumers.ensure_consumer(nc, settings, "default")
             assert caplog.records == []
             info = await js.stream_info(contract.STREAM)
             assert info.config.retention == jsapi.RetentionPolicy.WORK_QUEUE
             assert info.config.duplicate_window >= 120
             assert (await js.stream_info(contract.DLQ_STREAM)).config.subjects == ["dlq.orders.>"]
-            keys = (await js.stream_info("KV_" + broker.KEYS_BUCKET)).config
+            keys = (await js.stream_info("KV_" + buckets.KEYS_BUCKET)).config
             assert keys.max_age == settings.idempotency_ttl_s == settings.status_ttl_s and keys.allow_direct
 
     run(main())
@@ -49,14 +49,14 @@ def test_an_editable_difference_is_updated_and_named(
     async def main() -> None:
         async with connect(nats_server.url) as nc:
             js = nc.jetstream()
-            await broker.ensure_layout(js, settings)
-            await broker.ensure_consumer(nc, settings, "default")
+            await streams.ensure_layout(js, settings)
+            await consumers.ensure_consumer(nc, settings, "default")
             bigger = load_settings(
                 "worker", {"ORDERFLOW_ACK_WAIT_S": "45", "ORDERFLOW_DUPLICATE_WINDOW_S": "300"}
             )
-            with caplog.at_level(logging.WARNING, logger="orderflow.broker"):
-                await broker.ensure_layout(js, bigger)
-                handle = await broker.ensure_consumer(nc, bigger, "default")
+            with caplog.at_level(logging.WARNING, logger="orderflow"):
+                await streams.ensure_layout(js, bigger)
+                handle = await consumers.ensure_consumer(nc, bigger, "default")
             text = caplog.text
             assert "stream ORDERS: duplicate_window is 120.0 on the server, orderflow wants 300.0" in text
             assert "consumer workers: ack_wait is 30.0 on the server, orderflow wants 45.0" in text
@@ -83,8 +83,8 @@ def test_a_memory_workers_bucket_of_an_older_release_is_made_again_on_file(
             )
             kv = await js.key_value(contract.WORKERS_BUCKET)
             await kv.put("old", b"{}")
-            with caplog.at_level(logging.WARNING, logger="orderflow.broker"):
-                await broker.ensure_layout(js, settings)
+            with caplog.at_level(logging.WARNING, logger="orderflow"):
+                await streams.ensure_layout(js, settings)
             info = await js.stream_info("KV_" + contract.WORKERS_BUCKET)
             assert info.config.storage == jsapi.StorageType.FILE
             assert info.config.max_age == 6.0
@@ -108,7 +108,7 @@ def test_a_difference_jetstream_cannot_edit_stops_start_up_with_a_clear_message(
             js = nc.jetstream()
             await js.add_stream(name=contract.STREAM, subjects=["orders.>"], retention="limits")
             with pytest.raises(broker.BrokerConfigError) as err:
-                await broker.ensure_layout(js, settings)
+                await streams.ensure_layout(js, settings)
             assert "retention is 'limits' on the server, orderflow wants 'workqueue'" in str(err.value)
             assert "cannot change" in str(err.value)
 
@@ -128,16 +128,16 @@ def test_a_consumer_without_the_priority_group_gets_it_and_off_takes_it_away(
     async def main() -> None:
         async with connect(nats_server.url) as nc:
             js = nc.jetstream()
-            await broker.ensure_layout(js, settings)
-            await js.add_consumer(contract.STREAM, broker.consumer_config(settings, "default"))
+            await streams.ensure_layout(js, settings)
+            await js.add_consumer(contract.STREAM, consumers.consumer_config(settings, "default"))
             await js.publish("orders.default.o-1", b"{}")
-            with caplog.at_level(logging.WARNING, logger="orderflow.broker"):
-                handle = await broker.ensure_consumer(nc, settings, "default")
+            with caplog.at_level(logging.WARNING, logger="orderflow"):
+                handle = await consumers.ensure_consumer(nc, settings, "default")
             assert handle.priority
             assert "priority_policy is 'none' on the server, orderflow wants 'prioritized'" in caplog.text
             info = await js.consumer_info(contract.STREAM, "workers")
             assert info.num_pending == 1
-            assert not (await broker.ensure_consumer(nc, off, "default")).priority
+            assert not (await consumers.ensure_consumer(nc, off, "default")).priority
 
     run(main())
 
@@ -155,8 +155,8 @@ def test_a_consumer_without_the_priority_group_gets_it_and_off_takes_it_away(
     ],
 )
 def test_subject_filters_overlap_as_nats_matches_them(a: str, b: str, overlap: bool) -> None:
-    assert broker.subjects_overlap(a, b) is overlap
-    assert broker.subjects_overlap(b, a) is overlap
+    assert consumers.subjects_overlap(a, b) is overlap
+    assert consumers.subjects_overlap(b, a) is overlap
 
 
 def test_switching_to_split_task_types_names_the_old_consumer_and_the_command_that_removes_it(
@@ -173,22 +173,22 @@ def test_switching_to_split_task_types_names_the_old_consumer_and_the_command_th
     async def main() -> None:
         async with connect(nats_server.url) as nc:
             js = nc.jetstream()
-            await broker.ensure_layout(js, one)
-            await broker.ensure_consumer(nc, one, "default")
+            await streams.ensure_layout(js, one)
+            await consumers.ensure_consumer(nc, one, "default")
             for i in range(2):
                 await js.publish(f"orders.default.o-{i}", b"{}")
             with pytest.raises(broker.BrokerConfigError) as err:
-                await broker.ensure_consumer(nc, two, "default")
+                await consumers.ensure_consumer(nc, two, "default")
             text = str(err.value)
             assert "consumer workers (filters orders.>) overlaps workers-default" in text
             assert "2 undelivered and 0 un-acked" in text
             assert text.endswith("orderflow consumers delete workers")
             with pytest.raises(broker.BrokerConfigError):
-                await broker.delete_idle_consumer(nc, "workers")
+                await consumers.delete_idle_consumer(nc, "workers")
             assert (await js.consumer_info(contract.STREAM, "workers")).num_pending == 2
             await js.purge_stream(contract.STREAM)
-            await broker.delete_idle_consumer(nc, "workers")
-            handle = await broker.ensure_consumer(nc, two, "default")
+            await consumers.delete_idle_consumer(nc, "workers")
+            handle = await consumers.ensure_consumer(nc, two, "default")
             assert handle.name == "workers-default"
 
     run(main())

@@ -19,7 +19,7 @@ import pytest
 from harness import REPO, Service, cli, find_binary, http, service_env, wait_until
 from nats_secure import JwtNats, Pki, SecureNats, new_seed
 
-from orderflow import broker, contract, natsauth
+from orderflow import broker, contract, natsauth, streams
 from orderflow.auth import ADMIN, entry, new_key
 from orderflow.config import load_settings
 from orderflow_tools import kit
@@ -205,7 +205,7 @@ def test_the_ingest_identity_cannot_consume_purge_or_delete(
         nc = await broker.connect(settings, "ingest-test")
         try:
             js = nc.jetstream(timeout=2.0)
-            await broker.ensure_layout(js, settings, may_change=False)
+            await streams.ensure_layout(js, settings, may_change=False)
             answered = await _answered(nc, refused)
             info = await js.stream_info(contract.STREAM)
             return answered, info.config.num_replicas or 0

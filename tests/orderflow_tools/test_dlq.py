@@ -161,12 +161,12 @@ def test_a_long_replay_reports_progress_and_republishes_what_makes_a_fresh_run(
     url = nats_server.url
 
     async def bury(n: int) -> None:
-        from orderflow import broker
+        from orderflow import streams
         from orderflow.config import load_settings
 
         async with connect(url) as nc:
             js = nc.jetstream()
-            for cfg in broker.stream_configs(load_settings("cli")):
+            for cfg in streams.stream_configs(load_settings("cli")):
                 await js.add_stream(cfg)
             acks = [
                 await js.publish_async(

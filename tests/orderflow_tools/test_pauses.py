@@ -83,7 +83,7 @@ def test_a_consumer_update_keeps_the_pause(nats_server: NatsServer) -> None:
 
     from harness import connect
 
-    from orderflow import broker
+    from orderflow import consumers, streams
     from orderflow.config import load_settings
 
     settings = load_settings("worker", {"ORDERFLOW_TASK_TYPES": TYPES, "ORDERFLOW_NATS_URL": nats_server.url})
@@ -91,12 +91,12 @@ def test_a_consumer_update_keeps_the_pause(nats_server: NatsServer) -> None:
     async def go() -> tuple[Any, Any]:
         async with connect(nats_server.url) as nc:
             js = nc.jetstream()
-            await broker.ensure_layout(js, settings)
-            await broker.ensure_consumer(nc, settings, "report")
-            await broker._api(
+            await streams.ensure_layout(js, settings)
+            await consumers.ensure_consumer(nc, settings, "report")
+            await consumers.raw_api(
                 nc, "CONSUMER.PAUSE.ORDERS.workers-report", {"pause_until": "2099-01-01T00:00:00Z"}
             )
-            handle = await broker.ensure_consumer(
+            handle = await consumers.ensure_consumer(
                 nc, replace(settings, ack_wait_s=settings.ack_wait_s + 7), "report"
             )
             return handle, await js.consumer_info("ORDERS", "workers-report")

@@ -8,7 +8,7 @@ import asyncio
 
 from standin import FakeMsg, StandInNats, StandInTransport, fast_timing, limits, settings
 
-from orderflow.broker import ConsumerHandle
+from orderflow.consumers import ConsumerHandle
 from orderflow.natsmux import Requester
 from worker.consumer import FetchLoop
 from worker.handlers import Job
