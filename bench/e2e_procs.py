@@ -97,8 +97,8 @@ class Stack:
     @property
     def ingest_metrics_port(self) -> int:
         """Where the tree's ingest serves /metrics: its own port since issue #20, the API's before."""
-        config = self.tree.root / "orderflow" / "config.py"
-        own = config.is_file() and '"METRICS_PORT"' in config.read_text()
+        readers = [self.tree.root / "orderflow" / name for name in ("envsettings.py", "config.py")]
+        own = any(f.is_file() and '"METRICS_PORT"' in f.read_text() for f in readers)
         return self.metrics_port if own else self.ingest_port
 
     @property

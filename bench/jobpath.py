@@ -21,7 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from orderflow import contract
-from orderflow.config import load_settings
+from orderflow.envsettings import load_settings
 from orderflow.metrics import WorkerMetrics
 from worker.handlers import Job
 from worker.hooks import Hooks, MetricsHook, PodLoad

@@ -23,7 +23,7 @@ async def ensure_durable(nats_url: str) -> None:
     for this loop to bind, without the priority group: a pull on a consumer with one must name the
     group, and a plain nats-py fetch cannot."""
     from orderflow import consumers
-    from orderflow.config import load_settings
+    from orderflow.envsettings import load_settings
 
     settings = load_settings("cli", {"ORDERFLOW_NATS_URL": nats_url, "ORDERFLOW_PRIORITY": "off"})
     nc = await nats.connect(nats_url)

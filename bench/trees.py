@@ -21,15 +21,17 @@ SETUP = "bash scripts/bench/baseline-tree.sh d4b8240 /tmp/orderflow-base"
 REF_FILE = ".orderflow-baseline-ref"  # written by scripts/bench/baseline-tree.sh
 
 # The tree's own `ensure_layout` (streams and KV buckets as that commit creates them), run by the
-# tree's interpreter: orderflow/streams.py now, orderflow/broker.py in d4b8240.
+# tree's interpreter: from orderflow/streams.py now, orderflow/broker.py in d4b8240 (whose settings
+# were read by orderflow/config.py).
 _LAYOUT = """
 import asyncio, sys
 import nats
-from orderflow.config import load_settings
 try:
+    from orderflow.envsettings import load_settings
     from orderflow.streams import ensure_layout
-except ImportError:  # a tree from before the layout left broker.py (d4b8240)
+except ImportError:  # a tree from before the broker and config splits (d4b8240)
     from orderflow.broker import ensure_layout
+    from orderflow.config import load_settings
 
 async def main(url):
     nc = await nats.connect(url)

@@ -6,7 +6,7 @@ import asyncio
 import sys
 
 from orderflow import httpserver
-from orderflow.config import ConfigError, command_line, load_settings
+from orderflow.envsettings import ConfigError, command_line, load_settings
 from orderflow.lifecycle import setup_logging
 
 ABOUT = "The ingest: takes orders over HTTP and stores each in NATS JetStream before answering 200."

@@ -8,7 +8,8 @@ import os
 import sys
 from dataclasses import replace
 
-from orderflow.config import ConfigError, Settings, load_settings
+from orderflow.config import Settings
+from orderflow.envsettings import ConfigError, load_settings
 from orderflow_tools import dev
 from orderflow_tools.natsconn import Refused, Unreachable, url_of
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from orderflow import natsauth
-from orderflow.config import ConfigError, Settings, load_settings
+from orderflow.config import Settings
+from orderflow.envsettings import ConfigError, load_settings
 from orderflow_tools.datalock import DataDirBusy, lock_data_dir
 from orderflow_tools.kit import (
     NatsCluster,

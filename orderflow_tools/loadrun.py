@@ -251,7 +251,7 @@ def discover(args: argparse.Namespace) -> dict[str, Any]:
     """Where the run's figures will come from, probed once; warnings say what is missing."""
     from dataclasses import replace
 
-    from orderflow.config import ConfigError, load_settings
+    from orderflow.envsettings import ConfigError, load_settings
 
     stack = dev_stack(args.dev_dir, args.url)
     ingest_metrics = args.ingest_metrics or (stack or {}).get("ingest_metrics") or _default_metrics(args.url)

@@ -33,7 +33,8 @@ from typing import Any
 import msgspec
 
 from orderflow import callbackurl, contract
-from orderflow.config import Settings, read_webhook_secret
+from orderflow.config import Settings
+from orderflow.envvalues import read_webhook_secret
 from worker.handlers import Job, PoisonError
 from worker.payload import PayloadCodec
 

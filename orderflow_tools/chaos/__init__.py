@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orderflow.config import parse_work
+from orderflow.envvalues import parse_work
 from orderflow_tools.loadrun import parse_duration
 
 # nats-server's raft elects a new leader at most this long after losing one (election timeout 4-9 s).

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orderflow.config import WorkRange, parse_work
+from orderflow.config import WorkRange
+from orderflow.envvalues import parse_work
 
 
 @dataclass(frozen=True)

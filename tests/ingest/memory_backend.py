@@ -24,7 +24,7 @@ from ingest.keys import Claim, KeyRecord, Outcome, fingerprint, judge
 from ingest.publisher import Published, Sent
 from ingest.state import IngestState
 from orderflow import contract
-from orderflow.config import load_settings
+from orderflow.envsettings import load_settings
 from orderflow.metrics import IngestMetrics
 
 Order = contract.Order | contract.TypedOrder

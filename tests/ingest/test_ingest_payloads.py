@@ -21,7 +21,7 @@ from ingest.app import create_app
 from ingest.openapi import document
 from ingest.state import IngestState
 from orderflow import contract
-from orderflow.config import load_settings
+from orderflow.envsettings import load_settings
 from orderflow.metrics import IngestMetrics
 from orderflow.payloads import PayloadSchema, TypeRecord, encode_record
 

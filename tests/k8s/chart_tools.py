@@ -22,7 +22,8 @@ import pytest
 import yaml
 
 from orderflow import natsauth
-from orderflow.config import KNOWN, ConfigError, Service, load_settings
+from orderflow.config import Service
+from orderflow.envsettings import KNOWN, ConfigError, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / ".tools" / "bin"
@@ -43,7 +44,7 @@ COMPONENTS = [
 # The cluster version everything renders for and validates against unless a test says otherwise.
 KUBERNETES_VERSION = "1.34.0"
 CI = bool(os.environ.get("CI"))
-# Settings the chart renders before orderflow/config.py has them: nats_drain_timeout_s is being
+# Settings the chart renders before orderflow/envsettings.py reads them: nats_drain_timeout_s is being
 # added there beside this change. Once a name is in KNOWN it drops out of this set by itself and
 # its env is checked like every other; until then it is left out of the settings check.
 PENDING_SETTINGS = {"NATS_DRAIN_TIMEOUT_S"} - KNOWN

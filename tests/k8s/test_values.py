@@ -2,7 +2,7 @@
 values.schema.json with the services' own bounds, and every value is used.
 
 The bounds of the ORDERFLOW_* maps live twice: values.schema.json (so `helm install` fails on a bad
-value) and orderflow/config.py's parsers (so the service fails at start-up). Each chart key maps to
+value) and orderflow/envsettings.py's parsers (so the service fails at start-up). Each chart key maps to
 its env name and the two must agree: type, minimum, maximum, choices.
 """
 
@@ -21,8 +21,9 @@ import pytest
 import yaml
 from chart_tools import CHART, PENDING_SETTINGS, REPO, Doc
 
-from orderflow import config
-from orderflow.config import Settings, load_settings
+from orderflow import envsettings
+from orderflow.config import Settings
+from orderflow.envsettings import load_settings
 from scripts import chart_readme
 
 SCHEMA: Doc = json.loads((CHART / "values.schema.json").read_text())
@@ -147,8 +148,8 @@ def chart_settings() -> Iterator[tuple[str, str, Doc]]:
 
 
 def parser_bounds(parse: Callable[[str], Any]) -> Doc:
-    """What a config.py parser accepts, read from its closure: _number(kind, lo, hi) or _choice(*options).
-    (config.py keeps them as closures; reading them here saves a second copy of each bound.)"""
+    """What a parser accepts, read from its closure: envvalues.number(kind, lo, hi) or choice(*options).
+    (orderflow/envvalues.py keeps them as closures; reading them here saves a second copy of each bound.)"""
     free = inspect.getclosurevars(parse).nonlocals
     if {"kind", "lo", "hi"} <= set(free):
         out: Doc = {"type": {int: "integer", float: "number"}[free["kind"]]}
@@ -164,18 +165,18 @@ CHART_SETTINGS = list(chart_settings())
 
 
 def test_every_chart_setting_is_a_known_setting() -> None:
-    unknown = [(path, s) for path, s, _ in CHART_SETTINGS if s not in config.KNOWN | PENDING_SETTINGS]
+    unknown = [(path, s) for path, s, _ in CHART_SETTINGS if s not in envsettings.KNOWN | PENDING_SETTINGS]
     assert not unknown
 
 
 @pytest.mark.parametrize(("path", "suffix", "schema"), CHART_SETTINGS, ids=[c[0] for c in CHART_SETTINGS])
 def test_schema_bounds_are_the_settings_bounds(path: str, suffix: str, schema: Doc) -> None:
     if suffix in PENDING_SETTINGS:
-        pytest.skip(f"ORDERFLOW_{suffix} is not in orderflow/config.py yet")
+        pytest.skip(f"ORDERFLOW_{suffix} is not read by orderflow/envsettings.py yet")
     if suffix == "TASK_TYPES":  # parsed apart (its defaults come from CONCURRENCY/TASK_TIMEOUT_S)
         assert schema["type"] == "string"
         return
-    _, parse = config._PARSERS[suffix]
+    _, parse = envsettings._PARSERS[suffix]
     expected = parser_bounds(parse)
     if not expected:  # free text (str, lists, the work range): no bounds to compare
         assert schema.get("type") == "string", f"{path}: {schema}"
@@ -183,14 +184,14 @@ def test_schema_bounds_are_the_settings_bounds(path: str, suffix: str, schema: D
     got: Doc = {k: schema[k] for k in ("type", "minimum", "maximum") if k in schema}
     if "enum" in schema:
         got = {"enum": sorted(schema["enum"])}
-    assert got == expected, f"{path} (ORDERFLOW_{suffix}): schema {got}, config.py {expected}"
+    assert got == expected, f"{path} (ORDERFLOW_{suffix}): schema {got}, envsettings.py {expected}"
 
 
 @pytest.mark.parametrize(("path", "suffix", "schema"), CHART_SETTINGS, ids=[c[0] for c in CHART_SETTINGS])
 def test_chart_defaults_are_the_application_defaults(path: str, suffix: str, schema: Doc) -> None:
     """A chart default that differed would silently override the service's own default."""
     if suffix in PENDING_SETTINGS:
-        pytest.skip(f"ORDERFLOW_{suffix} is not in orderflow/config.py yet")
+        pytest.skip(f"ORDERFLOW_{suffix} is not read by orderflow/envsettings.py yet")
     value: Any = VALUES
     for part in path.split("."):
         value = value[part]
@@ -198,14 +199,14 @@ def test_chart_defaults_are_the_application_defaults(path: str, suffix: str, sch
         return
     text = str(value).lower() if isinstance(value, bool) else str(value)
     loaded = load_settings("worker", {f"ORDERFLOW_{suffix}": text})
-    name = "task_types" if suffix == "TASK_TYPES" else config._PARSERS[suffix][0]
+    name = "task_types" if suffix == "TASK_TYPES" else envsettings._PARSERS[suffix][0]
     defaults = {f.name: f.default for f in fields(Settings)}
     assert getattr(loaded, name) == defaults[name], f"{path}={value!r} vs Settings.{name}"
 
 
 def test_the_bounds_check_sees_a_drifted_bound() -> None:
     """Guard: a schema minimum off by one from the parser's is caught."""
-    _, parse = config._PARSERS["ACK_WAIT_S"]
+    _, parse = envsettings._PARSERS["ACK_WAIT_S"]
     assert parser_bounds(parse) == {"type": "number", "minimum": 1, "maximum": 86400}
     drifted = {"type": "number", "minimum": 2, "maximum": 86400}
     assert drifted != parser_bounds(parse)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from orderflow import auth
-from orderflow.config import ConfigError, load_settings
+from orderflow.envsettings import ConfigError, load_settings
 
 
 def entries(**keys: tuple[str, list[str]]) -> bytes:

@@ -12,7 +12,7 @@ from harness import NatsServer, Service, connect, free_port, run, service_env, w
 from nats.js import api as jsapi
 
 from orderflow import broker, buckets, consumers, contract, streams
-from orderflow.config import load_settings
+from orderflow.envsettings import load_settings
 
 
 def test_layout_is_created_once_and_a_second_run_changes_nothing(

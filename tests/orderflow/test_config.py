@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from orderflow.config import ConfigError, TaskType, WorkRange, load_settings
+from orderflow.config import TaskType, WorkRange
+from orderflow.envsettings import ConfigError, load_settings
 
 
 def test_defaults_follow_the_spec_table() -> None:

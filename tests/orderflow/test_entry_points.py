@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from orderflow import config
+from orderflow import envsettings
 from orderflow_tools.kit import REPO
 
 
@@ -27,7 +27,7 @@ def test_help_says_what_it_is_and_lists_every_setting(module: str, flag: str) ->
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: python -m {module}\n")
     listed = " ".join(done.stdout.split())  # the names are wrapped over lines
-    for name in config.KNOWN:
+    for name in envsettings.KNOWN:
         assert f"ORDERFLOW_{name}" in listed
     assert done.stderr == ""
 

@@ -21,7 +21,7 @@ from nats_secure import JwtNats, Pki, SecureNats, new_seed
 
 from orderflow import broker, contract, natsauth, streams
 from orderflow.auth import ADMIN, entry, new_key
-from orderflow.config import load_settings
+from orderflow.envsettings import load_settings
 from orderflow_tools import kit
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

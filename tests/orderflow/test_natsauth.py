@@ -12,7 +12,7 @@ import pytest
 from nats_secure import Pki, new_seed
 
 from orderflow import natsauth
-from orderflow.config import ConfigError, load_settings
+from orderflow.envsettings import ConfigError, load_settings
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def test_an_unknown_exporter_or_protocol_is_named_at_start_up() -> None:
 _BUILD_BOTH = """
 import sys, threading
 from prometheus_client import CollectorRegistry
-from orderflow.config import load_settings
+from orderflow.envsettings import load_settings
 from orderflow.metrics import IngestMetrics
 from ingest.app import create_app
 from ingest.state import IngestState

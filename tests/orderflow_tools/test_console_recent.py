@@ -16,8 +16,8 @@ from harness import NatsServer, connect
 
 from orderflow import auth, contract
 from orderflow.auth import KeyFile
-from orderflow.config import load_settings
 from orderflow.contract import RunRecord
+from orderflow.envsettings import load_settings
 from orderflow.natsmux import Requester
 from orderflow_tools.console import recent
 from orderflow_tools.console.app import Console, build

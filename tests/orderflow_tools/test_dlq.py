@@ -162,7 +162,7 @@ def test_a_long_replay_reports_progress_and_republishes_what_makes_a_fresh_run(
 
     async def bury(n: int) -> None:
         from orderflow import streams
-        from orderflow.config import load_settings
+        from orderflow.envsettings import load_settings
 
         async with connect(url) as nc:
             js = nc.jetstream()

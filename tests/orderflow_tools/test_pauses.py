@@ -84,7 +84,7 @@ def test_a_consumer_update_keeps_the_pause(nats_server: NatsServer) -> None:
     from harness import connect
 
     from orderflow import consumers, streams
-    from orderflow.config import load_settings
+    from orderflow.envsettings import load_settings
 
     settings = load_settings("worker", {"ORDERFLOW_TASK_TYPES": TYPES, "ORDERFLOW_NATS_URL": nats_server.url})
 

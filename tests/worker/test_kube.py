@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from orderflow.config import load_settings
+from orderflow.envsettings import load_settings
 from orderflow_tools.kit.kubeapi import KubeApiStandIn
 from worker.kube import ANNOTATION, IDLE_COST, PodClient, PodDeletionCostKeeper
 

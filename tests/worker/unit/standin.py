@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orderflow import contract
-from orderflow.config import Settings, load_settings
+from orderflow.config import Settings
+from orderflow.envsettings import load_settings
 from worker.outcome import Limits
 from worker.timing import Timing
 

@@ -19,7 +19,7 @@ from test_pipeline import Rig, noop
 
 from ingest import callbacks as intake
 from orderflow import auth, callbackurl, contract
-from orderflow.config import ConfigError, load_settings
+from orderflow.envsettings import ConfigError, load_settings
 from worker.callback import Deliverer, job_message
 from worker.handlers import Job, PoisonError
 

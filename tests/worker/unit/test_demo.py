@@ -9,8 +9,8 @@ import asyncio
 import time
 from typing import Any
 
-from orderflow.config import load_settings
 from orderflow.contract import Order
+from orderflow.envsettings import load_settings
 from worker.demo import register
 from worker.handlers import Handler, Job, Registry, StopSignal
 
