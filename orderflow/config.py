@@ -162,6 +162,9 @@ class Settings:
     # On SIGTERM read this pod's deletionTimestamp and drain against the real SIGKILL time when it
     # is sooner than the budget: auto (inside a cluster) | on (also outside, through KUBECONFIG) | off.
     pod_deadline: str = "auto"
+    # Where the drain writes its figures (worker/drainreport.py): auto (/dev/termination-log inside
+    # a cluster, nowhere outside) | off | a path.
+    termination_log: str = "auto"
     # Kubernetes' own variables (not ORDERFLOW_*): set inside a pod, with the API server's address;
     # outside one, the kubeconfig the `on` modes talk to the API server with.
     kubernetes_service_host: str | None = None

@@ -107,6 +107,7 @@ _PARSERS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "POD_DELETION_COST": ("pod_deletion_cost", choice("auto", "on", "off")),
     "POD_DELETION_COST_MIN_INTERVAL_S": ("pod_deletion_cost_min_interval_s", number(float, 0)),
     "POD_DEADLINE": ("pod_deadline", choice("auto", "on", "off")),
+    "TERMINATION_LOG": ("termination_log", str),
     "CALLBACK_HOSTS": ("callback_hosts", comma_list),
     "CALLBACK_ALLOW_HTTP": ("callback_allow_http", boolean),
     "CALLBACK_ALLOW_PRIVATE": ("callback_allow_private", boolean),

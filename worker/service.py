@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -27,7 +28,7 @@ from orderflow.lifecycle import Lifecycle, wait_any
 from orderflow.link import Link
 from orderflow.metrics import WorkerMetrics
 from orderflow.natsmux import Requester
-from worker import payload
+from worker import drainreport, payload
 from worker.callback import Deliverer
 from worker.cancels import CancelMarkers
 from worker.consumer import FetchLoop
@@ -426,6 +427,16 @@ class WorkerService:
         hand_back_at = started + clock.hand_back_s
         self.metrics.drain_deadline.labels(clock.ruled_by).set(clock.drain_s)
         self.stopping.set(hand_back_at)  # job.stopping, job.deadline_s
+        report = drainreport.DrainReport(
+            event="draining",
+            worker_id=self.settings.worker_id,
+            running_at_sigterm=running_at_start,
+            deadline_s=round(clock.drain_s, 3),
+            ruled_by=clock.ruled_by,
+            why=why,
+        )
+        report_path = drainreport.path_of(self.settings)
+        drainreport.write(report_path, report)
         log.info(
             "draining: %d jobs running, deadline %.1fs by the %s (%s; budget %.0fs)",
             running_at_start,
@@ -477,14 +488,23 @@ class WorkerService:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.nc.drain(), timeout=t.nats_drain_timeout_s)
         self.metrics.draining.set(0)
+        report = msgspec.structs.replace(
+            report,
+            event="drained",
+            drained_in_s=round(time.monotonic() - started, 3),
+            handed_back_at_deadline=len(stopping),
+            unstarted=unstarted,
+            handed_back_by_handlers=sum(r.pipeline.handed_back_by_handlers for r in self.runners),
+        )
+        drainreport.write(report_path, report)
         log.info(
             "drained in %.1fs: %d running at SIGTERM, %d handed back at the deadline, %d fetched but "
             "never started, %d handed back by their handlers; deadline %.1fs by the %s",
-            time.monotonic() - started,
+            report.drained_in_s,
             running_at_start,
-            len(stopping),
+            report.handed_back_at_deadline,
             unstarted,
-            sum(r.pipeline.handed_back_by_handlers for r in self.runners),
+            report.handed_back_by_handlers,
             clock.drain_s,
             clock.ruled_by,
         )

@@ -7,16 +7,11 @@ removes the pod: SIGTERM, the grace period, then SIGKILL.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from orderflow_tools.kit import REPO, Process, python_module
-
-_DRAIN_LINE = re.compile(
-    r"drained in [0-9.]+s: (\d+) running at SIGTERM, (\d+) handed back at the deadline"
-    r"(?:, (\d+) fetched but never started)?(?:, (\d+) handed back by their handlers)?"
-)
+from worker import drainreport
 
 
 def service_process(module: str, env: dict[str, str], log_path: Path) -> Process:
@@ -44,9 +39,8 @@ class Pod:
     metrics_at: float = 0.0
     past: list[dict[str, float]] = field(default_factory=list)
     exit_codes: list[int | None] = field(default_factory=list)
-    log_offset: int = 0  # where the log stood at SIGTERM (the drain line comes after it)
-    handed_back: int = 0  # from the drain log line (the pod may exit before its last scrape)
-    running_at_sigterm: int | None = None  # from the drain log line; None: no drain line
+    handed_back: int = 0  # from the drain report (the pod may exit before its last scrape)
+    running_at_sigterm: int | None = None  # from the drain report; None: the drain never ended
     grace_killed: bool = False
     uid: str = ""  # the ReplicaSet's last tie-breaker
     cost: int = 0  # its controller.kubernetes.io/pod-deletion-cost annotation, as kept (chaos/kube.py)
@@ -60,6 +54,10 @@ class Pod:
     def log_path(self) -> Path:
         assert self.process.log_path is not None  # service_process always logs to a file
         return self.process.log_path
+
+    @property
+    def drain_report(self) -> drainreport.DrainReport | None:
+        return drainreport.read(report_path(self.log_path))
 
     @property
     def in_flight(self) -> float:
@@ -77,18 +75,24 @@ class Pod:
         self.ready_since = None
 
 
-def worker_env(base: dict[str, str], pod_name: str, port: int) -> dict[str, str]:
-    return {**base, "ORDERFLOW_HTTP_PORT": str(port), "ORDERFLOW_WORKER_ID": pod_name}
+def report_path(log_path: Path) -> Path:
+    """Where a pod's worker writes its drain report (ORDERFLOW_TERMINATION_LOG, as a kubelet's
+    /dev/termination-log): one per pod, beside its log."""
+    return log_path.with_suffix(".drain.json")
 
 
-_DEADLINE_LINE = re.compile(
-    r"draining: \d+ jobs running, deadline ([0-9.]+)s by the (budget|pod) \((.*)\)$", re.M
-)
+def worker_env(base: dict[str, str], pod_name: str, port: int, log_path: Path) -> dict[str, str]:
+    return {
+        **base,
+        "ORDERFLOW_HTTP_PORT": str(port),
+        "ORDERFLOW_WORKER_ID": pod_name,
+        "ORDERFLOW_TERMINATION_LOG": str(report_path(log_path)),
+    }
 
 
 @dataclass(frozen=True)
 class Drain:
-    """A worker's drain line: what ran at SIGTERM, what it handed back (at the deadline, or its
+    """A worker's drain: what ran at SIGTERM, what it handed back (at the deadline, or its
     handlers before it), what it never started."""
 
     running: int
@@ -97,26 +101,17 @@ class Drain:
     by_handlers: int = 0
 
 
-def drain_line(log_path: Path, since: int) -> Drain | None:
-    """The last drain line in a worker log from byte `since`; None if it has none (killed first)."""
-    with log_path.open("rb") as f:
-        f.seek(since)
-        text = f.read().decode(errors="replace")
-    found = list(_DRAIN_LINE.finditer(text))
-    if not found:
+def drain_of(report: drainreport.DrainReport | None) -> Drain | None:
+    """The figures of a drain that ended; None when it did not (killed first) or never began."""
+    if report is None or report.event != "drained":
         return None
-    m = found[-1]
-    by_handlers = int(m.group(4) or 0)
-    return Drain(int(m.group(1)), int(m.group(2)) + by_handlers, int(m.group(3) or 0), by_handlers)
+    by_handlers = report.handed_back_by_handlers or 0
+    at_deadline = report.handed_back_at_deadline or 0
+    return Drain(report.running_at_sigterm, at_deadline + by_handlers, report.unstarted or 0, by_handlers)
 
 
-def deadline_line(log_path: Path, since: int) -> dict[str, object] | None:
-    """The deadline the last drain from byte `since` used, which ruled and why; None: no drain."""
-    with log_path.open("rb") as f:
-        f.seek(since)
-        text = f.read().decode(errors="replace")
-    found = list(_DEADLINE_LINE.finditer(text))
-    if not found:
+def deadline_of(report: drainreport.DrainReport | None) -> dict[str, object] | None:
+    """The deadline a drain used, which ruled and why; None: no drain began."""
+    if report is None:
         return None
-    m = found[-1]
-    return {"drain_s": float(m.group(1)), "ruled_by": m.group(2), "why": m.group(3)}
+    return {"drain_s": report.deadline_s, "ruled_by": report.ruled_by, "why": report.why}

@@ -35,7 +35,14 @@ from orderflow_tools.chaos.plan import (
     Settings,
     schedule,
 )
-from orderflow_tools.chaos.procs import Pod, deadline_line, drain_line, service_process, worker_env
+from orderflow_tools.chaos.procs import (
+    Pod,
+    deadline_of,
+    drain_of,
+    report_path,
+    service_process,
+    worker_env,
+)
 from orderflow_tools.kit import (
     REPO,
     NatsCluster,
@@ -271,9 +278,10 @@ class Rehearsal:
         self.pod_seq += 1
         name = f"worker-{self.pod_seq}"
         port = free_port()
-        env = {**worker_env(self._worker_base_env(), name, port), "ORDERFLOW_POD_NAME": name}
+        log_path = self.out / f"{name}.log"
+        env = {**worker_env(self._worker_base_env(), name, port, log_path), "ORDERFLOW_POD_NAME": name}
         self.kube_api.add_pod(name)
-        proc = service_process("worker", env, self.out / f"{name}.log")
+        proc = service_process("worker", env, log_path)
         pod = Pod(name, port, self.now(), proc, uid=str(uuid.UUID(int=self.uids.getrandbits(128))))
         proc.start()
         self.pods.append(pod)
@@ -344,7 +352,8 @@ class Rehearsal:
             elif pod.phase == "terminating":
                 if not pod.process.alive():
                     pod.container_ended()
-                    drain = drain_line(pod.log_path, pod.log_offset)
+                    report = pod.drain_report
+                    drain = drain_of(report)
                     handed = drain.handed_back if drain is not None else 0
                     pod.handed_back += handed
                     pod.running_at_sigterm = drain.running if drain is not None else None
@@ -355,7 +364,7 @@ class Rehearsal:
                         handed_back=handed,
                         drain_s=drain_s,
                         by_handlers=drain.by_handlers if drain is not None else 0,
-                        deadline=deadline_line(pod.log_path, pod.log_offset),
+                        deadline=deadline_of(report),
                     )
                     self.event(
                         "handed_back",
@@ -413,7 +422,7 @@ class Rehearsal:
             pod.phase = "gone"
             self.victims[pod.name]["running"] = 0  # its container was dead: nothing ran there
             return
-        pod.log_offset = pod.log_path.stat().st_size
+        report_path(pod.log_path).unlink(missing_ok=True)  # only this drain's report counts
         pod.process.send(signal.SIGTERM)
         pod.phase, pod.ready = "terminating", False
         pod.terminating_since, pod.kill_at = now, now + grace

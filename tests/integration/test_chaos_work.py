@@ -7,11 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from orderflow.contract import RunRecord, StatusRecord
 from orderflow_tools.chaos.ledger import dead_letters, per_order
-from orderflow_tools.chaos.procs import Drain, deadline_line, drain_line
+from orderflow_tools.chaos.procs import Drain, deadline_of, drain_of
 from orderflow_tools.chaos.rehearsal import victim_figures
 from orderflow_tools.chaos.work import order_runs, per_second, spread, tally, waits
+from worker import drainreport
 
 LENGTH = 60.0
 
@@ -187,19 +190,35 @@ def test_the_wait_to_run_again_is_measured_from_a_hand_back_and_from_a_kill() ->
     assert spread([])["count"] == 0
 
 
-def test_a_drain_s_log_lines_give_its_deadline_and_every_hand_back(tmp_path: Path) -> None:
-    """The rehearsal reads what a worker's drain did from its log (chaos/procs.py): the deadline
-    that ruled and why, and its hand-backs at the deadline plus those its handlers made."""
-    log = tmp_path / "worker-1.log"
-    log.write_text(
-        "x INFO  worker.service: worker ready\n"
-        "x INFO  worker.service: draining: 3 jobs running, deadline 4.0s by the pod (pod deleted "
-        "with a 5s grace, SIGKILL in 4.9s, DisruptionTarget EvictionByEvictionAPI; budget 60s)\n"
-        "x INFO  worker.service: drained in 3.7s: 3 running at SIGTERM, 1 handed back at the "
-        "deadline, 0 fetched but never started, 2 handed back by their handlers; deadline 4.0s by the pod\n"
+def test_a_drain_s_report_gives_its_deadline_and_every_hand_back(tmp_path: Path) -> None:
+    """The rehearsal reads what a worker's drain did from its drain report (worker/drainreport.py,
+    chaos/procs.py), never from a log line: the deadline that ruled and why, and its hand-backs at
+    the deadline plus those its handlers made. A drain killed before its end left only its start."""
+    path = tmp_path / "worker-1.drain.json"
+    assert drainreport.read(path) is None  # no drain began
+    started = drainreport.DrainReport(
+        event="draining",
+        worker_id="worker-1",
+        running_at_sigterm=3,
+        deadline_s=4.0,
+        ruled_by="pod",
+        why="pod deleted with a 5s grace, SIGKILL in 4.9s, DisruptionTarget EvictionByEvictionAPI",
     )
-    assert drain_line(log, 0) == Drain(3, 3, 0, 2)
-    found = deadline_line(log, 0)
+    drainreport.write(path, started)
+    killed = drainreport.read(path)
+    assert drain_of(killed) is None
+    found = deadline_of(killed)
     assert found is not None and (found["drain_s"], found["ruled_by"]) == (4.0, "pod")
     assert "DisruptionTarget EvictionByEvictionAPI" in str(found["why"])
-    assert deadline_line(log, log.stat().st_size) is None
+    ended = msgspec.structs.replace(
+        started,
+        event="drained",
+        drained_in_s=3.7,
+        handed_back_at_deadline=1,
+        unstarted=0,
+        handed_back_by_handlers=2,
+    )
+    drainreport.write(path, ended)
+    assert drain_of(drainreport.read(path)) == Drain(3, 3, 0, 2)
+    path.write_bytes(b'{"event": "drai')  # torn by a SIGKILL mid-write
+    assert drainreport.read(path) is None

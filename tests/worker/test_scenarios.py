@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ from harness import (
 )
 
 from orderflow import contract
+from worker import drainreport
 
 pytestmark = pytest.mark.slow
 
@@ -126,7 +128,7 @@ def test_3_sigterm_with_jobs_in_flight_finishes_them_and_exits_0(nats_server: Na
 
 
 def test_4_a_drain_deadline_shorter_than_the_jobs_hands_them_back_at_once(
-    nats_server: NatsServer, spawn: Any
+    nats_server: NatsServer, spawn: Any, tmp_path: Path
 ) -> None:
     """1. Worker A runs 2 jobs of 20 s with a 2 s drain budget; its handler never looks at
        job.stopping (tests/support/blocking.py: one sleep). Worker B is idle. ack_wait is 30 s.
@@ -134,8 +136,15 @@ def test_4_a_drain_deadline_shorter_than_the_jobs_hands_them_back_at_once(
        its job back itself at the SIGTERM: tests/worker/test_pod_deadline.py.)
     3. B starts each within 1 s of the deadline, not after ack_wait; each ends done once, and the
        hand-back cost no attempt (B runs attempt 1 too)."""
+    report = tmp_path / "a.drain.json"  # its drain report (worker/drainreport.py)
     a = spawn(
-        "worker", HANDLERS="blocking", CONCURRENCY=2, WORK_S="20", DRAIN_TIMEOUT_S=2, WORKER_ID="A"
+        "worker",
+        HANDLERS="blocking",
+        CONCURRENCY=2,
+        WORK_S="20",
+        DRAIN_TIMEOUT_S=2,
+        WORKER_ID="A",
+        TERMINATION_LOG=str(report),
     ).wait_ready()
     ids = run(publish_orders(nats_server.url, 2))
     wait_until(lambda: a.metric("orderflow_tasks_in_flight") == 2, 10, "2 jobs running on A")
@@ -152,7 +161,10 @@ def test_4_a_drain_deadline_shorter_than_the_jobs_hands_them_back_at_once(
         assert b_start.at - deadline < 1.0, f"B started {b_start.at - deadline:.2f}s after the deadline"
         assert count_events(records, "done")[order_id] == 1
         assert [r.worker_id for r in records[order_id] if r.event == "done"] == ["B"]
-    assert "2 handed back at the deadline" in a.logs()
+    drained = drainreport.read(report)
+    assert drained is not None and drained.event == "drained" and drained.worker_id == "A"
+    assert (drained.running_at_sigterm, drained.handed_back_at_deadline) == (2, 2)
+    assert (drained.ruled_by, drained.deadline_s) == ("budget", 2.0)
 
 
 def test_5_sigkill_mid_job_is_redelivered_after_ack_wait_and_done_once(

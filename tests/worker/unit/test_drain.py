@@ -5,11 +5,13 @@ stand-in NATS connection; no server, no signal (tests/worker/test_scenarios.py h
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from standin import FakeMsg, StandInNats, StandInTransport, fast_timing, limits, settings
 
 from orderflow.consumers import ConsumerHandle
 from orderflow.natsmux import Requester
+from worker import drainreport
 from worker.consumer import FetchLoop
 from worker.handlers import Job
 from worker.hooks import Hooks
@@ -34,16 +36,16 @@ async def noop(job: Job) -> None:
     return None
 
 
-def test_the_drain_waits_for_a_settle_in_flight_and_leaves_no_task_of_its_own() -> None:
+def test_the_drain_waits_for_a_settle_in_flight_and_leaves_no_task_of_its_own(tmp_path: Path) -> None:
     """1. A delivery the fetch loop will not start is given back: its settle (a `queued` record,
        then a nak) runs outside any job's task, and its nak is held.
     2. The drain runs its phases (nothing runs in the pool) and does not end while that settle is
        in flight.
     3. The nak goes out; the drain ends, and no task is left running: not the settle, not the
-       request mux's sweeper."""
+       request mux's sweeper. Its report says it drained (worker/drainreport.py)."""
 
     async def main() -> tuple[HeldNaks, bool]:
-        s = settings(drain_timeout_s=10)
+        s = settings(drain_timeout_s=10, termination_log=tmp_path / "drain.json")
         service = WorkerService(s)
         timing = service.timing = fast_timing()
         transport = HeldNaks()
@@ -69,3 +71,6 @@ def test_the_drain_waits_for_a_settle_in_flight_and_leaves_no_task_of_its_own() 
     transport, waited = asyncio.run(main())
     assert waited, "the drain ended with a give-back's settle still in flight"
     assert transport.ops() == ["put:queued", "nak"]
+    report = drainreport.read(tmp_path / "drain.json")
+    assert report is not None and report.event == "drained"
+    assert (report.running_at_sigterm, report.handed_back_at_deadline, report.unstarted) == (0, 0, 0)
