@@ -9,14 +9,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from orderflow import contract
+from orderflow import contract, validation
 
 _counter = iter(range(1 << 62))
 
 
 def validate(body: bytes, order_id: str) -> contract.Order | list[contract.FieldError]:
     """The order, or the problems with it (the ingest's own validation)."""
-    return contract.validate_order(body, order_id)
+    return validation.validate_order(body, order_id)
 
 
 def invalid(errors: list[contract.FieldError]) -> Response:

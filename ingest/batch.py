@@ -28,7 +28,7 @@ from ingest import callbacks, delay, responses
 from ingest.orders import Accept, _Disconnected, query_of, requested_type
 from ingest.publisher import Published, message_of
 from ingest.state import IngestState
-from orderflow import auth, contract
+from orderflow import auth, contract, validation
 
 ROUTE = "/orders/batch"
 MODES = ("atomic", "pipelined")
@@ -155,7 +155,7 @@ class BatchEndpoint:
                 answers.append({"result": "invalid", "errors": [refused]})
                 continue
             order = (
-                contract.validate_order(raw, order_id) if schema is None else schema.validate(raw, order_id)
+                validation.validate_order(raw, order_id) if schema is None else schema.validate(raw, order_id)
             )
             if isinstance(order, list):
                 answers.append({"result": "invalid", "errors": order})

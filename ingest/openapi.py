@@ -15,7 +15,7 @@ from typing import Any
 
 from ingest import apischemas as s
 from ingest import batchapi
-from orderflow import auth, callbackurl, contract
+from orderflow import auth, callbackurl, contract, validation
 
 _quantity: dict[str, Any] = {
     "oneOf": [
@@ -35,7 +35,7 @@ SEED_ORDER: dict[str, Any] = {
             "type": "string",
             "minLength": 1,
             "maxLength": contract.MAX_USERNAME,
-            "pattern": contract.USERNAME_PATTERN,
+            "pattern": validation.USERNAME_PATTERN,
         },
         # taken out before a declared payload is checked: any task type's order may carry it
         "callback_url": {

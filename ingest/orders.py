@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from ingest import callbacks, delay, responses
 from ingest.keys import Claim, Outcome
 from ingest.state import IngestState
-from orderflow import auth, contract
+from orderflow import auth, contract, validation
 
 ROUTE = "/orders"
 PATHS = (ROUTE, ROUTE + "/")  # `/orders/` is `/orders`
@@ -167,7 +167,9 @@ class OrdersEndpoint:
         # The type's declared payload, if it has one (ingest/payloads.py); else the seed's order.
         schema = state.payloads.get(task_type) if state.payloads else None
         order_id = state.new_id() if key is None else contract.keyed_order_id(key)
-        order = contract.validate_order(body, order_id) if schema is None else schema.validate(body, order_id)
+        order = (
+            validation.validate_order(body, order_id) if schema is None else schema.validate(body, order_id)
+        )
         if isinstance(order, list):
             return 400, responses.invalid(order)
         order = callbacks.attach(order, callback_url, identity)

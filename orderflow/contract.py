@@ -1,14 +1,13 @@
-"""The wire contract shared by ingest, worker, CLI and tests: names, the order schema, validation."""
+"""The wire contract shared by ingest, worker, CLI and tests: names (streams, subjects, buckets,
+headers, ids), the order and the status and run records, and their codec. A client's POST /orders
+body is checked by orderflow/validation.py."""
 
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import msgspec
-
-from orderflow.logformat import CONTROLS
 
 # --- names (docs/architecture.md) -------------------------------------------------------------------------
 STREAM = "ORDERS"
@@ -97,11 +96,6 @@ FINAL_STATUSES = frozenset({"done", "failed", "dead", "cancelled"})
 # An order id is a KV key and a subject token: letters, digits, '-', '_', '=', dots between.
 # \Z, not $: `$` also matches before a trailing newline ("X\n" is not an id, "5\n" not a number).
 _ID_RE = re.compile(r"^[A-Za-z0-9_=-]+(?:\.[A-Za-z0-9_=-]+)*\Z")
-_INT_RE = re.compile(r"^-?[0-9]+\Z")
-# A username is shown and logged: no C0/C1 control, line separator or bidi control (a NUL, CR/LF,
-# ESC or U+202E RIGHT-TO-LEFT OVERRIDE would forge or garble what a person reads).
-_USERNAME_CONTROL_RE = re.compile(f"[{CONTROLS}]")
-USERNAME_PATTERN = f"^[^{CONTROLS}]*$"  # the same, for the OpenAPI document
 
 
 def consumer_name(task_type: str, split: bool) -> str:
@@ -267,7 +261,6 @@ class RunRecord(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 _encoder = msgspec.json.Encoder()
-_json_any = msgspec.json.Decoder()
 _order_decoder = msgspec.json.Decoder(Order)
 _typed_decoder = msgspec.json.Decoder(TypedOrder)
 _ref_decoder = msgspec.json.Decoder(OrderRef)
@@ -318,55 +311,3 @@ def decode_status(data: bytes) -> StatusRecord:
 
 def decode_run(data: bytes) -> RunRecord:
     return _run_decoder.decode(data)
-
-
-def _quantity(body: dict[str, Any], name: str, errors: list[FieldError]) -> int:
-    if name not in body:
-        errors.append(FieldError(name, "is required"))
-        return 0
-    value = body[name]
-    # bool is an int subclass in Python, and JSON true must not pass as 1.
-    if isinstance(value, bool) or value is None:
-        errors.append(FieldError(name, "must be an integer 0..100 (number or decimal string)"))
-        return 0
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and len(value) <= 8 and _INT_RE.match(value):
-        number = int(value)
-    else:
-        errors.append(FieldError(name, "must be an integer 0..100 (number or decimal string)"))
-        return 0
-    if not QUANTITY_MIN <= number <= QUANTITY_MAX:
-        errors.append(FieldError(name, f"must be between {QUANTITY_MIN} and {QUANTITY_MAX}"))
-    return number
-
-
-def validate_order(body: bytes, order_id: str) -> Order | list[FieldError]:
-    """Parse and check a POST /orders body. Returns the order or every field error."""
-    try:
-        data = _json_any.decode(body)
-    except (msgspec.DecodeError, RecursionError):  # msgspec raises RecursionError past ~1000 levels
-        return [FieldError("body", "must be a JSON object")]
-    if not isinstance(data, dict):
-        return [FieldError("body", "must be a JSON object")]
-    errors: list[FieldError] = []
-    product_id = _quantity(data, "product_id", errors)
-    count = _quantity(data, "count", errors)
-    username = data.get("username")
-    if "username" not in data:
-        errors.append(FieldError("username", "is required"))
-    elif not isinstance(username, str) or not username.strip():
-        errors.append(FieldError("username", "must be a non-empty string"))
-    elif len(username) > MAX_USERNAME:
-        errors.append(FieldError("username", f"must be at most {MAX_USERNAME} characters"))
-    elif (bad := _USERNAME_CONTROL_RE.search(username)) is not None:
-        errors.append(
-            FieldError(
-                "username",
-                f"must not contain control or bidi characters (U+{ord(bad.group()):04X} at {bad.start()})",
-            )
-        )
-    if errors:
-        return errors
-    assert isinstance(username, str)
-    return Order(order_id, product_id, count, username, time.time())

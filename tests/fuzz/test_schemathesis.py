@@ -3,7 +3,7 @@
 Against the real thing: `python -m ingest` (uvicorn) in front of a real nats-server.
 1. schemathesis generates requests from the ingest's own /openapi.json, valid and invalid:
    never a 5xx, and every answer conforms to the document (status, content type, body, headers).
-2. hypothesis throws arbitrary JSON values and bytes at `contract.validate_order`: it never
+2. hypothesis throws arbitrary JSON values and bytes at `validation.validate_order`: it never
    raises, and returns an Order or a non-empty list of errors naming a real field.
 3. Raw sockets do what HTTP libraries will not: oversized, truncated and dribbled bodies, broken
    framing. Every request ends within a bounded time, never with a 5xx; the ingest stays up.
@@ -40,7 +40,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from orderflow import contract
+from orderflow import contract, validation
 from orderflow_tools.kit import parse_metrics
 
 EXAMPLES = int(os.environ.get("ORDERFLOW_FUZZ_EXAMPLES") or 0)
@@ -274,7 +274,7 @@ def _check_result(result: Any) -> None:
 @given(body=order_like | json_values)
 def test_validator_accepts_exactly_the_orders_the_spec_allows(body: Any) -> None:
     raw = json.dumps(body).encode()
-    result = contract.validate_order(raw, "o-1")
+    result = validation.validate_order(raw, "o-1")
     _check_result(result)
     assert isinstance(result, contract.Order) == _expect_valid(body), (body, result)
 
@@ -288,7 +288,7 @@ def test_validator_accepts_exactly_the_orders_the_spec_allows(body: Any) -> None
     )
 )  # truncated JSON too
 def test_validator_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
-    _check_result(contract.validate_order(raw, "o-1"))
+    _check_result(validation.validate_order(raw, "o-1"))
 
 
 @pytest.mark.parametrize(
@@ -306,7 +306,7 @@ def test_validator_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
     ids=["deep-arrays", "deep-objects", "long-number", "inf", "bigint", "bad-utf8", "nul", "duplicate-key"],
 )
 def test_validator_survives_pathological_json(raw: bytes) -> None:
-    _check_result(contract.validate_order(raw, "o-1"))
+    _check_result(validation.validate_order(raw, "o-1"))
 
 
 # --- 3. HTTP-level nastiness against the real ingest ------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 from harness import NatsServer, Service, connect, count_events, http, run, run_records, status_of, wait_until
 
 from ingest.keys import KeyRecord, fingerprint
-from orderflow import buckets, contract
+from orderflow import buckets, contract, validation
 
 ORDER = {"product_id": "33", "count": "3", "username": "maksim.konovalov"}
 
@@ -58,7 +58,7 @@ async def put_key_record(url: str, key: str, record: KeyRecord) -> None:
 
 
 def the_order(key: str) -> contract.Order:
-    order = contract.validate_order(json.dumps(ORDER).encode(), key)
+    order = validation.validate_order(json.dumps(ORDER).encode(), key)
     assert isinstance(order, contract.Order)
     return order
 

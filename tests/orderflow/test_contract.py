@@ -7,7 +7,7 @@ import json
 import msgspec
 import pytest
 
-from orderflow import contract
+from orderflow import contract, validation
 
 VALID = [
     ({"product_id": "33", "count": "3", "username": "maksim.konovalov"}, (33, 3)),  # the seed sends strings
@@ -50,7 +50,7 @@ CONTROLS += [chr(c) for c in range(0x202A, 0x202F)] + [chr(c) for c in range(0x2
 
 @pytest.mark.parametrize(("body", "expected"), VALID)
 def test_valid_orders_are_normalised_to_integers(body: dict[str, object], expected: tuple[int, int]) -> None:
-    order = contract.validate_order(json.dumps(body).encode(), "id-1")
+    order = validation.validate_order(json.dumps(body).encode(), "id-1")
     assert isinstance(order, contract.Order)
     assert (order.product_id, order.count) == expected
     assert order.order_id == "id-1"
@@ -58,7 +58,7 @@ def test_valid_orders_are_normalised_to_integers(body: dict[str, object], expect
 
 @pytest.mark.parametrize(("body", "field"), INVALID)
 def test_invalid_orders_name_the_field(body: dict[str, object], field: str) -> None:
-    errors = contract.validate_order(json.dumps(body).encode(), "id-1")
+    errors = validation.validate_order(json.dumps(body).encode(), "id-1")
     assert isinstance(errors, list)
     assert [e.field for e in errors] == [field]
     assert errors[0].message
@@ -66,7 +66,7 @@ def test_invalid_orders_name_the_field(body: dict[str, object], field: str) -> N
 
 @pytest.mark.parametrize("control", CONTROLS)
 def test_a_username_with_a_control_or_bidi_character_is_invalid(control: str) -> None:
-    errors = contract.validate_order(
+    errors = validation.validate_order(
         json.dumps({"product_id": 1, "count": 1, "username": f"ma{control}ksim"}).encode(), "id-1"
     )
     assert isinstance(errors, list) and [e.field for e in errors] == ["username"]
@@ -75,13 +75,13 @@ def test_a_username_with_a_control_or_bidi_character_is_invalid(control: str) ->
 
 @pytest.mark.parametrize("raw", [b"[1, 2]", b"not json", b"", b'"a string"', b"{", b"null", b"42"])
 def test_a_body_that_is_not_a_json_object_is_invalid(raw: bytes) -> None:
-    errors = contract.validate_order(raw, "id-1")
+    errors = validation.validate_order(raw, "id-1")
     assert isinstance(errors, list)
     assert errors[0].field == "body"
 
 
 def test_every_bad_field_is_reported_at_once() -> None:
-    errors = contract.validate_order(b'{"product_id": 500, "count": null}', "id-1")
+    errors = validation.validate_order(b'{"product_id": 500, "count": null}', "id-1")
     assert isinstance(errors, list)
     assert {e.field for e in errors} == {"product_id", "count", "username"}
 
@@ -130,5 +130,5 @@ def test_stored_orders_round_trip_and_poison_is_rejected() -> None:
 
 def test_deeply_nested_json_is_invalid_not_a_crash() -> None:
     # msgspec raises RecursionError past ~1000 levels; found by the hypothesis fuzz (tests/fuzz).
-    errors = contract.validate_order(b"[" * 5000 + b"]" * 5000, "id-1")
+    errors = validation.validate_order(b"[" * 5000 + b"]" * 5000, "id-1")
     assert isinstance(errors, list) and errors[0].field == "body"
