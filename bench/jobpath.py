@@ -23,10 +23,10 @@ from prometheus_client import CollectorRegistry
 from orderflow import contract
 from orderflow.envsettings import load_settings
 from orderflow.metrics import WorkerMetrics
+from worker.admission import Recovery
+from worker.delivery import Limits
 from worker.handlers import Job
 from worker.hooks import Hooks, MetricsHook, PodLoad
-from worker.job import Recovery
-from worker.outcome import Limits
 from worker.path import build
 from worker.timing import Timing
 

@@ -23,7 +23,7 @@ LIMIT_LINE = [
     dm.DynamicConfigValue(id_val="custom.lineStyle", value={"fill": "dash", "dash": [10, 10]}),
     dm.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
 ]
-# Deliveries settled with an outcome (worker/outcome.py Kind), counted by the duration histogram.
+# Deliveries settled with an outcome (worker/delivery.py Kind), counted by the duration histogram.
 SETTLED = "orderflow_task_duration_seconds_count"
 # Job time lost to interruptions over all job time: every settled delivery's time from delivery to
 # settlement, plus the lost part of the runs found dead (they never settled). A fixed 15 min window:

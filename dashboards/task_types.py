@@ -11,7 +11,7 @@ UID = "orderflow-task-types"
 TYPE = 'type=~"$type"'
 DONE_COUNT = "orderflow_task_duration_seconds_count"
 CONSUMER = 'consumer=~"workers|workers-$type"'
-# Outcomes (worker/outcome.py Kind) of a run that went wrong: each costs a failed attempt, except
+# Outcomes (worker/delivery.py Kind) of a run that went wrong: each costs a failed attempt, except
 # dead (the order was dead-lettered: failed attempts, crashes or deliveries used up).
 FAILED_OUTCOMES = ("retry", "timeout", "poison", "slot_crashed", "dead")
 # Deliveries settled without running the handler: the done-dedupe, final or cancelled orders, a

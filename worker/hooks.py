@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from orderflow.logformat import ORDER_ID
 from orderflow.metrics import WorkerMetrics
-from worker.outcome import FAILED, Delivery, Kind
+from worker.delivery import FAILED, Delivery, Kind
 
 
 class Hook:

@@ -1,21 +1,5 @@
-"""One delivery's life: admission (should it run at all?), the run, and the outcome it hands to the
-settler (worker/outcome.py, the only place that writes status or acks).
-
-Admission turns facts into a verdict, one rule each, in this order (`admit`, a pure function):
- 1. cancelled (a cancel marker, or the status says so)      -> term, never run
- 2. already done                                            -> ack, never run (the done-dedupe)
- 3. dead or failed before, and not a DLQ replay             -> term (a replay starts with fresh
-    counts from that record, once; its later deliveries carry their counts like any order's)
- 4. its retry is already scheduled as a newer message       -> ack this leftover
- 5. `processing` with a live lease held by another worker   -> defer until the lease ends
-    (a redelivery after a NATS restart while its first run is alive; costs no attempt)
- 6. `processing` with a lapsed lease, or held by this worker id while not running here, or no
-    record at all on a redelivery once the orphan grace is over -> the previous run died: a crash
-    (no record for a message published before a NATS restart also waits the grace: a restored
-    consumer may resend a running job as a first delivery; found by the chaos rehearsal)
- 7. out of runs (worker/outcome.py `Limits.spent`: crashes, deliveries or failed attempts)
-                                                            -> dead-letter
- 8. otherwise                                               -> run
+"""One delivery's life: admission (worker/admission.py), the run (worker/run.py), and the outcome it
+hands to the settler (worker/outcome.py, the only place that writes status or acks).
 
 What it costs (issue #11): a status record can only exist for a redelivery, a message that says
 so (`Orderflow-Status-Check`: keyed orders, replays, rescheduled retries) or within the recovery
@@ -30,147 +14,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from orderflow import contract
 from worker import callback
-from worker.handlers import CheckpointError, Handler, Job, PoisonError, StopSignal
+from worker.admission import Recovery, Verdict, admit
+from worker.delivery import Delivery, Kind, Limits, Outcome
+from worker.handlers import Handler, Job, PoisonError, StopSignal
 from worker.hooks import Hooks
-from worker.outcome import Books, Delivery, Kind, Limits, Outcome, Settler, keep_trying
+from worker.outcome import Settler
 from worker.payload import SEED, PayloadCodec
-from worker.pool import Slot
+from worker.run import Run, RunControl, done
 from worker.timing import Timing
 from worker.transport import Message, Meta, Transport, header
 
 log = logging.getLogger(__name__)
 
-_checkpoint_encoder = msgspec.json.Encoder()
 _any = msgspec.json.Decoder()
-
-
-@dataclass(frozen=True)
-class Verdict:
-    outcome: Outcome | None = None  # settle without running
-    crash: bool = False  # the previous run died: counted in the books
-    orphan: bool = False  # no record of an earlier delivery yet: wait and look again
-    lost_s: float = 0.0  # the dead run's work since its last checkpoint (a lower bound)
-    books: Books | None = None  # the order's counts from its record; None: the delivery's own
-
-
-def done(value: Any) -> Outcome:
-    """A run that returned `value`: done with it as the result, or, when it cannot be stored (not
-    JSON-serialisable, over MAX_RESULT_BYTES), a failed attempt that says why."""
-    if value is None:
-        return Outcome(Kind.DONE)
-    try:
-        raw = _checkpoint_encoder.encode(value)
-    except (TypeError, msgspec.EncodeError) as exc:
-        return Outcome(Kind.RETRY, f"ResultError: the handler's result is not JSON-serialisable: {exc}")
-    if len(raw) > contract.MAX_RESULT_BYTES:
-        return Outcome(
-            Kind.RETRY,
-            f"ResultError: the handler's result is {len(raw)} bytes encoded, over {contract.MAX_RESULT_BYTES}",
-        )
-    return Outcome(Kind.DONE, result=msgspec.Raw(raw))
-
-
-def admit(
-    d: Delivery,
-    previous: contract.StatusRecord | None,
-    *,
-    cancelled: bool,
-    worker_id: str,
-    running_here: bool,
-    limits: Limits,
-    lease_s: float,
-    orphan_checked: bool = False,
-    suspect: bool = False,
-    now: float | None = None,
-) -> Verdict:
-    """The rules above. The verdict carries the order's books as its status record has them
-    (`books`), for the pipeline to run or settle the delivery with; `d` is not changed."""
-    t = time.time() if now is None else now
-    replay = bool(header(d.msg, contract.H_REPLAY))
-    if cancelled or (previous is not None and previous.status == "cancelled"):
-        return Verdict(Outcome(Kind.ALREADY_CANCELLED))
-    crash, lost = False, 0.0
-    books = d.books
-    if previous is not None:
-        status = previous.status
-        if status == "done":
-            return Verdict(Outcome(Kind.ALREADY_DONE))
-        if status in ("dead", "failed") and not replay:
-            return Verdict(Outcome(Kind.ALREADY_FINAL))
-        if status == "queued" and previous.scheduled and books.failed < previous.attempts:
-            return Verdict(Outcome(Kind.SUPERSEDED))
-        # A replay starts afresh from the final record it was replayed from, once: the replayed
-        # message carries its header on every redelivery, and from its first failure on the record
-        # is its own (queued), so from then on its books carry over like any order's (else a failing
-        # replay ran at attempt 1 with no backoff until the delivery cap, 101 times).
-        if not (replay and status in ("dead", "failed")):
-            books = Books.of(previous).at_least(books)
-        if status == "processing":
-            lease_end = previous.lease_until or previous.updated_at + lease_s
-            holder = previous.worker_id
-            if running_here:
-                outcome = Outcome(Kind.RUNNING_ELSEWHERE, "running here under another delivery", 1.0)
-                return Verdict(outcome, books=books)
-            if holder != worker_id and lease_end > t:
-                outcome = Outcome(Kind.RUNNING_ELSEWHERE, f"running on {holder}", lease_end - t + 0.5)
-                return Verdict(outcome, books=books)
-            crash = True  # lapsed, or our own id from a previous life of this worker
-            start = max(previous.started_at or 0.0, previous.checkpoint_at or 0.0)
-            lost = max(0.0, previous.updated_at - start) if start else 0.0
-    elif d.meta.delivered > 1 or suspect:
-        # Delivered before and nothing recorded: its first run died young (before its lease was
-        # written), or is alive on a worker that has not yet re-leased it after a reconnect. After
-        # a NATS restart the restored consumer may even have lost the earlier delivery and send
-        # it again as a first one (`suspect`: published before the recovery window opened).
-        if not orphan_checked:
-            return Verdict(orphan=True)
-        crash = d.meta.delivered > 1
-    if crash:
-        books = books.with_crash()
-    return Verdict(limits.spent(books, d.deliveries), crash, books=books, lost_s=lost)
-
-
-class Run(Slot):
-    """One slot's job: the pool's slot plus the delivery and what its heartbeats need."""
-
-    __slots__ = ("delivery", "handing_back", "last_beat", "lock", "timeout_s")
-
-    def __init__(self, key: int, timeout_s: float, delivery: Delivery) -> None:
-        super().__init__(key, time.monotonic() + timeout_s)
-        self.timeout_s = timeout_s
-        self.delivery = delivery
-        self.last_beat = self.started
-        self.lock: asyncio.Lock | None = None  # checkpoints of one job, one at a time
-        self.handing_back = False  # the handler called job.handback(): its return hands it back
-
-
-class Recovery:
-    """After a (re)connect or a JetStream leader change, for `window_s`: every delivery reads its
-    status before running and writes its lease at once."""
-
-    def __init__(self, window_s: float) -> None:
-        self.window_s = window_s
-        self.until = 0.0
-        self.opened_at = 0.0  # epoch s: messages published before it may have run before
-
-    def open(self) -> None:
-        self.until = time.monotonic() + self.window_s
-        self.opened_at = time.time()
-
-    def suspects(self, d: Delivery) -> bool:
-        """Inside the window, a message published before it opened may be running elsewhere."""
-        return self.active and d.meta.published_at < self.opened_at
-
-    @property
-    def active(self) -> bool:
-        return time.monotonic() < self.until
 
 
 class JobPipeline:
@@ -370,7 +232,7 @@ class JobPipeline:
             d.deliveries,
             self._worker_id,
             resume,
-            _Control(self, run),
+            RunControl(run, self._settler, self._t, self._hooks, self._worker_id, self.stopping),
             payload,
         )
         try:
@@ -430,59 +292,6 @@ class JobPipeline:
         d = run.delivery
         kind = await self._settler.settle(d, outcome)
         self._hooks.settled(d, kind, time.time() - d.started_at)
-
-    # --- what a handler's Job calls ------------------------------------------------------------
-    async def checkpoint(self, run: Run, state: Any) -> None:
-        try:
-            raw = _checkpoint_encoder.encode(state)
-        except (TypeError, msgspec.EncodeError) as exc:
-            raise CheckpointError(f"checkpoint state is not JSON-serialisable: {exc}") from None
-        if len(raw) > contract.MAX_CHECKPOINT_BYTES:
-            raise CheckpointError(
-                f"checkpoint of {len(raw)} bytes is over the {contract.MAX_CHECKPOINT_BYTES}-byte limit"
-            )
-        d = run.delivery
-        if run.lock is None:
-            run.lock = asyncio.Lock()
-        async with run.lock:
-            try:
-                run.last_beat = time.monotonic()
-                await self._settler.checkpoint(d, msgspec.Raw(raw))
-            except Exception as exc:
-                raise CheckpointError(f"checkpoint not stored: {type(exc).__name__}: {exc}") from exc
-        self._hooks.heartbeat(d)  # it sent an in_progress too
-        self._hooks.checkpointed(d)
-
-    async def record_run(
-        self, run: Run, event: str, progress_s: float | None, length_s: float | None
-    ) -> None:
-        d = run.delivery
-        record = contract.RunRecord(
-            d.order_id, event, self._worker_id, d.attempt, time.time(), progress_s, length_s, d.task_type
-        )
-        # Through a failover like a status: a run record whose PubAck was lost with a connection
-        # or a stream leader must not fail the handler's attempt (that ran finished work again).
-        await keep_trying(lambda: self._t.record_run(record), f"order {d.order_id}: run record {event}")
-
-
-class _Control:
-    """The Job's line back to its run."""
-
-    __slots__ = ("_pipeline", "_run", "stopping")
-
-    def __init__(self, pipeline: JobPipeline, run: Run) -> None:
-        self._pipeline = pipeline
-        self._run = run
-        self.stopping = pipeline.stopping
-
-    def handback(self) -> None:
-        self._run.handing_back = True
-
-    async def checkpoint(self, state: Any) -> None:
-        await self._pipeline.checkpoint(self._run, state)
-
-    async def record(self, event: str, progress_s: float | None, length_s: float | None) -> None:
-        await self._pipeline.record_run(self._run, event, progress_s, length_s)
 
 
 async def _no_callbacks(job: Job) -> None:

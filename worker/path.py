@@ -7,12 +7,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from worker.admission import Recovery
+from worker.delivery import Limits
 from worker.handlers import Handler, StopSignal
 from worker.hooks import Hooks
-from worker.job import JobPipeline, Recovery, Run
-from worker.outcome import Limits, Settler
+from worker.job import JobPipeline
+from worker.outcome import Settler
 from worker.payload import SEED, PayloadCodec
 from worker.pool import Pool
+from worker.run import Run
 from worker.timing import Timing
 from worker.transport import Transport
 

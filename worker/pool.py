@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
-from worker.outcome import Kind
+from worker.delivery import Kind
 from worker.timing import Timing
 from worker.transport import Message
 

@@ -29,19 +29,21 @@ from orderflow.link import Link
 from orderflow.metrics import WorkerMetrics
 from orderflow.natsmux import Requester
 from worker import drainreport, payload
+from worker.admission import Recovery
 from worker.callback import Deliverer
 from worker.cancels import CancelMarkers
 from worker.consumer import FetchLoop
 from worker.deadline import DeadlineReader
+from worker.delivery import Kind, Limits
 from worker.handlers import Registry, StopSignal, load_handlers
 from worker.health import LoopWatch, ProbeServer
 from worker.hooks import Hook, Hooks, LogContext, MetricsHook, PodLoad
-from worker.job import JobPipeline, Recovery, Run
+from worker.job import JobPipeline
 from worker.kube import PodDeletionCostKeeper
-from worker.outcome import Kind, Limits
 from worker.path import build
 from worker.pool import Pool
 from worker.ranks import MAX_PRIORITY, Ranks
+from worker.run import Run
 from worker.timing import Timing
 from worker.transport import NatsTransport
 

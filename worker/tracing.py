@@ -13,8 +13,8 @@ from opentelemetry.trace import Span
 
 from orderflow import contract
 from orderflow.otel import RUN_SPAN, Tracer
+from worker.delivery import Delivery, Kind
 from worker.hooks import Hook
-from worker.outcome import Delivery, Kind
 
 # the run's outcome as the trace shows it ("crashed" is written by the run after a crash)
 OUTCOMES = {

@@ -16,13 +16,18 @@ JetStream facts used here:
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from nats.aio.client import Client
 
 from orderflow import contract
 from orderflow.natsmux import Requester
+
+log = logging.getLogger(__name__)
 
 _KV_STREAM = "KV_" + contract.STATUS_BUCKET
 _CANCELS_PREFIX = f"$KV.{contract.CANCELS_BUCKET}."
@@ -115,3 +120,21 @@ class NatsTransport:
 def header(msg: Message, name: str, default: str = "") -> str:
     headers: dict[str, Any] | None = msg.headers
     return str(headers.get(name, default)) if headers else default
+
+
+async def keep_trying(write: Callable[[], Awaitable[None]], what: str, attempts: int = 12) -> None:
+    """A confirmed write, tried again through a NATS restart or a JetStream leader election
+    (0.1 s between tries, doubling up to 5 s: about half a minute in all with the default 12);
+    the last failure is raised. The write must be safe to repeat (a status record is the same
+    record again; a run record carries its own Nats-Msg-Id)."""
+    delay = 0.1
+    for attempt in range(attempts):
+        try:
+            await write()
+            return
+        except Exception as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("%s not stored yet (%r); retrying", what, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

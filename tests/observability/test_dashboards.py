@@ -13,7 +13,7 @@ import pytest
 from dashboards import DASHBOARDS, task_types
 from dashboards.common import per_pod
 from dashboards.names import defined_metric_names, panel_targets, referenced_metric_names, variable_queries
-from worker.outcome import Kind
+from worker.delivery import Kind
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = REPO / "charts" / "orderflow" / "dashboards"

@@ -13,7 +13,7 @@ from typing import Any
 from orderflow import contract
 from orderflow.config import Settings
 from orderflow.envsettings import load_settings
-from worker.outcome import Limits
+from worker.delivery import Limits
 from worker.timing import Timing
 
 

@@ -10,8 +10,8 @@ import pytest
 from standin import FakeMsg, limits, settings
 
 from orderflow import contract
-from worker.job import Verdict, admit
-from worker.outcome import Delivery, Kind, Limits
+from worker.admission import Verdict, admit
+from worker.delivery import Delivery, Kind, Limits
 from worker.transport import Meta
 
 NOW = 1_000_000.0

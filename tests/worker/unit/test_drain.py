@@ -12,10 +12,10 @@ from standin import FakeMsg, StandInNats, StandInTransport, fast_timing, limits,
 from orderflow.consumers import ConsumerHandle
 from orderflow.natsmux import Requester
 from worker import drainreport
+from worker.admission import Recovery
 from worker.consumer import FetchLoop
 from worker.handlers import Job
 from worker.hooks import Hooks
-from worker.job import Recovery
 from worker.path import build
 from worker.service import TypeRunner, WorkerService
 

@@ -9,7 +9,7 @@ from typing import Any
 from standin import FakeMsg, StandInNats, fast_timing
 
 from worker.consumer import FetchLoop
-from worker.outcome import Kind
+from worker.delivery import Kind
 from worker.pool import Pool, Slot
 
 

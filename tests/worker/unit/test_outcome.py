@@ -9,7 +9,8 @@ import pytest
 from standin import FakeMsg, StandInTransport, limits, settings
 
 from orderflow import contract
-from worker.outcome import Books, Delivery, Kind, Outcome, Settler, retry_delay_s
+from worker.delivery import Books, Delivery, Kind, Outcome
+from worker.outcome import Settler, retry_delay_s
 from worker.transport import Meta
 
 

@@ -16,10 +16,10 @@ from standin import FakeMsg, StandInTransport, fast_timing, limits, settings
 
 from orderflow import contract
 from orderflow.metrics import WorkerMetrics
+from worker.admission import Recovery
+from worker.delivery import Delivery, Kind
 from worker.handlers import CheckpointError, Job, StopSignal
 from worker.hooks import Hook, Hooks, MetricsHook
-from worker.job import Recovery
-from worker.outcome import Delivery, Kind
 from worker.path import build
 from worker.payload import SEED, PayloadCodec
 from worker.timing import Timing

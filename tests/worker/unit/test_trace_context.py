@@ -11,7 +11,8 @@ from standin import FakeMsg, StandInTransport, limits, settings
 
 from orderflow import contract
 from orderflow_tools.dlq import Dead, replay_headers
-from worker.outcome import Books, Delivery, Kind, Outcome, Settler
+from worker.delivery import Books, Delivery, Kind, Outcome
+from worker.outcome import Settler
 from worker.transport import Meta
 
 TRACE = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "v=1"}
