@@ -6,21 +6,16 @@ import asyncio
 import sys
 
 from orderflow import httpserver
-from orderflow.envsettings import ConfigError, command_line, load_settings
+from orderflow.envsettings import service_settings
 from orderflow.lifecycle import setup_logging
 
 ABOUT = "The ingest: takes orders over HTTP and stores each in NATS JetStream before answering 200."
 
 
 def main(argv: list[str] | None = None) -> int:
-    handled = command_line("ingest", sys.argv[1:] if argv is None else argv, ABOUT)
-    if handled is not None:
-        return handled
-    try:
-        settings = load_settings("ingest")
-    except ConfigError as exc:
-        print(f"ingest: {exc}", file=sys.stderr)
-        return 2
+    settings = service_settings("ingest", argv, ABOUT)
+    if isinstance(settings, int):
+        return settings  # --help, an argument, or a bad setting: nothing to start
     setup_logging(settings.log_level, settings.log_format)
     if settings.ingest_processes > 1:
         from ingest.multiproc import run_processes

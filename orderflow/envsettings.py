@@ -225,10 +225,24 @@ def load_settings(service: Service, env: Mapping[str, str] | None = None) -> Set
     return Settings(**values)
 
 
-def command_line(service: Service, argv: Sequence[str], about: str) -> int | None:
-    """`python -m ingest|worker [--help]`: the services take no arguments, only ORDERFLOW_*
-    variables. Returns the exit code when the command line was all there was to do (--help: the
-    usage and every setting's name, 0; anything else: a message, 2), None to start the service."""
+def service_settings(service: Service, argv: Sequence[str] | None, about: str) -> Settings | int:
+    """`python -m ingest|worker`: the service's settings, or its exit code when there is nothing to
+    start: --help (0), any argument (2), a bad setting (2; each named on stderr). `argv` None: the
+    process's own."""
+    handled = _command_line(service, sys.argv[1:] if argv is None else argv, about)
+    if handled is not None:
+        return handled
+    try:
+        return load_settings(service)
+    except ConfigError as exc:
+        print(f"{service}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _command_line(service: Service, argv: Sequence[str], about: str) -> int | None:
+    """The services take no arguments, only ORDERFLOW_* variables. The exit code when the command
+    line was all there was to do (--help: the usage and every setting's name, 0; anything else: a
+    message, 2), None to start the service."""
     if not argv:
         return None
     if list(argv) in (["-h"], ["--help"]):

@@ -6,21 +6,16 @@ import asyncio
 import sys
 
 from orderflow import httpserver
-from orderflow.envsettings import ConfigError, command_line, load_settings
+from orderflow.envsettings import service_settings
 from orderflow.lifecycle import setup_logging
 
 ABOUT = "A worker: pulls orders from NATS JetStream, runs them in bounded pools, drains on SIGTERM."
 
 
 def main(argv: list[str] | None = None) -> int:
-    handled = command_line("worker", sys.argv[1:] if argv is None else argv, ABOUT)
-    if handled is not None:
-        return handled
-    try:
-        settings = load_settings("worker")
-    except ConfigError as exc:
-        print(f"worker: {exc}", file=sys.stderr)
-        return 2
+    settings = service_settings("worker", argv, ABOUT)
+    if isinstance(settings, int):
+        return settings  # --help, an argument, or a bad setting: nothing to start
     setup_logging(settings.log_level, settings.log_format)
     from worker.service import WorkerService
 
