@@ -70,9 +70,9 @@ def per_process(
             conn.request("GET", path)
             resp = conn.getresponse()
             body = resp.read()
-            # Still connected (keep-alive): the answering process holds the server side.
-            assert conn.sock is not None
-            inode = _server_inode(port, conn.sock.getsockname()[1])
+            # Still connected (keep-alive): the answering process holds the server side. The
+            # ingest's own /metrics port closes each connection: then only a lone process is known.
+            inode = _server_inode(port, conn.sock.getsockname()[1]) if conn.sock is not None else None
             pid = _owner(inode, pids) if inode else None
             if len(pids) == 1 and pid is None:
                 pid = pids[0]

@@ -160,12 +160,27 @@ def type_of(consumer: str, settings: Settings) -> str:
     return settings.task_types[0].name if len(settings.task_types) == 1 else consumer
 
 
-async def states(s: Session, settings: Settings) -> dict[str, Pause]:
-    """Every ORDERS consumer's pause, by consumer name: the server's word, the KV's reason."""
-    listing = await _api(s, "CONSUMER.LIST.ORDERS")
-    why = await reasons(s)
+async def listing(s: Session) -> list[dict[str, Any]]:
+    """Every ORDERS consumer's info as the server answers it ([] while there is no ORDERS)."""
+    from orderflow import consumers
+
+    try:
+        return list((await _api(s, "CONSUMER.LIST.ORDERS")).get("consumers") or [])
+    except consumers.JetStreamApiError as exc:
+        if "(code 10059)" in str(exc):  # stream not found
+            return []
+        raise
+
+
+async def states(
+    s: Session, settings: Settings, infos: list[dict[str, Any]] | None = None
+) -> dict[str, Pause]:
+    """Every ORDERS consumer's pause, by consumer name: the server's word, the KV's reason (read
+    only when one is paused). `infos`: the consumers' listing when the caller has it already."""
+    infos = await listing(s) if infos is None else infos
+    why = await reasons(s) if any(info.get("paused") for info in infos) else {}
     out: dict[str, Pause] = {}
-    for info in listing.get("consumers") or []:
+    for info in infos:
         name = info["name"]
         task_type = type_of(name, settings)
         rec = why.get(task_type, {}) if info.get("paused") else {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,11 @@ from orderflow.auth import Identity, KeyFile
 from orderflow.config import Settings
 from orderflow_tools import natsconn, orders, pauses
 from orderflow_tools.console import data, identity, recent
+from orderflow_tools.console.live import Live
 from orderflow_tools.natsconn import Session
 
 MAX_FORM_BYTES = 16 * 1024
 MAX_STREAMS = 16  # open Server-Sent Events streams at once
-EVENTS_EVERY_S = 1.0
 
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape()
@@ -44,7 +43,8 @@ class Console:
         self.signer = identity.Signer()
         self.secure_cookie = secure_cookie
         self.s: Session | None = None
-        self.streams = 0
+        # One poller for every open overview (live.py): NATS read once a second, however many watch.
+        self.live = Live(lambda: data.overview(self.nats, settings))
 
     # --- identity ---------------------------------------------------------------------------
     def who(self, request: Request) -> tuple[Identity | None, str | None]:
@@ -164,20 +164,12 @@ def build(console: Console) -> Starlette:
     async def events(request: Request) -> Response:
         if (refused := c.look(request)) is not None:
             return refused
-        if c.streams >= MAX_STREAMS:
+        if c.live.watchers >= MAX_STREAMS:
             return Response("too many live views open\n", 503, {"Retry-After": "5"})
-
-        async def stream() -> AsyncIterator[bytes]:
-            c.streams += 1
-            try:
-                while not await request.is_disconnected():
-                    yield f"data: {json.dumps(await data.overview(c.nats, c.settings))}\n\n".encode()
-                    await asyncio.sleep(EVENTS_EVERY_S)
-            finally:
-                c.streams -= 1
-
         return StreamingResponse(
-            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+            c.live.events(request.is_disconnected),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store"},
         )
 
     async def order(request: Request) -> Response:

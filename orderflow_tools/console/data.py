@@ -70,9 +70,10 @@ def worker_row(pod: str, age_s: float, rank: int, record: dict[str, Any]) -> Wor
 
 
 async def overview(s: Session, settings: Settings) -> dict[str, Any]:
-    states = await pauses.states(s, settings)
+    infos = await pauses.listing(s)  # one listing for the counts and the pauses
+    states = await pauses.states(s, settings, infos)
     types = []
-    for c in await consumers.list_consumers(s.nc):
+    for c in (consumers.ConsumerConflict.of(info) for info in infos):
         p = states.get(c.name)
         types.append(
             TypeRow(
