@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/.tools/bin:$(PATH)
 
-.PHONY: install install-run tools bench-tools run test test-fast test-images images sbom lock lint dashboards bench-ingest bench-batch bench-worker bench-jobpath bench-e2e bench-baseline bench-ab clean
+.PHONY: install install-run tools bench-tools run test test-fast test-images images sbom lock lint dashboards bench-ingest bench-batch bench-worker bench-jobpath bench-e2e bench-console bench-baseline bench-ab clean
 
 # One .venv for both: `make run` installs what running needs (the `run` extra), `make install` /
 # `make test` everything (the `dev` extra, which contains it). scripts/venv.sh also rebuilds a
@@ -70,6 +70,9 @@ bench-jobpath: install  ## the worker's own cost per job, in process (no sockets
 
 bench-e2e: install  ## NATS + P ingest + W workers under k6 at a constant rate, and a raw pipeline; --find-max via ARGS
 	$(BIN)/python -m bench.e2e $(ARGS)
+
+bench-console: install  ## what an open console overview adds to NATS CPU under the bench-e2e stack (idle/open runs alternated)
+	$(BIN)/python -m bench.console_cost $(ARGS)
 
 # Issue #11's A/B: the commit before this round's worker/ingest changes, in a tree of its own.
 BASELINE_REF  ?= d4b8240
