@@ -28,8 +28,14 @@ bench-tools:  ## wrk and hey (Debian packages) for the benchmarks
 run: install-run  ## the whole system locally: NATS (JetStream), the ingest on :8080, 2 workers; ARGS="--workers 3 ..."
 	$(BIN)/orderflow dev $(ARGS)
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, each module one unit (tests/harness_plugin.py):
+# most of a test's time is spent waiting on real processes, so 4 workers fit 2 cores; TEST_WORKERS=0
+# runs it in this process, as a bare `pytest` does.
+TEST_WORKERS ?= 4
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+
 test: install tools lint  ## lint, then every test against real nats-server / uvicorn / worker processes
-	$(BIN)/python -m pytest --durations=15  # the 15 slowest tests close the run (CI prints them)
+	$(BIN)/python -m pytest $(PARALLEL) --durations=15  # the 15 slowest tests close the run (CI prints them)
 
 # tests/images is part of `make test` (testpaths): it builds the images itself (scripts/images/build.sh,
 # cached), and skips with the reason where podman cannot run, except with CI set, where it fails.
@@ -46,7 +52,7 @@ lock:  ## requirements/*.txt (pinned, hashed) from pyproject.toml, with uv; afte
 	bash scripts/lock.sh
 
 test-fast: install  ## skip the slow lifecycle scenarios
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest $(PARALLEL) -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

@@ -184,7 +184,6 @@ def _dead_of(msg: Any) -> Dead:
 async def scan(s: Session, filters: Filters) -> AsyncGenerator[Dead, None]:
     """Every dead order the filters select, oldest first (an ephemeral consumer; ends at the entry
     that was last when the scan began)."""
-    from nats.errors import TimeoutError as NatsTimeout
     from nats.js import api
     from nats.js.errors import NotFoundError
 
@@ -207,8 +206,13 @@ async def scan(s: Session, filters: Filters) -> AsyncGenerator[Dead, None]:
         while True:
             try:
                 msgs = await sub.fetch(FETCH_BATCH, timeout=1.0)
-            except NatsTimeout:
-                return  # nothing (more) on the filter
+            except TimeoutError:
+                # nats-py raises its own TimeoutError or, when the server is slow to answer, the bare
+                # one; either means no message within the second, not that none is left: the
+                # consumer's count says whether any still match the filter
+                if (await sub.consumer_info()).num_pending == 0:
+                    return
+                continue
             for msg in msgs:
                 dead = _dead_of(msg)
                 if dead.seq > info.state.last_seq:

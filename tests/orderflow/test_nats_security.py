@@ -50,7 +50,9 @@ def test_each_service_works_under_its_own_identity(nats: SecureNats, tmp_path: P
     6. It pauses the task type (status shows the reason) and resumes it.
     7. The server refused nothing: every subject they used is in their documented permissions."""
     ingest = Service("ingest", service_env(nats.url, **_env(nats, "ingest")), tmp_path / "ingest.log")
-    worker = Service("worker", service_env(nats.url, **_env(nats, "worker", WORK_S="5")), tmp_path / "w.log")
+    # 12 s a job: the CLI's cancel (a process of its own) must reach the second order while it runs,
+    # also on a loaded machine running the suite in parallel (at 5 s it once found it done)
+    worker = Service("worker", service_env(nats.url, **_env(nats, "worker", WORK_S="12")), tmp_path / "w.log")
     cli_env = _env(nats, "cli")
 
     def orderflow(*args: str) -> str:

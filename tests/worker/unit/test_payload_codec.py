@@ -117,6 +117,8 @@ def test_the_seed_payload_is_the_order_itself() -> None:
         # queued with a declared payload, then the type went back to the seed's order
         (None, typed("o-1", {"customer": "acme"}), "product_id"),
     ],
+    # named ids: the stored bytes carry a creation time, and xdist's workers must collect the same names
+    ids=["seed-order-then-invoice", "older-invoice-then-lines", "schema-now-https", "declared-then-seed"],
 )
 def test_an_order_queued_under_another_payload_is_dead_lettered_with_the_reason(
     declared: Any, stored: bytes, reason: str
