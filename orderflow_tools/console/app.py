@@ -44,7 +44,8 @@ class Console:
         self.secure_cookie = secure_cookie
         self.s: Session | None = None
         # One poller for every open overview (live.py): NATS read once a second, however many watch.
-        self.live = Live(lambda: data.overview(self.nats, settings))
+        self.live = Live(lambda: data.overview(self.nats, settings, self.workers))
+        self.workers = data.WorkersCache()
 
     # --- identity ---------------------------------------------------------------------------
     def who(self, request: Request) -> tuple[Identity | None, str | None]:

@@ -25,6 +25,7 @@ MAX_WORKERS = 200
 RECENT_RUNS = 500  # the long-jobs page reads the last this many run events, no more
 MAX_LONG = 50
 MAX_PROGRESS_CHARS = 120
+WORKERS_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def worker_row(pod: str, age_s: float, rank: int, record: dict[str, Any]) -> Wor
     )
 
 
-async def overview(s: Session, settings: Settings) -> dict[str, Any]:
+async def overview(s: Session, settings: Settings, cache: WorkersCache | None = None) -> dict[str, Any]:
     infos = await pauses.listing(s)  # one listing for the counts and the pauses
     states = await pauses.states(s, settings, infos)
     types = []
@@ -89,12 +90,19 @@ async def overview(s: Session, settings: Settings) -> dict[str, Any]:
         )
     return {
         "types": [asdict(t) for t in types],
-        "workers": [asdict(w) for w in await workers(s)],
+        "workers": [asdict(w) for w in await (cache.rows(s) if cache else workers(s))],
         "at": time.time(),
     }
 
 
+Started = list[tuple[float, str, dict[str, Any]]]  # (started_at, pod, record), oldest first
+
+
 async def workers(s: Session) -> list[WorkerRow]:
+    return rows_of(await worker_records(s), time.time())
+
+
+async def worker_records(s: Session) -> Started:
     from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
 
     try:
@@ -102,15 +110,33 @@ async def workers(s: Session) -> list[WorkerRow]:
         keys = (await kv.keys())[:MAX_WORKERS]
     except (BucketNotFoundError, NoKeysError):
         return []
-    started: list[tuple[float, str, dict[str, Any]]] = []
+    started: Started = []
     for key in keys:
         with contextlib.suppress(KeyNotFoundError, ValueError, KeyError, TypeError):
             entry = await kv.get(key)
             record = json.loads(entry.value or b"{}")
             started.append((float(record["started_at"]), key, record))
-    now = time.time()
-    ordered = sorted(started, key=lambda s: (s[0], s[1]))
-    return [worker_row(pod, max(0.0, now - at), rank, rec) for rank, (at, pod, rec) in enumerate(ordered)]
+    return sorted(started, key=lambda s: (s[0], s[1]))
+
+
+def rows_of(started: Started, now: float) -> list[WorkerRow]:
+    return [worker_row(pod, max(0.0, now - at), rank, rec) for rank, (at, pod, rec) in enumerate(started)]
+
+
+class WorkersCache:
+    """The workers' records read at most every `every_s` for the live overview: each worker writes
+    its own only every 2 s (worker/timing.py rank_refresh_s), and a listing of the bucket's keys is
+    a consumer made and deleted on the server. The ages are computed afresh at every update."""
+
+    def __init__(self, every_s: float = WORKERS_EVERY_S) -> None:
+        self.every_s = every_s
+        self.read_at = -every_s
+        self.started: Started = []
+
+    async def rows(self, s: Session) -> list[WorkerRow]:
+        if time.monotonic() - self.read_at >= self.every_s:
+            self.started, self.read_at = await worker_records(s), time.monotonic()
+        return rows_of(self.started, time.time())
 
 
 async def order(s: Session, order_id: str) -> tuple[dict[str, Any] | None, list[contract.RunRecord]]:
