@@ -85,7 +85,6 @@ async def job_path_us(jobs: int, capacity: int) -> tuple[float, float]:
     s = load_settings("worker", {})
     timing = Timing.derive(s)
     t = _StandInTransport()
-    limits = Limits(s.max_deliver, s.max_crashes, s.max_deliveries, s.retry_base_s, s.retry_max_s, 90.0)
     hooks = Hooks(MetricsHook(WorkerMetrics(CollectorRegistry()), "default"), PodLoad())
     recovery = Recovery(timing.recovery_window_s)  # closed: the common path
     pool = build(
@@ -94,7 +93,7 @@ async def job_path_us(jobs: int, capacity: int) -> tuple[float, float]:
         t,
         hooks,
         timing,
-        limits,
+        Limits.of(s, timing),
         worker_id="bench",
         capacity=capacity,
         timeout_s=60.0,

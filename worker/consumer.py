@@ -81,6 +81,18 @@ class FetchLoop:
         self.unstarted = 0
         pool.on_free = self._wakeup.set
 
+    async def supervised(self, name: str, stop: asyncio.Event, crashed: Callable[[], None]) -> None:
+        """`run` until `stop`, started again after an error that escaped it (`crashed` counts it)."""
+        while not stop.is_set():
+            try:
+                await self.run(stop)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                crashed()
+                log.exception("%s crashed; restarting it", name)
+                await asyncio.sleep(0.5)
+
     async def run(self, stop: asyncio.Event) -> None:
         if self._sub is None:
             self._prefix = self._nc.new_inbox() + "."

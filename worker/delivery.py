@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import msgspec
 
 from orderflow import contract
+from orderflow.config import Settings
+from worker.timing import Timing
 from worker.transport import Message, Meta, header
 
 
@@ -74,6 +76,19 @@ class Limits:
     # line: a bare nak came straight back to them, up to a batch of times (15 deliveries of one
     # order in one drain), each with its status write and a delivery on the order's books.
     unstarted_delay_s: float = 0.0
+
+    @classmethod
+    def of(cls, s: Settings, timing: Timing) -> Limits:
+        """A worker's limits: its settings, paced from its consumer's timing."""
+        return cls(
+            s.max_deliver,
+            s.max_crashes,
+            s.max_deliveries,
+            s.retry_base_s,
+            s.retry_max_s,
+            timing.reschedule_after_s,
+            unstarted_delay_s=timing.fetch_expiry_s,
+        )
 
     def spent(self, b: Books, deliveries: int) -> Outcome | None:
         """The one judgement of an order out of runs, at admission and after a failed attempt:

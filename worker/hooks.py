@@ -7,10 +7,15 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from orderflow.config import Settings
 from orderflow.logformat import ORDER_ID
 from orderflow.metrics import WorkerMetrics
 from worker.delivery import FAILED, Delivery, Kind
+
+if TYPE_CHECKING:
+    from orderflow.otel import Tracer  # OpenTelemetry: imported only when tracing is on
 
 
 class Hook:
@@ -188,3 +193,13 @@ class PodLoad(Hook):
             return 0
         seconds = self.at_stake_s()
         return 1 if seconds < 2 else min(2**31 - 1, 2 ** int(math.log2(seconds)))
+
+
+def context_hooks(settings: Settings, tracer: Tracer | None, consumer: str) -> tuple[Hook, ...]:
+    """The hooks that lead from logs and traces to the order, only where they are asked for."""
+    logs = (LogContext(),) if settings.log_format == "json" else ()
+    if tracer is None:
+        return logs
+    from worker.tracing import TracingHook  # imports OpenTelemetry: only when tracing is on
+
+    return (*logs, TracingHook(tracer, settings.worker_id, consumer))

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,13 @@ class PodDeletionCostKeeper:
             self._desired = cost
             self._changed.set()
 
-    # --- background task ------------------------------------------------------------------------
+    # --- background tasks -----------------------------------------------------------------------
+    async def refresh(self, cost: Callable[[], int]) -> None:
+        """The work at stake grows while jobs run: look again every interval."""
+        while True:
+            self.update(cost())
+            await asyncio.sleep(max(0.5, self.min_interval_s))
+
     async def run(self, stop: asyncio.Event) -> None:
         """Patch on transitions until `stop`; then mark the pod idle once more if needed."""
         try:

@@ -1,4 +1,4 @@
-"""The drain's last phase stops the background tasks (worker/service.py `cancel_all`), even one
+"""The drain's last phase stops the background tasks (worker/drain.py `cancel_all`), even one
 that loses a cancel. In process, no NATS."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from worker.service import cancel_all
+from worker.drain import cancel_all
 
 
 async def loses_one_cancel() -> None:

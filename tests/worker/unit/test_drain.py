@@ -1,4 +1,4 @@
-"""The drain (worker/service.py) owns every task the worker started and waits for the work in
+"""The drain (worker/drain.py) owns every task the worker started and waits for the work in
 flight. In process: the real service, job path and fetch loop on the stand-in transport and a
 stand-in NATS connection; no server, no signal (tests/worker/test_scenarios.py has those)."""
 
@@ -14,6 +14,7 @@ from orderflow.natsmux import Requester
 from worker import drainreport
 from worker.admission import Recovery
 from worker.consumer import FetchLoop
+from worker.drain import drain
 from worker.handlers import Job
 from worker.hooks import Hooks
 from worker.path import build
@@ -60,7 +61,7 @@ def test_the_drain_waits_for_a_settle_in_flight_and_leaves_no_task_of_its_own(tm
         service.requests = await Requester(nc).start()  # type: ignore[arg-type]
 
         path.pipeline.give_back(FakeMsg("o-1"))
-        draining = asyncio.create_task(service.drain())
+        draining = asyncio.create_task(drain(service))
         await asyncio.sleep(0.5)
         waited = not draining.done()
         transport.release.set()
