@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, Protocol, TypeVar
 
 from worker.delivery import Kind
 from worker.timing import Timing
@@ -45,7 +45,7 @@ class Pipeline(Protocol[S]):
         """A slot for a new delivery, or None when the delivery belongs to a job already running
         here (adopted: no second run)."""
 
-    def run(self, slot: S) -> Coroutine[Any, Any, None]: ...
+    async def run(self, slot: S) -> None: ...
     async def beat(self, slot: S, now: float) -> None: ...
     def crashed(self, slot: S, exc: BaseException) -> None: ...
 

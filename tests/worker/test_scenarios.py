@@ -104,11 +104,15 @@ def test_2_a_job_three_times_longer_than_ack_wait_runs_once(nats_server: NatsSer
     assert sum(w.metric("orderflow_heartbeats_total") for w in workers) >= 6
 
 
-def test_3_sigterm_with_jobs_in_flight_finishes_them_and_exits_0(nats_server: NatsServer, spawn: Any) -> None:
+def test_3_sigterm_with_jobs_in_flight_finishes_them_and_exits_0(
+    nats_server: NatsServer, spawn: Any, tmp_path: Path
+) -> None:
     """1. One worker, 4 slots, 4 jobs of 2 s running.
     2. SIGTERM: /readyz turns 503, nothing new is fetched, the 4 jobs finish and are acked.
     3. Exit 0 well inside the drain budget; no order ran twice, none is left in the stream."""
-    w = spawn("worker", CONCURRENCY=4, WORK_S="2", DRAIN_TIMEOUT_S=30).wait_ready()
+    report_path = tmp_path / "drain.json"
+    w = spawn("worker", CONCURRENCY=4, WORK_S="2", DRAIN_TIMEOUT_S=30, TERMINATION_LOG=str(report_path))
+    w.wait_ready()
     ids = run(publish_orders(nats_server.url, 4))
     wait_until(lambda: w.metric("orderflow_tasks_in_flight") == 4, 10, "4 jobs in flight")
     w.signal(signal.SIGTERM)
@@ -124,7 +128,9 @@ def test_3_sigterm_with_jobs_in_flight_finishes_them_and_exits_0(nats_server: Na
     info = run(consumer_info(nats_server.url))
     assert info.num_ack_pending == 0 and info.num_redelivered == 0
     assert info.num_pending == 2  # the late orders wait for the next worker
-    assert "drained in" in w.logs() and "0 handed back" in w.logs()
+    report = drainreport.read(report_path)
+    assert report is not None and report.event == "drained"
+    assert (report.running_at_sigterm, report.handed_back_at_deadline, report.unstarted) == (4, 0, 0)
 
 
 def test_4_a_drain_deadline_shorter_than_the_jobs_hands_them_back_at_once(
