@@ -8,7 +8,7 @@ import functools
 import logging
 import sys
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -44,9 +44,6 @@ from worker.transport import NatsTransport
 log = logging.getLogger(__name__)
 
 _STREAM_LEADER_ELECTED = "$JS.EVENT.ADVISORY.STREAM.LEADER_ELECTED"
-T = TypeVar("T")
-
-
 _RECOVER_ON = (contract.STREAM, "KV_" + contract.STATUS_BUCKET)
 
 
