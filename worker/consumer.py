@@ -27,17 +27,27 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 
 from orderflow import contract
 from worker.transport import Message
 
 log = logging.getLogger(__name__)
+
+
+class Subscribed(Protocol):
+    async def unsubscribe(self) -> None: ...
+
+
+class Connection(Protocol):
+    """What the fetch loop needs of a nats-py Client: an inbox, a subscription to it, publishes."""
+
+    def new_inbox(self) -> str: ...
+    async def subscribe(self, subject: str, *, cb: Callable[[Msg], Awaitable[None]]) -> Subscribed: ...
+    async def publish(self, subject: str, payload: bytes, reply: str = "") -> None: ...
 
 
 class Slots(Protocol):
@@ -55,7 +65,7 @@ class Slots(Protocol):
 class FetchLoop:
     def __init__(
         self,
-        nc: Client,
+        nc: Connection,
         consumer: str,
         pool: Slots,
         expiry_s: float,
@@ -68,7 +78,7 @@ class FetchLoop:
         self._expiry_s = expiry_s
         self._grace_s = grace_s
         self._on_unstarted = on_unstarted
-        self._sub: Subscription | None = None
+        self._sub: Subscribed | None = None
         self._prefix = ""
         self._ids = itertools.count()
         self.reserved = 0  # slots promised to open requests

@@ -55,7 +55,7 @@ def test_the_drain_waits_for_a_settle_in_flight_and_leaves_no_task_of_its_own(tm
             timeout_s=60.0, recovery=Recovery(timing.recovery_window_s), is_cancelled=set().__contains__,
         )  # fmt: skip
         nc = StandInNats()
-        loop = FetchLoop(nc, "workers", path.pool, 1.0, 1.0, path.pipeline.give_back)  # type: ignore[arg-type]
+        loop = FetchLoop(nc, "workers", path.pool, 1.0, 1.0, path.pipeline.give_back)
         consumer = ConsumerHandle("default", "workers", 30.0, False)
         service.runners.append(TypeRunner("default", consumer, path.pipeline, path.pool, loop))
         service.requests = await Requester(nc).start()  # type: ignore[arg-type]

@@ -42,7 +42,7 @@ def rig(capacity: int = 4) -> tuple[StandInNats, Pool[Slot], HeldPipeline, Fetch
     nc = StandInNats()
     pipeline = HeldPipeline()
     pool = Pool("default", capacity, 60, pipeline, fast_timing())
-    loop = FetchLoop(nc, "workers", pool, 1.0, 1.0, pipeline.given_back.append)  # type: ignore[arg-type]
+    loop = FetchLoop(nc, "workers", pool, 1.0, 1.0, pipeline.given_back.append)
     return nc, pool, pipeline, loop
 
 

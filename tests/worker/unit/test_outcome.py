@@ -14,8 +14,14 @@ from worker.outcome import Settler, retry_delay_s
 from worker.transport import Meta
 
 
-def setup(delivered: int = 1, failed: int = 0, schedules: bool = True, **env: object):  # type: ignore[no-untyped-def]
-    t = StandInTransport()
+def setup(
+    delivered: int = 1,
+    failed: int = 0,
+    schedules: bool = True,
+    transport: StandInTransport | None = None,
+    **env: object,
+) -> tuple[StandInTransport, Settler, Delivery]:
+    t = transport or StandInTransport()
     s = Settler(t, "me", limits(settings(**env), reschedule_after_s=90.0), 22.5, schedules)
     msg = FakeMsg("o-1", delivered=delivered)
     d = Delivery(msg, Meta(msg.reply), "default")
@@ -180,29 +186,35 @@ def test_retry_delays_grow_with_failed_attempts_and_are_capped(failed: int) -> N
     assert retry_delay_s(failed + 1, 1.0, 30.0, rand=0.0) >= lo
 
 
+class HeldInProgress(StandInTransport):
+    """The stand-in transport, whose in_progress waits (nats-py flushing through a reconnect)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushing = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def in_progress(self, msg: object) -> None:
+        self.calls.append(("in_progress", "o-1", None))
+        self.flushing.set()
+        await self.release.wait()
+
+
 def test_a_lease_whose_in_progress_waited_while_the_job_ended_is_not_written_after_its_done() -> None:
     """1. A heartbeat's lease sends its in_progress, which waits (nats-py flushing its buffer
        through a reconnect);
     2. meanwhile the job ends and its outcome settles: `done` stored, then ack;
     3. the lease goes on: it must not write `processing` after the `done` (the order would stay
        `processing` for good: the chaos rehearsal found one around a NATS restart)."""
-    t, s, d = setup()
+    t, s, d = setup(transport=HeldInProgress())
+    assert isinstance(t, HeldInProgress)
     d.run_started = 1.0
-    flushing = asyncio.Event()
-    release = asyncio.Event()
-
-    async def slow_in_progress(msg: object) -> None:
-        t.calls.append(("in_progress", "o-1", None))
-        flushing.set()
-        await release.wait()
-
-    t.in_progress = slow_in_progress
 
     async def scenario() -> None:
         lease = asyncio.create_task(s.lease(d, confirm=False))
-        await flushing.wait()
+        await t.flushing.wait()
         assert await s.settle(d, Outcome(Kind.DONE)) is Kind.DONE
-        release.set()
+        t.release.set()
         await lease
 
     asyncio.run(scenario())
