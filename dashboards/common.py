@@ -28,6 +28,33 @@ def query(expr: str, legend: str = "__auto", ref: str = "A") -> prometheus.Dataq
     return prometheus.Dataquery().expr(expr).legend_format(legend).ref_id(ref).datasource(DATASOURCE).range()
 
 
+def summed(
+    metric: str, by: str = "", legend: str = "", fn: str = "rate", ref: str = "A"
+) -> prometheus.Dataquery:
+    """A counter's `fn` (rate or increase) summed over every pod, by the labels `by` names (comma
+    separated) where it names some; the legend is their values unless one is given."""
+    grouping = f" by ({by}) " if by else ""
+    labels = " ".join(f"{{{{{label.strip()}}}}}" for label in by.split(",")) if by else ""
+    return query(f"sum{grouping}({fn}({metric}[{RATE}]))", legend or labels, ref)
+
+
+def dashboard(title: str, uid: str, description: str, since: str) -> db.Dashboard:
+    """What every orderflow dashboard shares: its tags, a 10 s refresh, the browser's time zone, one
+    crosshair across panels and the datasource variable."""
+    return (
+        db.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["orderflow", "generated"])
+        .editable()
+        .refresh("10s")
+        .time(since, "now")
+        .timezone("browser")
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .with_variable(datasource_variable())
+    )
+
+
 def per_pod(selector: str, aggregate: str = "max") -> str:
     """One series per worker pod, labelled `pod`: the pod's name where Prometheus knows it (the
     Prometheus Operator's ServiceMonitor adds `pod`), else the scrape address (compose, a static

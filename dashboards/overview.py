@@ -9,7 +9,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards.common import ORDERS_ROUTE, RATE, datasource_variable, graph, numbered, per_pod, query, single
+from dashboards.common import ORDERS_ROUTE, RATE, dashboard, graph, numbered, per_pod, query, single, summed
 
 UID = "orderflow-overview"
 # Each worker reports the same consumer info, so consumer gauges are max'ed, never summed.
@@ -42,16 +42,12 @@ def _quantile(q: float, bucket: str, selector: str = "") -> str:
 def build() -> dm.Dashboard:
     post_latency = "orderflow_http_request_duration_seconds_bucket"
     dash = (
-        db.Dashboard("orderflow / Overview")
-        .uid(UID)
-        .description("Bursty intake in front of a worker pool: what comes in, what waits, what gets done.")
-        .tags(["orderflow", "generated"])
-        .editable()
-        .refresh("10s")
-        .time("now-30m", "now")
-        .timezone("browser")
-        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
-        .with_variable(datasource_variable())
+        dashboard(
+            "orderflow / Overview",
+            UID,
+            "Bursty intake in front of a worker pool: what comes in, what waits, what gets done.",
+            "now-30m",
+        )
         .with_row(db.Row("Now"))
         .with_panel(
             single(
@@ -97,12 +93,7 @@ def build() -> dm.Dashboard:
             graph(
                 "Requests/s by status",
                 "The seed's graph: POST /orders answered per second, by HTTP status.",
-                [
-                    query(
-                        f"sum by (status) (rate({REQUESTS}[{RATE}]))",
-                        "{{status}}",
-                    )
-                ],
+                [summed(REQUESTS, "status")],
                 unit="reqps",
             )
         )
@@ -110,12 +101,7 @@ def build() -> dm.Dashboard:
             graph(
                 "Diff by status",
                 "The seed's Diff: POST /orders answered per interval (increase of the counter), by status.",
-                [
-                    query(
-                        f"sum by (status) (increase({REQUESTS}[{RATE}]))",
-                        "{{status}}",
-                    )
-                ],
+                [summed(REQUESTS, "status", fn="increase")],
                 stacked=True,
             )
         )
@@ -136,7 +122,7 @@ def build() -> dm.Dashboard:
                 "Publishes by result",
                 "Orders offered to JetStream: stored, duplicate (idempotent retry), or refused "
                 "(unavailable, timeout, rejected, overloaded: the client got 503 + Retry-After).",
-                [query(f"sum by (result) (rate(orderflow_orders_published_total[{RATE}]))", "{{result}}")],
+                [summed("orderflow_orders_published_total", "result")],
                 unit="ops",
             )
         )
@@ -150,7 +136,7 @@ def build() -> dm.Dashboard:
                 "has to act), rejected (another JetStream error), overloaded (too many publishes in flight); "
                 "and requests refused for their head before they reach the app: head_too_large and "
                 "too_many_headers (431), url_too_long (414).",
-                [query(f"sum by (reason) (rate(orderflow_orders_refused_total[{RATE}]))", "{{reason}}")],
+                [summed("orderflow_orders_refused_total", "reason")],
                 unit="reqps",
                 width=6,
                 stacked=True,
@@ -162,7 +148,7 @@ def build() -> dm.Dashboard:
                 "Connections closed because the request head (ORDERFLOW_HTTP_HEADER_TIMEOUT_S) or its body "
                 "(ORDERFLOW_HTTP_BODY_TIMEOUT_S) did not arrive in time, answered 408 where a response "
                 "could still be written: stalled or very slow clients.",
-                [query(f"sum by (phase) (rate(orderflow_http_request_timeouts_total[{RATE}]))", "{{phase}}")],
+                [summed("orderflow_http_request_timeouts_total", "phase")],
                 unit="ops",
                 width=6,
             )
@@ -172,7 +158,7 @@ def build() -> dm.Dashboard:
                 "Connections refused at the cap",
                 "New connections answered 503 and closed because the process already had "
                 "ORDERFLOW_HTTP_MAX_CONNECTIONS open (a flood of connections, or clients not reusing them).",
-                [query(f"sum(rate(orderflow_http_connections_refused_total[{RATE}]))", "refused")],
+                [summed("orderflow_http_connections_refused_total", legend="refused")],
                 unit="ops",
                 width=6,
             )
@@ -184,11 +170,7 @@ def build() -> dm.Dashboard:
                 "attempt failed; published again), replay (answered 200 from the key record, nothing "
                 "stored), mismatch (422, another body), in_flight (409), unavailable (503, the key store "
                 "did not answer).",
-                [
-                    query(
-                        f"sum by (outcome) (rate(orderflow_idempotent_requests_total[{RATE}]))", "{{outcome}}"
-                    )
-                ],
+                [summed("orderflow_idempotent_requests_total", "outcome")],
                 unit="reqps",
                 width=6,
                 stacked=True,
@@ -199,7 +181,7 @@ def build() -> dm.Dashboard:
             graph(
                 "Work Done by status",
                 "The seed's Work Done: jobs finished per second (workers, or the ingest in direct mode).",
-                [query(f"sum by (status) (rate(orderflow_work_done_total[{RATE}]))", "{{status}}")],
+                [summed("orderflow_work_done_total", "status")],
                 unit="ops",
             )
         )
@@ -208,12 +190,8 @@ def build() -> dm.Dashboard:
                 "Accepted vs done",
                 "Orders stored vs jobs finished, per second: the gap is what the queue absorbs.",
                 [
-                    query(
-                        f'sum(rate(orderflow_orders_published_total{{result="stored"}}[{RATE}]))',
-                        "accepted",
-                        "A",
-                    ),
-                    query(f'sum(rate(orderflow_work_done_total{{status="done"}}[{RATE}]))', "done", "B"),
+                    summed('orderflow_orders_published_total{result="stored"}', legend="accepted", ref="A"),
+                    summed('orderflow_work_done_total{status="done"}', legend="done", ref="B"),
                 ],
                 unit="ops",
             )
@@ -244,8 +222,8 @@ def build() -> dm.Dashboard:
                 "Redeliveries and dead letters",
                 "Messages delivered again (retry, crash, expired ack wait) and messages dead-lettered.",
                 [
-                    query(f"sum(rate(orderflow_redeliveries_total[{RATE}]))", "redeliveries/s", "A"),
-                    query(f"sum(rate(orderflow_dead_letters_total[{RATE}]))", "dead letters/s", "B"),
+                    summed("orderflow_redeliveries_total", legend="redeliveries/s", ref="A"),
+                    summed("orderflow_dead_letters_total", legend="dead letters/s", ref="B"),
                 ],
                 unit="ops",
                 width=8,
@@ -259,11 +237,12 @@ def build() -> dm.Dashboard:
                 "the last checkpoint is redone); the rest came after fetching stopped and never started.",
                 [
                     query("sum(orderflow_draining)", "workers draining", "A"),
-                    query(f"sum(increase(orderflow_drain_handed_back_total[{RATE}]))", "handed back", "B"),
-                    query(
-                        f'sum(increase({SETTLED}{{outcome="handed_back"}}[{RATE}]))',
-                        "of them running at the deadline",
-                        "C",
+                    summed("orderflow_drain_handed_back_total", legend="handed back", fn="increase", ref="B"),
+                    summed(
+                        f'{SETTLED}{{outcome="handed_back"}}',
+                        legend="of them running at the deadline",
+                        fn="increase",
+                        ref="C",
                     ),
                 ],
                 width=8,
@@ -273,7 +252,7 @@ def build() -> dm.Dashboard:
             graph(
                 "Slot restarts",
                 "Slots or fetch loops that crashed and were restarted by the supervisor.",
-                [query(f"sum by (kind) (increase(orderflow_slot_restarts_total[{RATE}]))", "{{kind}}")],
+                [summed("orderflow_slot_restarts_total", "kind", fn="increase")],
                 width=8,
             )
         )
@@ -297,7 +276,7 @@ def build() -> dm.Dashboard:
                 "Checkpoints/s",
                 "Checkpoints stored by running jobs (job.checkpoint, confirmed by JetStream). The next "
                 "run of an interrupted order resumes from its last one.",
-                [query(f"sum(rate(orderflow_checkpoints_total[{RATE}]))", "checkpoints/s")],
+                [summed("orderflow_checkpoints_total", legend="checkpoints/s")],
                 unit="ops",
                 width=6,
             )
@@ -308,7 +287,7 @@ def build() -> dm.Dashboard:
                 "Deliveries that found the order's previous run dead: its worker was killed mid-job "
                 "(SIGKILL, OOM kill; also the kill after a failed liveness probe or an exhausted grace "
                 "period). An order that crashes ORDERFLOW_MAX_CRASHES runs is dead-lettered.",
-                [query(f"sum(increase(orderflow_crashes_total[{RATE}]))", "crashes")],
+                [summed("orderflow_crashes_total", legend="crashes", fn="increase")],
                 width=6,
             )
         )
@@ -318,12 +297,7 @@ def build() -> dm.Dashboard:
                 "Seconds of job time lost to interruptions, per second (1 = one slot's worth of work "
                 "thrown away): handback, since the last checkpoint (or the start) of each job handed back "
                 "at a drain deadline; crash, the same for each run found dead (a lower bound).",
-                [
-                    query(
-                        f"sum by (cause) (rate(orderflow_work_redone_seconds_total[{RATE}]))",
-                        "{{cause}}",
-                    )
-                ],
+                [summed("orderflow_work_redone_seconds_total", "cause")],
                 width=6,
                 stacked=True,
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards.common import DATASOURCE, RATE, datasource_variable, graph, numbered, query
+from dashboards.common import DATASOURCE, RATE, dashboard, graph, numbered, query, summed
 
 UID = "orderflow-task-types"
 TYPE = 'type=~"$type"'
@@ -49,16 +49,9 @@ def _duration(q: float) -> str:
 
 def build() -> dm.Dashboard:
     dash = (
-        db.Dashboard("orderflow / Task types")
-        .uid(UID)
-        .description("Worker slots, outcomes and run times per task type.")
-        .tags(["orderflow", "generated"])
-        .editable()
-        .refresh("10s")
-        .time("now-1h", "now")
-        .timezone("browser")
-        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
-        .with_variable(datasource_variable())
+        dashboard(
+            "orderflow / Task types", UID, "Worker slots, outcomes and run times per task type.", "now-1h"
+        )
         .with_variable(_type_variable())
         .with_row(db.Row("Pool"))
         .with_panel(
@@ -99,12 +92,7 @@ def build() -> dm.Dashboard:
                 "already_done, already_cancelled, already_final, superseded (its retry is scheduled), "
                 "running_elsewhere (deferred: a live worker holds the lease), unstarted (came after "
                 "fetching stopped).",
-                [
-                    query(
-                        f"sum by (type, outcome) (rate({DONE_COUNT}{{{TYPE}}}[{RATE}]))",
-                        "{{type}} {{outcome}}",
-                    )
-                ],
+                [summed(f"{DONE_COUNT}{{{TYPE}}}", "type, outcome")],
                 unit="ops",
                 stacked=True,
             )
@@ -126,12 +114,7 @@ def build() -> dm.Dashboard:
                 "Failures/s",
                 "Runs that failed, per task type and outcome: retry (the handler raised), timeout, poison "
                 "(dead-lettered at once), slot_crashed (an error escaped the handler), dead (dead-lettered).",
-                [
-                    query(
-                        f"sum by (type, outcome) (rate({DONE_COUNT}{{{TYPE}, {FAILED}}}[{RATE}]))",
-                        "{{type}} {{outcome}}",
-                    )
-                ],
+                [summed(f"{DONE_COUNT}{{{TYPE}, {FAILED}}}", "type, outcome")],
                 unit="ops",
             )
         )
@@ -142,12 +125,7 @@ def build() -> dm.Dashboard:
                 "done-dedupe), already_cancelled, already_final, superseded, running_elsewhere (deferred "
                 "while a live worker holds the lease), unstarted (given back after fetching stopped). "
                 "None costs an attempt.",
-                [
-                    query(
-                        f"sum by (type, outcome) (rate({DONE_COUNT}{{{TYPE}, {NOT_RUN}}}[{RATE}]))",
-                        "{{type}} {{outcome}}",
-                    )
-                ],
+                [summed(f"{DONE_COUNT}{{{TYPE}, {NOT_RUN}}}", "type, outcome")],
                 unit="ops",
             )
         )
