@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ingest import BODY, stored_orders, wrk
-from orderflow_tools.kit import REPO, NatsServer, Process, StartError, free_port, python_module
+from bench.ingest import BODY, ingest_process, stored_orders, wrk
+from orderflow_tools.kit import NatsServer, StartError, free_port
 
 HEAD = "wrk.method='POST'\nwrk.headers['Content-Type']='application/json'\n"
 
@@ -78,22 +78,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="orderflow-bench-batch-"))
     scripts = lua_scripts(work, args.batch)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
     nats = NatsServer(work / "js", Path(os.devnull))
-    ingest = Process(
-        python_module("ingest"),
-        {
-            **env,
-            "ORDERFLOW_NATS_URL": nats.url,
-            "ORDERFLOW_HTTP_PORT": str(port),
-            "ORDERFLOW_METRICS_PORT": str(free_port()),
-            "ORDERFLOW_HTTP_HOST": "127.0.0.1",
-            "ORDERFLOW_LOG_LEVEL": "warning",
-        },
-        Path(os.devnull),
-        cwd=REPO,
-        name="ingest",
-    )
+    ingest = ingest_process(nats.url, port, Path(os.devnull), "ingest")
     per_request = {"single": 1, "atomic": args.batch, "pipelined": args.batch, "keyed": args.batch}
     paths = {
         "single": "/orders",

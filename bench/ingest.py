@@ -40,13 +40,41 @@ BIN = Path(sys.executable).parent
 BODY = '{"product_id":"33","count":"3","username":"maksim.konovalov"}'
 
 
+def bench_env() -> dict[str, str]:
+    """This process's environment without its ORDERFLOW_ settings: a bench's processes run with
+    the defaults and what the bench names, never with what the shell happened to export."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+
+
+def ingest_process(nats_url: str, port: int, log: Path, name: str, **extra: str) -> Process:
+    """A queued ingest on 127.0.0.1:`port` (loopback: open without API keys), its metrics on a port
+    of their own, logging warnings only: the bench measures requests, not log lines."""
+    env = {
+        **bench_env(),
+        "ORDERFLOW_NATS_URL": nats_url,
+        "ORDERFLOW_HTTP_PORT": str(port),
+        "ORDERFLOW_METRICS_PORT": str(free_port()),
+        "ORDERFLOW_HTTP_HOST": "127.0.0.1",
+        "ORDERFLOW_LOG_LEVEL": "warning",
+        **extra,
+    }
+    return Process(python_module("ingest"), env, log, cwd=REPO, name=name)
+
+
+def report(command: list[str]) -> str:
+    """Run a load tool to its end and return what it printed; a failed run raises."""
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def requests_per_s(out: str) -> float:
+    # wrk and hey print the same line.
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+
 def wrk(url: str, seconds: float, connections: int, lua: Path) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua), url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    out = report(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "-s", str(lua), url]
+    )
 
     def ms(label: str) -> float:
         m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
@@ -55,7 +83,7 @@ def wrk(url: str, seconds: float, connections: int, lua: Path) -> dict[str, floa
         value, unit = float(m.group(1)), m.group(2)
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rps = requests_per_s(out)
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = int(non2xx.group(1)) if non2xx else 0
@@ -66,7 +94,7 @@ def hey_constant(url: str, rate: int, seconds: int) -> dict[str, float]:
     # hey paces each worker with its own ticker; many workers tick together and arrive in bursts,
     # so keep ~350 requests/s per worker (a worker is closed-loop: it needs latency < 1/q).
     workers = max(4, round(rate / 350))
-    out = subprocess.run(
+    out = report(
         [
             "hey",
             "-z",
@@ -82,17 +110,14 @@ def hey_constant(url: str, rate: int, seconds: int) -> dict[str, float]:
             "-d",
             BODY,
             url,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+        ]
+    )
 
     def pct(label: str) -> float:
         m = re.search(rf"{label}% in ([\d.]+) secs", out)
         return float(m.group(1)) * 1000 if m else float("nan")
 
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rps = requests_per_s(out)
     ok = re.search(r"\[200\]\s+(\d+) responses", out)
     total = re.search(r"Total:\s+[\d.]+ secs", out)
     return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "failed": 0.0 if ok and total else 1.0}
@@ -177,35 +202,21 @@ def main() -> int:
     auth_lua = work / "post-auth.lua"
     auth_lua.write_text(lua.read_text() + f"wrk.headers['Authorization']='Bearer {keys[-1]}'\n")
     ingest_port, auth_port, bare_port = free_port(), free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+    env = bench_env()
     quiet = Path(os.devnull)
     nats = NatsServer(work / "js", quiet)
 
-    def ingest_process(port: int, name: str, **extra: str) -> Process:
-        return Process(
-            python_module("ingest"),
-            {
-                **env,
-                "ORDERFLOW_NATS_URL": nats.url,
-                "ORDERFLOW_HTTP_PORT": str(port),
-                "ORDERFLOW_METRICS_PORT": str(free_port()),
-                "ORDERFLOW_HTTP_HOST": "127.0.0.1",
-                "ORDERFLOW_LOG_LEVEL": "warning",
-                **extra,
-            },
-            work / f"{name.replace(' ', '-')}.log",
-            cwd=REPO,
-            name=name,
-        )
+    def contender(port: int, name: str, **extra: str) -> Process:
+        return ingest_process(nats.url, port, work / f"{name.replace(' ', '-')}.log", name, **extra)
 
-    ingest = ingest_process(ingest_port, "ingest")
+    ingest = contender(ingest_port, "ingest")
     sink_port = free_port()
     sink = Process(
         [*python_module("bench.otlp_sink"), str(sink_port)], env, quiet, cwd=REPO, name="otlp sink"
     )
     traced_ports = {f"otel{pct}": free_port() for pct in ((10, 100) if args.tracing else ())}
     traced = {
-        f"otel{pct}": ingest_process(
+        f"otel{pct}": contender(
             traced_ports[f"otel{pct}"],
             f"ingest traced at {pct} %",
             OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{sink_port}",
@@ -214,7 +225,7 @@ def main() -> int:
         )
         for pct in ((10, 100) if args.tracing else ())
     }
-    keyed = ingest_process(auth_port, "ingest with keys", ORDERFLOW_API_KEYS_FILE=str(work / "api-keys.json"))
+    keyed = contender(auth_port, "ingest with keys", ORDERFLOW_API_KEYS_FILE=str(work / "api-keys.json"))
     bare = Process(
         [
             str(BIN / "uvicorn"),
