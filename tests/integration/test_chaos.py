@@ -11,40 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import find_binary
-
-from orderflow.config import WorkRange
-from orderflow_tools.chaos import rehearsal
-from orderflow_tools.chaos.plan import Settings
-from orderflow_tools.loadrun import find_k6
+from rehearsals import LEDGER_FIGURES, run_small_rehearsal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 
-def short_rehearsal(out: Path, seed: int) -> Settings:
-    return Settings(
-        out=out,
-        duration_s=100,  # two sine periods: two peaks that need 4 pods, two troughs that need 1
-        peak_rps=30,
-        period_s=50,
-        work=WorkRange(0.2, 6.0),  # short jobs and long ones; the long ones outlive the drain
-        min_workers=1,
-        max_workers=4,
-        concurrency=16,
-        ack_wait_s=5,
-        drain_timeout_s=3,
-        max_deliver=10,
-        kill_every_s=25,
-        nats_restarts=1,
-        ingest_restarts=1,
-        seed=seed,
-        hpa_sync_s=1,
-        scale_down_window_s=5,
-        scale_down_pods=1,
-        scale_down_period_s=2,
-        drain_wait_s=90,
-        ingest_shutdown_delay_s=1,
-    )
+# 100 s: two sine periods, two peaks that need 4 pods and two troughs that need 1; jobs short
+# and long (the long ones outlive the drain).
+SHORT = (
+    "--seed 7 --duration 100 --peak-rps 30 --period 50 --work-s 0.2-6 --max-workers 4 "
+    "--concurrency 16 --ack-wait-s 5 --drain-timeout-s 3 --kill-every-s 25 --drain-wait 90"
+)
 
 
 def test_no_accepted_order_is_lost_or_done_twice_through_scale_downs_kills_and_restarts(
@@ -57,19 +34,12 @@ def test_no_accepted_order_is_lost_or_done_twice_through_scale_downs_kills_and_r
     3. After the backlog drained: every 200 is done exactly once (KV status done and exactly one
        "done" run record); none lost, none done twice, none in flight, nothing dead-lettered.
     4. Every drained worker exited 0 within its grace period; both ingests exited 0."""
-    find_binary("nats-server")
-    if find_k6() is None:
-        find_binary("k6")  # fails in CI, skips elsewhere
-    summary = rehearsal.run(short_rehearsal(tmp_path, seed=7))
+    summary = run_small_rehearsal(tmp_path, SHORT)
     f = summary["figures"]
     report = {
         k: f[k]
         for k in (
-            "accepted",
-            "done_once",
-            "lost",
-            "done_twice",
-            "in_flight",
+            *LEDGER_FIGURES,
             "scale_downs",
             "sigkills",
             "handed_back",

@@ -9,9 +9,11 @@ from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
+from rehearsals import small_rehearsal
+
 from orderflow.config import WorkRange
 from orderflow_tools.chaos.kube import Autoscaler, HpaPolicy, keep_annotation, pick_victims
-from orderflow_tools.chaos.plan import Settings, schedule
+from orderflow_tools.chaos.plan import schedule
 from orderflow_tools.chaos.procs import Pod
 from orderflow_tools.kit import Process
 
@@ -133,28 +135,10 @@ def test_the_annotation_follows_the_exported_cost_as_the_keeper_patches_it() -> 
 
 
 # A small rehearsal's settings; each test changes what it is about.
-SMALL = Settings(
-    out=Path("/tmp"),
-    duration_s=600,
-    peak_rps=10,
-    period_s=60,
-    work=WorkRange(1, 2),
-    min_workers=1,
-    max_workers=3,
-    concurrency=4,
-    ack_wait_s=5,
-    drain_timeout_s=3,
-    max_deliver=5,
-    kill_every_s=60,
-    nats_restarts=2,
-    ingest_restarts=1,
-    seed=3,
-    hpa_sync_s=1,
-    scale_down_window_s=5,
-    scale_down_pods=1,
-    scale_down_period_s=2,
-    drain_wait_s=60,
-    ingest_shutdown_delay_s=1,
+SMALL = small_rehearsal(
+    Path("/tmp"),
+    "--seed 3 --duration 600 --peak-rps 10 --period 60 --work-s 1-2 --max-workers 3 --concurrency 4 "
+    "--ack-wait-s 5 --drain-timeout-s 3 --max-deliver 5 --kill-every-s 60 --nats-restarts 2 --drain-wait 60",
 )
 
 

@@ -9,43 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from harness import find_binary
-
-from orderflow.config import WorkRange
-from orderflow_tools.chaos import rehearsal
-from orderflow_tools.chaos.plan import Settings
-from orderflow_tools.loadrun import find_k6
+from rehearsals import LEDGER_FIGURES, run_small_rehearsal
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 
 
-def short_long_jobs(out: Path, seed: int) -> Settings:
-    return Settings(
-        out=out,
-        duration_s=80,  # two sine periods
-        peak_rps=2,
-        period_s=40,
-        work=WorkRange(8, 30),  # 4-15 times the drain budget
-        min_workers=1,
-        max_workers=4,
-        concurrency=8,
-        ack_wait_s=5,
-        drain_timeout_s=2,  # hand-backs 0.2 s before the deadline; grace 12 s
-        max_deliver=5,
-        max_crashes=10,
-        kill_every_s=20,
-        evict_every_s=10,
-        nats_restarts=1,
-        ingest_restarts=0,
-        seed=seed,
-        hpa_sync_s=1,
-        scale_down_window_s=5,
-        scale_down_pods=1,
-        scale_down_period_s=2,
-        drain_wait_s=120,
-        ingest_shutdown_delay_s=1,
-        profile="long-jobs",
-    )
+# 80 s: two sine periods of jobs 4-15 times the drain budget (hand-backs 0.2 s before the
+# 2 s drain deadline; grace 12 s).
+SHORT_LONG_JOBS = (
+    "--profile long-jobs --seed 11 --duration 80 --peak-rps 2 --period 40 --work-s 8-30 "
+    "--max-workers 4 --concurrency 8 --ack-wait-s 5 --kill-every-s 20 --evict-every-s 10 --drain-wait 120"
+)
 
 
 def test_long_jobs_survive_frequent_scale_downs_and_kills_and_redo_little_work(tmp_path: Path) -> None:
@@ -57,21 +31,14 @@ def test_long_jobs_survive_frequent_scale_downs_and_kills_and_redo_little_work(t
        (without a failure or otherwise); jobs were handed back and resumed.
     4. The work redone (run records: each run's start progress against what earlier runs reached,
        a SIGKILLed run ending at the kill) is at most 10 % of the job time."""
-    find_binary("nats-server")
-    if find_k6() is None:
-        find_binary("k6")  # fails in CI, skips elsewhere
-    summary = rehearsal.run(short_long_jobs(tmp_path, seed=11))
+    summary = run_small_rehearsal(tmp_path, SHORT_LONG_JOBS)
     f = summary["figures"]
     w = f["work"]
     report = {
         **{
             k: f[k]
             for k in (
-                "accepted",
-                "done_once",
-                "lost",
-                "done_twice",
-                "in_flight",
+                *LEDGER_FIGURES,
                 "dead_letters",
                 "scale_downs",
                 "evictions",

@@ -7,39 +7,23 @@ import argparse
 import random
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+import rehearsals
+from rehearsals import small_rehearsal
 
-from orderflow.config import WorkRange
 from orderflow_tools import chaos
 from orderflow_tools.chaos.plan import Settings, schedule
 
 
-def profile(**changes: object) -> Settings:
-    s = Settings(
-        out=Path("/nonexistent"),
-        duration_s=300,
-        peak_rps=30,
-        period_s=60,
-        work=WorkRange(0.2, 6.0),
-        min_workers=1,
-        max_workers=4,
-        concurrency=16,
-        ack_wait_s=30,
-        drain_timeout_s=3,
-        max_deliver=10,
-        kill_every_s=25,
-        nats_restarts=1,
-        ingest_restarts=1,
-        seed=7,
-        hpa_sync_s=1,
-        scale_down_window_s=5,
-        scale_down_pods=1,
-        scale_down_period_s=2,
-        drain_wait_s=90,
-        ingest_shutdown_delay_s=1,
+def profile(**changes: Any) -> Settings:
+    s = small_rehearsal(
+        Path("/nonexistent"),
+        "--seed 7 --duration 300 --peak-rps 30 --period 60 --work-s 0.2-6 --max-workers 4 "
+        "--concurrency 16 --ack-wait-s 30 --drain-timeout-s 3 --kill-every-s 25 --drain-wait 90",
     )
-    return replace(s, **changes)  # type: ignore[arg-type]
+    return replace(s, **changes)
 
 
 def test_node_kills_come_on_top_of_the_other_faults_which_stay_as_they_were() -> None:
@@ -54,9 +38,7 @@ def test_node_kills_come_on_top_of_the_other_faults_which_stay_as_they_were() ->
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    chaos.add_parser(parser.add_subparsers())
-    return parser.parse_args(["chaos", "--out", "/tmp/x", *argv])
+    return rehearsals.parse("--out", "/tmp/x", *argv)
 
 
 def test_a_cluster_gets_one_node_kill_unless_told_and_one_node_none() -> None:
