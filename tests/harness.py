@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,8 @@ __all__ = [
     "run_records",
     "service_env",
     "statuses",
+    "stored_messages",
+    "stored_order_ids",
     "wait_until",
 ]
 
@@ -109,23 +112,16 @@ async def connect(url: str) -> AsyncIterator[Client]:
         await nc.close()
 
 
-async def stored_order_ids(url: str) -> list[str]:
-    """The order id of every message ORDERS holds now, in stream order."""
-    import json
-
+async def stored_messages(url: str) -> list[Any]:
+    """Every message ORDERS holds now, in stream order (ORDERS must exist)."""
     from orderflow import contract
 
-    async with connect(url) as nc:
-        js = nc.jetstream()
-        info = await js.stream_info(contract.STREAM)
-        ids = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                msg = await js.get_msg(contract.STREAM, seq)
-            except Exception:  # taken by a worker meanwhile (work-queue retention)
-                continue
-            ids.append(json.loads(msg.data or b"{}")["order_id"])
-        return ids
+    return await read_stream(url, contract.STREAM, missing_ok=False)
+
+
+async def stored_order_ids(url: str) -> list[str]:
+    """The order id of every message ORDERS holds now, in stream order."""
+    return [json.loads(msg.data or b"{}")["order_id"] for msg in await stored_messages(url)]
 
 
 class Service:
@@ -160,6 +156,13 @@ class Service:
         if path == "/metrics":
             return http("GET", self.metrics_url, headers=headers)
         return http("GET", self.url + path, headers=headers)
+
+    def order_view(self, order_id: str) -> dict[str, Any]:
+        """GET /orders/{order_id}, answered 200: the order as the API shows it."""
+        status, _, body = self.get(f"/orders/{order_id}")
+        assert status == 200, (status, body)
+        shown: dict[str, Any] = json.loads(body)
+        return shown
 
     def wait_ready(self, timeout: float = 20) -> Service:
         """Until /readyz answers 200; fails at once, with the log tail, if the process exits."""
@@ -206,12 +209,14 @@ def service_env(nats_url: str, **settings: Any) -> dict[str, str]:
 
 
 def cli(
-    nats_url: str, *args: str, timeout: float = 60.0, **settings: str
+    nats_url: str | None, *args: str, timeout: float = 60.0, **settings: str
 ) -> subprocess.CompletedProcess[str]:
-    """`orderflow ARGS` as a user runs it, against `nats_url` (ORDERFLOW_NATS_URL), with this
-    environment's ORDERFLOW_* replaced by `settings`."""
+    """`orderflow ARGS` as a user runs it, against `nats_url` (ORDERFLOW_NATS_URL; None: as
+    ARGS say, else the default), with this environment's ORDERFLOW_* replaced by `settings`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
-    env.update({f"ORDERFLOW_{k.upper()}": v for k, v in settings.items()}, ORDERFLOW_NATS_URL=nats_url)
+    env.update({f"ORDERFLOW_{k.upper()}": v for k, v in settings.items()})
+    if nats_url is not None:
+        env["ORDERFLOW_NATS_URL"] = nats_url
     return subprocess.run(
         [sys.executable, "-m", "orderflow_tools.cli", *args],
         env=env,
@@ -254,19 +259,22 @@ async def publish_orders(
     return ids
 
 
-async def read_stream(url: str, stream: str) -> list[Any]:
-    """Every message of a stream, in order (small streams only)."""
+async def read_stream(url: str, stream: str, missing_ok: bool = True) -> list[Any]:
+    """Every message of a stream, in order (small streams only); a stream that does not exist
+    reads as empty, or raises unless `missing_ok`."""
     async with connect(url) as nc:
         js = nc.jetstream()
         try:
             info = await js.stream_info(stream)
         except Exception:
-            return []
+            if missing_ok:
+                return []
+            raise
         msgs = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             try:
                 msgs.append(await js.get_msg(stream, seq))
-            except Exception:
+            except Exception:  # taken by a worker meanwhile (work-queue retention)
                 continue
         return msgs
 
@@ -319,23 +327,30 @@ def count_events(records: dict[str, list[Any]], event: str) -> dict[str, int]:
     return {k: sum(1 for r in v if r.event == event) for k, v in records.items()}
 
 
-async def _status(url: str, order_id: str) -> StatusRecord | None:
-    from nats.js.errors import KeyNotFoundError
-
-    from orderflow import contract
-
+async def kv_value(url: str, bucket: str, key: str) -> bytes | None:
+    """What a KV bucket holds for `key` now; None where it holds nothing (never written, deleted)."""
     async with connect(url) as nc:
-        kv = await nc.jetstream().key_value(contract.STATUS_BUCKET)
+        kv = await nc.jetstream().key_value(bucket)
         try:
-            entry = await kv.get(order_id)
+            entry = await kv.get(key)
         except KeyNotFoundError:
             return None
-        return contract.decode_status(entry.value) if entry.value else None
+        return entry.value or None
+
+
+async def kv_put(url: str, bucket: str, key: str, value: bytes) -> None:
+    """Write a KV entry as another party would (a worker, an ingest, an operator)."""
+    async with connect(url) as nc:
+        kv = await nc.jetstream().key_value(bucket)
+        await kv.put(key, value)
 
 
 def status_of(url: str, order_id: str) -> StatusRecord | None:
     """One order's status record, or None."""
-    return run(_status(url, order_id))
+    from orderflow import contract
+
+    value = run(kv_value(url, contract.STATUS_BUCKET, order_id))
+    return contract.decode_status(value) if value else None
 
 
 def records_of(url: str, order_id: str) -> list[RunRecord]:

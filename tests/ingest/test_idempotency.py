@@ -14,7 +14,20 @@ from typing import Any
 
 import msgspec
 import pytest
-from harness import NatsServer, Service, connect, count_events, http, run, run_records, status_of, wait_until
+from harness import (
+    NatsServer,
+    Service,
+    connect,
+    count_events,
+    http,
+    kv_put,
+    kv_value,
+    run,
+    run_records,
+    status_of,
+    stored_messages,
+    wait_until,
+)
 
 from ingest.keys import KeyRecord, fingerprint
 from orderflow import buckets, contract, validation
@@ -28,33 +41,13 @@ def post(svc: Service, body: dict[str, Any], key: str | None) -> tuple[int, dict
     return status, hdrs, json.loads(payload)
 
 
-async def stream_messages(url: str) -> list[Any]:
-    async with connect(url) as nc:
-        js = nc.jetstream()
-        info = await js.stream_info(contract.STREAM)
-        out = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                out.append(await js.get_msg(contract.STREAM, seq))
-            except Exception:
-                continue
-        return out
-
-
 async def key_record(url: str, key: str) -> KeyRecord | None:
-    async with connect(url) as nc:
-        kv = await nc.jetstream().key_value(buckets.KEYS_BUCKET)
-        try:
-            entry = await kv.get(key)
-        except Exception:
-            return None
-        return msgspec.json.decode(entry.value or b"", type=KeyRecord)
+    value = await kv_value(url, buckets.KEYS_BUCKET, key)
+    return msgspec.json.decode(value, type=KeyRecord) if value else None
 
 
 async def put_key_record(url: str, key: str, record: KeyRecord) -> None:
-    async with connect(url) as nc:
-        kv = await nc.jetstream().key_value(buckets.KEYS_BUCKET)
-        await kv.put(key, msgspec.json.encode(record))
+    await kv_put(url, buckets.KEYS_BUCKET, key, msgspec.json.encode(record))
 
 
 def the_order(key: str) -> contract.Order:
@@ -81,7 +74,7 @@ def test_the_same_key_with_another_body_is_422_and_stores_nothing(
         "POST", ingest.url + "/orders?type=default", json.dumps(ORDER).encode(), {"Idempotency-Key": "k-1"}
     )
     assert status == 200  # the default type, named: the same request
-    assert len(run(stream_messages(nats_server.url))) == 1
+    assert len(run(stored_messages(nats_server.url))) == 1
     assert run(key_record(nats_server.url, "k-1")) == before
     assert ingest.metric('orderflow_idempotent_requests_total{outcome="mismatch"}') == 1
 
@@ -91,7 +84,7 @@ def test_keyed_orders_carry_the_status_check_header_and_others_do_not(
 ) -> None:
     assert post(ingest, ORDER, "k-2")[0] == 200
     assert post(ingest, ORDER, None)[0] == 200
-    by_id = {json.loads(m.data)["order_id"]: m for m in run(stream_messages(nats_server.url))}
+    by_id = {json.loads(m.data)["order_id"]: m for m in run(stored_messages(nats_server.url))}
     keyed = by_id.pop("key-k-2")
     assert (keyed.headers or {}).get(contract.H_STATUS_CHECK) == "1"
     assert (keyed.headers or {}).get(contract.H_MSG_ID) == "key-k-2"
@@ -115,11 +108,11 @@ def test_a_key_whose_first_request_is_in_flight_is_409_and_after_it_failed_it_is
     run(put_key_record(nats_server.url, "k-3", KeyRecord(fp, "key-k-3", time.time(), "elsewhere")))
     status, headers, body = post(ingest, ORDER, "k-3")
     assert status == 409 and body["result"] == "in-flight" and headers.get("retry-after") == "1"
-    assert run(stream_messages(nats_server.url)) == []
+    assert run(stored_messages(nats_server.url)) == []
     run(put_key_record(nats_server.url, "k-3", KeyRecord(fp, "key-k-3", time.time() - 60, "elsewhere")))
     assert post(ingest, ORDER, "k-3")[:1] == (200,)
     assert post(ingest, ORDER, "k-3")[0] == 200
-    assert [json.loads(m.data)["order_id"] for m in run(stream_messages(nats_server.url))] == ["key-k-3"]
+    assert [json.loads(m.data)["order_id"] for m in run(stored_messages(nats_server.url))] == ["key-k-3"]
     assert ingest.metric('orderflow_idempotent_requests_total{outcome="in_flight"}') == 1
     assert ingest.metric('orderflow_idempotent_requests_total{outcome="retry"}') == 1
     assert ingest.metric('orderflow_idempotent_requests_total{outcome="replay"}') == 1
@@ -143,7 +136,7 @@ def test_concurrent_requests_with_one_key_store_one_order(ingest: Service, nats_
     with ThreadPoolExecutor(8) as pool:
         statuses = Counter(pool.map(lambda _: post(ingest, ORDER, "k-5")[0], range(16)))
     assert statuses[200] >= 1 and set(statuses) <= {200, 409}, statuses
-    assert [json.loads(m.data)["order_id"] for m in run(stream_messages(nats_server.url))] == ["key-k-5"]
+    assert [json.loads(m.data)["order_id"] for m in run(stored_messages(nats_server.url))] == ["key-k-5"]
 
 
 def test_a_repeat_is_answered_from_the_status_record_after_the_order_left_the_stream(
@@ -158,14 +151,14 @@ def test_a_repeat_is_answered_from_the_status_record_after_the_order_left_the_st
             js = nc.jetstream()
             kv = await js.key_value(contract.STATUS_BUCKET)
             await kv.put("key-k-6", contract.encode(contract.StatusRecord("key-k-6", "done", 0, time.time())))
-            (msg,) = await stream_messages(nats_server.url)
+            (msg,) = await stored_messages(nats_server.url)
             await js.delete_msg(contract.STREAM, msg.seq)
 
     run(process())
     published = ingest.metric("orderflow_orders_published_total")
     assert post(ingest, ORDER, "k-6")[:1] == (200,)
     assert ingest.metric("orderflow_orders_published_total") == published
-    assert run(stream_messages(nats_server.url)) == []
+    assert run(stored_messages(nats_server.url)) == []
 
 
 # --- issue #20: a key never names another order, and is remembered as long as its order's status ---

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from harness import NatsServer, Service, connect, http, run, wait_until
+from harness import NatsServer, Service, connect, http, kv_put, run, stored_messages, wait_until
 
 from orderflow import contract
 
@@ -33,17 +33,7 @@ def post(
 
 
 async def stream_messages(url: str) -> list[dict[str, Any]]:
-    async with connect(url) as nc:
-        js = nc.jetstream()
-        info = await js.stream_info(contract.STREAM)
-        out = []
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
-            try:
-                msg = await js.get_msg(contract.STREAM, seq)
-            except Exception:
-                continue
-            out.append(json.loads(msg.data or b"{}"))
-        return out
+    return [json.loads(msg.data or b"{}") for msg in await stored_messages(url)]
 
 
 async def status_records(url: str) -> dict[str, bytes]:
@@ -57,9 +47,7 @@ async def status_records(url: str) -> dict[str, bytes]:
 
 
 async def put_status(url: str, order_id: str, record: dict[str, Any]) -> None:
-    async with connect(url) as nc:
-        kv = await nc.jetstream().key_value(contract.STATUS_BUCKET)
-        await kv.put(order_id, json.dumps(record).encode())
+    await kv_put(url, contract.STATUS_BUCKET, order_id, json.dumps(record).encode())
 
 
 @pytest.fixture

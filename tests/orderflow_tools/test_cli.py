@@ -4,7 +4,6 @@ pipe ends it quietly."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from harness import REPO, NatsServer, connect, free_port, run
+from harness import REPO, NatsServer, cli, connect, free_port, run
 
 COMMANDS = [
     ["status"],
@@ -27,16 +26,8 @@ COMMANDS = [
 ]
 
 
-def orderflow(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
-    return subprocess.run(
-        [sys.executable, "-m", "orderflow_tools.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,  # it used to retry forever
-    )
+def orderflow(*args: str) -> subprocess.CompletedProcess[str]:
+    return cli(None, *args)  # within cli's timeout: it used to retry forever
 
 
 @pytest.fixture(scope="module")
