@@ -22,13 +22,6 @@ def post(ingest: Service, **delay: Any) -> str:
     return order_id
 
 
-def view(ingest: Service, order_id: str) -> dict[str, Any]:
-    status, _, answer = http("GET", f"{ingest.url}/orders/{order_id}")
-    assert status == 200, answer
-    shown: dict[str, Any] = json.loads(answer)
-    return shown
-
-
 @pytest.mark.timeout(90)
 def test_a_delayed_order_waits_scheduled_runs_on_time_and_a_cancelled_one_never_runs(
     nats_server: NatsServer, spawn: Any
@@ -39,7 +32,7 @@ def test_a_delayed_order_waits_scheduled_runs_on_time_and_a_cancelled_one_never_
     order_id = post(ingest, delay_s=3)
     cancelled_id = post(ingest, delay_s=3)
     assert time.time() - posted < 2.0  # answered at once, not after the delay
-    shown = view(ingest, order_id)
+    shown = ingest.order_view(order_id)
     assert shown["status"] == "scheduled", shown
     due = shown["run_at_s"]
     assert posted + 3 - 0.001 <= due <= time.time() + 3, shown  # to the millisecond
@@ -58,4 +51,4 @@ def test_a_delayed_order_waits_scheduled_runs_on_time_and_a_cancelled_one_never_
     time.sleep(1.5)  # the cancelled one's schedule fired at the same time: give it the chance to run
     gone = status_of(nats_server.url, cancelled_id)
     assert gone is not None and gone.status == "cancelled" and gone.runs == 0, gone
-    assert view(ingest, cancelled_id)["status"] == "cancelled"
+    assert ingest.order_view(cancelled_id)["status"] == "cancelled"

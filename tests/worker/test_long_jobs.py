@@ -20,8 +20,8 @@ from harness import (
     records_of,
     run,
     status_of,
-    wait_until,
 )
+from order_waits import publish_one, wait_started_on, wait_status
 
 from orderflow import contract
 
@@ -30,24 +30,6 @@ pytestmark = pytest.mark.slow
 
 def events(records: list[contract.RunRecord], event: str) -> list[contract.RunRecord]:
     return [r for r in records if r.event == event]
-
-
-def publish_one(url: str, prefix: str) -> str:
-    from harness import publish_orders
-
-    [order_id] = run(publish_orders(url, 1, prefix=prefix))
-    return str(order_id)
-
-
-def wait_started_on(url: str, order_id: str, worker_id: str, timeout: float = 30) -> contract.RunRecord:
-    """The `start` run record `worker_id` wrote for the order (it is running there now)."""
-
-    def started() -> contract.RunRecord | None:
-        return next((r for r in events(records_of(url, order_id), "start") if r.worker_id == worker_id), None)
-
-    found = wait_until(started, timeout, f"{order_id} to start on {worker_id}", 0.1)
-    assert found is not None
-    return found
 
 
 def sigterm_and_wait(w: Service) -> None:
@@ -100,12 +82,7 @@ def test_a_job_handed_back_ten_times_ends_done_once_and_costs_no_attempt(
         assert all((r.progress_s or 0) < 25 for r in events(records_of(url, order_id), "interrupted"))
 
     spawn("worker", WORKER_ID="w10", **settings).wait_ready()
-    wait_until(
-        lambda: (st := status_of(url, order_id)) is not None and st.status == "done",
-        90,
-        "the last worker to finish the job",
-        0.5,
-    )
+    wait_status(url, order_id, "done", 90, "the last worker to finish the job", 0.5)
     records = records_of(url, order_id)
     starts = events(records, "start")
     assert [r.worker_id for r in starts] == [f"w{i}" for i in range(11)]
@@ -156,23 +133,12 @@ def test_a_job_whose_worker_is_killed_three_times_is_dead_lettered_with_the_cras
         wait_started_on(url, order_id, f"k{i}")
         # The run holds its lease (a first delivery writes it once it has run lease_after_s, a
         # redelivery before it starts): what the next one reads.
-        lease = wait_until(
-            lambda: (st := status_of(url, order_id)) is not None and st.status == "processing" and st,
-            10,
-            "the run's lease",
-            0.1,
-        )
-        assert lease, lease
+        lease = wait_status(url, order_id, "processing", 10, "the run's lease", 0.1)
         assert (lease.worker_id, lease.crashes, lease.attempts) == (f"k{i}", i, 0), lease
         sigkill(worker)
         worker = spawn("worker", WORKER_ID=f"k{i + 1}", **settings).wait_ready()
 
-    wait_until(
-        lambda: (st := status_of(url, order_id)) is not None and st.status == "dead",
-        30,
-        "the order to be dead-lettered",
-        0.2,
-    )
+    wait_status(url, order_id, "dead", 30, "the order to be dead-lettered")
     starts = events(records_of(url, order_id), "start")
     assert [r.worker_id for r in starts] == ["k0", "k1", "k2"]  # k3 never ran it
     assert {r.attempt for r in starts} == {1}  # a crash is not a failed attempt
@@ -221,12 +187,7 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliver_failed_a
     assert events(records_of(url, order_id), "error") == []  # no failure so far
 
     last = spawn("worker", WORKER_ID="h3", **settings).wait_ready()
-    wait_until(
-        lambda: (st := status_of(url, order_id)) is not None and st.status == "dead",
-        60,
-        "the order to be dead-lettered",
-        0.2,
-    )
+    wait_status(url, order_id, "dead", 60, "the order to be dead-lettered")
     records = records_of(url, order_id)
     starts = events(records, "start")
     assert [(r.worker_id, r.attempt) for r in starts] == [
@@ -296,12 +257,7 @@ def test_a_checkpointing_job_resumes_from_its_last_checkpoint_after_a_sigterm_an
     killed_at = sigkill(b)
 
     c_start = wait_started_on(url, order_id, "C")
-    wait_until(
-        lambda: (st := status_of(url, order_id)) is not None and st.status == "done",
-        40,
-        "C to finish the job",
-        0.2,
-    )
+    wait_status(url, order_id, "done", 40, "C to finish the job")
     records = records_of(url, order_id)
     assert [(r.event, r.worker_id) for r in records] == [
         ("start", "A"),

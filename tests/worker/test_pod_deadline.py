@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import NatsServer, Service, publish_orders, records_of, run, service_env, status_of, wait_until
+from harness import NatsServer, Service, records_of, service_env, status_of, wait_until
+from order_waits import publish_one, wait_started_on, wait_status
 
 from orderflow import contract
 from orderflow_tools.kit.kubeapi import KubeApiStandIn
@@ -70,20 +71,6 @@ def drained(tmp_path: Path, name: str) -> drainreport.DrainReport:
     return report
 
 
-def publish_one(url: str) -> str:
-    [order_id] = run(publish_orders(url, 1, prefix="grace"))
-    return str(order_id)
-
-
-def wait_running(url: str, order_id: str, worker_id: str) -> None:
-    wait_until(
-        lambda: any(r.event == "start" and r.worker_id == worker_id for r in records_of(url, order_id)),
-        30,
-        f"{order_id} to start on {worker_id}",
-        0.05,
-    )
-
-
 def delete_pod(api: KubeApiStandIn, w: Service, name: str, grace_s: int) -> tuple[float, int | None]:
     """The kubelet's part: the deletion recorded, SIGTERM, SIGKILL at the end of the grace. Returns
     how long the worker took to exit and its exit code (None: it had to be SIGKILLed)."""
@@ -100,15 +87,7 @@ def delete_pod(api: KubeApiStandIn, w: Service, name: str, grace_s: int) -> tupl
 
 def finish_elsewhere(spawn: Any, url: str, order_id: str) -> contract.StatusRecord:
     spawn("worker", WORKER_ID="B", HANDLERS="blocking", WORK_S="0.2").wait_ready()
-    wait_until(
-        lambda: (st := status_of(url, order_id)) is not None and st.status == "done",
-        30,
-        "B to finish the order",
-        0.1,
-    )
-    st = status_of(url, order_id)
-    assert st is not None
-    return st
+    return wait_status(url, order_id, "done", 30, "B to finish the order", 0.1)
 
 
 @pytest.mark.timeout(120)
@@ -126,8 +105,8 @@ def test_a_pod_deleted_with_a_5s_grace_hands_its_long_job_back_before_5s_and_no_
     5. Worker B takes the order at once and finishes it: no crash on its books, never dead-lettered."""
     url = nats_server.url
     a = pod_worker("A", HANDLERS="blocking", WORK_S="30", DRAIN_TIMEOUT_S="60", CONCURRENCY="1")
-    order_id = publish_one(url)
-    wait_running(url, order_id, "A")
+    order_id = publish_one(url, "grace")
+    wait_started_on(url, order_id, "A")
 
     kube_api.delete("A", 5)
     sigterm_at = time.time()
@@ -169,8 +148,8 @@ def test_a_handler_using_job_stopping_checkpoints_and_returns_before_its_deadlin
     4. The order's checkpoint is where the handler stopped (its `interrupted` run record)."""
     url = nats_server.url
     a = pod_worker("A", WORK_S="30", DRAIN_TIMEOUT_S="60", CONCURRENCY="1")
-    order_id = publish_one(url)
-    wait_running(url, order_id, "A")
+    order_id = publish_one(url, "grace")
+    wait_started_on(url, order_id, "A")
     time.sleep(1.0)
 
     kube_api.delete("A", 10, disruption="EvictionByEvictionAPI")
@@ -201,8 +180,8 @@ def test_a_failed_pod_read_falls_back_to_the_budget(
     3. Worker C, idle, finds the API refusing (403, RBAC missing): the budget too, named as such."""
     url = nats_server.url
     a = pod_worker("A", HANDLERS="blocking", WORK_S="30", DRAIN_TIMEOUT_S="3", CONCURRENCY="1")
-    order_id = publish_one(url)
-    wait_running(url, order_id, "A")
+    order_id = publish_one(url, "grace")
+    wait_started_on(url, order_id, "A")
     kube_api.stall(3.0)
     took, code = delete_pod(kube_api, a, "A", 30)
     assert code == 0 and 2.5 <= took < 8, f"A took {took:.1f}s (exit {code})"

@@ -12,19 +12,13 @@ up to 1 s early: at least 5 s of waiting to look at)."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 from harness import (
-    REPO,
     NatsServer,
-    Service,
+    cli,
     consumer_info,
     publish_orders,
     read_stream,
@@ -33,6 +27,7 @@ from harness import (
     status_of,
     wait_until,
 )
+from order_waits import wait_status
 
 from orderflow import contract
 
@@ -91,30 +86,6 @@ def assert_nothing_on_the_consumer_until(url: str, until: float) -> int:
     return samples
 
 
-def cli_module() -> str:
-    """The CLI's module: orderflow_tools.cli once the tools wing exists, orderflow.cli before."""
-    return "orderflow_tools.cli" if importlib.util.find_spec("orderflow_tools") else "orderflow.cli"
-
-
-def cli(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ORDERFLOW_NATS_URL": nats_url}
-    return subprocess.run(
-        [sys.executable, "-m", cli_module(), *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-def get_order(ingest: Service, order_id: str) -> dict[str, Any]:
-    status, _, body = ingest.get(f"/orders/{order_id}")
-    assert status == 200, (status, body)
-    found: dict[str, Any] = json.loads(body)
-    return found
-
-
 @pytest.mark.timeout(240)
 def test_a_long_retry_waits_as_a_scheduled_message_and_the_order_is_done_once(
     nats_server: NatsServer, spawn: Any
@@ -156,7 +127,7 @@ def test_a_long_retry_waits_as_a_scheduled_message_and_the_order_is_done_once(
     fire_at = fires_at(schedule)
     assert abs(fire_at - st.retry_at) <= 1.0  # @at has whole seconds
 
-    shown = get_order(ingest, order_id)
+    shown = ingest.order_view(order_id)
     assert shown["status"] == "queued" and shown["attempts"] == 2 and shown["scheduled"] is True
     assert shown["retry_at_s"] == pytest.approx(st.retry_at) and shown["retry_at"].endswith("Z")
 
@@ -166,9 +137,7 @@ def test_a_long_retry_waits_as_a_scheduled_message_and_the_order_is_done_once(
     samples = assert_nothing_on_the_consumer_until(url, fire_at - 0.3)
     assert samples >= 10, "the wait was too short to look at"
 
-    wait_until(
-        lambda: (s := status_of(url, order_id)) is not None and s.status == "done", 20, "attempt 3", 0.1
-    )
+    wait_status(url, order_id, "done", 20, "attempt 3", 0.1)
     records = records_of(url, order_id)
     assert [(r.event, r.attempt) for r in records] == [
         ("start", 1),
@@ -204,11 +173,8 @@ def test_a_rescheduled_order_that_keeps_failing_is_dead_lettered_after_max_deliv
     worker = spawn("worker", **SETTINGS).wait_ready()
     [order_id] = run(publish_orders(url, 1, prefix="doomed", username="fail-99"))
     wait_scheduled(url, order_id)
-    wait_until(
-        lambda: (s := status_of(url, order_id)) is not None and s.status == "dead", 30, "the dead letter", 0.1
-    )
-    records = records_of(url, order_id)
-    assert [(r.event, r.attempt) for r in records] == [
+    wait_status(url, order_id, "dead", 30, "the dead letter", 0.1)
+    assert [(r.event, r.attempt) for r in records_of(url, order_id)] == [
         ("start", 1),
         ("error", 1),
         ("start", 2),

@@ -13,10 +13,7 @@ tests/worker/test_rescheduled_retries.py's (after a retry that waited as a sched
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,8 +21,8 @@ from typing import Any
 
 import pytest
 from harness import (
-    REPO,
     NatsServer,
+    cli,
     connect,
     consumer_info,
     count_events,
@@ -194,18 +191,6 @@ def test_5_sigkill_mid_job_is_redelivered_after_ack_wait_and_done_once(
     st = run(statuses(nats_server.url))[order_id]
     # A's run died: a crash, not a failed attempt
     assert (st.status, st.attempts, st.crashes, st.deliveries) == ("done", 0, 1, 2)
-
-
-def cli(nats_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "ORDERFLOW_NATS_URL": nats_url}
-    return subprocess.run(
-        [sys.executable, "-m", "orderflow_tools.cli", *args],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def test_8_orderflow_cancel_stops_a_running_job_and_records_it(nats_server: NatsServer, spawn: Any) -> None:
