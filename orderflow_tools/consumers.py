@@ -18,15 +18,16 @@ from collections.abc import Callable
 from typing import Any
 
 from orderflow.config import Settings
+from orderflow_tools.commands import command
 from orderflow_tools.natsconn import session
 
 
 def add_parser(sub: Any, settings: Callable[[argparse.Namespace], Settings]) -> None:
-    p = sub.add_parser(
+    p = command(
+        sub,
         "consumers",
-        help="list the ORDERS consumers, or delete one that is in the way (only when it holds no work)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "list the ORDERS consumers, or delete one that is in the way (only when it holds no work)",
+        __doc__,
     )
     p.add_argument("--nats-url", help="overrides ORDERFLOW_NATS_URL")
     p.set_defaults(func=lambda a: asyncio.run(list_consumers(settings(a))))

@@ -37,6 +37,7 @@ from typing import Any
 
 from orderflow import contract
 from orderflow.config import Settings
+from orderflow_tools.commands import command
 from orderflow_tools.natsconn import Session, session
 
 FETCH_BATCH = 256
@@ -118,12 +119,7 @@ def _iso(epoch_s: float) -> str:
 
 
 def add_parser(sub: Any, settings: Callable[[argparse.Namespace], Settings]) -> None:
-    p = sub.add_parser(
-        "dlq",
-        help="the dead-letter queue: list, show, replay, discard",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command(sub, "dlq", "the dead-letter queue: list, show, replay, discard", __doc__)
     actions = p.add_subparsers(dest="action", required=True)
 
     def filters(q: argparse.ArgumentParser) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from orderflow.config import Settings
+from orderflow_tools.commands import command
 from orderflow_tools.kit import find_tool, total
 from orderflow_tools.load_k6 import Follower
 from orderflow_tools.load_metrics import Sampler, scrape
@@ -66,11 +67,11 @@ def find_k6() -> Path | None:
 
 def add_parser(subparsers: Any) -> None:
     """Register `load` on the CLI's subparsers."""
-    p = subparsers.add_parser(
+    p = command(
+        subparsers,
         "load",
-        help="run a k6 load scenario and record its time series and the services' metrics",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "run a k6 load scenario and record its time series and the services' metrics",
+        __doc__,
     )
     p.add_argument("scenario", choices=SCENARIOS)
     p.add_argument("--url", default="http://127.0.0.1:8080", help="ingest base URL (default %(default)s)")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orderflow_tools.commands import command
 from orderflow_tools.load_series import Run, figures, load_run
 
 if TYPE_CHECKING:
@@ -39,12 +40,7 @@ NEEDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 def add_parser(subparsers: Any) -> None:
     """Register `report` on the CLI's subparsers."""
-    p = subparsers.add_parser(
-        "report",
-        help="draw a recorded load run as PNGs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command(subparsers, "report", "draw a recorded load run as PNGs", __doc__)
     p.add_argument("dir", type=Path, help="run directory written by `orderflow load`")
     p.add_argument("--title", default=None, help="figure title prefix (default: scenario and mode)")
     p.set_defaults(func=run)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from orderflow.envvalues import parse_work
+from orderflow_tools.commands import command
 from orderflow_tools.loadrun import parse_duration
 
 # nats-server's raft elects a new leader at most this long after losing one (election timeout 4-9 s).
@@ -55,11 +56,11 @@ def _profiles(key: str) -> str:
 
 def add_parser(subparsers: Any) -> None:
     """Register `chaos` on the CLI's subparsers. Options left out take the profile's value."""
-    p = subparsers.add_parser(
+    p = command(
+        subparsers,
         "chaos",
-        help="chaos rehearsal: sine load, HPA scale-downs, SIGKILLs, NATS/ingest restarts; checks the ledger",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "chaos rehearsal: sine load, HPA scale-downs, SIGKILLs, NATS/ingest restarts; checks the ledger",
+        __doc__,
     )
     p.add_argument(
         "--profile",
