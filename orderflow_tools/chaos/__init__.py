@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,14 @@ def add_parser(subparsers: Any) -> None:
         "chaos rehearsal: sine load, HPA scale-downs, SIGKILLs, NATS/ingest restarts; checks the ledger",
         __doc__,
     )
+
+    def profiled(flag: str, kind: Callable[[str], Any], text: str) -> None:
+        """An option whose default is the profile's: `{}` in its help lists every profile's."""
+        p.add_argument(flag, type=kind, help=text.format(_profiles(flag[2:].replace("-", "_"))))
+
+    def switch(flag: str, default: bool | None, text: str) -> None:
+        p.add_argument(flag, type=_switch, default=default, metavar="on|off", help=text)
+
     p.add_argument(
         "--profile",
         choices=("default", "long-jobs", "platform-deadlines"),
@@ -71,76 +80,49 @@ def add_parser(subparsers: Any) -> None:
         "5-40 s jobs against a 20 s drain while the platform grants less: scale-downs with a grace "
         "drawn from 2 s to the derived one, spot notices, evictions (platform-deadlines)",
     )
-    p.add_argument(
-        "--duration", type=parse_duration, help=f"load duration, e.g. 20m ({_profiles('duration')} s)"
-    )
+    profiled("--duration", parse_duration, "load duration, e.g. 20m ({} s)")
     p.add_argument("--out", type=Path, required=True, help="directory for logs, summary.json, timeline.png")
-    p.add_argument("--peak-rps", type=float, help=f"sine peak arrival rate ({_profiles('peak_rps')})")
-    p.add_argument("--period", type=parse_duration, help=f"sine period ({_profiles('period')} s)")
-    p.add_argument(
-        "--work-s",
-        type=_work,
-        help=f"demo job duration, fixed or a uniform range min-max ({_profiles('work_s')})",
-    )
-    p.add_argument("--min-workers", type=int, help=f"HPA minReplicas ({_profiles('min_workers')})")
-    p.add_argument("--max-workers", type=int, help=f"HPA maxReplicas ({_profiles('max_workers')})")
-    p.add_argument(
+    profiled("--peak-rps", float, "sine peak arrival rate ({})")
+    profiled("--period", parse_duration, "sine period ({} s)")
+    profiled("--work-s", _work, "demo job duration, fixed or a uniform range min-max ({})")
+    profiled("--min-workers", int, "HPA minReplicas ({})")
+    profiled("--max-workers", int, "HPA maxReplicas ({})")
+    profiled(
         "--concurrency",
-        type=int,
-        help="slots per worker (ORDERFLOW_CONCURRENCY; also the HPA's backlog target per pod) "
-        f"({_profiles('concurrency')})",
+        int,
+        "slots per worker (ORDERFLOW_CONCURRENCY; also the HPA's backlog target per pod) ({})",
     )
-    p.add_argument("--ack-wait-s", type=float, help=f"ORDERFLOW_ACK_WAIT_S ({_profiles('ack_wait_s')})")
-    p.add_argument(
-        "--drain-timeout-s",
-        type=float,
-        help=f"ORDERFLOW_DRAIN_TIMEOUT_S; the grace period is derived from it ({_profiles('drain_timeout_s')})",
+    profiled("--ack-wait-s", float, "ORDERFLOW_ACK_WAIT_S ({})")
+    profiled(
+        "--drain-timeout-s", float, "ORDERFLOW_DRAIN_TIMEOUT_S; the grace period is derived from it ({})"
     )
-    p.add_argument(
-        "--max-deliver",
-        type=int,
-        help=f"ORDERFLOW_MAX_DELIVER: failed attempts before the DLQ ({_profiles('max_deliver')})",
-    )
-    p.add_argument(
+    profiled("--max-deliver", int, "ORDERFLOW_MAX_DELIVER: failed attempts before the DLQ ({})")
+    profiled(
         "--max-crashes",
-        type=int,
-        help="ORDERFLOW_MAX_CRASHES: runs killed under an order before the DLQ; the rehearsal's "
-        f"random SIGKILLs are not the order's doing ({_profiles('max_crashes')})",
+        int,
+        "ORDERFLOW_MAX_CRASHES: runs killed under an order before the DLQ; the rehearsal's "
+        "random SIGKILLs are not the order's doing ({})",
     )
-    p.add_argument(
-        "--kill-every-s",
-        type=float,
-        help=f"mean seconds between SIGKILLs of a random worker; 0 = none ({_profiles('kill_every_s')})",
-    )
-    p.add_argument(
+    profiled("--kill-every-s", float, "mean seconds between SIGKILLs of a random worker; 0 = none ({})")
+    profiled(
         "--evict-every-s",
-        type=float,
-        help="longest gap between two evictions of a random pod (a node drain: SIGTERM, grace, and "
-        f"a replacement pod at once); 0 = none ({_profiles('evict_every_s')})",
+        float,
+        "longest gap between two evictions of a random pod (a node drain: SIGTERM, grace, and "
+        "a replacement pod at once); 0 = none ({})",
     )
-    p.add_argument(
-        "--nats-restarts", type=int, help=f"NATS restarts during the load ({_profiles('nats_restarts')})"
-    )
-    p.add_argument(
-        "--ingest-restarts",
-        type=int,
-        help=f"ingest restarts during the load ({_profiles('ingest_restarts')})",
-    )
-    p.add_argument(
+    profiled("--nats-restarts", int, "NATS restarts during the load ({})")
+    profiled("--ingest-restarts", int, "ingest restarts during the load ({})")
+    switch(
         "--deadline-aware",
-        type=_switch,
-        default=None,
-        metavar="on|off",
-        help="workers read their pod's deletion (a stand-in Kubernetes API) and drain against the "
+        None,
+        "workers read their pod's deletion (a stand-in Kubernetes API) and drain against the "
         "real SIGKILL time (ORDERFLOW_POD_DEADLINE=on), or keep their budget (off; default: on "
         "with --profile platform-deadlines, else off)",
     )
-    p.add_argument(
+    switch(
         "--checkpoints",
-        type=_switch,
-        default=True,
-        metavar="on|off",
-        help="the demo handler's checkpoints (ORDERFLOW_WORK_CHECKPOINTS; default on): off, every "
+        True,
+        "the demo handler's checkpoints (ORDERFLOW_WORK_CHECKPOINTS; default on): off, every "
         "run of an order starts over",
     )
     p.add_argument(
@@ -168,27 +150,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--seed", type=int, default=1, help="seed of the fault schedule and the orders (default 1)"
     )
-    p.add_argument(
-        "--hpa-sync",
-        type=parse_duration,
-        help=f"HPA sync period ({_profiles('hpa_sync')} s; Kubernetes' default is 15s)",
-    )
-    p.add_argument(
+    profiled("--hpa-sync", parse_duration, "HPA sync period ({} s; Kubernetes' default is 15s)")
+    profiled(
         "--scale-down-window",
-        type=parse_duration,
-        help=f"HPA scale-down stabilization window ({_profiles('scale_down_window')} s; Kubernetes' "
+        parse_duration,
+        "HPA scale-down stabilization window ({} s; Kubernetes' "
         "default is 300s, which would keep every pod through a sine trough)",
     )
-    p.add_argument(
-        "--scale-down-pods",
-        type=int,
-        help=f"pods removed at most per period ({_profiles('scale_down_pods')})",
-    )
-    p.add_argument(
-        "--scale-down-period",
-        type=parse_duration,
-        help=f"period of the scale-down policy ({_profiles('scale_down_period')} s)",
-    )
+    profiled("--scale-down-pods", int, "pods removed at most per period ({})")
+    profiled("--scale-down-period", parse_duration, "period of the scale-down policy ({} s)")
     p.add_argument(
         "--drain-wait",
         type=parse_duration,

@@ -283,15 +283,5 @@ async def backlog(url: str) -> tuple[int, int] | None:
         await nc.close()
 
 
-def read_ledger(
-    url: str,
-    accepted: set[str],
-    deaths: Mapping[str, Sequence[float]] | None = None,
-    max_deliver: int = 5,
-    max_crashes: int = 3,
-) -> Ledger:
-    return asyncio.run(read(url, accepted, deaths, max_deliver, max_crashes))
-
-
 def read_backlog(url: str) -> tuple[int, int] | None:
     return asyncio.run(backlog(url))

@@ -4,6 +4,7 @@ gracefully, then check the ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -488,21 +489,17 @@ class Rehearsal:
 
     # --- faults -----------------------------------------------------------------------------
     def inject(self) -> None:
+        act = {
+            "sigkill": self.sigkill,
+            "nats_restart": self.restart_nats,
+            "ingest_restart": self.restart_ingest,
+            "node_kill": self.kill_node,
+            "evict": self.evict,
+            "spot": self.spot,
+        }
         now = self.now()
         while self.faults and self.faults[0].at_s <= now:
-            fault = self.faults.pop(0)
-            if fault.kind == "sigkill":
-                self.sigkill()
-            elif fault.kind == "nats_restart":
-                self.restart_nats()
-            elif fault.kind == "ingest_restart":
-                self.restart_ingest()
-            elif fault.kind == "node_kill":
-                self.kill_node()
-            elif fault.kind == "evict":
-                self.evict()
-            elif fault.kind == "spot":
-                self.spot()
+            act[self.faults.pop(0).kind]()
 
     # --- the record --------------------------------------------------------------------------
     def sample(self) -> None:
@@ -682,8 +679,10 @@ class Rehearsal:
 
     def finish(self) -> dict[str, Any]:
         self.stop_everything()
-        result = ledger.read_ledger(
-            self.nats.url, self.answers.accepted, self.deaths, self.s.max_deliver, self.s.max_crashes
+        result = asyncio.run(
+            ledger.read(
+                self.nats.url, self.answers.accepted, self.deaths, self.s.max_deliver, self.s.max_crashes
+            )
         )
         summary = self.summary(result)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
