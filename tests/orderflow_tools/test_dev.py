@@ -137,11 +137,7 @@ def test_orderflow_dev_runs_the_whole_system_and_stops_cleanly_on_ctrl_c(start_d
     assert status == 200
     order_id = json.loads(body)["order_id"]
 
-    def done() -> bool:
-        status, _, body = http("GET", f"{dev.base}/orders/{order_id}")
-        return status == 200 and json.loads(body)["status"] == "done"
-
-    wait_until(done, 15, "the order to be done")
+    wait_until(lambda: _status(dev, order_id) == "done", 15, "the order to be done")
     dev.proc.send_signal(signal.SIGINT)
     assert dev.proc.wait(30) == 0
     text = dev.text()
@@ -436,11 +432,7 @@ def test_a_second_dev_on_the_same_data_dir_exits_2_at_once_naming_the_holder(
     assert f"pid {first.proc.pid}" in err and "orderflow_tools.cli dev" in err, err
     assert str(data) in err
 
-    def done() -> bool:
-        status, _, body = http("GET", f"{first.base}/orders/{order_id}")
-        return status == 200 and json.loads(body)["status"] == "done"
-
-    wait_until(done, 15, "the first stack's order to be done")
+    wait_until(lambda: _status(first, order_id) == "done", 15, "the first stack's order to be done")
     first.proc.send_signal(signal.SIGINT)
     assert first.proc.wait(30) == 0
     third = start_dev(data=data)  # type: ignore[operator]

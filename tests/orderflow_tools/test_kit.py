@@ -133,32 +133,34 @@ def test_stop_all_terminates_together_and_kills_the_rest(tmp_path: Path) -> None
     assert (polite.returncode(), stubborn.returncode()) == (-signal.SIGTERM, -signal.SIGKILL)
 
 
+async def keep_one(url: str, replicas: int) -> None:
+    """A stream KIT of `replicas` copies with one message, b"kept", to find after a restart."""
+    async with connect(url) as nc:
+        js = nc.jetstream()
+        await js.add_stream(name="KIT", subjects=["kit.>"], num_replicas=replicas)
+        await js.publish("kit.one", b"kept")
+
+
+async def kept(url: str) -> bytes:
+    async with connect(url) as nc:
+        msg = await nc.jetstream().get_msg("KIT", 1)
+        assert msg.data is not None
+        return msg.data
+
+
 def test_a_nats_server_restart_keeps_its_port_and_its_store(tmp_path: Path) -> None:
     server = NatsServer(tmp_path / "jetstream", tmp_path / "nats.log")
     server.start()
-
-    async def put() -> None:
-        async with connect(server.url) as nc:
-            js = nc.jetstream()
-            await js.add_stream(name="KIT", subjects=["kit.>"])
-            await js.publish("kit.one", b"kept")
-
-    async def get() -> bytes:
-        async with connect(server.url) as nc:
-            msg = await nc.jetstream().get_msg("KIT", 1)
-            assert msg.data is not None
-            return msg.data
-
     try:
-        asyncio.run(put())
+        asyncio.run(keep_one(server.url, replicas=1))
         url, monitor = server.url, server.monitor_url
         server.restart()
         assert (server.url, server.monitor_url) == (url, monitor)
-        assert asyncio.run(get()) == b"kept"
+        assert asyncio.run(kept(server.url)) == b"kept"
         server.kill()
         assert not server.alive()
         server.start()
-        assert asyncio.run(get()) == b"kept"
+        assert asyncio.run(kept(server.url)) == b"kept"
     finally:
         server.stop()
 
@@ -234,20 +236,7 @@ def test_a_nats_cluster_elects_leaders_and_a_killed_node_comes_back_on_its_port_
     try:
         assert cluster.meta_leader() in cluster.nodes
         assert cluster.url == ",".join(n.url for n in cluster)
-
-        async def put() -> None:
-            async with connect(cluster.url) as nc:
-                js = nc.jetstream()
-                await js.add_stream(name="KIT", subjects=["kit.>"], num_replicas=3)
-                await js.publish("kit.one", b"kept")
-
-        async def get() -> bytes:
-            async with connect(cluster.url) as nc:
-                msg = await nc.jetstream().get_msg("KIT", 1)
-                assert msg.data is not None
-                return msg.data
-
-        asyncio.run(put())
+        asyncio.run(keep_one(cluster.url, replicas=3))
         leader = cluster.wait_stream_leader("KIT")
         url = cluster[leader].url
         cluster.kill(leader)
@@ -255,6 +244,6 @@ def test_a_nats_cluster_elects_leaders_and_a_killed_node_comes_back_on_its_port_
         assert cluster.wait_stream_leader("KIT", timeout_s=60, not_on=leader) != leader
         cluster.start_node(leader, timeout_s=60)
         assert cluster.alive() and cluster[leader].url == url
-        assert asyncio.run(get()) == b"kept"
+        assert asyncio.run(kept(cluster.url)) == b"kept"
     finally:
         cluster.stop()
