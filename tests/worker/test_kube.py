@@ -7,8 +7,9 @@ the pod and records every PATCH, so the tests see exactly what the real client s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,16 @@ async def until(predicate: Any, within_s: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def running(k: PodDeletionCostKeeper, stop_within_s: float = 5) -> AsyncIterator[asyncio.Task[None]]:
+    """The keeper's loop runs for the block; leaving it stops the keeper, which must end in time."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(k.run(stop))
+    yield task
+    stop.set()
+    await asyncio.wait_for(task, stop_within_s)
+
+
 def keeper(core_api: client.CoreV1Api, min_interval_s: float) -> PodDeletionCostKeeper:
     return PodDeletionCostKeeper(PodClient(POD, NAMESPACE, api=core_api), min_interval_s)
 
@@ -75,20 +86,17 @@ def test_idle_busy_busy_idle_patches_once_per_transition(
     k = keeper(core_api, min_interval_s=0.2)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(k.run(stop))
-        await asyncio.sleep(0.1)
-        assert stub_api.costs == []
-        k.update(BUSY_COST)
-        await until(lambda: len(stub_api.costs) == 1)
-        k.update(BUSY_COST)
-        k.update(BUSY_COST)
-        await asyncio.sleep(0.3)
-        assert stub_api.costs == [BUSY_COST]
-        k.update(IDLE_COST)
-        await until(lambda: len(stub_api.costs) == 2)
-        stop.set()
-        await asyncio.wait_for(task, 5)
+        async with running(k):
+            await asyncio.sleep(0.1)
+            assert stub_api.costs == []
+            k.update(BUSY_COST)
+            await until(lambda: len(stub_api.costs) == 1)
+            k.update(BUSY_COST)
+            k.update(BUSY_COST)
+            await asyncio.sleep(0.3)
+            assert stub_api.costs == [BUSY_COST]
+            k.update(IDLE_COST)
+            await until(lambda: len(stub_api.costs) == 2)
 
     asyncio.run(scenario())
     assert stub_api.costs == [BUSY_COST, IDLE_COST]
@@ -109,17 +117,14 @@ def test_a_growing_cost_is_patched_again_no_sooner_than_the_interval(
     k = keeper(core_api, min_interval_s=0.3)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(k.run(stop))
-        k.update(1)
-        await until(lambda: len(stub_api.costs) == 1)
-        for cost in (2, 4, 8):
-            k.update(cost)
-            await asyncio.sleep(0.02)
-        await until(lambda: len(stub_api.costs) == 2)
-        await asyncio.sleep(0.4)
-        stop.set()
-        await asyncio.wait_for(task, 5)
+        async with running(k):
+            k.update(1)
+            await until(lambda: len(stub_api.costs) == 1)
+            for cost in (2, 4, 8):
+                k.update(cost)
+                await asyncio.sleep(0.02)
+            await until(lambda: len(stub_api.costs) == 2)
+            await asyncio.sleep(0.4)
 
     asyncio.run(scenario())
     assert stub_api.costs == [1, 8, IDLE_COST]
@@ -138,24 +143,21 @@ def test_rapid_flapping_is_coalesced_and_the_last_state_wins(
     k = keeper(core_api, min_interval_s=0.5)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(k.run(stop))
-        k.update(BUSY_COST)
-        await until(lambda: len(stub_api.costs) == 1)
-        for i in range(50):  # flips much faster than the interval: the keeper wakes on each
-            k.update(BUSY_COST if i % 2 else IDLE_COST)
-            await asyncio.sleep(0)
-        k.update(BUSY_COST)
-        await asyncio.sleep(0.6)
-        assert stub_api.costs == [BUSY_COST]
-        for i in range(50):
-            k.update(BUSY_COST if (i + 1) % 2 else IDLE_COST)
-            await asyncio.sleep(0)
-        k.update(IDLE_COST)
-        await until(lambda: len(stub_api.costs) == 2)
-        await asyncio.sleep(0.6)
-        stop.set()
-        await asyncio.wait_for(task, 5)
+        async with running(k):
+            k.update(BUSY_COST)
+            await until(lambda: len(stub_api.costs) == 1)
+            for i in range(50):  # flips much faster than the interval: the keeper wakes on each
+                k.update(BUSY_COST if i % 2 else IDLE_COST)
+                await asyncio.sleep(0)
+            k.update(BUSY_COST)
+            await asyncio.sleep(0.6)
+            assert stub_api.costs == [BUSY_COST]
+            for i in range(50):
+                k.update(BUSY_COST if (i + 1) % 2 else IDLE_COST)
+                await asyncio.sleep(0)
+            k.update(IDLE_COST)
+            await until(lambda: len(stub_api.costs) == 2)
+            await asyncio.sleep(0.6)
 
     asyncio.run(scenario())
     assert stub_api.costs == [BUSY_COST, IDLE_COST]
@@ -167,12 +169,11 @@ def test_stop_while_busy_marks_the_pod_idle(stub_api: StubApiServer, core_api: c
     k = keeper(core_api, min_interval_s=10)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(k.run(stop))
-        k.update(BUSY_COST)
-        await until(lambda: len(stub_api.costs) == 1)
-        stop.set()  # well inside the 10 s interval: the final patch is not rate-limited
-        await asyncio.wait_for(task, 5)
+        # the block ends (the keeper stops) well inside the 10 s interval: the final patch is not
+        # rate-limited
+        async with running(k):
+            k.update(BUSY_COST)
+            await until(lambda: len(stub_api.costs) == 1)
 
     asyncio.run(scenario())
     assert stub_api.costs == [BUSY_COST, IDLE_COST]
@@ -186,11 +187,8 @@ def test_a_restarted_container_resets_a_busy_annotation_left_behind(
     k = keeper(core_api, min_interval_s=0.1)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(k.run(stop))
-        await until(lambda: len(stub_api.costs) == 1)
-        stop.set()
-        await asyncio.wait_for(task, 5)
+        async with running(k):
+            await until(lambda: len(stub_api.costs) == 1)
 
     asyncio.run(scenario())
     assert stub_api.costs == [IDLE_COST]
@@ -207,15 +205,12 @@ def test_api_errors_are_logged_and_retried_without_crashing(
     k = keeper(core_api, min_interval_s=0.05)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(k.run(stop))
-        k.update(BUSY_COST)
-        await until(lambda: k.errors >= 2)
-        assert not task.done()
-        stub_api.fail(None)
-        await until(lambda: BUSY_COST in stub_api.costs, within_s=5)
-        stop.set()
-        await asyncio.wait_for(task, 5)
+        async with running(k) as task:
+            k.update(BUSY_COST)
+            await until(lambda: k.errors >= 2)
+            assert not task.done()
+            stub_api.fail(None)
+            await until(lambda: BUSY_COST in stub_api.costs, within_s=5)
 
     asyncio.run(scenario())
     assert stub_api.costs[-1] == IDLE_COST  # the final patch on stop
@@ -227,12 +222,9 @@ def test_an_unreachable_api_server_does_not_block_stop() -> None:
     k = PodDeletionCostKeeper(PodClient(POD, NAMESPACE, api=client.CoreV1Api(api_client)), 0.05)
 
     async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(k.run(stop))
-        k.update(BUSY_COST)
-        await until(lambda: k.errors >= 2)
-        stop.set()
-        await asyncio.wait_for(task, 10)
+        async with running(k, stop_within_s=10):
+            k.update(BUSY_COST)
+            await until(lambda: k.errors >= 2)
 
     try:
         asyncio.run(scenario())
