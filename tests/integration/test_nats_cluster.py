@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from harness import Service, find_binary, http, run, service_env
+from poller import Poller
 
 from orderflow import contract
 from orderflow_tools.chaos import ledger
@@ -90,33 +91,45 @@ class Trickle:
         return sorted(self.answers, key=lambda a: a.sent_s)
 
 
-class Readiness:
+class Readiness(Poller):
     """The ingest's /readyz, sampled every 0.25 s: an ingest that turns unready during an election
     would be taken out of its Service by Kubernetes (the chart's failureThreshold is 1)."""
 
     def __init__(self, url: str) -> None:
+        super().__init__(0.25)
         self.url = url
         self.unready = 0
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="readiness")
 
-    def start(self) -> Readiness:
-        self._thread.start()
+    def poll(self) -> None:
+        try:
+            status = http("GET", self.url + "/readyz", timeout=5)[0]
+        except OSError:
+            status = 0
+        self.samples += 1
+        self.unready += status != 200
+
+
+class Traffic:
+    """What every fault test runs around its fault: the trickle of orders and the readiness
+    samples, from the start of a `with` block to its end; then `answers` holds every answer."""
+
+    def __init__(self, url: str) -> None:
+        self.readiness = Readiness(url)
+        self.trickle = Trickle(url, RATE_RPS)
+        self.answers: list[Answer] = []
+
+    def now(self) -> float:
+        return self.trickle.now()
+
+    def __enter__(self) -> Traffic:
+        self.readiness.__enter__()
+        self.trickle.start()
         return self
 
-    def _run(self) -> None:
-        while not self._stop.wait(0.25):
-            try:
-                status = http("GET", self.url + "/readyz", timeout=5)[0]
-            except OSError:
-                status = 0
-            self.samples += 1
-            self.unready += status != 200
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    def __exit__(self, *exc: object) -> None:
+        self.answers = self.trickle.stop()
+        self.readiness.__exit__(*exc)
 
 
 @dataclass
@@ -240,22 +253,20 @@ def test_a_sigkill_of_the_orders_leader_costs_latency_not_a_burst_of_503s(system
        ready; every 200 is done exactly once, nothing dead-lettered, every order started once."""
     cluster = system.cluster
     leader = cluster.wait_stream_leader(contract.STREAM)
-    readiness = Readiness(system.ingest.url).start()
-    trickle = Trickle(system.ingest.url, RATE_RPS).start()
-    time.sleep(8)
-    kill_s = trickle.now()
-    cluster.kill(leader)
-    new_leader = cluster.wait_stream_leader(contract.STREAM, timeout_s=60, not_on=leader)
-    elected_s = trickle.now() - kill_s
-    time.sleep(10)
-    restart_s = trickle.now()
-    cluster.start_node(leader, timeout_s=90)
-    back_s = trickle.now() - restart_s
-    time.sleep(5)
-    answers = trickle.stop()
-    readiness.stop()
-    seen = figures(answers, kill_s)
-    done = check_ledger(system, answers)
+    with Traffic(system.ingest.url) as traffic:
+        time.sleep(8)
+        kill_s = traffic.now()
+        cluster.kill(leader)
+        new_leader = cluster.wait_stream_leader(contract.STREAM, timeout_s=60, not_on=leader)
+        elected_s = traffic.now() - kill_s
+        time.sleep(10)
+        restart_s = traffic.now()
+        cluster.start_node(leader, timeout_s=90)
+        back_s = traffic.now() - restart_s
+        time.sleep(5)
+    readiness = traffic.readiness
+    seen = figures(traffic.answers, kill_s)
+    done = check_ledger(system, traffic.answers)
     print(
         f"\nleader SIGKILL ({leader} -> {new_leader}, elected {elected_s:.1f} s after the kill, "
         f"killed node healthy again {back_s:.1f} s after its restart): {seen}; "
@@ -270,19 +281,16 @@ def test_a_rolling_restart_of_all_three_nodes_answers_every_request_200(system: 
        SIGTERM (it hands its leaderships over), start again, wait until the cluster is healthy
        (the node caught up; a StatefulSet rolls on the same readiness), then the next.
     2. No request is answered non-200; the ingest stays ready; the ledger as above."""
-    cluster = system.cluster
-    leader = cluster.wait_stream_leader(contract.STREAM)
-    readiness = Readiness(system.ingest.url).start()
-    trickle = Trickle(system.ingest.url, RATE_RPS).start()
-    time.sleep(5)
-    roll_s = trickle.now()
-    order = cluster.restart(timeout_s=90, first=leader)
-    rolled_s = trickle.now() - roll_s
-    time.sleep(5)
-    answers = trickle.stop()
-    readiness.stop()
-    seen = figures(answers, roll_s, window_s=rolled_s)
-    done = check_ledger(system, answers)
+    leader = system.cluster.wait_stream_leader(contract.STREAM)
+    with Traffic(system.ingest.url) as traffic:
+        time.sleep(5)
+        roll_s = traffic.now()
+        order = system.cluster.restart(timeout_s=90, first=leader)
+        rolled_s = traffic.now() - roll_s
+        time.sleep(5)
+    readiness = traffic.readiness
+    seen = figures(traffic.answers, roll_s, window_s=rolled_s)
+    done = check_ledger(system, traffic.answers)
     print(
         f"\nrolling restart ({' -> '.join(order)} in {rolled_s:.1f} s): {seen}; "
         f"ingest unready {readiness.unready}/{readiness.samples} samples; ledger {done}"

@@ -6,12 +6,12 @@ the loop is blocked. A real worker process, a real blocking handler (tests/suppo
 from __future__ import annotations
 
 import json
-import threading
 import time
 from typing import Any
 
 import pytest
 from harness import NatsServer, Service, http, publish_orders, run, run_records, wait_until
+from poller import Poller
 
 pytestmark = pytest.mark.slow
 
@@ -20,33 +20,21 @@ LIMIT_S = ACK_WAIT_S / 4  # loop_block_limit_s (worker/timing.py)
 BLOCK_S = 6.0  # longer than the limit, shorter than ack_wait: the job itself is not redelivered
 
 
-class Prober:
+class Prober(Poller):
     """GETs `path` every `interval_s` in a thread and keeps (time sent, status, body, seconds taken)."""
 
     def __init__(self, svc: Service, path: str, interval_s: float = 0.1) -> None:
+        super().__init__(interval_s)
         self.url = svc.url + path
-        self.interval_s = interval_s
         self.answers: list[tuple[float, int, bytes, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            sent = time.time()
-            try:
-                status, _, body = http("GET", self.url, timeout=2.0)
-            except OSError:  # no answer within 2 s: recorded as status 0
-                status, body = 0, b""
-            self.answers.append((sent, status, body, time.time() - sent))
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> Prober:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    def poll(self) -> None:
+        sent = time.time()
+        try:
+            status, _, body = http("GET", self.url, timeout=2.0)
+        except OSError:  # no answer within 2 s: recorded as status 0
+            status, body = 0, b""
+        self.answers.append((sent, status, body, time.time() - sent))
 
     def between(self, start: float, end: float) -> list[tuple[float, int, bytes, float]]:
         return [a for a in self.answers if start <= a[0] <= end]

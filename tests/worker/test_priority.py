@@ -8,12 +8,12 @@ from __future__ import annotations
 import json
 import re
 import signal
-import threading
 import time
 from typing import Any
 
 import pytest
 from harness import NatsServer, Service, connect, publish_orders, run, run_records, statuses, wait_until
+from poller import Poller
 
 from orderflow import contract
 
@@ -29,36 +29,24 @@ def metric_in(body: str, name: str) -> float:
     return total
 
 
-class Sampler:
+class Sampler(Poller):
     """Reads a few gauges of some workers every `interval_s` in a thread, until stopped."""
 
     def __init__(self, workers: dict[str, Service], names: list[str], interval_s: float = 0.2) -> None:
+        super().__init__(interval_s)
         self.workers = workers
         self.names = names
-        self.interval_s = interval_s
         self.samples: dict[tuple[str, str], list[float]] = {(w, n): [] for w in workers for n in names}
         self.times: dict[str, list[float]] = {w: [] for w in workers}  # epoch s of each scrape
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            for w, svc in self.workers.items():
-                # one scrape per worker: its gauges are read together
-                before = time.time()
-                body = svc.get("/metrics")[2].decode()
-                self.times[w].append((before + time.time()) / 2)
-                for n in self.names:
-                    self.samples[(w, n)].append(metric_in(body, n))
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(10)
+    def poll(self) -> None:
+        for w, svc in self.workers.items():
+            # one scrape per worker: its gauges are read together
+            before = time.time()
+            body = svc.get("/metrics")[2].decode()
+            self.times[w].append((before + time.time()) / 2)
+            for n in self.names:
+                self.samples[(w, n)].append(metric_in(body, n))
 
     def of(self, worker: str, name: str) -> list[float]:
         return self.samples[(worker, name)]
