@@ -1,9 +1,9 @@
 """Waits on one order on its way through real workers: published, started on a given worker,
-at a given status. Each polls the order's records in JetStream (harness) until its deadline."""
+at a given status; and the check that nothing is left on the consumer after it. Each polls the order's records in JetStream (harness) until its deadline."""
 
 from __future__ import annotations
 
-from harness import publish_orders, records_of, run, status_of, wait_until
+from harness import consumer_info, publish_orders, records_of, run, status_of, wait_until
 
 from orderflow import contract
 
@@ -38,3 +38,10 @@ def wait_status(
     found = wait_until(reached, timeout, what, interval)
     assert found is not None
     return found
+
+
+def assert_consumer_idle(url: str) -> None:
+    """Nothing pending and nothing ack-pending on the workers' consumer: no message is left to
+    deliver or to settle."""
+    info = run(consumer_info(url))
+    assert (info.num_pending, info.num_ack_pending) == (0, 0), (info.num_pending, info.num_ack_pending)

@@ -15,13 +15,12 @@ import pytest
 from harness import (
     NatsServer,
     Service,
-    consumer_info,
     read_stream,
     records_of,
     run,
     status_of,
 )
-from order_waits import publish_one, wait_started_on, wait_status
+from order_waits import assert_consumer_idle, publish_one, wait_started_on, wait_status
 
 from orderflow import contract
 
@@ -109,8 +108,7 @@ def test_a_job_handed_back_ten_times_ends_done_once_and_costs_no_attempt(
         0,
         11,
     ), final
-    info = run(consumer_info(url))
-    assert info.num_pending == 0 and info.num_ack_pending == 0
+    assert_consumer_idle(url)
     assert run(read_stream(url, contract.DLQ_STREAM)) == []
 
 
@@ -155,8 +153,7 @@ def test_a_job_whose_worker_is_killed_three_times_is_dead_lettered_with_the_cras
     assert (h[contract.H_CRASHES], h[contract.H_ATTEMPTS], h[contract.H_DELIVERIES]) == ("3", "0", "4")
     assert "crash 3 of 3" in worker.logs()
     assert worker.metric("orderflow_dead_letters_total") == 1
-    info = run(consumer_info(url))
-    assert info.num_pending == 0 and info.num_ack_pending == 0
+    assert_consumer_idle(url)
 
 
 @pytest.mark.timeout(300)
@@ -214,8 +211,7 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliver_failed_a
     assert "failed 3 attempts" in h[contract.H_ERROR]
     assert (h[contract.H_ATTEMPTS], h[contract.H_HANDBACKS], h[contract.H_DELIVERIES]) == ("3", "3", "6")
     assert last.metric("orderflow_dead_letters_total") == 1
-    info = run(consumer_info(url))
-    assert info.num_pending == 0 and info.num_ack_pending == 0
+    assert_consumer_idle(url)
 
 
 @pytest.mark.timeout(300)

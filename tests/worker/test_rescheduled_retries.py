@@ -27,7 +27,7 @@ from harness import (
     status_of,
     wait_until,
 )
-from order_waits import wait_status
+from order_waits import assert_consumer_idle, wait_status
 
 from orderflow import contract
 
@@ -79,8 +79,7 @@ def assert_nothing_on_the_consumer_until(url: str, until: float) -> int:
     Returns the number of samples."""
     samples = 0
     while time.time() < until:
-        info = run(consumer_info(url))
-        assert (info.num_pending, info.num_ack_pending) == (0, 0), (info.num_pending, info.num_ack_pending)
+        assert_consumer_idle(url)
         samples += 1
         time.sleep(0.1)
     return samples
@@ -154,8 +153,7 @@ def test_a_long_retry_waits_as_a_scheduled_message_and_the_order_is_done_once(
     assert_fired(url, order_id, 1)
     time.sleep(5)  # > 2 x ack_wait: a leftover of the order would have been redelivered by now
     assert records_of(url, order_id) == records
-    info = run(consumer_info(url))
-    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    assert_consumer_idle(url)
     assert worker.metric('orderflow_work_done_total{status="done"}') == 1
 
 
@@ -198,8 +196,7 @@ def test_a_rescheduled_order_that_keeps_failing_is_dead_lettered_after_max_deliv
     assert not any(k.startswith("Nats-Schedule") for k in h)  # the order's headers, not the schedule's
     assert worker.metric("orderflow_dead_letters_total") == 1
     assert_fired(url, order_id, 1)
-    info = run(consumer_info(url))
-    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    assert_consumer_idle(url)
 
 
 @pytest.mark.timeout(240)
@@ -239,5 +236,4 @@ def test_an_order_cancelled_while_its_retry_waits_as_a_schedule_never_runs_again
     assert st is not None and st.status == "cancelled", st
     assert_fired(url, order_id, 1)
     assert run(read_stream(url, contract.STREAM)) == []  # the copy was termed (work-queue: removed)
-    info = run(consumer_info(url))
-    assert (info.num_pending, info.num_ack_pending) == (0, 0)
+    assert_consumer_idle(url)
