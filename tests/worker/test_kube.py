@@ -7,14 +7,14 @@ the pod and records every PATCH, so the tests see exactly what the real client s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
+from loops import running
 
 from orderflow.envsettings import load_settings
 from orderflow_tools.kit.kubeapi import KubeApiStandIn
@@ -59,16 +59,6 @@ async def until(predicate: Any, within_s: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-@contextlib.asynccontextmanager
-async def running(k: PodDeletionCostKeeper, stop_within_s: float = 5) -> AsyncIterator[asyncio.Task[None]]:
-    """The keeper's loop runs for the block; leaving it stops the keeper, which must end in time."""
-    stop = asyncio.Event()
-    task = asyncio.create_task(k.run(stop))
-    yield task
-    stop.set()
-    await asyncio.wait_for(task, stop_within_s)
-
-
 def keeper(core_api: client.CoreV1Api, min_interval_s: float) -> PodDeletionCostKeeper:
     return PodDeletionCostKeeper(PodClient(POD, NAMESPACE, api=core_api), min_interval_s)
 
@@ -86,7 +76,7 @@ def test_idle_busy_busy_idle_patches_once_per_transition(
     k = keeper(core_api, min_interval_s=0.2)
 
     async def scenario() -> None:
-        async with running(k):
+        async with running(k.run):
             await asyncio.sleep(0.1)
             assert stub_api.costs == []
             k.update(BUSY_COST)
@@ -117,7 +107,7 @@ def test_a_growing_cost_is_patched_again_no_sooner_than_the_interval(
     k = keeper(core_api, min_interval_s=0.3)
 
     async def scenario() -> None:
-        async with running(k):
+        async with running(k.run):
             k.update(1)
             await until(lambda: len(stub_api.costs) == 1)
             for cost in (2, 4, 8):
@@ -143,7 +133,7 @@ def test_rapid_flapping_is_coalesced_and_the_last_state_wins(
     k = keeper(core_api, min_interval_s=0.5)
 
     async def scenario() -> None:
-        async with running(k):
+        async with running(k.run):
             k.update(BUSY_COST)
             await until(lambda: len(stub_api.costs) == 1)
             for i in range(50):  # flips much faster than the interval: the keeper wakes on each
@@ -171,7 +161,7 @@ def test_stop_while_busy_marks_the_pod_idle(stub_api: StubApiServer, core_api: c
     async def scenario() -> None:
         # the block ends (the keeper stops) well inside the 10 s interval: the final patch is not
         # rate-limited
-        async with running(k):
+        async with running(k.run):
             k.update(BUSY_COST)
             await until(lambda: len(stub_api.costs) == 1)
 
@@ -187,7 +177,7 @@ def test_a_restarted_container_resets_a_busy_annotation_left_behind(
     k = keeper(core_api, min_interval_s=0.1)
 
     async def scenario() -> None:
-        async with running(k):
+        async with running(k.run):
             await until(lambda: len(stub_api.costs) == 1)
 
     asyncio.run(scenario())
@@ -205,7 +195,7 @@ def test_api_errors_are_logged_and_retried_without_crashing(
     k = keeper(core_api, min_interval_s=0.05)
 
     async def scenario() -> None:
-        async with running(k) as task:
+        async with running(k.run) as task:
             k.update(BUSY_COST)
             await until(lambda: k.errors >= 2)
             assert not task.done()
@@ -222,7 +212,7 @@ def test_an_unreachable_api_server_does_not_block_stop() -> None:
     k = PodDeletionCostKeeper(PodClient(POD, NAMESPACE, api=client.CoreV1Api(api_client)), 0.05)
 
     async def scenario() -> None:
-        async with running(k, stop_within_s=10):
+        async with running(k.run, stop_within_s=10):
             k.update(BUSY_COST)
             await until(lambda: k.errors >= 2)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from loops import running
 from standin import FakeMsg, StandInNats, fast_timing
 
 from worker.consumer import FetchLoop
@@ -49,23 +50,20 @@ def rig(capacity: int = 4) -> tuple[StandInNats, Pool[Slot], HeldPipeline, Fetch
 def test_a_request_asks_for_the_free_slots_and_reserves_them_until_delivered_or_ended() -> None:
     async def main() -> None:
         nc, pool, pipeline, loop = rig(4)
-        stop = asyncio.Event()
-        task = asyncio.create_task(loop.run(stop))
-        await settle_loop()
-        [(reply, request)] = nc.requests
-        assert request["batch"] == 4 and loop.reserved == 4
-        for seq in (1, 2):
-            await nc.deliver(FakeMsg(f"o-{seq}", seq=seq))
-        assert (loop.reserved, pool.free_slots) == (2, 2)
-        await settle_loop()
-        assert len(nc.requests) == 1  # 2 free slots, both still reserved: nothing more to ask
-        await nc.status(reply, "408", pending=2)  # the request expired with 2 undelivered
-        await settle_loop()
-        assert loop.reserved == 2  # the new request for the 2 free slots
-        assert nc.requests[-1][1]["batch"] == 2
-        pipeline.release.set()
-        stop.set()
-        await asyncio.wait_for(task, 2)
+        async with running(loop.run, 2):
+            await settle_loop()
+            [(reply, request)] = nc.requests
+            assert request["batch"] == 4 and loop.reserved == 4
+            for seq in (1, 2):
+                await nc.deliver(FakeMsg(f"o-{seq}", seq=seq))
+            assert (loop.reserved, pool.free_slots) == (2, 2)
+            await settle_loop()
+            assert len(nc.requests) == 1  # 2 free slots, both still reserved: nothing more to ask
+            await nc.status(reply, "408", pending=2)  # the request expired with 2 undelivered
+            await settle_loop()
+            assert loop.reserved == 2  # the new request for the 2 free slots
+            assert nc.requests[-1][1]["batch"] == 2
+            pipeline.release.set()
 
     asyncio.run(main())
 
@@ -101,11 +99,8 @@ def test_the_books_never_let_deliveries_outnumber_the_slots() -> None:
 def test_a_delivery_after_stop_is_given_back_unstarted() -> None:
     async def main() -> None:
         nc, pool, pipeline, loop = rig(2)
-        stop = asyncio.Event()
-        task = asyncio.create_task(loop.run(stop))
-        await settle_loop()
-        stop.set()
-        await asyncio.wait_for(task, 2)
+        async with running(loop.run, 2):
+            await settle_loop()
         closing = asyncio.create_task(loop.close())
         await settle_loop()
         await nc.deliver(FakeMsg("late", seq=9))
@@ -121,15 +116,12 @@ def test_a_delivery_after_stop_is_given_back_unstarted() -> None:
 def test_a_reconnect_forgets_every_open_request() -> None:
     async def main() -> None:
         nc, _pool, _pipeline, loop = rig(4)
-        stop = asyncio.Event()
-        task = asyncio.create_task(loop.run(stop))
-        await settle_loop()
-        assert loop.reserved == 4
-        loop.reset()
-        await settle_loop()
-        assert len(nc.requests) == 2 and loop.reserved == 4  # asked again at once
-        stop.set()
-        await asyncio.wait_for(task, 2)
+        async with running(loop.run, 2):
+            await settle_loop()
+            assert loop.reserved == 4
+            loop.reset()
+            await settle_loop()
+            assert len(nc.requests) == 2 and loop.reserved == 4  # asked again at once
 
     asyncio.run(main())
 
@@ -138,21 +130,18 @@ def test_pulls_carry_the_priority_group_and_the_current_rank() -> None:
     async def main() -> None:
         nc, _pool, _pipeline, loop = rig(2)
         loop.priority = 9
-        stop = asyncio.Event()
-        task = asyncio.create_task(loop.run(stop))
-        await settle_loop()
-        assert nc.requests[-1][1] | {} == {
-            "batch": 2,
-            "expires": 1_000_000_000,
-            "group": "orderflow",
-            "priority": 9,
-        }
-        loop.priority = 0  # a rank change applies to the next request; the open one keeps its books
-        await nc.status(nc.requests[-1][0], "408", pending=2)
-        await settle_loop()
-        assert nc.requests[-1][1]["priority"] == 0
-        stop.set()
-        await asyncio.wait_for(task, 2)
+        async with running(loop.run, 2):
+            await settle_loop()
+            assert nc.requests[-1][1] | {} == {
+                "batch": 2,
+                "expires": 1_000_000_000,
+                "group": "orderflow",
+                "priority": 9,
+            }
+            loop.priority = 0  # a rank change applies to the next request; the open one keeps its books
+            await nc.status(nc.requests[-1][0], "408", pending=2)
+            await settle_loop()
+            assert nc.requests[-1][1]["priority"] == 0
 
     asyncio.run(main())
 
@@ -160,14 +149,11 @@ def test_pulls_carry_the_priority_group_and_the_current_rank() -> None:
 def test_a_refused_request_is_not_retried_in_a_hot_loop() -> None:
     async def main() -> None:
         nc, _pool, _pipeline, loop = rig(2)
-        stop = asyncio.Event()
-        task = asyncio.create_task(loop.run(stop))
-        await settle_loop()
-        await nc.status(nc.requests[-1][0], "400", pending=2)
-        await asyncio.sleep(0.3)
-        assert len(nc.requests) == 1  # backing off for a second
-        stop.set()
-        await asyncio.wait_for(task, 3)
+        async with running(loop.run, 3):
+            await settle_loop()
+            await nc.status(nc.requests[-1][0], "400", pending=2)
+            await asyncio.sleep(0.3)
+            assert len(nc.requests) == 1  # backing off for a second
 
     asyncio.run(main())
 
