@@ -10,7 +10,8 @@ answers. Same run, same machine, one uvicorn process each (uvloop + httptools).
    so arrivals are spread evenly; k6 constant-arrival-rate when hey is missing), p50/p99;
 3. honesty check: 200s answered == orders stored in the stream (never a 200 without a PubAck).
 With --tracing, two more queued ingests in the same rounds: traced at 10 % and 100 % (OTLP/HTTP to
-bench/otlp_sink.py), each printed beside the untraced one (docs/observability.md "Traces").
+bench/otlp_sink.py), each printed beside the untraced one, with the CPU each ingest process spent
+per request answered (steadier than max RPS on a shared machine; docs/observability.md "Traces").
 
 Prints figures; it does not pass or fail on timing.
 """
@@ -34,7 +35,7 @@ from pathlib import Path
 import nats
 
 from orderflow import auth
-from orderflow_tools.kit import REPO, NatsServer, Process, StartError, free_port, python_module
+from orderflow_tools.kit import REPO, NatsServer, Process, StartError, free_port, python_module, tree_cpu_s
 
 BIN = Path(sys.executable).parent
 BODY = '{"product_id":"33","count":"3","username":"maksim.konovalov"}'
@@ -274,9 +275,14 @@ def main() -> int:
         for name, url in urls.items():  # warm up
             wrk(url, 2, args.connections, scripts[name])
         results: dict[str, list[dict[str, float]]] = {name: [] for name in urls}
+        measured = {"queued": ingest, **traced}  # their CPU per request, for the tracing figures
+        pids = {n: p.pid for n, p in measured.items() if p.pid is not None}
         for r in range(args.rounds):
             for name, url in urls.items():
+                cpu0 = tree_cpu_s(pids[name]) if name in pids else 0.0
                 res = wrk(url, args.seconds, args.connections, scripts[name])
+                if name in pids:
+                    res["cpu_us"] = (tree_cpu_s(pids[name]) - cpu0) / max(1, res["ok"]) * 1e6
                 results[name].append(res)
                 print(
                     f"round {r + 1}/{args.rounds} {name:>6}: {res['rps']:8.0f} RPS  p50 {res['p50']:.2f} ms"
@@ -322,10 +328,11 @@ def main() -> int:
             f"(incl. the warm-up and latency runs) -> {'OK' if stored >= ok_200 else 'MISMATCH'}"
         )
         for name in traced:
+            cpu = {n: statistics.median(x["cpu_us"] for x in results[n]) for n in ("queued", name)}
             print(
                 f"tracing off vs {name}: {med['queued']['rps']:.0f} vs {med[name]['rps']:.0f} RPS "
                 f"(costs {1 - med[name]['rps'] / med['queued']['rps']:.1%}), p99 {med['queued']['p99']:.2f}"
-                f" vs {med[name]['p99']:.2f} ms"
+                f" vs {med[name]['p99']:.2f} ms, CPU {cpu['queued']:.1f} vs {cpu[name]:.1f} us/request"
             )
         print(f"cores: {os.cpu_count()}, load average at end: {os.getloadavg()[0]:.2f}")
         return 0

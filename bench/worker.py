@@ -4,7 +4,7 @@ the worker of another commit (A/B in one run; `--tree LABEL=PATH` adds more); pl
 
     python -m bench.worker [--orders 20000] [--rounds 3] [--concurrency 100]
                            [--baseline-tree /tmp/orderflow-base] [--tree LABEL=PATH ...]
-                           [--json OUT]
+                           [--tracing] [--json OUT]
 
 Each contender gets the same N orders pre-published into fresh streams (the layout its own tree
 creates), then starts; the rate is N / (time from the first message leaving the stream to the
@@ -14,6 +14,9 @@ interleaved (A, B, C, A, B, C, ...) and the medians are reported. Every contende
 its figure, and measured: the stored JetStream writes per job (every stream's sequence, the
 pre-published orders not counted) and the CPU per job of the contender and of nats-server over
 the same window. Configuration and the reasons for it: docs/bench.md.
+With --tracing, two more workers of this tree traced at 10 % and 100 % (parent-based, OTLP/HTTP to
+bench/otlp_sink.py), their orders carrying a `traceparent` sampled as a traced ingest at that ratio
+would have sampled them; each printed beside the untraced one (docs/observability.md "Traces").
 Prints figures; it does not pass or fail on timing.
 """
 
@@ -46,12 +49,17 @@ DOES = {
     "baseline": "in-progress; decode; status read; processing write; done stored (confirmed); ack_sync (confirmed)",
     "raw": "ack (plain); no decode",
     "faststream": "decode + validate (msgspec, Order struct); ack (plain, AckPolicy default)",
+    "otel10": "as now, traced: a run span for the 10 % of orders sampled at the ingest",
+    "otel100": "as now, traced: a run span for every order (OTLP/HTTP export)",
 }
+TRACED = {"otel10": 10, "otel100": 100}  # the traced contenders: the percentage of orders sampled
 NAMES = {
     "now": "orderflow now",
     "baseline": "orderflow baseline",
     "raw": "raw fetch(100)+ack",
     "faststream": "FastStream pull",
+    "otel10": "traced at 10 %",
+    "otel100": "traced at 100 %",
 }
 GOAL_RAW, GOAL_FASTSTREAM = 0.5, 2.0  # issue #11: >= 0.5x the raw loop, >= 2x FastStream
 
@@ -97,15 +105,26 @@ async def _reset(url: str) -> None:
     await nc.close()
 
 
-async def _raw_consumer_and_fill(url: str, count: int, raw_consumer: bool) -> None:
+def _traceparent(i: int, sampled_pct: int) -> dict[str, str]:
+    """Order i's context as a traced ingest at `sampled_pct` % leaves it: one order in 100/pct sampled."""
+    sampled = i * sampled_pct // 100 != (i + 1) * sampled_pct // 100
+    return {"traceparent": f"00-{os.urandom(16).hex()}-{os.urandom(8).hex()}-{3 if sampled else 2:02x}"}
+
+
+async def _raw_consumer_and_fill(
+    url: str, count: int, raw_consumer: bool, sampled_pct: int | None = None
+) -> None:
     if raw_consumer:
         await ensure_durable(url)
     nc = await nats.connect(url)
     js = nc.jetstream(timeout=10)
     payloads = [contract.encode(contract.Order(f"b{i}", 1, 1, "bench", time.time())) for i in range(count)]
+    headers = [None if sampled_pct is None else _traceparent(i, sampled_pct) for i in range(count)]
     for start in range(0, count, 2000):
         futures = [
-            await js.publish_async(contract.order_subject("default", f"b{start + i}"), p)
+            await js.publish_async(
+                contract.order_subject("default", f"b{start + i}"), p, headers=headers[start + i]
+            )
             for i, p in enumerate(payloads[start : start + 2000])
         ]
         await asyncio.gather(*futures)
@@ -143,8 +162,14 @@ async def time_consumption(url: str, count: int, proc: Process, nats_pid: int, t
         await nc.close()
 
 
-def contender(key: str, tree: Tree, url: str, concurrency: int, log: Path) -> Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERFLOW_")}
+def contender(key: str, tree: Tree, url: str, concurrency: int, log: Path, sink: str = "") -> Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ORDERFLOW_", "OTEL_"))}
+    if key in TRACED:  # parent-based: the order's traceparent decides, as the ingest sampled it
+        env.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=sink,
+            OTEL_TRACES_SAMPLER="parentbased_traceidratio",
+            OTEL_TRACES_SAMPLER_ARG=str(TRACED[key] / 100),
+        )
     if key not in ("raw", "faststream"):  # an orderflow worker, of this tree or another
         env.update(
             ORDERFLOW_NATS_URL=url,
@@ -196,7 +221,13 @@ def report(figs: dict[str, Figures], rounds: int) -> list[str]:
             f"orderflow / FastStream: {_ratio(rate['now'], rate['faststream']):.2f}x   (goal >= {GOAL_FASTSTREAM:g}x)"
         )
     for k, f in figs.items():
-        if k in ("now", "raw", "faststream"):
+        if k in TRACED:
+            lines.append(
+                f"tracing off vs {k}: {rate['now']:.0f} vs {rate[k]:.0f} jobs/s (costs "
+                f"{1 - _ratio(rate[k], rate['now']):.1%}), CPU {figs['now'].median(figs['now'].cpu_us):.1f} vs "
+                f"{f.median(f.cpu_us):.1f} us/job"
+            )
+        if k in ("now", "raw", "faststream", *TRACED):
             continue
         lines.append(
             f"orderflow / {k} ({f.commit}): {_ratio(rate['now'], rate[k]):.2f}x jobs/s; {k} / raw loop "
@@ -214,12 +245,18 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=int, default=100, help="orderflow worker slots (raw and FastStream take 100)"
     )
     add_tree_args(ap, "worker")
+    ap.add_argument(
+        "--tracing",
+        action="store_true",
+        help="add two workers traced at 10 %% and 100 %% (OTLP/HTTP to a local sink)",
+    )
     ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="save the figures as JSON")
     args = ap.parse_args(argv)
     now = this_tree()
     others = other_trees(args)
     trees: dict[str, Tree] = {**others, "now": now, "raw": now, "faststream": now}
-    keys = [*others, "now", "raw", "faststream"]
+    keys = [*others, "now", *(TRACED if args.tracing else ()), "raw", "faststream"]
+    trees.update(dict.fromkeys(TRACED, now))
     try:
         import faststream  # noqa: F401
     except ImportError:
@@ -237,10 +274,21 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="orderflow-bench-worker-"))
     server = NatsServer(work / "js", work / "nats-server.log")
+    sink_port = free_port()
+    sink = Process(
+        [*now.module("bench.otlp_sink"), str(sink_port)],
+        {},
+        work / "sink.log",
+        cwd=now.root,
+        name="otlp sink",
+    )
     try:
         server.start()
+        if args.tracing:
+            sink.start()
     except StartError as exc:
         server.stop()
+        sink.stop()
         raise SystemExit(f"bench: {exc}") from None
     url, nats_pid = server.url, server.process.pid
     assert nats_pid is not None
@@ -256,9 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                 tree = trees[key]
                 asyncio.run(_reset(url))
                 tree.ensure_layout(url)
-                asyncio.run(_raw_consumer_and_fill(url, args.orders, raw_consumer=key == "raw"))
+                asyncio.run(_raw_consumer_and_fill(url, args.orders, key == "raw", TRACED.get(key)))
                 seqs0 = stream_seqs(server.monitor_url)
-                proc = contender(key, tree, url, args.concurrency, work / f"{key}.log")
+                sink_url = f"http://127.0.0.1:{sink_port}"
+                proc = contender(key, tree, url, args.concurrency, work / f"{key}.log", sink_url)
                 try:
                     w = asyncio.run(time_consumption(url, args.orders, proc, nats_pid, timeout_s=300))
                 finally:
@@ -279,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         server.stop()
+        sink.stop()
     shutil.rmtree(work, ignore_errors=True)  # kept when a contender failed (its log is there)
     import uvloop  # the worker runs on uvloop
 

@@ -90,12 +90,13 @@ class IngestApp:
         self.orders = orders
         self.batch = batch
         self.entry = entry  # `orders`, inside its server span when tracing is on
+        self.batch_entry = batch if state.tracer is None else state.tracer.server(batch, BATCH_ROUTE)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in PATHS:
             await self.entry(scope, receive, send)
         elif scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == BATCH_ROUTE:
-            await self.batch(scope, receive, send)
+            await self.batch_entry(scope, receive, send)
         else:
             await self.starlette(scope, receive, send)
 

@@ -175,22 +175,41 @@ class Publisher:
         # No `queued` status record: the order's own message says it is queued
         # (orderflow/lookup.py), so one stored write per order here, not two.
         subject, payload, headers = message_of(order, task_type, status_check, client, run_at)
-        if self._tracer is None:
+        tracer = self._tracer
+        if tracer is None or tracer.carry_dropped(headers):  # untraced, or its request was not sampled
             sent = await self.send(subject, payload, headers)
         else:  # the producer span, the PubAck wait inside it; its context rides in the headers
-            with self._tracer.producer(contract.SUBJECT_PREFIX + task_type, order.order_id, headers) as span:
+            with tracer.producer(contract.SUBJECT_PREFIX + task_type, order.order_id, headers) as span:
                 sent = await self.send(subject, payload, headers)
                 span.set_attribute("orderflow.published", sent.result.value)
                 if not sent.result.stored:
-                    self._tracer.failed(span, sent.result.value)
+                    tracer.failed(span, sent.result.value)
         self._counters[sent.result].inc()
         if sent.refusal is not None:
             self._refusals.note(*sent.refusal)
         return sent.result
 
     async def publish_atomic(self, messages: list[tuple[str, bytes, dict[str, str]]]) -> Sent:
-        """Store `messages` (subject, payload, headers) all or nothing: JetStream's atomic batch
-        (nats-server 2.12+, ADR-50, a stream with allow_atomic). The first is a request (the server
+        """Store `messages` (subject, payload, headers) all or nothing (_atomic). Traced, one
+        producer span for the batch, its context in every order's headers: each order joins the
+        batch request's trace (docs/observability.md)."""
+        tracer = self._tracer
+        carried: dict[str, str] = {}
+        if tracer is None or tracer.carry_dropped(carried):
+            return await self._atomic(messages, carried)
+        destination = messages[0][0].rsplit(".", 1)[0]  # orders.<type>.<id>: one type a batch
+        with tracer.producer(destination, None, carried, len(messages)) as span:
+            sent = await self._atomic(messages, carried)
+            span.set_attribute("orderflow.published", sent.result.value)
+            if not sent.result.stored:
+                tracer.failed(span, sent.result.value)
+        return sent
+
+    async def _atomic(
+        self, messages: list[tuple[str, bytes, dict[str, str]]], carried: dict[str, str]
+    ) -> Sent:
+        """JetStream's atomic batch (nats-server 2.12+, ADR-50, a stream with allow_atomic); every
+        message gets the `carried` trace headers. The first is a request (the server
         acknowledges the batch's start with an empty reply), the middle ones plain publishes, the
         last carries Nats-Batch-Commit and is answered by the batch's one PubAck. Not retried: a
         batch that failed stored nothing; one whose answer timed out is the caller's to resolve."""
@@ -202,7 +221,7 @@ class Publisher:
 
         def headers_of(seq: int, headers: dict[str, str]) -> dict[str, str]:
             batch = {H_BATCH_ID: batch_id, H_BATCH_SEQ: str(seq)}
-            return {**headers, **batch, **({H_BATCH_COMMIT: "1"} if seq == last else {})}
+            return {**headers, **carried, **batch, **({H_BATCH_COMMIT: "1"} if seq == last else {})}
 
         if last > 1:
             # Awaited, so that it is on the wire before the rest (and the batch is known to have

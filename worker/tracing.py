@@ -9,6 +9,8 @@ exported); the run after it records the crash as an event with the time lost."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from opentelemetry.trace import Span
 
 from orderflow import contract
@@ -43,11 +45,8 @@ class TracingHook(Hook):
         self._lost: dict[int, float] = {}
 
     def _open(self, d: Delivery, start_s: float) -> Span:
-        span = self._tracer.consumer(
-            contract.SUBJECT_PREFIX + d.task_type,
-            d.msg.headers,
-            start_s,
-            {
+        def attributes() -> dict[str, Any]:  # only for a run the sampler keeps
+            return {
                 "messaging.message.id": d.order_id,
                 "messaging.consumer.group.name": self._consumer,
                 "messaging.message.delivery_count": d.deliveries,
@@ -55,7 +54,10 @@ class TracingHook(Hook):
                 "orderflow.worker": self._worker_id,
                 "orderflow.failed_attempts": d.books.failed,
                 "orderflow.queue_s": max(0.0, start_s - d.meta.published_at),
-            },
+            }
+
+        span = self._tracer.consumer(
+            contract.SUBJECT_PREFIX + d.task_type, d.msg.headers, start_s, attributes
         )
         lost_s = self._lost.pop(id(d), None)
         if lost_s is not None:
@@ -85,6 +87,8 @@ class TracingHook(Hook):
                 self._lost.pop(id(d), None)
                 return
             span = self._open(d, d.started_at)
+        if not span.is_recording():  # dropped by the sampler: nothing to record
+            return
         outcome = OUTCOMES.get(kind, kind.value)
         span.set_attribute("orderflow.outcome", outcome)
         span.set_attribute("orderflow.kind", kind.value)

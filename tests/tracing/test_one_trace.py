@@ -266,3 +266,47 @@ def test_off_the_order_carries_no_trace_header_even_when_the_client_sends_one(
         ingest.stop()
     [stored] = run(read_stream(nats_server.url, contract.STREAM))
     assert set(stored.headers) == {contract.H_MSG_ID}, stored.headers
+
+
+def test_a_batch_is_one_trace_every_order_of_it_under_its_publish(
+    tmp_path: Path, nats_server: NatsServer, receiver: Receiver
+) -> None:
+    """POST /orders/batch with the client's context: its server span continues the client's trace;
+    atomic, one producer span for the one atomic write (messaging.batch.message_count) and every
+    stored order carries that span's context; pipelined, each order's publish is a producer span
+    of its own under the request's, and each order carries its own. The runs of each order are the
+    children of the context it carries (the test above)."""
+    pipelined_trace = "5" * 32
+    ingest = traced(tmp_path, nats_server, "ingest", receiver.endpoint).wait_ready()
+    try:
+        ids = {}
+        for mode, trace_id, count in (("", CLIENT_TRACE, 3), ("?mode=pipelined", pipelined_trace, 2)):
+            body = json.dumps(
+                {"orders": [{"order": {"product_id": "1", "count": "1", "username": "m"}}] * count}
+            )
+            headers = {"traceparent": f"00-{trace_id}-{CLIENT_SPAN}-01"}
+            status, _, answer = http("POST", ingest.url + "/orders/batch" + mode, body.encode(), headers)
+            assert status == 200, answer
+            ids[trace_id] = [item["order_id"] for item in json.loads(answer)["items"]]
+        wait_until(lambda: len(receiver.spans) >= 2 + 3, 10, "the batches' spans", 0.1)
+    finally:
+        ingest.stop()
+    carried = {
+        m.headers[contract.H_MSG_ID]: m.headers["traceparent"]
+        for m in run(read_stream(nats_server.url, contract.STREAM))
+    }
+    spans = receiver.spans
+    for trace_id in (CLIENT_TRACE, pipelined_trace):
+        [server] = [s for s in spans if s.trace_id == trace_id and s.name == "POST /orders/batch"]
+        assert server.parent_id == CLIENT_SPAN and server.kind == 2  # SPAN_KIND_SERVER
+        producers = [s for s in spans if s.trace_id == trace_id and s.name == "send orders.default"]
+        assert all(p.parent_id == server.span_id and p.kind == 4 for p in producers)
+        if trace_id == CLIENT_TRACE:  # atomic: one write, one span, its context on every order
+            [producer] = producers
+            assert producer.attributes["messaging.batch.message_count"] == 3
+            assert producer.attributes["orderflow.published"] == "stored"
+            assert {carried[i] for i in ids[trace_id]} == {f"00-{trace_id}-{producer.span_id}-01"}
+        else:  # pipelined: one publish each
+            assert sorted(p.attributes["messaging.message.id"] for p in producers) == sorted(ids[trace_id])
+            for p in producers:
+                assert carried[p.attributes["messaging.message.id"]] == f"00-{trace_id}-{p.span_id}-01"
