@@ -64,6 +64,8 @@ async def drain(w: WorkerService) -> None:
     hand_back_at = started + clock.hand_back_s
     w.metrics.drain_deadline.labels(clock.ruled_by).set(clock.drain_s)
     w.stopping.set(hand_back_at)  # job.stopping, job.deadline_s
+    for r in w.runners:  # the hand-back notice, on each running job's span
+        r.hooks.draining(hand_back_at - time.monotonic())
     report = drainreport.DrainReport(
         event="draining",
         worker_id=w.settings.worker_id,

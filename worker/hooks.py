@@ -39,6 +39,9 @@ class Hook:
     def settled(self, d: Delivery, kind: Kind, seconds: float) -> None:
         """The delivery ended (after hook: called in reverse order)."""
 
+    def draining(self, hand_back_in_s: float) -> None:
+        """The worker drains: a job still running in `hand_back_in_s` is handed back."""
+
     def crashed(self, where: str) -> None:
         """A slot or a fetch loop died of an unexpected error and was restarted."""
 
@@ -73,6 +76,10 @@ class Hooks:
     def settled(self, d: Delivery, kind: Kind, seconds: float) -> None:
         for h in self._after:
             h.settled(d, kind, seconds)
+
+    def draining(self, hand_back_in_s: float) -> None:
+        for h in self._before:
+            h.draining(hand_back_in_s)
 
     def crashed(self, where: str) -> None:
         for h in self._after:

@@ -7,7 +7,7 @@ import asyncio
 import functools
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
@@ -56,6 +56,7 @@ class TypeRunner:
     pipeline: JobPipeline
     pool: Pool[Run]
     loop: FetchLoop
+    hooks: Hooks = field(default_factory=Hooks)  # the pipeline's: the drain's hand-back notice goes to them
 
 
 class WorkerService:
@@ -206,7 +207,7 @@ class WorkerService:
                 # Every pull to a prioritized consumer names the group; until its rank is known a
                 # new worker takes the last place (it is the newest).
                 loop.priority = MAX_PRIORITY
-            self.runners.append(TypeRunner(task_type.name, consumer, pipeline, pool, loop))
+            self.runners.append(TypeRunner(task_type.name, consumer, pipeline, pool, loop, hooks))
             self.metrics.in_flight.labels(task_type.name).set_function(functools.partial(len, pool.running))
             self.metrics.pool_slots.labels(task_type.name).set(pool.capacity)
             self.started.spawn(f"ticker-{task_type.name}", pool.ticker)

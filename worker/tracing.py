@@ -74,6 +74,10 @@ class TracingHook(Hook):
         span = self._spans[id(d)] = self._open(d, d.run_started or d.started_at)
         RUN_SPAN.set(span)  # in the job's own task: its log lines carry the span's ids
 
+    def draining(self, hand_back_in_s: float) -> None:
+        for span in self._spans.values():
+            span.add_event("hand-back notice", {"orderflow.hand_back_in_s": round(hand_back_in_s, 3)})
+
     def checkpointed(self, d: Delivery) -> None:
         span = self._spans.get(id(d))
         if span is not None:

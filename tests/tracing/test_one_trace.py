@@ -149,18 +149,19 @@ def wait_run_on(url: str, order_id: str, worker_id: str) -> None:
 
 
 @pytest.mark.timeout(180)
-def test_an_order_handed_back_and_crashed_is_one_trace(
+def test_an_order_handed_back_twice_and_crashed_once_is_one_trace(
     tmp_path: Path, nats_server: NatsServer, receiver: Receiver
 ) -> None:
     """1. An order comes in with the client's `traceparent`; a worker h0 runs it and is SIGTERMed
-       with a 1 s drain budget (it hands the order back); h1 runs it and is SIGKILLed; h2 finds
-       the crash after ack_wait and finishes it.
-    2. The receiver gets one trace, the client's: one root, the ingest's `POST /orders` (server,
-       child of the client's span) with its publish (producer) under it; one run span per run
-       that ended, each on its own worker (service.instance.id) with its outcome: h0 `handed
-       back` (with its checkpoint as an event), h2 `done` with the crash of h1's run as an event
-       with the time lost. h1's run, killed, never ends its span and sends none.
-    3. `orderflow status ID --timeline --png` draws the three runs from ORDER_RUNS."""
+       with a 1 s drain budget (it hands the order back), then h1 the same; h2 runs it and is
+       SIGKILLed; h3 finds the crash after ack_wait and finishes it.
+    2. The receiver gets exactly one trace, the client's: one root, the ingest's `POST /orders`
+       (server, child of the client's span) with its publish (producer) under it; one run span
+       per run that ended, each on its own worker (service.instance.id) with its outcome: h0 and
+       h1 `handed back` (the drain's hand-back notice and the checkpoint as events), h3 `done`
+       with the crash of h2's run as an event with the time lost. h2's run, killed, never ends
+       its span and sends none.
+    3. `orderflow status ID --timeline --png` draws the four runs from ORDER_RUNS."""
     url = nats_server.url
     work = {"CONCURRENCY": 1, "WORK_S": "4", "DRAIN_TIMEOUT_S": 1, "ACK_WAIT_S": 2}
     procs: list[Service] = []
@@ -175,48 +176,50 @@ def test_an_order_handed_back_and_crashed_is_one_trace(
         [stored] = run(read_stream(url, contract.STREAM))  # the order carries the producer's context
         assert stored.headers["traceparent"].startswith(f"00-{CLIENT_TRACE}-")
         assert stored.headers["tracestate"] == "vendor=x"
-        h0 = traced(tmp_path, nats_server, "worker", receiver.endpoint, WORKER_ID="h0", **work).wait_ready()
-        procs.append(h0)
-
-        wait_run_on(url, order_id, "h0")
-        h0.signal(signal.SIGTERM)
-        assert h0.wait(30) == 0, h0.logs()[-3000:]
-        h1 = traced(tmp_path, nats_server, "worker", receiver.endpoint, WORKER_ID="h1", **work).wait_ready()
-        procs.append(h1)
-        wait_run_on(url, order_id, "h1")
-        h1.signal(signal.SIGKILL)
-        h1.wait(10)
-        h2 = traced(
-            tmp_path, nats_server, "worker", receiver.endpoint, WORKER_ID="h2", LOG_FORMAT="json", **work
-        ).wait_ready()
+        for handing in ("h0", "h1"):  # handed back twice, each at its worker's drain
+            worker = traced(tmp_path, nats_server, "worker", receiver.endpoint, WORKER_ID=handing, **work)
+            procs.append(worker.wait_ready())
+            wait_run_on(url, order_id, handing)
+            worker.signal(signal.SIGTERM)
+            assert worker.wait(30) == 0, worker.logs()[-3000:]
+        h2 = traced(tmp_path, nats_server, "worker", receiver.endpoint, WORKER_ID="h2", **work).wait_ready()
         procs.append(h2)
+        wait_run_on(url, order_id, "h2")
+        h2.signal(signal.SIGKILL)
+        h2.wait(10)
+        h3 = traced(
+            tmp_path, nats_server, "worker", receiver.endpoint, WORKER_ID="h3", LOG_FORMAT="json", **work
+        ).wait_ready()
+        procs.append(h3)
         wait_until(
             lambda: (st := status_of(url, order_id)) is not None and st.status == "done",
             60,
             "the order done",
             0.2,
         )
-        wait_until(lambda: any(s.instance == "h2" for s in receiver.runs()), 10, "h2's run span", 0.1)
+        wait_until(lambda: any(s.instance == "h3" for s in receiver.runs()), 10, "h3's run span", 0.1)
     finally:
         for p in procs:
             p.stop()
 
     starts = [r.worker_id for r in records_of(url, order_id) if r.event == "start"]
-    assert starts == ["h0", "h1", "h2"], starts
-    # The same story in the terminal: `orderflow status ID --timeline --png` draws its three runs.
+    assert starts == ["h0", "h1", "h2", "h3"], starts
+    # The same story in the terminal: `orderflow status ID --timeline --png` draws its four runs.
     drawn = cli(url, "status", order_id, "--timeline", "--png", str(tmp_path / "runs.png"))
     assert drawn.returncode == 0, drawn.stderr
     header, *rows, wrote = drawn.stdout.splitlines()
-    assert header.startswith(f"order {order_id}: 3 run(s) from "), drawn.stdout
+    assert header.startswith(f"order {order_id}: 4 run(s) from "), drawn.stdout
     assert [(r.split()[0], r.split("s  ", 2)[-1].split("  ")[0].strip()) for r in rows] == [
         ("h0", "handed back"),
-        ("h1", "no end record"),
-        ("h2", "done"),
+        ("h1", "handed back"),
+        ("h2", "no end record"),
+        ("h3", "done"),
     ], drawn.stdout
     assert "resumed from checkpoint" in rows[1] and wrote == f"wrote {tmp_path / 'runs.png'}"
     assert (tmp_path / "runs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     spans = receiver.spans
     assert {s.trace_id for s in spans} == {CLIENT_TRACE}, "more than one trace"
+    assert len(spans) == 2 + 3, [(s.name, s.instance) for s in spans]  # no span twice, none extra
     ids = {s.span_id for s in spans}
     [root] = [s for s in spans if s.parent_id not in ids]
     assert (root.name, root.service, root.parent_id) == ("POST /orders", "orderflow-ingest", CLIENT_SPAN)
@@ -230,22 +233,28 @@ def test_an_order_handed_back_and_crashed_is_one_trace(
     assert stored.headers["traceparent"] == f"00-{CLIENT_TRACE}-{producer.span_id}-01"
 
     runs = {s.instance: s for s in receiver.runs()}
-    assert sorted(runs) == ["h0", "h2"], [(s.instance, s.attributes) for s in receiver.runs()]
+    assert sorted(runs) == ["h0", "h1", "h3"], [(s.instance, s.attributes) for s in receiver.runs()]
     for worker_id, s in runs.items():
         assert s.service == "orderflow-worker" and s.kind == 5  # SPAN_KIND_CONSUMER
         assert s.parent_id == producer.span_id
         assert s.attributes["orderflow.worker"] == worker_id
         assert s.attributes["messaging.message.id"] == order_id
         assert s.attributes["orderflow.failed_attempts"] == 0
-    h0_run, h2_run = runs["h0"], runs["h2"]
-    assert h0_run.attributes["orderflow.outcome"] == "handed back"
-    assert h0_run.attributes["messaging.message.delivery_count"] == 1
-    assert "checkpoint" in [name for name, _ in h0_run.events]
-    assert h2_run.attributes["orderflow.outcome"] == "done"
-    assert h2_run.attributes["messaging.message.delivery_count"] == 3
-    [crash] = [attrs for name, attrs in h2_run.events if name == "previous run crashed"]
+    for delivery, worker_id in enumerate(("h0", "h1"), start=1):
+        handed = runs[worker_id]
+        assert handed.attributes["orderflow.outcome"] == "handed back"
+        assert handed.attributes["messaging.message.delivery_count"] == delivery
+        events = [name for name, _ in handed.events]
+        assert "checkpoint" in events[events.index("hand-back notice") :], events  # the notice, then saved
+        [notice] = [attrs for name, attrs in handed.events if name == "hand-back notice"]
+        assert 0 <= notice["orderflow.hand_back_in_s"] <= 1, notice  # the 1 s drain budget
+        assert "previous run crashed" not in events
+    h3_run = runs["h3"]
+    assert h3_run.attributes["orderflow.outcome"] == "done"
+    assert h3_run.attributes["messaging.message.delivery_count"] == 4
+    [crash] = [attrs for name, attrs in h3_run.events if name == "previous run crashed"]
     assert crash["orderflow.crashes"] == 1 and crash["orderflow.lost_s"] > 0, crash
-    lines = [json.loads(line) for line in h2.logs().splitlines() if line.strip()]  # LOG_FORMAT=json
+    lines = [json.loads(line) for line in h3.logs().splitlines() if line.strip()]  # LOG_FORMAT=json
     assert any(f"order {order_id}: its previous run died" in line["message"] for line in lines)
 
 
