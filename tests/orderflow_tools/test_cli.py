@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pytest
 from harness import REPO, NatsServer, cli, connect, free_port, run
@@ -30,32 +32,57 @@ def orderflow(*args: str) -> subprocess.CompletedProcess[str]:
     return cli(None, *args)  # within cli's timeout: it used to retry forever
 
 
+SILENT_COMMANDS = [["status", "o-1"], ["cancel", "o-1"]]
+
+
+@dataclass(frozen=True)
+class Ran:
+    url: str
+    result: subprocess.CompletedProcess[str]
+    took_s: float
+
+
+def run_against(command: list[str], url: str) -> Ran:
+    started = time.monotonic()
+    result = orderflow(*command, "--nats-url", url)
+    return Ran(url, result, time.monotonic() - started)
+
+
 @pytest.fixture(scope="module")
-def silent_port() -> Iterator[int]:
-    """A port that accepts connections and never says a word (not NATS, or a hung one)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(64)
-        yield s.getsockname()[1]
+def failures() -> Iterator[dict[tuple[str, ...], Ran]]:
+    """Every command below run once against a NATS that is not there (a free port: refused) and
+    once against a port that accepts and never says a word (not NATS, or a hung one), all at the
+    same time: each waits on its own reconnect delays and budget, in parallel, not one by one.
+    Keyed by ("refused" | "silent", *command)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        silent_url = f"nats://127.0.0.1:{silent.getsockname()[1]}"
+        cases = [(("silent", *c), c, silent_url) for c in SILENT_COMMANDS]  # the longest, first
+        cases += [(("refused", *c), c, f"nats://127.0.0.1:{free_port()}") for c in COMMANDS]
+        with ThreadPoolExecutor(len(cases)) as pool:
+            ran = {key: pool.submit(run_against, command, url) for key, command, url in cases}
+            yield {key: future.result() for key, future in ran.items()}
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
-def test_a_command_against_an_unreachable_nats_exits_1_naming_it(command: list[str]) -> None:
-    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
-    result = orderflow(*command, "--nats-url", url)
-    assert result.returncode == 1, result.stderr
-    assert f"orderflow: cannot reach NATS at {url}" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_a_command_against_an_unreachable_nats_exits_1_naming_it(
+    command: list[str], failures: dict[tuple[str, ...], Ran]
+) -> None:
+    ran = failures[("refused", *command)]  # nothing listens at its url
+    assert ran.result.returncode == 1, ran.result.stderr
+    assert f"orderflow: cannot reach NATS at {ran.url}" in ran.result.stderr
+    assert "Traceback" not in ran.result.stderr
 
 
-@pytest.mark.parametrize("command", [["status", "o-1"], ["cancel", "o-1"]], ids=" ".join)
-def test_a_server_that_never_answers_fails_within_seconds(command: list[str], silent_port: int) -> None:
-    url = f"nats://127.0.0.1:{silent_port}"
-    started = time.monotonic()
-    result = orderflow(*command, "--nats-url", url)
-    assert result.returncode == 1, result.stderr
-    assert f"cannot reach NATS at {url}" in result.stderr
-    assert time.monotonic() - started < 20  # connect attempts of 2 s, a budget of 8 s, and start-up
+@pytest.mark.parametrize("command", SILENT_COMMANDS, ids=" ".join)
+def test_a_server_that_never_answers_fails_within_seconds(
+    command: list[str], failures: dict[tuple[str, ...], Ran]
+) -> None:
+    ran = failures[("silent", *command)]
+    assert ran.result.returncode == 1, ran.result.stderr
+    assert f"cannot reach NATS at {ran.url}" in ran.result.stderr
+    assert ran.took_s < 20  # connect attempts of 2 s, a budget of 8 s, and start-up
 
 
 def test_a_closed_pipe_ends_it_quietly(nats_server: NatsServer) -> None:

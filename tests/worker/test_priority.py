@@ -75,6 +75,18 @@ async def rank_record(url: str, key: str) -> dict[str, Any]:
         return record
 
 
+async def ranked(url: str, key: str) -> bool:
+    """Whether `key` has an entry in ORDER_WORKERS (it refreshes its rank there)."""
+    from nats.js.errors import BucketNotFoundError, KeyNotFoundError
+
+    async with connect(url) as nc:
+        try:
+            await (await nc.jetstream().key_value(contract.WORKERS_BUCKET)).get(key)
+        except (BucketNotFoundError, KeyNotFoundError):
+            return False
+        return True
+
+
 def runs_by(url: str, ids: list[str]) -> dict[str, list[str]]:
     """Which workers started each order (one entry per run)."""
     records = run(run_records(url))
@@ -92,7 +104,7 @@ def test_a_trickle_runs_on_the_older_worker_and_the_newer_stays_idle_until_the_o
 ) -> None:
     """1. Worker A starts; worker B starts a few seconds later. Both have 8 slots. Once their ranks
        are known A pulls at priority 0 (the oldest), B at 1 (`orderflow_pull_priority`).
-    2. A trickle of 12 orders, one a second, each 2 s of work: about 2 running at a time, a
+    2. A trickle of 8 orders, one a second, each 4 s of work: about 4 running at a time, a
        quarter of A's capacity. Every one runs on A; B runs none.
     3. Sampled the whole time: B's `orderflow_pod_deletion_cost` stays 0 (idle) and nothing is in
        flight there, while A's is above 0 whenever it has jobs running.
@@ -103,7 +115,8 @@ def test_a_trickle_runs_on_the_older_worker_and_the_newer_stays_idle_until_the_o
     url = nats_server.url
     settings = {"CONCURRENCY": 16, "WORK_S": "4"}
     a = spawn("worker", WORKER_ID="A", **settings).wait_ready()
-    time.sleep(3)
+    # A knows its rank (its entry is in ORDER_WORKERS) before B starts: B finds it there.
+    wait_until(lambda: run(ranked(url, "A")), 20, "A's rank entry", 0.2)
     b = spawn("worker", WORKER_ID="B", **settings).wait_ready()
     wait_until(
         lambda: (a.metric("orderflow_pull_priority"), b.metric("orderflow_pull_priority")) == (0, 1),
@@ -124,7 +137,7 @@ def test_a_trickle_runs_on_the_older_worker_and_the_newer_stays_idle_until_the_o
     gauges = ["orderflow_pod_deletion_cost", "orderflow_tasks_in_flight"]
     trickle: list[str] = []
     with Sampler({"A": a, "B": b}, gauges) as sampler:
-        for i in range(12):
+        for i in range(8):
             trickle += run(publish_orders(url, 1, prefix=f"trickle{i}"))
             time.sleep(1.0)
         wait_until(lambda: done_by(url, trickle), 30, "the trickle to be done", 0.5)
