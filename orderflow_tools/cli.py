@@ -1,5 +1,5 @@
-"""The `orderflow` command: dev, ingest, worker, status, cancel, pause, resume, console, consumers, dlq, keys, load,
-report, chaos."""
+"""The `orderflow` command: dev, ingest, worker, status, cancel, pause, resume, console, recent, consumers, dlq, keys,
+load, report, chaos."""
 
 from __future__ import annotations
 
@@ -43,7 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run a worker process (settings from ORDERFLOW_*)").set_defaults(
         func=lambda a: _run_service("worker")
     )
-    from orderflow_tools import chaos, console, consumers, dlq, keys, loadrun, orders, pauses, report
+    from orderflow_tools import (
+        chaos,
+        console,
+        consumers,
+        dlq,
+        keys,
+        loadrun,
+        orders,
+        pauses,
+        recentcli,
+        report,
+    )
 
     orders.add_parsers(sub, _settings)
     consumers.add_parser(sub, _settings)
@@ -51,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parser(sub)
     pauses.add_parsers(sub, _settings)
     console.add_parser(sub, _settings)
+    recentcli.add_parser(sub, _settings)
     loadrun.add_parser(sub)
     report.add_parser(sub)
     chaos.add_parser(sub)

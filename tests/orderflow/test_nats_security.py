@@ -46,7 +46,8 @@ def test_each_service_works_under_its_own_identity(nats: SecureNats, tmp_path: P
     3. A second order is cancelled by the CLI (its own nkey) while it runs: the worker answers
     the CLI's control request.
     4. An undecodable order is dead-lettered by the worker; the CLI lists, shows and replays it.
-    5. The CLI discards a dead letter, reads the status, an order's timeline and the consumers.
+    5. The CLI discards a dead letter, reads the status, an order's timeline, the recent orders
+    and the consumers.
     6. It pauses the task type (status shows the reason) and resumes it.
     7. The server refused nothing: every subject they used is in their documented permissions."""
     ingest = Service("ingest", service_env(nats.url, **_env(nats, "ingest")), tmp_path / "ingest.log")
@@ -90,6 +91,7 @@ def test_each_service_works_under_its_own_identity(nats: SecureNats, tmp_path: P
         assert f"discarded {discarded}" in orderflow("dlq", "discard", discarded, "--yes")
         assert json.loads(orderflow("status", done))["status"] == "done"
         assert "run(s)" in orderflow("status", done, "--timeline")  # ORDER_RUNS read
+        assert done in orderflow("recent", "--status", "done")
         orderflow("consumers")
         # 6. Pause and resume (the consumer's pause API, the reason in KV ORDER_PAUSES, made by
         # the first pause), and status showing it.

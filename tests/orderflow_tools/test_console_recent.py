@@ -19,6 +19,7 @@ from orderflow.auth import KeyFile
 from orderflow.contract import RunRecord
 from orderflow.envsettings import load_settings
 from orderflow.natsmux import Requester
+from orderflow_tools import cli, recentcli
 from orderflow_tools.console import recent
 from orderflow_tools.console.app import Console, build
 from orderflow_tools.natsconn import Session
@@ -94,12 +95,13 @@ def test_a_query_is_checked_before_anything_is_read() -> None:
 
 
 def test_a_time_range_reads_only_its_own_run_events_newest_first_in_bounded_views(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Three batches of run events stored apart in time (ORDER_RUNS' own timestamps): a range
     around the middle one reads its events and no other; with a view smaller than the range the
     newest come first and `older` is where the next view starts, until the range is read. Through
-    the console's app (in process, on the same NATS): the range's orders listed, a bad range a 400."""
+    the console's app (in process, on the same NATS): the range's orders listed, a bad range a 400;
+    and `orderflow recent`'s listing of the same range."""
     keys = tmp_path / "keys.json"
     key = auth.new_key()
     keys.write_text(json.dumps({"keys": [auth.entry("viewer", [auth.READ], key)]}))
@@ -149,6 +151,20 @@ def test_a_time_range_reads_only_its_own_run_events_newest_first_in_bounded_view
                 ]
                 bad = await h.get("/recent", params={"since": iso[2], "until": iso[1]})
                 assert bad.status_code == 400 and "until must be later than since" in bad.text
+            # The CLI's `orderflow recent`: the same orders, and where the older events are.
+            assert await recentcli.show(s, recent.parse_query({"since": iso[1], "until": iso[2]})) == 0
+            shown, said = capsys.readouterr()
+            assert [line.split()[0] for line in shown.splitlines()] == [f"b{i}" for i in range(4, -1, -1)]
+            assert "older" not in said
             await requests.stop()
 
     asyncio.run(scenario())
+
+
+def test_orderflow_recent_refuses_a_bad_range_before_connecting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ORDERFLOW_NATS_URL", "nats://127.0.0.1:1")  # nothing there: never reached
+    argv = ["recent", "--since", "2026-12-06T05:00Z", "--until", "2026-12-06T04:00Z"]
+    assert cli.main(argv) == 2
+    assert "until must be later than since" in capsys.readouterr().err
