@@ -83,18 +83,28 @@ class Rig:
             await asyncio.sleep(0.01)
 
 
+def run_one(handler: Handler, msg: FakeMsg | None = None, ticking: bool = False, **rig: Any) -> Rig:
+    """One delivery (o-1 unless `msg`) through a fresh Rig(handler, **rig), until its pool is idle;
+    `ticking`: with the pool's ticker running (heartbeats, leases, the hard timeout)."""
+
+    async def main() -> Rig:
+        r = Rig(handler, **rig)
+        r.pool.start(msg or FakeMsg("o-1"))
+        ticker = asyncio.create_task(r.pool.ticker()) if ticking else None
+        await r.until_idle()
+        if ticker is not None:
+            ticker.cancel()
+        return r
+
+    return asyncio.run(main())
+
+
 async def noop(job: Job) -> None:
     return None
 
 
 def test_a_first_delivery_of_a_short_job_reads_nothing_and_stores_only_its_done() -> None:
-    async def main() -> Rig:
-        rig = Rig(noop)
-        rig.pool.start(FakeMsg("o-1"))
-        await rig.until_idle()
-        return rig
-
-    rig = asyncio.run(main())
+    rig = run_one(noop)
     assert rig.t.ops() == ["put:done", "ack"]
     assert rig.hooks.events == [("started", "o-1"), ("done", "o-1")]
 
@@ -148,13 +158,11 @@ def test_inside_the_recovery_window_even_a_first_delivery_reads_its_status() -> 
 
 
 def test_a_keyed_order_is_read_on_its_first_delivery_but_leases_lazily() -> None:
-    async def main() -> Rig:
-        rig = Rig(noop)
-        rig.pool.start(FakeMsg("k-1", headers={contract.H_STATUS_CHECK: "1"}))
-        await rig.until_idle()
-        return rig
-
-    assert asyncio.run(main()).t.ops() == ["get", "put:done", "ack"]
+    assert run_one(noop, msg=FakeMsg("k-1", headers={contract.H_STATUS_CHECK: "1"})).t.ops() == [
+        "get",
+        "put:done",
+        "ack",
+    ]
 
 
 def test_a_cancel_marker_terms_a_first_delivery_unrun() -> None:
@@ -163,13 +171,7 @@ def test_a_cancel_marker_terms_a_first_delivery_unrun() -> None:
     async def handler(job: Job) -> None:
         ran.append(job.order.order_id)
 
-    async def main() -> Rig:
-        rig = Rig(handler, cancelled=frozenset({"o-1"}))
-        rig.pool.start(FakeMsg("o-1"))
-        await rig.until_idle()
-        return rig
-
-    rig = asyncio.run(main())
+    rig = run_one(handler, cancelled=frozenset({"o-1"}))
     assert ran == [] and rig.t.ops() == ["put:cancelled", "term", "forget_cancel"]
 
 
@@ -177,16 +179,8 @@ def test_a_long_job_writes_its_lease_once_it_has_run_lease_after_s_then_with_eac
     async def slow(job: Job) -> None:
         await asyncio.sleep(0.9)
 
-    async def main() -> Rig:
-        timing = fast_timing(ack_wait_s=0.6)  # heartbeat 0.2 s, lease after 0.2 s, tick 0.1 s
-        rig = Rig(slow, timing=timing)
-        rig.pool.start(FakeMsg("o-1"))
-        ticker = asyncio.create_task(rig.pool.ticker())
-        await rig.until_idle()
-        ticker.cancel()
-        return rig
-
-    rig = asyncio.run(main())
+    timing = fast_timing(ack_wait_s=0.6)  # heartbeat 0.2 s, lease after 0.2 s, tick 0.1 s
+    rig = run_one(slow, timing=timing, ticking=True)
     ops = rig.t.ops()
     assert ops[:2] == ["in_progress", "put:processing"]
     assert ops[-2:] == ["put:done", "ack"]
@@ -319,13 +313,7 @@ def test_a_bad_checkpoint_raises_inside_the_handler_and_the_job_carries_on(state
         except CheckpointError as exc:
             errors.append(str(exc))
 
-    async def main() -> Rig:
-        rig = Rig(handler)
-        rig.pool.start(FakeMsg("o-1"))
-        await rig.until_idle()
-        return rig
-
-    rig = asyncio.run(main())
+    rig = run_one(handler)
     assert len(errors) == 1 and message in errors[0]
     assert rig.t.ops() == ["put:done", "ack"]
 
@@ -334,13 +322,7 @@ def test_a_failing_handler_is_a_failed_attempt_with_its_error() -> None:
     async def boom(job: Job) -> None:
         raise RuntimeError("card declined")
 
-    async def main() -> Rig:
-        rig = Rig(boom)
-        rig.pool.start(FakeMsg("o-1"))
-        await rig.until_idle()
-        return rig
-
-    rig = asyncio.run(main())
+    rig = run_one(boom)
     record = rig.t.records["o-1"]
     assert (record.status, record.attempts, record.error) == ("queued", 1, "RuntimeError: card declined")
     assert rig.t.ops()[-1] == "nak"
@@ -414,28 +396,14 @@ def test_a_cancelled_error_from_inside_the_handler_is_a_failure_not_a_stop() -> 
     async def handler(job: Job) -> None:
         raise asyncio.CancelledError
 
-    async def main() -> Rig:
-        rig = Rig(handler)
-        rig.pool.start(FakeMsg("o-1"))
-        await rig.until_idle()
-        return rig
-
-    assert asyncio.run(main()).t.records["o-1"].error == "CancelledError raised inside the handler"
+    assert run_one(handler).t.records["o-1"].error == "CancelledError raised inside the handler"
 
 
 def test_the_hard_timeout_stops_the_job_as_a_failed_attempt() -> None:
     async def slow(job: Job) -> None:
         await asyncio.sleep(10)
 
-    async def main() -> Rig:
-        rig = Rig(slow, timeout_s=0.1)
-        rig.pool.start(FakeMsg("o-1"))
-        ticker = asyncio.create_task(rig.pool.ticker())
-        await rig.until_idle()
-        ticker.cancel()
-        return rig
-
-    rig = asyncio.run(main())
+    rig = run_one(slow, timeout_s=0.1, ticking=True)
     record = rig.t.records["o-1"]
     assert (record.attempts, record.error) == (1, "timed out after 0.1s")
     # stopped at its deadline, not after its 10 s; counted as a timeout; naked with its backoff
@@ -469,13 +437,7 @@ def test_a_redelivery_of_a_running_job_is_adopted_not_run_twice() -> None:
 
 
 def test_a_redelivery_with_no_record_waits_its_grace_then_counts_a_crash() -> None:
-    async def main() -> Rig:
-        rig = Rig(noop)
-        rig.pool.start(FakeMsg("o-1", delivered=2))
-        await rig.until_idle()
-        return rig
-
-    rig = asyncio.run(main())
+    rig = run_one(noop, msg=FakeMsg("o-1", delivered=2))
     assert rig.t.ops()[:3] == ["get", "in_progress", "get"]
     assert rig.t.records["o-1"].crashes == 1
     assert ("crash", "o-1") in rig.hooks.events
@@ -507,13 +469,7 @@ def test_a_slot_that_dies_of_a_base_exception_is_a_failed_attempt_and_the_messag
     async def handler(job: Job) -> None:
         raise Escape
 
-    async def main() -> Rig:
-        rig = Rig(handler)
-        rig.pool.start(FakeMsg("o-1"))
-        await rig.until_idle()
-        return rig
-
-    rig = asyncio.run(main())
+    rig = run_one(handler)
     assert ("crashed", "slot") in rig.hooks.events
     assert rig.t.ops()[-2:] == ["put:queued", "nak"]
     assert rig.t.calls[-1][2] <= 1.0
@@ -581,13 +537,9 @@ def test_an_undecodable_message_goes_to_the_dlq_under_its_subjects_id_without_a_
     async def handler(job: Job) -> None:
         ran.append(job.order.order_id)
 
-    async def main() -> Rig:
-        rig = Rig(handler)
-        rig.pool.start(FakeMsg("junk-1", data=b"\x00not an order", headers={contract.H_MSG_ID: "a b*"}))
-        await rig.until_idle()
-        return rig
-
-    rig = asyncio.run(main())
+    rig = run_one(
+        handler, msg=FakeMsg("junk-1", data=b"\x00not an order", headers={contract.H_MSG_ID: "a b*"})
+    )
     assert ran == [] and rig.t.ops() == ["publish", "put:failed", "term"]
     subject, _, headers = rig.t.published[0]
     assert subject == "dlq.orders.default.junk-1" and headers[contract.H_REASON] == "undecodable"
