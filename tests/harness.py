@@ -35,6 +35,7 @@ __all__ = [
     "connect",
     "consumer_info",
     "count_events",
+    "events_per_order",
     "find_binary",
     "free_port",
     "http",
@@ -325,6 +326,11 @@ async def consumer_info(url: str, name: str = "workers") -> Any:
 
 def count_events(records: dict[str, list[Any]], event: str) -> dict[str, int]:
     return {k: sum(1 for r in v if r.event == event) for k, v in records.items()}
+
+
+def events_per_order(url: str, event: str) -> dict[str, int]:
+    """How many `event` run records (start, done, error, ...) each order has in ORDER_RUNS now."""
+    return count_events(run(run_records(url)), event)
 
 
 async def kv_value(url: str, bucket: str, key: str) -> bytes | None:

@@ -19,6 +19,7 @@ from harness import (
     Service,
     connect,
     count_events,
+    events_per_order,
     http,
     kv_put,
     kv_value,
@@ -231,4 +232,4 @@ def test_a_key_whose_record_expired_while_its_order_status_lives_answers_422(
     assert status == 422 and body["result"] == "idempotency-key-reused", body
     assert post(ingest, ORDER, "expiring")[0] == 422
     assert ingest.metric("orderflow_orders_published_total") == published
-    assert count_events(run(run_records(nats_server.url)), "done") == {contract.keyed_order_id("expiring"): 1}
+    assert events_per_order(nats_server.url, "done") == {contract.keyed_order_id("expiring"): 1}

@@ -15,10 +15,9 @@ from harness import (
     NatsServer,
     cli,
     connect,
-    count_events,
+    events_per_order,
     publish_orders,
     run,
-    run_records,
     statuses,
     wait_until,
 )
@@ -125,7 +124,7 @@ def test_replay_runs_the_orders_again_with_fresh_counts_and_empties_the_dlq(
     assert "replayed 1 order " in cli(url, "dlq", "replay", "--all").stdout
     wait_until(lambda: done(["i-0"]), 30, "i-0 to be done")
     assert run(dlq_size(url)) == 0
-    assert count_events(run(run_records(url)), "done") == {"d-0": 1, "d-1": 1, "i-0": 1}
+    assert events_per_order(url, "done") == {"d-0": 1, "d-1": 1, "i-0": 1}
 
     # 5. A stale dead copy of d-0 (it died twice, say), replayed after d-0 is done.
     async def dead_copy() -> None:
@@ -148,7 +147,7 @@ def test_replay_runs_the_orders_again_with_fresh_counts_and_empties_the_dlq(
         return run(pending()) == 0
 
     wait_until(settled, 15, "the replayed copy to be acked")
-    assert count_events(run(run_records(url)), "done")["d-0"] == 1  # not run again
+    assert events_per_order(url, "done")["d-0"] == 1  # not run again
     assert run(statuses(url))["d-0"].status == "done"
 
 
@@ -226,7 +225,7 @@ def test_a_replay_that_fails_again_backs_off_and_is_dead_after_max_deliver(
     out = cli(url, "dlq", "show", "d-0")
     error = next(line for line in out.stdout.splitlines() if line.startswith("error "))
     assert "failed 2 attempts" in error and "reason      attempts" in out.stdout
-    assert count_events(run(run_records(url)), "start")["d-0"] == 4
+    assert events_per_order(url, "start")["d-0"] == 4
     st = run(statuses(url))["d-0"]
     assert (st.status, st.attempts) == ("dead", 2)
 
@@ -259,7 +258,7 @@ def test_poison_and_undecodable_orders_are_listed_with_their_reason_and_replayab
     assert rows == {"p-0": "poison", "junk-1": "undecodable"}
     st = run(statuses(url))
     assert (st["p-0"].status, st["p-0"].attempts) == ("failed", 1)
-    assert count_events(run(run_records(url)), "start") == {"p-0": 1}  # never retried
+    assert events_per_order(url, "start") == {"p-0": 1}  # never retried
 
     broken.unlink()
     assert "replayed 2 orders" in cli(url, "dlq", "replay", "--all").stdout

@@ -26,8 +26,10 @@ from harness import (
     connect,
     consumer_info,
     count_events,
+    events_per_order,
     http,
     publish_orders,
+    records_of,
     run,
     run_records,
     statuses,
@@ -81,7 +83,7 @@ def test_1_ack_pending_never_exceeds_the_total_slots(nats_server: NatsServer, sp
     assert sum(w.metric("orderflow_drain_handed_back_total") for w in workers) == 0
     assert max(samples) <= 8 + 8, f"ack pending peaked at {max(samples)}"
     assert max(samples) >= 6  # the pool really was used
-    starts = count_events(run(run_records(nats_server.url)), "start")
+    starts = events_per_order(nats_server.url, "start")
     assert sorted(starts) == sorted(ids) and set(starts.values()) == {1}
     assert sum(w.metric("orderflow_work_done_total") for w in workers) == 500
 
@@ -92,7 +94,7 @@ def test_2_a_job_three_times_longer_than_ack_wait_runs_once(nats_server: NatsSer
     workers = [spawn("worker", ACK_WAIT_S=1, WORK_S="3.5").wait_ready() for _ in range(2)]
     [order_id] = run(publish_orders(nats_server.url, 1))
     wait_until(lambda: all_done(nats_server.url, [order_id]), 15, "the long job to finish")
-    records = run(run_records(nats_server.url))[order_id]
+    records = records_of(nats_server.url, order_id)
     assert [(r.event, r.attempt) for r in records] == [("start", 1), ("done", 1)]
     info = run(consumer_info(nats_server.url))
     assert info.num_redelivered == 0 and info.num_ack_pending == 0
@@ -119,7 +121,7 @@ def test_3_sigterm_with_jobs_in_flight_finishes_them_and_exits_0(
     assert all_done(nats_server.url, ids)
     st = run(statuses(nats_server.url))
     assert all((st[i].attempts, st[i].deliveries) == (0, 1) for i in ids)
-    starts = count_events(run(run_records(nats_server.url)), "start")
+    starts = events_per_order(nats_server.url, "start")
     assert {i: starts[i] for i in ids} == dict.fromkeys(ids, 1)
     assert not any(i in starts for i in extra)
     info = run(consumer_info(nats_server.url))
@@ -184,7 +186,7 @@ def test_5_sigkill_mid_job_is_redelivered_after_ack_wait_and_done_once(
     a.signal(signal.SIGKILL)
     a.wait(5)
     wait_until(lambda: all_done(nats_server.url, [order_id]), 15, "B to redo the job")
-    records = run(run_records(nats_server.url))[order_id]
+    records = records_of(nats_server.url, order_id)
     assert [(r.event, r.worker_id) for r in records] == [("start", "A"), ("start", "B"), ("done", "B")]
     # Not before ack_wait (2 s) from A's last heartbeat; A heart-beat until it died.
     assert records[1].at - killed_at > 0.9
@@ -258,7 +260,7 @@ def test_10_nats_restarted_mid_run_loses_nothing(nats_server: NatsServer, spawn:
     wait_until(lambda: http("GET", ingest.url + "/readyz")[0] == 200, 15, "ingest ready again")
     post_some(60)
     wait_until(lambda: all_done(nats_server.url, accepted), 60, "every accepted order done", interval=0.5)
-    done = count_events(run(run_records(nats_server.url)), "done")
+    done = events_per_order(nats_server.url, "done")
     assert {i: done.get(i, 0) for i in accepted} == dict.fromkeys(accepted, 1)
     assert len(accepted) >= 120
 
@@ -285,7 +287,7 @@ def test_an_order_alive_on_another_worker_is_deferred_until_its_lease_expires(
     claimed_at = time.time()
     run(publish_orders(nats_server.url, 1, keyed=True))
     wait_until(lambda: all_done(nats_server.url, ["o-0"]), 15, "o-0 to run after the lease")
-    [start] = [r for r in run(run_records(nats_server.url))["o-0"] if r.event == "start"]
+    [start] = [r for r in records_of(nats_server.url, "o-0") if r.event == "start"]
     assert start.at - claimed_at >= 1.5
     assert "deferred" in w.logs()
 
