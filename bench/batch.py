@@ -17,7 +17,6 @@ Prints figures; it does not pass or fail on timing."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
@@ -27,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.ingest import BODY, ingest_process, stored_orders, wrk
+from bench.ingest import BODY, ingest_process, need_wrk, stored_orders, wrk, wrk_bench_parser
 from orderflow_tools.kit import NatsServer, StartError, free_port
 
 HEAD = "wrk.method='POST'\nwrk.headers['Content-Type']='application/json'\n"
@@ -67,14 +66,10 @@ def keyed_lua(batch: int, prefix: str) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--connections", type=int, default=16)
+    ap = wrk_bench_parser(__doc__, seconds=5, connections=16)
     ap.add_argument("--batch", type=int, default=100)
     args = ap.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("bench: wrk not found (Debian: apt-get install wrk)")
+    need_wrk()
     work = Path(tempfile.mkdtemp(prefix="orderflow-bench-batch-"))
     scripts = lua_scripts(work, args.batch)
     port = free_port()

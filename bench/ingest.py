@@ -62,6 +62,21 @@ def ingest_process(nats_url: str, port: int, log: Path, name: str, **extra: str)
     return Process(python_module("ingest"), env, log, cwd=REPO, name=name)
 
 
+def wrk_bench_parser(doc: str | None, seconds: float, connections: int) -> argparse.ArgumentParser:
+    """The options every wrk bench takes: --rounds of its contenders interleaved, --seconds of
+    each wrk run, --connections wrk keeps open."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=seconds)
+    ap.add_argument("--connections", type=int, default=connections)
+    return ap
+
+
+def need_wrk() -> None:
+    if not shutil.which("wrk"):
+        raise SystemExit("bench: wrk not found (Debian: apt-get install wrk)")
+
+
 def report(command: list[str]) -> str:
     """Run a load tool to its end and return what it printed; a failed run raises."""
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
@@ -177,10 +192,7 @@ def _check_us(keys_file: Path, key: str) -> float:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=6)
-    ap.add_argument("--connections", type=int, default=64)
+    ap = wrk_bench_parser(__doc__, seconds=6, connections=64)
     ap.add_argument("--latency-seconds", type=int, default=10)
     ap.add_argument("--keys", type=int, default=10, help="entries in the auth ingest's key file")
     ap.add_argument(
@@ -189,8 +201,7 @@ def main() -> int:
         help="add two queued ingests traced at 10 %% and 100 %% (OTLP/HTTP to a local sink)",
     )
     args = ap.parse_args()
-    if not shutil.which("wrk"):
-        raise SystemExit("bench: wrk not found (Debian: apt-get install wrk)")
+    need_wrk()
 
     work = Path(tempfile.mkdtemp(prefix="orderflow-bench-"))
     lua = work / "post.lua"
