@@ -1,9 +1,10 @@
-"""Waits on one order on its way through real workers: published, started on a given worker,
-at a given status; and the check that nothing is left on the consumer after it. Each polls the order's records in JetStream (harness) until its deadline."""
+"""Waits on one order on its way through real workers (published, started on a given worker, at
+a given status) and what it left behind (its dead letter, nothing on the consumer). Each wait polls
+the order's records in JetStream (harness) until its deadline."""
 
 from __future__ import annotations
 
-from harness import consumer_info, publish_orders, records_of, run, status_of, wait_until
+from harness import consumer_info, publish_orders, read_stream, records_of, run, status_of, wait_until
 
 from orderflow import contract
 
@@ -45,3 +46,13 @@ def assert_consumer_idle(url: str) -> None:
     deliver or to settle."""
     info = run(consumer_info(url))
     assert (info.num_pending, info.num_ack_pending) == (0, 0), (info.num_pending, info.num_ack_pending)
+
+
+def the_dead_letter(url: str, order_id: str) -> dict[str, str]:
+    """The one message in ORDERS_DLQ, which is the order's payload under its DLQ subject; its
+    headers (the counts and the error)."""
+    [dead] = run(read_stream(url, contract.DLQ_STREAM))
+    assert dead.subject == f"{contract.DLQ_PREFIX}default.{order_id}"
+    assert contract.decode_order(dead.data).order_id == order_id
+    headers: dict[str, str] = dead.headers
+    return headers

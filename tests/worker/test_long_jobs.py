@@ -20,7 +20,7 @@ from harness import (
     run,
     status_of,
 )
-from order_waits import assert_consumer_idle, publish_one, wait_started_on, wait_status
+from order_waits import assert_consumer_idle, publish_one, the_dead_letter, wait_started_on, wait_status
 
 from orderflow import contract
 
@@ -148,10 +148,7 @@ def test_a_job_whose_worker_is_killed_three_times_is_dead_lettered_with_the_cras
     reason = "its worker died 3 times while running it"
     assert (final.status, final.crashes, final.attempts, final.handbacks) == ("dead", 3, 0, 0)
     assert final.error == reason
-    [dead] = run(read_stream(url, contract.DLQ_STREAM))
-    assert dead.subject == f"{contract.DLQ_PREFIX}default.{order_id}"
-    assert contract.decode_order(dead.data).order_id == order_id
-    h = dead.headers
+    h = the_dead_letter(url, order_id)
     assert h[contract.H_ERROR] == reason
     assert (h[contract.H_CRASHES], h[contract.H_ATTEMPTS], h[contract.H_DELIVERIES]) == ("3", "0", "4")
     assert "crash 3 of 3" in worker.logs()
@@ -209,8 +206,7 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliver_failed_a
         6,
     ), final
     assert (final.error or "").startswith("failed 3 attempts; last: SimulatedFailure"), final.error
-    [dead] = run(read_stream(url, contract.DLQ_STREAM))
-    h = dead.headers
+    h = the_dead_letter(url, order_id)
     assert "failed 3 attempts" in h[contract.H_ERROR]
     assert (h[contract.H_ATTEMPTS], h[contract.H_HANDBACKS], h[contract.H_DELIVERIES]) == ("3", "3", "6")
     assert last.metric("orderflow_dead_letters_total") == 1

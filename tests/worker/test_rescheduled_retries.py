@@ -27,7 +27,7 @@ from harness import (
     status_of,
     wait_until,
 )
-from order_waits import assert_consumer_idle, wait_status
+from order_waits import assert_consumer_idle, the_dead_letter, wait_status
 
 from orderflow import contract
 
@@ -184,10 +184,7 @@ def test_a_rescheduled_order_that_keeps_failing_is_dead_lettered_after_max_deliv
     assert st is not None
     assert (st.status, st.attempts, st.deliveries, st.handbacks, st.crashes) == ("dead", 3, 3, 0, 0), st
     assert (st.error or "").startswith("failed 3 attempts; last: Flaky: attempt 3 fails on purpose"), st.error
-    [dead] = run(read_stream(url, contract.DLQ_STREAM))
-    assert dead.subject == f"{contract.DLQ_PREFIX}default.{order_id}"
-    assert contract.decode_order(dead.data).order_id == order_id
-    h = dead.headers
+    h = the_dead_letter(url, order_id)
     assert h[contract.H_ERROR].startswith("failed 3 attempts")
     assert (h[contract.H_ATTEMPTS], h[contract.H_DELIVERIES]) == ("3", "3")
     assert (h[contract.H_HANDBACKS], h[contract.H_CRASHES]) == ("0", "0")
