@@ -23,6 +23,7 @@ import datetime
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -141,6 +142,11 @@ class KubeApiStandIn:
         }
 
 
+def _status(status: str, code: int) -> dict[str, Any]:
+    """A Kubernetes Status object, as the API answers a failure or an eviction."""
+    return {"kind": "Status", "status": status, "code": code}
+
+
 def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
@@ -153,6 +159,9 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(raw)))
             self.end_headers()
             self.wfile.write(raw)
+
+        def _fail(self, code: int) -> None:
+            self._answer(code, _status("Failure", code))
 
         def _route(self) -> tuple[str | None, str]:
             """(pod name, sub-resource) for this namespace's pod paths, else (None, "")."""
@@ -176,31 +185,43 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
             if stall:
                 time.sleep(stall)
             if failing is not None:
-                self._answer(failing, {"kind": "Status", "status": "Failure", "code": failing})
+                self._fail(failing)
                 return None
             name, _ = self._route()
             with api.lock:
                 known = name is not None and name in api.pods
             if not known:
-                self._answer(404, {"kind": "Status", "status": "Failure", "code": 404})
+                self._fail(404)
                 return None
             return name
 
-        def do_GET(self) -> None:
+        def _serve(self, act: Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]]]) -> None:
+            """Read the body, stall or fail as told, find the pod; then answer what `act` returns
+            for the pod's name and the body."""
+            payload = self._body()
             name = self._begin()
-            if name is None:
-                return
+            if name is not None:
+                self._answer(*act(name, payload))
+
+        def do_GET(self) -> None:
+            self._serve(self._read)
+
+        def do_PATCH(self) -> None:
+            self._serve(self._patch)
+
+        def do_DELETE(self) -> None:
+            self._serve(self._delete)
+
+        def do_POST(self) -> None:
+            self._serve(self._evict)
+
+        def _read(self, name: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             with api.lock:
                 pod = api.pods[name]
                 pod.reads += 1
-                body = api.pod_body(name, pod)
-            self._answer(200, body)
+                return 200, api.pod_body(name, pod)
 
-        def do_PATCH(self) -> None:
-            payload = self._body()
-            name = self._begin()
-            if name is None:
-                return
+        def _patch(self, name: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             annotations = {
                 str(k): str(v) for k, v in payload.get("metadata", {}).get("annotations", {}).items()
             }
@@ -210,31 +231,20 @@ def _handler(api: KubeApiStandIn) -> type[BaseHTTPRequestHandler]:
                 api.patches.append(
                     Patch(time.monotonic(), name, self.headers.get("Content-Type", ""), annotations)
                 )
-                body = api.pod_body(name, pod)
-            self._answer(200, body)
+                return 200, api.pod_body(name, pod)
 
-        def do_DELETE(self) -> None:
-            payload = self._body()
-            name = self._begin()
-            if name is None:
-                return
+        def _delete(self, name: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             query = parse_qs(urlsplit(self.path).query)
             grace = payload.get("gracePeriodSeconds", (query.get("gracePeriodSeconds") or ["30"])[0])
             api.delete(name, int(grace))
             with api.lock:
-                body = api.pod_body(name, api.pods[name])
-            self._answer(200, body)
+                return 200, api.pod_body(name, api.pods[name])
 
-        def do_POST(self) -> None:
-            payload = self._body()
-            name = self._begin()
-            if name is None:
-                return
+        def _evict(self, name: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             if self._route()[1] != "eviction":
-                self._answer(405, {"kind": "Status", "status": "Failure", "code": 405})
-                return
+                return 405, _status("Failure", 405)
             grace = (payload.get("deleteOptions") or {}).get("gracePeriodSeconds", 30)
             api.delete(name, int(grace), disruption="EvictionByEvictionAPI")
-            self._answer(201, {"kind": "Status", "status": "Success", "code": 201})
+            return 201, _status("Success", 201)
 
     return Handler
