@@ -1,9 +1,10 @@
 """Signed callbacks end to end (issue #22, item 3): a real nats-server, ingest and worker processes,
 and a real HTTP receiver in the test (a thread on a free loopback port) that verifies every
 request with the Standard Webhooks reference package (`standardwebhooks`) and refuses the first
-attempts. Loopback is allowed explicitly (ORDERFLOW_CALLBACK_ALLOW_PRIVATE) where the receiver
-must be reached; the last test leaves it off and the worker refuses to call it.
-The rules (each address class, the settle step, retries) are in tests/worker/unit/test_callbacks.py."""
+attempts. Loopback is allowed explicitly (ORDERFLOW_CALLBACK_ALLOW_PRIVATE): the receiver must be
+reached. The rules (each address class, the settle step, retries, a host the worker's own resolver
+finds on loopback refused before any request) are in tests/worker/unit/test_callbacks.py, the
+intake's refusals in tests/ingest/test_callback_intake.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import base64
 import json
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -93,13 +93,13 @@ def receiver_of() -> Iterator[Any]:
         r.server.server_close()
 
 
-def settings(tmp_path: Path, allow_private: bool = True) -> dict[str, Any]:
+def settings(tmp_path: Path) -> dict[str, Any]:
     secret = tmp_path / "webhook-secret"
     secret.write_text(SECRET)
     return {
         "CALLBACK_HOSTS": "127.0.0.1,localhost",
         "CALLBACK_ALLOW_HTTP": "1",
-        "CALLBACK_ALLOW_PRIVATE": "1" if allow_private else "0",
+        "CALLBACK_ALLOW_PRIVATE": "1",
         "CALLBACK_SECRET_FILE": str(secret),
         "CALLBACK_TIMEOUT_S": 5,
         "RETRY_BASE_S": 0.2,
@@ -154,41 +154,6 @@ def test_a_final_order_is_delivered_signed_through_refusals_and_a_sigkill_of_its
 
     job = wait_until(job_done, 10, "the callback job's done")
     assert job.attempts == 1 and job.crashes == 1  # the 500; the SIGKILL is a crash, not an attempt
-
-
-@pytest.mark.timeout(90)
-def test_a_disallowed_host_gets_nothing_at_intake_or_at_delivery(
-    nats_server: NatsServer, spawn: Any, receiver_of: Any, tmp_path: Path
-) -> None:
-    """1. The ingest answers 400 naming callback_url for a host off the allow-list (a metadata
-       name), and stores nothing.
-    2. A host on the list that resolves to loopback, with private addresses not allowed: the
-       worker resolves it, refuses to connect, and the callback job fails as poison (in the DLQ,
-       replayable); the receiver gets no request."""
-    s = settings(tmp_path, allow_private=False)
-    ingest = spawn("ingest", **s).wait_ready()
-    spawn("worker", **s).wait_ready()
-    receiver = receiver_of([])
-    status, answer = post_order(ingest, "http://metadata.google.internal/computeMetadata/v1/")
-    assert status == 400
-    assert answer["errors"] == [
-        {
-            "field": "callback_url",
-            "message": "host metadata.google.internal is not in the callback allow-list",
-        }
-    ]
-    status, answer = post_order(ingest, f"http://localhost:{receiver.port}/hook")
-    assert status == 200, answer
-    order_id = answer["order_id"]
-
-    def job_final() -> Any:
-        st = status_of(nats_server.url, f"{order_id}.callback")
-        return st if st is not None and st.status == "failed" else None
-
-    job = wait_until(job_final, 30, "the callback job refused")
-    assert job.error is not None and "loopback address" in job.error
-    time.sleep(0.2)
-    assert receiver.requests == []
 
 
 @pytest.mark.timeout(90)

@@ -20,7 +20,7 @@ from test_pipeline import Rig, noop
 from ingest import callbacks as intake
 from orderflow import auth, callbackurl, contract
 from orderflow.envsettings import ConfigError, load_settings
-from worker.callback import Deliverer, job_message
+from worker.callback import Deliverer, job_message, resolve
 from worker.handlers import Job, PoisonError
 
 SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
@@ -207,15 +207,17 @@ def test_a_cancelled_order_publishes_its_callback_and_an_order_without_url_none(
 
 # --- the built-in handler ------------------------------------------------------------------------
 class StandInNet:
-    """A stand-in resolver and sender: the answers given, the requests recorded."""
+    """A stand-in resolver and sender: the answers given, the requests recorded. With
+    `real_resolver` it asks the worker's own resolver (getaddrinfo) instead."""
 
-    def __init__(self, addresses: list[str], answers: list[int]) -> None:
+    def __init__(self, addresses: list[str], answers: list[int], real_resolver: bool = False) -> None:
         self.addresses = addresses
         self.answers = answers
+        self.real_resolver = real_resolver
         self.sent: list[tuple[str, dict[str, str], bytes]] = []
 
     async def resolve(self, host: str, port: int) -> list[str]:
-        return self.addresses
+        return await resolve(host, port) if self.real_resolver else self.addresses
 
     async def send(self, target: Any, address: str, headers: dict[str, str], body: bytes, t: float) -> int:
         self.sent.append((address, headers, body))
@@ -300,6 +302,20 @@ def test_a_host_resolving_to_a_refused_address_is_never_called(
     record = rig.t.records["o-1.callback"]
     assert record.status == "failed" and record.error is not None and why in record.error
     assert rig.t.published[0][0].startswith(contract.DLQ_PREFIX)  # replayable
+
+
+def test_the_worker_s_own_resolver_s_answer_is_checked_too(secret_file: str) -> None:
+    """`localhost`, on the allow-list, through the worker's real resolver (getaddrinfo, not the
+    stand-in): it resolves to loopback, so nothing is sent, and the job is poison (replayable)."""
+    net = StandInNet([], [200], real_resolver=True)
+    msg = callback_job("https://localhost:8443/hook")
+    rig = deliver_with(
+        net, msg, ORDERFLOW_CALLBACK_HOSTS="localhost", ORDERFLOW_CALLBACK_SECRET_FILE=secret_file
+    )
+    assert net.sent == []
+    record = rig.t.records["o-1.callback"]
+    assert record.status == "failed" and record.error is not None and "loopback" in record.error
+    assert rig.t.published[0][0].startswith(contract.DLQ_PREFIX)
 
 
 def test_a_url_no_longer_allowed_or_no_secret_is_poison_and_the_error_holds_no_secret(
