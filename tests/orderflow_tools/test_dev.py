@@ -130,25 +130,16 @@ def _listening_addresses(port: int) -> set[str]:
     return found
 
 
-def test_orderflow_dev_runs_the_whole_system_and_stops_cleanly_on_ctrl_c(start_dev: object) -> None:
-    dev = start_dev(WORK_S="0.1")  # type: ignore[operator]
-    dev.wait_up()
-    status, _, body = http("POST", dev.base + "/orders", ORDER)
-    assert status == 200
-    order_id = json.loads(body)["order_id"]
-
-    wait_until(lambda: _status(dev, order_id) == "done", 15, "the order to be done")
-    dev.proc.send_signal(signal.SIGINT)
-    assert dev.proc.wait(30) == 0
-    text = dev.text()
-    assert "drained in" in text
-    assert "stopped (ingest 0, worker-1 0)" in text
-
-
-def test_up_means_every_part_answers_ready_and_listens_on_loopback_only(start_dev: object) -> None:
-    """It used to print "up" the moment it had started the processes (before the ingest listened)
-    and bound them to 0.0.0.0, a dev stack reachable from the network."""
-    dev = start_dev(workers=2)  # type: ignore[operator]
+def test_orderflow_dev_is_up_on_loopback_only_runs_the_whole_system_and_stops_cleanly_on_ctrl_c(
+    start_dev: object,
+) -> None:
+    """One stack of two workers (each `orderflow dev` costs a nats-server, an ingest and the
+    workers' start-up, so one run proves both):
+    1. "up" means every part answers ready, and each listens on loopback only. It used to print
+       "up" the moment it had started the processes (before the ingest listened) and bound them to
+       0.0.0.0, a dev stack reachable from the network.
+    2. An order posted to it is done; Ctrl-C drains and stops every part with exit 0."""
+    dev = start_dev(workers=2, WORK_S="0.1")  # type: ignore[operator]
     dev.wait_up()
     for port in (dev.port, dev.worker_port, dev.worker_port + 1):
         assert http("GET", f"http://127.0.0.1:{port}/readyz", timeout=5)[0] == 200
@@ -160,6 +151,16 @@ def test_up_means_every_part_answers_ready_and_listens_on_loopback_only(start_de
     assert http("GET", stack["ingest_metrics"])[0] == 200 and http("GET", dev.base + "/metrics")[0] == 404
     assert _listening_addresses(metrics_port) == {"0100007F"}
     assert dev.text().count("AUTH IS OFF") == 1
+
+    status, _, body = http("POST", dev.base + "/orders", ORDER)
+    assert status == 200
+    order_id = json.loads(body)["order_id"]
+    wait_until(lambda: _status(dev, order_id) == "done", 15, "the order to be done")
+    dev.proc.send_signal(signal.SIGINT)
+    assert dev.proc.wait(30) == 0
+    text = dev.text()
+    assert "drained in" in text
+    assert "stopped (ingest 0, worker-1 0, worker-2 0)" in text
 
 
 def test_a_dev_stack_beyond_loopback_takes_a_key_it_minted_and_never_printed(start_dev: object) -> None:
