@@ -39,6 +39,13 @@ def _quantile(q: float, bucket: str, selector: str = "") -> str:
     return f"histogram_quantile({q}, sum by (le) (rate({bucket}{{{selector}}}[{RATE}])))"
 
 
+# Grafana's Explore, searching the orderflow services' traces in the `tempo` variable's data source.
+TEMPO_SEARCH = (
+    '/explore?left={"datasource":"${tempo}","queries":[{"refId":"A","queryType":"traceql",'
+    '"query":"{resource.service.name=~\\"orderflow-.*\\"}"}]}'
+)
+
+
 def build() -> dm.Dashboard:
     post_latency = "orderflow_http_request_duration_seconds_bucket"
     dash = (
@@ -48,6 +55,7 @@ def build() -> dm.Dashboard:
             "Bursty intake in front of a worker pool: what comes in, what waits, what gets done.",
             "now-30m",
         )
+        .with_variable(db.DatasourceVariable("tempo").label("Traces").type("tempo"))
         .with_row(db.Row("Now"))
         .with_panel(
             single(
@@ -362,6 +370,28 @@ def build() -> dm.Dashboard:
                 unit="s",
                 width=24,
             ).override_by_name("liveness limit", LIMIT_LINE)
+        )
+        .with_row(db.Row("Traces"))
+        .with_panel(
+            graph(
+                "Slow requests and runs, with their traces",
+                "p99 of POST /orders and of the runs, with exemplars: each dot is one traced request or "
+                "run and carries its trace id (the ingest and the worker add it to the duration histograms "
+                "when tracing is on and Prometheus scrapes OpenMetrics). A dot opens its trace in Tempo "
+                "through the Prometheus data source's exemplarTraceIdDestinations (trace_id -> the Tempo "
+                "data source: docs/observability.md); the panel link searches the orderflow traces in the "
+                "Tempo data source of the `tempo` variable.",
+                [
+                    query(_quantile(0.99, post_latency, ORDERS_ROUTE), "POST /orders p99", "A").exemplar(
+                        True
+                    ),
+                    query(_quantile(0.99, "orderflow_task_duration_seconds_bucket"), "run p99", "B").exemplar(
+                        True
+                    ),
+                ],
+                unit="s",
+                width=24,
+            ).links([db.DashboardLink("orderflow traces in ${tempo}").url(TEMPO_SEARCH).target_blank(True)])
         )
     )
     return numbered(dash)

@@ -78,7 +78,8 @@ class BatchEndpoint:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self._requests.labels(ROUTE, "POST", str(status)).inc()
-        self._observe(time.perf_counter() - start)
+        tracer = self.state.tracer  # a sampled request's trace id: the duration's exemplar
+        self._observe(time.perf_counter() - start, None if tracer is None else tracer.exemplar())
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         state = self.state

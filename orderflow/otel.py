@@ -129,6 +129,13 @@ class Tracer:
         return _ServerSpans(app, self, route)
 
     @staticmethod
+    def exemplar() -> dict[str, str] | None:
+        """The current span's trace id, as the exemplar of a duration observed under it (shown by
+        an OpenMetrics scrape), when it is sampled: never one of a trace that is not exported."""
+        context = trace.get_current_span().get_span_context()
+        return {"trace_id": f"{context.trace_id:032x}"} if context.trace_flags.sampled else None
+
+    @staticmethod
     def carry_dropped(headers: dict[str, str]) -> bool:
         """Under a request the sampler dropped (most requests at a ratio): its not-sampled context
         into `headers`, and True (no producer span: the sampler would drop it too, parent-based or

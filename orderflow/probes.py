@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -55,15 +56,30 @@ def readyz(state: Probed) -> Answer:
     return 200, _JSON, b'{"status":"ready"}'
 
 
-def metrics(state: Probed) -> Answer:
-    return 200, _METRICS, generate_latest(state.exposition)
+# Set by orderflow/tracing.py when this process traces: only then are there exemplars to show, and
+# only then does /metrics answer OpenMetrics (tracing off, the exposition is the text format of
+# before, whatever the scraper accepts: OpenMetrics would rename a counter's metadata, for one).
+openmetrics = False
+
+
+def metrics(state: Probed, accept: str = "") -> Answer:
+    """The Prometheus text format, or OpenMetrics when tracing is on and the scraper's Accept asks
+    for it (Prometheus does by default): only OpenMetrics carries exemplars, the trace ids on the
+    duration histograms."""
+    if not openmetrics or "application/openmetrics-text" not in accept:
+        return 200, _METRICS, generate_latest(state.exposition)
+    encode, content_type = choose_encoder(accept)
+    return 200, [(b"content-type", content_type.encode())], encode(state.exposition)
 
 
 _HANDLERS = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics}
 
 
-def answer(state: Probed, path: str) -> Answer | None:
-    """The probe answer for `path`, or None if it is not a probe path."""
+def answer(state: Probed, path: str, accept: str = "") -> Answer | None:
+    """The probe answer for `path` (`accept`: the request's Accept header), or None if it is not
+    a probe path."""
+    if path == "/metrics":
+        return metrics(state, accept)
     handler = _HANDLERS.get(path)
     return None if handler is None else handler(state)
 
@@ -72,10 +88,12 @@ def routes(state: Probed, paths: Sequence[str] = PATHS) -> list[Route]:
     """The probes as Starlette routes (GET, and HEAD with it)."""
 
     def route(path: str) -> Route:
-        handler = _HANDLERS[path]
+        assert path in _HANDLERS, path
 
         async def endpoint(request: Request) -> Response:
-            status, headers, body = handler(state)
+            found = answer(state, path, request.headers.get("accept", ""))
+            assert found is not None  # `path` is one of _HANDLERS
+            status, headers, body = found
             return Response(body, status, headers={k.decode(): v.decode() for k, v in headers})
 
         return Route(path, endpoint, methods=["GET"])

@@ -102,7 +102,7 @@ class ProbeServer:
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
-                found = probes.answer(state, path) if path in served else None
+                found = probes.answer(state, path, self.headers.get("Accept", "")) if path in served else None
                 status, headers, body = found if found is not None else (404, [], b'{"status":"not-found"}')
                 self.send_response(status)
                 for name, value in headers:

@@ -58,6 +58,8 @@ def setup(service: str, instance: str, environ: Mapping[str, str] | None = None)
     if not installed():
         log.warning("OTEL_* variables ask for traces but the `otel` extra is not installed: tracing off")
         return None
-    from orderflow import otel
+    from orderflow import otel, probes
 
-    return otel.Tracer.from_environment(service, instance, env)
+    tracer = otel.Tracer.from_environment(service, instance, env)
+    probes.openmetrics = True  # the duration histograms' exemplars show in OpenMetrics only
+    return tracer

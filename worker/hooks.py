@@ -42,6 +42,11 @@ class Hook:
     def draining(self, hand_back_in_s: float) -> None:
         """The worker drains: a job still running in `hand_back_in_s` is handed back."""
 
+    def exemplar(self) -> dict[str, str] | None:
+        """The trace of the run whose `settled` this hook has just heard, if it was traced: the
+        exemplar of the run's duration (MetricsHook, whose `settled` comes after in reverse order)."""
+        return None
+
     def crashed(self, where: str) -> None:
         """A slot or a fetch loop died of an unexpected error and was restarted."""
 
@@ -94,8 +99,14 @@ class MetricsHook(Hook):
     """The worker's metrics (orderflow/metrics.py). Metric children are resolved once: labels() takes a lock and
     builds a tuple per call."""
 
-    def __init__(self, metrics: WorkerMetrics, task_type: str) -> None:
+    def __init__(
+        self,
+        metrics: WorkerMetrics,
+        task_type: str,
+        exemplar: Callable[[], dict[str, str] | None] | None = None,
+    ) -> None:
         self._m = metrics
+        self._exemplar = exemplar  # a tracing hook's (listed after this one): the run's trace id
         self._durations = {k: metrics.task_duration.labels(task_type, k.value) for k in Kind}
         self._done = metrics.work_done.labels("done")
         self._error = metrics.work_done.labels("error")
@@ -120,7 +131,7 @@ class MetricsHook(Hook):
         self._m.heartbeats.inc()
 
     def settled(self, d: Delivery, kind: Kind, seconds: float) -> None:
-        self._durations[kind].observe(seconds)
+        self._durations[kind].observe(seconds, None if self._exemplar is None else self._exemplar())
         if kind in _DONE:
             self._done.inc()
             if kind is Kind.ALREADY_DONE:
@@ -200,6 +211,11 @@ class PodLoad(Hook):
             return 0
         seconds = self.at_stake_s()
         return 1 if seconds < 2 else min(2**31 - 1, 2 ** int(math.log2(seconds)))
+
+
+def exemplar_of(hooks: tuple[Hook, ...]) -> Callable[[], dict[str, str] | None] | None:
+    """The exemplar source among `hooks` (a tracing hook), for MetricsHook; None when none is."""
+    return next((h.exemplar for h in hooks if type(h).exemplar is not Hook.exemplar), None)
 
 
 def context_hooks(settings: Settings, tracer: Tracer | None, consumer: str) -> tuple[Hook, ...]:

@@ -30,7 +30,7 @@ from worker.delivery import Kind, Limits
 from worker.drain import Started, drain
 from worker.handlers import Registry, StopSignal, load_handlers
 from worker.health import LoopWatch, ProbeServer
-from worker.hooks import Hooks, MetricsHook, PodLoad, context_hooks
+from worker.hooks import Hooks, MetricsHook, PodLoad, context_hooks, exemplar_of
 from worker.jetstream import Stopped, sample_consumer, sample_store, until_answered
 from worker.job import JobPipeline
 from worker.kube import PodDeletionCostKeeper
@@ -177,10 +177,9 @@ class WorkerService:
             # Paced from ack_wait as the server has it (an operator may have edited it).
             timing = Timing.derive(s, consumer.ack_wait_s)
             self.timing = timing
+            context = context_hooks(s, self.tracer, consumer.name)
             hooks = Hooks(
-                MetricsHook(self.metrics, task_type.name),
-                self.load,
-                *context_hooks(s, self.tracer, consumer.name),
+                MetricsHook(self.metrics, task_type.name, exemplar_of(context)), self.load, *context
             )
             path = build(
                 task_type.name,

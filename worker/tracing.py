@@ -42,6 +42,7 @@ class TracingHook(Hook):
         self._worker_id = worker_id
         self._consumer = consumer
         self._spans: dict[int, Span] = {}
+        self._settled: dict[str, str] | None = None  # the trace of the run that just settled
         self._lost: dict[int, float] = {}
 
     def _open(self, d: Delivery, start_s: float) -> Span:
@@ -83,7 +84,11 @@ class TracingHook(Hook):
         if span is not None:
             span.add_event("checkpoint")
 
+    def exemplar(self) -> dict[str, str] | None:
+        return self._settled
+
     def settled(self, d: Delivery, kind: Kind, seconds: float) -> None:
+        self._settled = None
         span = self._spans.pop(id(d), None)
         RUN_SPAN.set(None)
         if span is None:
@@ -93,6 +98,7 @@ class TracingHook(Hook):
             span = self._open(d, d.started_at)
         if not span.is_recording():  # dropped by the sampler: nothing to record
             return
+        self._settled = {"trace_id": f"{span.get_span_context().trace_id:032x}"}
         outcome = OUTCOMES.get(kind, kind.value)
         span.set_attribute("orderflow.outcome", outcome)
         span.set_attribute("orderflow.kind", kind.value)

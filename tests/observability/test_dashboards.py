@@ -190,3 +190,21 @@ def test_per_pod_names_a_series_by_its_pod_else_by_its_scrape_address(promtool: 
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_traces_panel_shows_exemplars_and_links_to_the_tempo_variable() -> None:
+    """The overview's exemplar panel: both of its p99 queries ask for exemplars (the trace ids the
+    ingest and the worker put on the duration histograms), its link searches orderflow's traces in
+    the data source of the `tempo` variable (of type tempo), and the Prometheus one stays the
+    panel's (the exemplars' link to Tempo is the Prometheus data source's setting)."""
+    overview = _load("orderflow-overview.json")
+    variables = {v["name"]: v for v in overview["templating"]["list"]}
+    assert variables["tempo"]["type"] == "datasource" and variables["tempo"]["query"] == "tempo"
+    [panel] = [p for p in overview["panels"] if p["title"] == "Slow requests and runs, with their traces"]
+    assert [t["exemplar"] for t in panel["targets"]] == [True, True]
+    assert {m for t in panel["targets"] for m in referenced_metric_names(t["expr"])} == {
+        "orderflow_http_request_duration_seconds_bucket",
+        "orderflow_task_duration_seconds_bucket",
+    }
+    [link] = panel["links"]
+    assert link["url"].startswith('/explore?left={"datasource":"${tempo}"') and "orderflow-" in link["url"]

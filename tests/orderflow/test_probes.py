@@ -7,7 +7,8 @@ import asyncio
 import json
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.applications import Starlette
 
 from orderflow import probes
@@ -79,3 +80,25 @@ def test_starlette_routes_give_the_same_answers() -> None:
     assert b"orderflow_test_things_total" in call(app, "GET", "/metrics")[2]
     status, headers, _ = call(app, "POST", "/readyz")
     assert status == 405 and set(headers[b"allow"].split(b", ")) == {b"GET", b"HEAD"}
+
+
+def test_metrics_are_openmetrics_with_exemplars_only_when_tracing_and_the_scraper_asks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tracing on (orderflow/tracing.py sets probes.openmetrics), Prometheus's Accept gets
+    OpenMetrics, whose histogram buckets carry exemplars (a traced request's trace id); any other
+    scraper, or any scraper while tracing is off, the text format of before, without them."""
+    state = StandInState()
+    Histogram("orderflow_test_seconds", "Seconds.", registry=state.registry).observe(
+        0.2, {"trace_id": "ab" * 16}
+    )
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    status, [(_, content_type)], body = probes.answer(state, "/metrics", accept) or (0, [(b"", b"")], b"")
+    assert content_type.startswith(b"text/plain") and b"trace_id" not in body  # tracing off
+    monkeypatch.setattr(probes, "openmetrics", True)
+    status, [(_, content_type)], body = probes.answer(state, "/metrics", accept) or (0, [(b"", b"")], b"")
+    assert status == 200 and content_type.startswith(b"application/openmetrics-text")
+    assert b'orderflow_test_seconds_bucket{le="0.25"} 1.0 # {trace_id="' + b"ab" * 16 + b'"} 0.2' in body
+    assert body.endswith(b"# EOF\n")
+    status, [(_, content_type)], body = probes.answer(state, "/metrics") or (0, [(b"", b"")], b"")
+    assert content_type.startswith(b"text/plain") and b"trace_id" not in body

@@ -135,6 +135,15 @@ def traced(tmp_path: Path, nats: NatsServer, module: str, endpoint: str, **setti
     return Service(module, env, tmp_path / f"{name}.log").start()
 
 
+def exemplars_of(service: Service, metric: str) -> set[str]:
+    """The trace ids on `metric`'s buckets in an OpenMetrics scrape (Prometheus's Accept)."""
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    status, headers, text = service.get("/metrics", {"Accept": accept})
+    assert status == 200 and headers["content-type"].startswith("application/openmetrics-text"), headers
+    lines = [line for line in text.decode().splitlines() if line.startswith(metric + "_bucket")]
+    return {line.split('trace_id="', 1)[1].split('"', 1)[0] for line in lines if " # {" in line}
+
+
 def wait_run_on(url: str, order_id: str, worker_id: str) -> None:
     wait_until(
         lambda: (
@@ -198,6 +207,17 @@ def test_an_order_handed_back_twice_and_crashed_once_is_one_trace(
             0.2,
         )
         wait_until(lambda: any(s.instance == "h3" for s in receiver.runs()), 10, "h3's run span", 0.1)
+        # Scraped as OpenMetrics, the duration histograms carry the trace id as an exemplar.
+        exemplars = {
+            name: exemplars_of(service, metric)
+            for name, service, metric in (
+                ("ingest", ingest, "orderflow_http_request_duration_seconds"),
+                ("h3", h3, "orderflow_task_duration_seconds"),
+            )
+        }
+        assert exemplars == {"ingest": {CLIENT_TRACE}, "h3": {CLIENT_TRACE}}, exemplars
+        status, headers, text = ingest.get("/metrics")  # the text format, without exemplars, by default
+        assert headers["content-type"].startswith("text/plain") and b"trace_id" not in text
     finally:
         for p in procs:
             p.stop()
