@@ -40,6 +40,7 @@ COMPONENTS = [
     "nats-secure",
     "worker-admission-policy",
     "console",
+    "tracing",
 ]
 # The cluster version everything renders for and validates against unless a test says otherwise.
 KUBERNETES_VERSION = "1.34.0"

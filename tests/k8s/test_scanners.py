@@ -39,16 +39,17 @@ RENDERS: dict[str, Any] = {
     "chart-defaults": lambda: helm_template(),
     **{f"chart-{p.stem}": (lambda p=p: helm_template("-f", str(p))) for p in CI_VALUES},
     **{f"kustomize-{o.replace('/', '-')}": (lambda o=o: kustomize(KUSTOMIZE / o)) for o in OVERLAYS},
-    # The console component is in no overlay (off by default): scanned on top of prod.
-    "kustomize-prod-console": lambda: _prod_with_console(),
+    # The console and tracing components are in no overlay (off by default): scanned on top of prod.
+    "kustomize-prod-console": lambda: _prod_with("console"),
+    "kustomize-prod-tracing": lambda: _prod_with("tracing"),
 }
 
 
-def _prod_with_console() -> list[Doc]:
+def _prod_with(component: str) -> list[Doc]:
     root = kustomization(
         Path(tempfile.mkdtemp(prefix="orderflow-k8s-")),
         [KUSTOMIZE / "overlays" / "prod"],
-        [KUSTOMIZE / "components" / "console"],
+        [KUSTOMIZE / "components" / component],
     )
     with (root / "kustomization.yaml").open("a") as f:
         f.write("namespace: orderflow\n")

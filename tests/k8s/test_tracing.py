@@ -4,8 +4,10 @@ reads, and both workloads' NetworkPolicies allow egress to the collector's port,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from chart_tools import ALL_ON, Doc, by_kind, helm_template
+from chart_tools import ALL_ON, KUSTOMIZE, Doc, by_kind, helm_template, kustomization, kustomize, validate
 from test_network_policy import egress_by_port, policy
 
 from orderflow import tracing
@@ -85,3 +87,25 @@ def test_schema_refuses_bad_tracing_values(settings: list[str], message: str) ->
     args = [a for s in settings for a in ("--set", s)]
     with pytest.raises(AssertionError, match=message):
         helm_template(*args)
+
+
+def test_the_kustomize_component_gives_both_workloads_the_variables_and_their_egress(tmp_path: Path) -> None:
+    """kustomize/components/tracing on top of prod: both containers read the standard variables from
+    the ConfigMap orderflow-tracing (which orderflow/tracing.py takes as "on"; no exporter headers:
+    no secret in env), and both NetworkPolicies allow egress to 4318 only in "monitoring"; the
+    render passes kubernetes-validate (the scanners run it in tests/k8s/test_scanners.py)."""
+    root = kustomization(tmp_path, [KUSTOMIZE / "overlays" / "prod"], [KUSTOMIZE / "components" / "tracing"])
+    docs = kustomize(root)
+    [config] = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"] == "orderflow-tracing"]
+    assert (
+        tracing.wanted(config["data"]) and config["data"]["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+    )
+    assert not any("HEADERS" in k or "KEY" in k or "TOKEN" in k for k in config["data"])
+    deployments = by_kind(docs, "Deployment")
+    assert len(deployments) == 2
+    for d in deployments:
+        [c] = d["spec"]["template"]["spec"]["containers"]
+        assert c["envFrom"] == [{"configMapRef": {"name": "orderflow-tracing"}}], d["metadata"]["name"]
+    for component in ("ingest", "worker"):
+        assert egress_by_port(policy(docs, component))[4318] == [TEMPO], component
+    validate(docs)
