@@ -118,6 +118,7 @@ def assert_healthy(svc: Service) -> None:
 
 
 # --- 1. schemathesis against /openapi.json ---------------------------------------------------
+@pytest.mark.procs
 @pytest.mark.parametrize(
     ("path", "method", "mode"),
     [
@@ -155,6 +156,7 @@ def test_generated_requests_never_get_a_5xx_and_answers_match_the_document(
     assert_healthy(ingest)
 
 
+@pytest.mark.procs
 def test_real_orders_answer_as_documented_with_every_field_of_the_view(ingest: Service) -> None:
     """Random ids are 404s: here an order whose record has every field set (as workers write it)
     and a queued one are read through GET, GET ?wait and /events, each answer checked against the
@@ -386,6 +388,7 @@ def chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
+@pytest.mark.procs
 def test_oversized_bodies_get_413_without_reading_them(ingest: Service) -> None:
     """1. Content-Length over 16 KiB: 413 before the body is read (a 1 GiB claim is not waited for).
     2. A chunked body that grows past 16 KiB: 413 once the limit is crossed.
@@ -404,6 +407,7 @@ def test_oversized_bodies_get_413_without_reading_them(ingest: Service) -> None:
     assert_healthy(ingest)
 
 
+@pytest.mark.procs
 @pytest.mark.parametrize("shut_write", [True, False], ids=["half-close", "close"])
 def test_truncated_bodies_never_hang_or_5xx(ingest: Service, shut_write: bool) -> None:
     """1. Content-Length says 200, the client sends 20 bytes and closes (or half-closes).
@@ -425,6 +429,7 @@ def test_truncated_bodies_never_hang_or_5xx(ingest: Service, shut_write: bool) -
     assert_healthy(ingest)
 
 
+@pytest.mark.procs
 def test_dribbled_bodies_are_answered_and_do_not_block_others(ingest: Service) -> None:
     """1. Eight clients dribble a valid body a few bytes at a time (~3 s each).
     2. Meanwhile ordinary requests are answered at once (the event loop is not held).
@@ -455,6 +460,7 @@ def test_dribbled_bodies_are_answered_and_do_not_block_others(ingest: Service) -
     assert_healthy(ingest)
 
 
+@pytest.mark.procs
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -491,6 +497,7 @@ def test_broken_framing_gets_a_4xx_or_a_closed_connection(ingest: Service, reque
     assert_healthy(ingest)
 
 
+@pytest.mark.procs
 def test_zz_report_the_number_of_requests(ingest: Service) -> None:
     total = REQUESTS["schemathesis"] + REQUESTS["raw"]
     print(f"\nfuzz requests against the real ingest: {REQUESTS} = {total}")
@@ -499,6 +506,7 @@ def test_zz_report_the_number_of_requests(ingest: Service) -> None:
         assert REQUESTS["schemathesis"] >= 10_000
 
 
+@pytest.mark.procs
 def test_deeply_nested_json_is_a_400_not_a_500(ingest: Service) -> None:
     """msgspec raises RecursionError (not DecodeError) past ~1000 levels; 5000 '[' fit in 16 KiB."""
     for body in (b"[" * 5000, b'{"a":' * 3000):

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from lockfile import REPO
 
+pytestmark = pytest.mark.procs
+
 
 def build_with(handlers: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HANDLERS": str(handlers), "CONTAINER_ENGINE": "no-such-engine"}

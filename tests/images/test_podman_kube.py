@@ -162,6 +162,7 @@ def render(kind: str) -> list[Doc]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
+@pytest.mark.procs
 @pytest.mark.parametrize("kind", ["chart", "dev-overlay"])
 def test_on_the_real_renders_only_ports_and_the_namespace_field_ref_change(kind: str) -> None:
     docs = render(kind)

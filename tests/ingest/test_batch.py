@@ -24,6 +24,8 @@ from test_identity import keyfile
 from orderflow import auth
 from orderflow.client import Client, OrderflowError
 
+pytestmark = pytest.mark.procs
+
 ORDER = {"product_id": "3", "count": "1", "username": "ok"}
 
 

@@ -17,6 +17,8 @@ from http.client import HTTPConnection
 import pytest
 from harness import Service, http, wait_until
 
+pytestmark = pytest.mark.procs
+
 ORDER = b'{"product_id": "33", "count": "3", "username": "maksim.konovalov"}'
 STALLED = 2000
 HEAD_S, BODY_S = 2.0, 4.0

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from urllib.parse import urlparse
 
+import pytest
 from harness import NatsServer, Service, connect, http, run, stored_order_ids
 from nats.aio.client import Server
 from nats.aio.msg import Msg
@@ -26,6 +27,7 @@ from orderflow.natsmux import Requester
 ORDER = b'{"product_id": "33", "count": "3", "username": "maksim.konovalov"}'
 
 
+@pytest.mark.procs
 def test_orders_posted_during_a_quick_nats_restart_get_200_later_and_are_stored_once(
     spawn: Callable[..., Service], nats_server: NatsServer
 ) -> None:
@@ -68,6 +70,7 @@ def test_orders_posted_during_a_quick_nats_restart_get_200_later_and_are_stored_
     assert svc.proc is not None and svc.proc.poll() is None
 
 
+@pytest.mark.procs
 def test_a_write_sent_to_a_stream_leader_that_died_is_sent_again_to_the_new_one_at_once(
     nats_server: NatsServer,
 ) -> None:

@@ -33,6 +33,8 @@ from harness import (
 from ingest.keys import KeyRecord, fingerprint
 from orderflow import buckets, contract, validation
 
+pytestmark = pytest.mark.procs
+
 ORDER = {"product_id": "33", "count": "3", "username": "maksim.konovalov"}
 
 

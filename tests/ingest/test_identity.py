@@ -25,9 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from harness import NatsServer, Service, connect, http, run, wait_until
 
 from orderflow import auth, contract, lookup
+
+pytestmark = pytest.mark.procs
 
 ORDER = {"product_id": "3", "count": "1", "username": "ok"}
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import warnings
 
+import pytest
+
 from ingest.ids import ID_BYTES, IdSource
 from orderflow import contract
 
@@ -20,6 +22,7 @@ def test_ids_carry_at_least_96_random_bits_and_are_valid_order_ids() -> None:
         assert len({i[position] for i in ids[:2000]}) == 16
 
 
+@pytest.mark.procs
 def test_a_forked_child_does_not_repeat_its_parents_buffered_ids() -> None:
     source = IdSource()
     source()  # a batch is buffered

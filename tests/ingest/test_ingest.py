@@ -17,6 +17,8 @@ from harness import NatsServer, Service, connect, http, kv_put, run, stored_mess
 
 from orderflow import contract
 
+pytestmark = pytest.mark.procs
+
 ORDER = {"product_id": "33", "count": "3", "username": "maksim.konovalov"}
 
 

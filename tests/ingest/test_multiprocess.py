@@ -23,6 +23,7 @@ def children_of(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
 
 
+@pytest.mark.procs
 def test_processes_share_the_port_and_metrics_add_up(spawn: Any) -> None:
     svc: Service = spawn("ingest", INGEST_PROCESSES=2)
     svc.wait_ready()
@@ -38,6 +39,7 @@ def test_processes_share_the_port_and_metrics_add_up(spawn: Any) -> None:
     assert svc.wait(20) == 0
 
 
+@pytest.mark.procs
 def test_no_process_takes_connections_before_it_is_connected_to_nats(spawn: Any, nats_server: Any) -> None:
     """Behind one port, a process that answered 503 while still connecting would fail requests
     that a connected sibling could have taken: each process listens only once NATS is there."""
@@ -56,6 +58,7 @@ def test_no_process_takes_connections_before_it_is_connected_to_nats(spawn: Any,
     assert svc.wait(20) == 0
 
 
+@pytest.mark.procs
 def test_a_stop_signal_forwarded_while_the_processes_still_start_stops_each_gracefully(
     spawn: Any, nats_server: Any
 ) -> None:
@@ -75,6 +78,7 @@ def test_a_stop_signal_forwarded_while_the_processes_still_start_stops_each_grac
     assert svc.logs().count("received SIGTERM: graceful stop") == 2, svc.logs()
 
 
+@pytest.mark.procs
 def test_the_processes_do_not_outlive_their_supervisor(spawn: Any) -> None:
     """1. The supervisor is SIGKILLed (no chance to forward anything).
     2. The kernel sends each process SIGTERM (PR_SET_PDEATHSIG): they stop, none is left running."""

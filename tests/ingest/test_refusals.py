@@ -8,7 +8,10 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from harness import Service, http, wait_until
+
+pytestmark = pytest.mark.procs
 
 ORDER = b'{"product_id": "33", "count": "3", "username": "maksim.konovalov"}'
 

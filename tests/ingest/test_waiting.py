@@ -20,6 +20,8 @@ from harness import http as request
 
 from orderflow import contract
 
+pytestmark = pytest.mark.procs
+
 CAP = 3
 
 

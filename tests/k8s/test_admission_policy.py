@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from chart_tools import KUSTOMIZE, Doc, by_kind, helm_template, kustomize, need
 
+pytestmark = pytest.mark.procs
+
 COST = "controller.kubernetes.io/pod-deletion-cost"
 NAMESPACE = "shop"
 WORKER_SA = "rel-orderflow-worker"

@@ -25,6 +25,8 @@ from chart_tools import (
     validate,
 )
 
+pytestmark = pytest.mark.procs
+
 
 def _args(mode: str, sets: tuple[str, ...]) -> list[str]:
     """--set-json for each `key=value` (so 0.5 stays a number; helm's --set would make it a string)."""

@@ -35,6 +35,8 @@ from chart_tools import (
     validate,
 )
 
+pytestmark = pytest.mark.procs
+
 # The newest Kubernetes without HPAScalingRules.tolerance by default, and the first with it.
 KUBE_VERSIONS = ["1.34.0", "1.35.0"]
 

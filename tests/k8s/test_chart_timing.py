@@ -31,6 +31,8 @@ from chart_tools import (
 
 from orderflow.config import Settings
 
+pytestmark = pytest.mark.procs
+
 
 # --- terminationGracePeriodSeconds ----------------------------------------------------------------------
 @pytest.mark.parametrize(("drain_s", "grace_s"), [(60, 70), (300, 310), (45.5, 56)])

@@ -6,6 +6,7 @@ through the console's settings loader (check_orderflow_env, as `orderflow consol
 
 from __future__ import annotations
 
+import pytest
 from chart_tools import (
     Doc,
     by_kind,
@@ -18,6 +19,8 @@ from chart_tools import (
     validate,
 )
 from test_scanners import restricted_violations
+
+pytestmark = pytest.mark.procs
 
 FROM = "console.from[0].podSelector.matchLabels.app=ingress-nginx"
 ON = (

@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from chart_tools import CHART, KUSTOMIZE, REPO, deployment, env_of, helm_template, kustomize, validate
 from harness import NatsServer
@@ -38,6 +39,7 @@ def test_the_production_nats_is_a_3_node_jetstream_that_syncs_before_each_puback
     assert int(pvc["size"].removesuffix("Gi")) * GI > store_bytes()  # room for the server's own files
 
 
+@pytest.mark.procs
 def test_the_production_values_make_every_stream_r3_with_its_share_of_that_store() -> None:
     """Both services ensure the layout at start-up, so both carry the same values."""
     chart = helm_template("-f", str(ORDERFLOW_PROD))
@@ -50,6 +52,7 @@ def test_the_production_values_make_every_stream_r3_with_its_share_of_that_store
             assert env["ORDERFLOW_STORE_MAX_BYTES"]["value"] == str(store_bytes()), component
 
 
+@pytest.mark.procs
 def test_the_server_we_ship_takes_the_production_sync_policy_and_reports_it(tmp_path: Path) -> None:
     """The jetstream block the nats chart renders from those values, on a real nats-server."""
     jetstream = nats_prod()["jetstream"]

@@ -5,7 +5,10 @@ only the monitoring namespace."""
 
 from __future__ import annotations
 
+import pytest
 from chart_tools import ALL_ON, CHART, KUSTOMIZE, Doc, by_kind, helm_template, kustomize, run, tool
+
+pytestmark = pytest.mark.procs
 
 NATS_PEER = {
     "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "nats"}},

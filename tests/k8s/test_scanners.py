@@ -34,6 +34,8 @@ from chart_tools import (
     need,
 )
 
+pytestmark = pytest.mark.procs
+
 CI_VALUES = sorted(p for p in (CHART / "ci").glob("*values*.y*ml"))
 RENDERS: dict[str, Any] = {
     "chart-defaults": lambda: helm_template(),

@@ -12,6 +12,8 @@ from test_network_policy import egress_by_port, policy
 
 from orderflow import tracing
 
+pytestmark = pytest.mark.procs
+
 TEMPO = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
 
 

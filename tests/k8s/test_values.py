@@ -56,6 +56,7 @@ def test_keys_inside_a_list_default_are_data_not_values() -> None:
     assert [".".join(k.path) for k in keys] == ["group", "group.peers", "group.next"]
 
 
+@pytest.mark.procs
 def test_chart_readme_is_up_to_date() -> None:
     proc = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "chart_readme.py"), "--check"],

@@ -31,6 +31,8 @@ from chart_tools import (
 
 from orderflow import contract
 
+pytestmark = pytest.mark.procs
+
 THREE = ("--set", "config.taskTypes=default\\,invoice:4\\,report:2:7200")
 OWN_REPORT = (
     *THREE,

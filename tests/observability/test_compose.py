@@ -112,6 +112,7 @@ def connects(port: int, **auth: str) -> bool:
         return True
 
 
+@pytest.mark.procs
 def test_nats_is_at_least_2_12_and_refuses_clients_without_the_password(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,6 +147,7 @@ def test_every_bind_mount_exists_in_the_repo() -> None:
             assert (REPO / source).exists(), f"{name}: {source} missing"
 
 
+@pytest.mark.procs
 def test_prometheus_loads_the_chart_rules_and_scrapes_both_services(promtool: Path) -> None:
     prometheus = _compose()["services"]["prometheus"]
     mounts = dict(_bind_mounts(prometheus))

@@ -24,6 +24,7 @@ def _load(name: str) -> dict[str, Any]:
     return data
 
 
+@pytest.mark.procs
 def test_committed_dashboards_are_up_to_date(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "dashboards", "--out", str(tmp_path)],
@@ -152,6 +153,7 @@ def test_task_types_outcome_panels_split_every_outcome_the_worker_has() -> None:
     assert task_types.NOT_RUN in panels["Settled without running/s"]["targets"][0]["expr"]
 
 
+@pytest.mark.procs
 def test_per_pod_names_a_series_by_its_pod_else_by_its_scrape_address(promtool: Path, tmp_path: Path) -> None:
     """In Kubernetes the ServiceMonitor's `pod` label; in compose or a static config the instance."""
     (tmp_path / "none.yaml").write_text("groups: []\n")

@@ -38,6 +38,8 @@ from dashboards import DASHBOARDS
 from dashboards.names import panel_targets, referenced_metric_names
 from orderflow_tools import loadrun, report
 
+pytestmark = pytest.mark.procs
+
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "charts" / "orderflow" / "files" / "prometheus-rules.yaml"
 DASHBOARD_DIR = REPO / "charts" / "orderflow" / "dashboards"

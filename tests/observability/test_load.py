@@ -76,6 +76,7 @@ def _args(url: str, out: Path, mode: str, *extra: str) -> argparse.Namespace:
     )  # fmt: skip
 
 
+@pytest.mark.procs
 def test_direct_mode_run_passes_although_the_ingest_answers_500(
     kaput_server: str, k6: Path, tmp_path: Path
 ) -> None:
@@ -92,6 +93,7 @@ def test_direct_mode_run_passes_although_the_ingest_answers_500(
     assert meta["k6_exit_code"] == 0 and meta["mode"] == "direct"
 
 
+@pytest.mark.procs
 def test_a_missing_source_is_named_with_what_the_report_will_lack(
     kaput_server: str, k6: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -104,11 +106,13 @@ def test_a_missing_source_is_named_with_what_the_report_will_lack(
     assert sources["nats"]["error"] and sources["ingest_metrics"]["error"] is None
 
 
+@pytest.mark.procs
 def test_queued_mode_run_fails_its_thresholds_on_any_500(kaput_server: str, k6: Path, tmp_path: Path) -> None:
     args = _args(kaput_server, tmp_path, "queued")
     assert args.func(args) == 99  # k6: thresholds crossed
 
 
+@pytest.mark.procs
 @pytest.mark.parametrize("scenario", ["sine", "spike", "soak", "smoke"])
 @pytest.mark.parametrize("mode", ["queued", "direct"])
 def test_every_scenario_parses_with_thresholds_for_its_mode(k6: Path, scenario: str, mode: str) -> None:
@@ -125,6 +129,7 @@ def test_every_scenario_parses_with_thresholds_for_its_mode(k6: Path, scenario: 
         assert thresholds["orders_answered{status:500}"] != ["count==0"]
 
 
+@pytest.mark.procs
 def test_sine_stages_rise_to_the_peak_and_fall_back_to_zero(k6: Path) -> None:
     result = subprocess.run(
         [k6, "inspect", "-e", "PEAK_RPS=100", "-e", "PERIOD=60s", "-e", "DURATION=120s",

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from dashboards.names import defined_metric_names, referenced_metric_names
@@ -21,11 +22,13 @@ def _rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
+@pytest.mark.procs
 def test_promtool_check_rules(promtool: Path) -> None:
     result = subprocess.run([promtool, "check", "rules", RULES], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.procs
 def test_promtool_unit_tests_pass(promtool: Path) -> None:
     assert RULE_TESTS, "no rules/*_test.yaml"
     result = subprocess.run(
@@ -73,6 +76,7 @@ def _docs_prometheus_config_recipe() -> str:
     return "\n".join(lines[start : end + 1]) + "\n"
 
 
+@pytest.mark.procs
 def test_docs_local_prometheus_recipe_loads_every_rule(promtool: Path, tmp_path: Path) -> None:
     # Prometheus resolves rule_files against the config file's directory and a glob that matches
     # nothing loads 0 rules silently; promtool reports what the config really loads.

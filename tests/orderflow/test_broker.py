@@ -15,6 +15,7 @@ from orderflow import broker, buckets, consumers, contract, streams
 from orderflow.envsettings import load_settings
 
 
+@pytest.mark.procs
 def test_layout_is_created_once_and_a_second_run_changes_nothing(
     nats_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -41,6 +42,7 @@ def test_layout_is_created_once_and_a_second_run_changes_nothing(
     run(main())
 
 
+@pytest.mark.procs
 def test_an_editable_difference_is_updated_and_named(
     nats_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -65,6 +67,7 @@ def test_an_editable_difference_is_updated_and_named(
     run(main())
 
 
+@pytest.mark.procs
 def test_a_memory_workers_bucket_of_an_older_release_is_made_again_on_file(
     nats_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -98,6 +101,7 @@ def test_a_memory_workers_bucket_of_an_older_release_is_made_again_on_file(
     run(main())
 
 
+@pytest.mark.procs
 def test_a_difference_jetstream_cannot_edit_stops_start_up_with_a_clear_message(
     nats_server: NatsServer,
 ) -> None:
@@ -115,6 +119,7 @@ def test_a_difference_jetstream_cannot_edit_stops_start_up_with_a_clear_message(
     run(main())
 
 
+@pytest.mark.procs
 def test_a_consumer_without_the_priority_group_gets_it_and_off_takes_it_away(
     nats_server: NatsServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -159,6 +164,7 @@ def test_subject_filters_overlap_as_nats_matches_them(a: str, b: str, overlap: b
     assert consumers.subjects_overlap(b, a) is overlap
 
 
+@pytest.mark.procs
 def test_switching_to_split_task_types_names_the_old_consumer_and_the_command_that_removes_it(
     nats_server: NatsServer,
 ) -> None:

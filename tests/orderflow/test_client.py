@@ -138,6 +138,7 @@ def stack(spawn: Any) -> Service:
     return svc.wait_ready()
 
 
+@pytest.mark.procs
 def test_submit_get_and_wait_against_a_real_ingest_sync_and_async(stack: Service) -> None:
     with Client(stack.url) as client:
         order_id = client.submit(ORDER)
@@ -162,6 +163,7 @@ def test_submit_get_and_wait_against_a_real_ingest_sync_and_async(stack: Service
     assert asyncio.run(use_async())["status"] == "done"
 
 
+@pytest.mark.procs
 def test_the_readme_python_example_runs_as_written(
     stack: Service, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -81,6 +81,7 @@ def test_every_bad_value_is_reported_with_its_name() -> None:
     assert len(err.value.problems) == 7
 
 
+@pytest.mark.procs
 def test_a_service_refuses_to_start_on_bad_config_with_one_clear_message() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "ingest"],

@@ -13,6 +13,8 @@ import pytest
 from orderflow import envsettings
 from orderflow_tools.kit import REPO
 
+pytestmark = pytest.mark.procs
+
 
 def run_module(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

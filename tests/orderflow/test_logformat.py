@@ -8,6 +8,8 @@ import logging
 import subprocess
 import sys
 
+import pytest
+
 from orderflow.logformat import JsonFormatter, SafeFormatter, escape, has_control
 
 FORGED = "card declined\r\n2026-01-01 00:00:00,000 INFO  worker: all good \x1b[2J\u202eevil\x00"
@@ -46,6 +48,7 @@ def test_a_traceback_keeps_its_lines_indented_and_its_message_escaped() -> None:
     assert "  Traceback (most recent call last):" in rest
 
 
+@pytest.mark.procs
 def test_the_services_log_through_the_safe_formatter() -> None:
     code = (
         "import logging; from orderflow.lifecycle import setup_logging; setup_logging('info'); "
@@ -106,6 +109,7 @@ def test_with_tracing_on_a_json_line_names_the_current_span_or_the_run_span_of_i
         logformat.current_trace = None
 
 
+@pytest.mark.procs
 def test_the_services_can_log_json_lines() -> None:
     code = (
         "import logging; from orderflow.lifecycle import setup_logging; setup_logging('info', 'json'); "

@@ -48,6 +48,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki.make(tmp_path_factory.mktemp("pki"))
 
 
+@pytest.mark.procs
 def test_the_files_are_read_once_at_start_up(pki: Pki, tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("s3cret\n")
     seed = tmp_path / "seed.nk"
@@ -74,6 +75,7 @@ def test_the_files_are_read_once_at_start_up(pki: Pki, tmp_path: Path) -> None:
     assert s.nats_options()["nkeys_seed"] == str(seed) and "tls" not in s.nats_options()
 
 
+@pytest.mark.procs
 def test_a_missing_or_unusable_file_is_named_at_start_up(pki: Pki, tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("")
     (tmp_path / "not-a-cert").write_text("hello")

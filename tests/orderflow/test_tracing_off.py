@@ -63,6 +63,7 @@ print("off ok")
 """
 
 
+@pytest.mark.procs
 def test_off_the_services_import_no_opentelemetry_and_start_no_thread() -> None:
     """The extra is installed here (the dev extra pulls it in): off is the variables' doing."""
     assert tracing.installed()

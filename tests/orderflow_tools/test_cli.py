@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import pytest
 from harness import REPO, NatsServer, cli, connect, free_port, run
 
+pytestmark = pytest.mark.procs
+
 COMMANDS = [
     ["status"],
     ["status", "o-1"],

@@ -94,6 +94,7 @@ def test_a_query_is_checked_before_anything_is_read() -> None:
         recent.parse_query({"before": "9" * 20})
 
 
+@pytest.mark.procs
 def test_a_time_range_reads_only_its_own_run_events_newest_first_in_bounded_views(
     nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

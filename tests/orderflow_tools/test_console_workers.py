@@ -9,6 +9,7 @@ import json
 import time
 from dataclasses import asdict
 
+import pytest
 from harness import NatsServer, connect
 
 from orderflow import contract
@@ -53,6 +54,7 @@ def test_a_field_of_the_wrong_type_is_unknown_not_trusted() -> None:
     assert (row.slots_busy, row.slots_total, row.draining, row.deletion_cost) == (None, None, None, None)
 
 
+@pytest.mark.procs
 def test_the_live_overview_reads_the_workers_at_most_every_few_seconds(nats_server: NatsServer) -> None:
     """WorkersCache on a real ORDER_WORKERS bucket: within its interval a second update reads
     nothing (a worker that appeared meanwhile is not there yet) while the ages still move; after it,

@@ -37,6 +37,7 @@ def _make_dry_run(target: str) -> str:
     return result.stdout
 
 
+@pytest.mark.procs
 def test_make_run_installs_the_run_extra_and_make_test_the_dev_extra() -> None:
     run = _make_dry_run("run")
     assert "scripts/venv.sh run" in run and "venv.sh dev" not in run
@@ -75,6 +76,7 @@ def _version(python: Path) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+@pytest.mark.procs
 def test_a_venv_whose_interpreter_is_gone_is_rebuilt(tmp_path: Path) -> None:
     """An upgraded or removed Python leaves .venv/bin/python dangling: every `make run` used to
     fail the same way."""
@@ -96,6 +98,7 @@ def _older_python() -> str | None:
     return None
 
 
+@pytest.mark.procs
 def test_a_venv_made_by_an_older_python_is_rebuilt(tmp_path: Path) -> None:
     old = _older_python()
     if old is None:
@@ -109,6 +112,7 @@ def test_a_venv_made_by_an_older_python_is_rebuilt(tmp_path: Path) -> None:
     assert _version(venv / "bin" / "python") >= (3, 11)
 
 
+@pytest.mark.procs
 def test_without_a_supported_python_it_says_what_to_install(tmp_path: Path) -> None:
     for python in filter(None, [str(tmp_path / "no-such-python"), _older_python()]):
         result = _check(tmp_path / ".venv", python)

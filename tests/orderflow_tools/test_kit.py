@@ -68,6 +68,7 @@ def test_an_answer_that_breaks_off_is_no_answer() -> None:
         thread.join(5)
 
 
+@pytest.mark.procs
 def test_waiting_for_a_child_that_exits_fails_at_once_with_its_log(tmp_path: Path) -> None:
     child = python("print('no config here', flush=True); raise SystemExit(3)", tmp_path / "c.log").start()
     started = time.monotonic()
@@ -77,6 +78,7 @@ def test_waiting_for_a_child_that_exits_fails_at_once_with_its_log(tmp_path: Pat
     assert "child exited with 3" in str(err.value) and "no config here" in str(err.value)
 
 
+@pytest.mark.procs
 def test_waiting_for_a_child_ends_when_its_url_answers_200(tmp_path: Path) -> None:
     port = free_port()
     child = Process(
@@ -91,6 +93,7 @@ def test_waiting_for_a_child_ends_when_its_url_answers_200(tmp_path: Path) -> No
         assert child.stop(timeout_s=10) == -signal.SIGTERM
 
 
+@pytest.mark.procs
 def test_a_child_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Path) -> None:
     log = tmp_path / "stubborn.log"
     code = (
@@ -105,6 +108,7 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_timeout(tmp_path: Path
     assert not child.alive() and child.returncode() == -signal.SIGKILL
 
 
+@pytest.mark.procs
 def test_a_child_starts_again_after_it_exited_and_appends_to_its_log(tmp_path: Path) -> None:
     log = tmp_path / "again.log"
     child = python("print('run', flush=True)", log)
@@ -121,6 +125,7 @@ def test_a_child_starts_again_after_it_exited_and_appends_to_its_log(tmp_path: P
         sleeper.kill()
 
 
+@pytest.mark.procs
 def test_stop_all_terminates_together_and_kills_the_rest(tmp_path: Path) -> None:
     polite = python("import time; time.sleep(120)", tmp_path / "a.log").start()
     log = tmp_path / "b.log"
@@ -148,6 +153,7 @@ async def kept(url: str) -> bytes:
         return msg.data
 
 
+@pytest.mark.procs
 def test_a_nats_server_restart_keeps_its_port_and_its_store(tmp_path: Path) -> None:
     server = NatsServer(tmp_path / "jetstream", tmp_path / "nats.log")
     server.start()
@@ -200,6 +206,7 @@ def test_metrics_text_is_summed_by_name_and_the_labels_asked_for() -> None:
         select(samples, "orderflow_tasks_in_flight{type=a}")
 
 
+@pytest.mark.procs
 def test_cpu_seconds_of_a_process_and_its_children_come_from_proc(tmp_path: Path) -> None:
     log = tmp_path / "tree.log"
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass\ntime.sleep(120)"

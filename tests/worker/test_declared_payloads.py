@@ -14,6 +14,8 @@ from harness import NatsServer, Service, cli, http, read_stream, run, statuses, 
 
 from orderflow import contract
 
+pytestmark = pytest.mark.procs
+
 TYPES = "default,invoice"
 V1 = {"customer": "acme", "lines": [{"sku": "a-1", "qty": 2}]}
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 from harness import NatsServer, Service, cli, http, status_of, wait_until
 
+pytestmark = pytest.mark.procs
+
 ORDER = {"product_id": 1, "count": 2, "username": "later"}
 
 
