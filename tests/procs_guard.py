@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-_VIOLATION = pytest.StashKey[str]()
+VIOLATION = pytest.StashKey[str]()
 _running: list[pytest.Item] = []
 
 
@@ -34,7 +34,7 @@ def _refuse(what: Callable[[tuple[Any, ...]], str], real: Callable[..., Any]) ->
                 "add `pytestmark = pytest.mark.procs` to its module (or mark the test), "
                 "or prove the rule in process (make test-fast runs no process)"
             )
-            item.stash[_VIOLATION] = message
+            item.stash[VIOLATION] = message
             raise RuntimeError(message)
         return real(*args, **kwargs)
 
@@ -76,7 +76,7 @@ def pytest_runtest_makereport(item: pytest.Item) -> Iterator[None]:
     # helper that retries, a `with suppress`): the test fails here whatever that code did.
     outcome: Any = yield
     report = outcome.get_result()
-    message = item.stash.get(_VIOLATION, None)
+    message = item.stash.get(VIOLATION, None)
     if message is not None and report.passed and report.when in ("setup", "call"):
         report.outcome = "failed"
         report.longrepr = message

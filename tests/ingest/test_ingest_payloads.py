@@ -6,6 +6,7 @@ The catalogue is fed the records the workers write to KV ORDER_TYPES, as its wat
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from typing import Annotated, Any
@@ -244,6 +245,12 @@ json_values = st.recursive(
 )
 
 
+@functools.cache
+def invoice_schema() -> PayloadSchema:
+    """Checked and compiled once, as the ingest does at start-up (per example, it was most of the run)."""
+    return PayloadSchema("invoice", msgspec.json.schema(Invoice))
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     body=st.dictionaries(
@@ -253,7 +260,7 @@ json_values = st.recursive(
 def test_any_json_object_is_an_invoice_or_named_field_errors_never_an_exception(body: dict[str, Any]) -> None:
     """hypothesis on the declared schema's check: arbitrary JSON objects give an order whose stored
     payload the worker's Struct decodes, or field errors with a field and a message; nothing raises."""
-    result = PayloadSchema("invoice", msgspec.json.schema(Invoice)).validate(json.dumps(body).encode(), "o-1")
+    result = invoice_schema().validate(json.dumps(body).encode(), "o-1")
     if isinstance(result, contract.TypedOrder):
         msgspec.json.decode(bytes(result.payload), type=Invoice)  # what the ingest takes, the worker reads
     else:

@@ -231,7 +231,9 @@ def validate(docs: list[Doc], kubernetes_version: str = KUBERNETES_VERSION) -> N
     need("kubernetes_validate")
     import kubernetes_validate
 
-    models = _crd_models()
+    # The CRD models are some 5000 pydantic classes (about 10 s to import): only for docs of their groups.
+    crd = any(doc["apiVersion"].startswith(("keda.sh/", "monitoring.coreos.com/")) for doc in docs)
+    models = _crd_models() if crd else {}
     problems: list[str] = []
     for doc in docs:
         name = f"{doc['kind']}/{doc['metadata']['name']}"
