@@ -69,14 +69,14 @@ lint: install
 dashboards: install  ## regenerate charts/orderflow/dashboards/*.json
 	$(BIN)/python -m dashboards
 
-bench-ingest: install bench-tools  ## POST /orders vs a bare Starlette endpoint (prints RPS, ratio, p50/p99)
-	$(BIN)/python -m bench.ingest
+bench-ingest: install bench-tools  ## POST /orders vs a bare Starlette endpoint (prints RPS, ratio, p50/p99); ARGS=--tracing adds traced at 10 % and 100 %
+	$(BIN)/python -m bench.ingest $(ARGS)
 
 bench-batch: install bench-tools  ## stored orders/s: POST /orders/batch (100 per request) vs single POSTs
 	$(BIN)/python -m bench.batch
 
-bench-worker: install bench-tools  ## no-op jobs/s vs a raw fetch+ack loop and FastStream
-	$(BIN)/python -m bench.worker
+bench-worker: install bench-tools  ## no-op jobs/s vs a raw fetch+ack loop and FastStream; ARGS=--tracing adds traced at 10 % and 100 %
+	$(BIN)/python -m bench.worker $(ARGS)
 
 bench-jobpath: install  ## the worker's own cost per job, in process (no sockets): seconds
 	$(BIN)/python -m bench.jobpath
