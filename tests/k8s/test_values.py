@@ -11,15 +11,13 @@ from __future__ import annotations
 import inspect
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import fields
 from typing import Any
 
 import pytest
 import yaml
-from chart_tools import CHART, PENDING_SETTINGS, REPO, Doc
+from chart_tools import CHART, PENDING_SETTINGS, Doc
 
 from orderflow import envsettings
 from orderflow.config import Settings
@@ -56,16 +54,8 @@ def test_keys_inside_a_list_default_are_data_not_values() -> None:
     assert [".".join(k.path) for k in keys] == ["group", "group.peers", "group.next"]
 
 
-@pytest.mark.procs
-def test_chart_readme_is_up_to_date() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "chart_readme.py"), "--check"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
+def test_chart_readme_is_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:
+    assert chart_readme.main(["--check"]) == 0, capsys.readouterr().err
 
 
 def test_readme_lists_every_documented_value_with_type_and_default() -> None:
