@@ -183,8 +183,7 @@ def test_5_sigkill_mid_job_is_redelivered_after_ack_wait_and_done_once(
     spawn("worker", ACK_WAIT_S=2, WORK_S="0.2", WORKER_ID="B").wait_ready()
     time.sleep(0.5)
     killed_at = time.time()
-    a.signal(signal.SIGKILL)
-    a.wait(5)
+    a.process.kill(5)
     wait_until(lambda: all_done(nats_server.url, [order_id]), 15, "B to redo the job")
     records = records_of(nats_server.url, order_id)
     assert [(r.event, r.worker_id) for r in records] == [("start", "A"), ("start", "B"), ("done", "B")]

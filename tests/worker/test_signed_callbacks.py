@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -132,8 +131,7 @@ def test_a_final_order_is_delivered_signed_through_refusals_and_a_sigkill_of_its
     assert status == 200, answer
     order_id = answer["order_id"]
     assert receiver.hanging.wait(30), "worker A never sent the callback"
-    worker_a.signal(signal.SIGKILL)
-    worker_a.wait(10)
+    worker_a.process.kill(10)
     receiver.release.set()
     spawn("worker", ACK_WAIT_S=2, **s).wait_ready()
 
