@@ -160,7 +160,8 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliver_failed_a
     nats_server: NatsServer, spawn: Any
 ) -> None:
     """1. Every run of the demo handler fails at its end (WORK_FAIL_RATE=1); MAX_DELIVER=3; the job
-       is 10 s long and the drain budget 1 s.
+       is 4 s long and the drain budget 1 s (the three runs cut short last from their start to
+       the SIGTERM right after it: the rest never fits the drain, and each hands back).
     2. Three workers in turn start it and are SIGTERMed mid-run: three hand-backs, no attempt.
     3. A fourth worker is left alone: attempt 1 runs to the end and fails, attempts 2 and 3 fail too
        (after a short backoff each); after the third failed attempt, and not before, the order is
@@ -169,7 +170,7 @@ def test_a_handler_that_always_fails_is_dead_lettered_after_max_deliver_failed_a
        after three hand-backs without a single failure."""
     url = nats_server.url
     settings = {
-        "WORK_S": "10",
+        "WORK_S": "4",
         "WORK_FAIL_RATE": 1,
         "MAX_DELIVER": 3,
         "RETRY_BASE_S": "0.1",
