@@ -48,13 +48,20 @@ def test_a_traceback_keeps_its_lines_indented_and_its_message_escaped() -> None:
     assert "  Traceback (most recent call last):" in rest
 
 
-@pytest.mark.procs
-def test_the_services_log_through_the_safe_formatter() -> None:
+def a_service_logs_forged(*log_format: str) -> str:
+    """What a process whose logging is set up as the services' (lifecycle.setup_logging, in
+    `log_format` where one is given) writes to stderr for one warning about FORGED."""
+    setup = ", ".join(repr(arg) for arg in ("info", *log_format))
     code = (
-        "import logging; from orderflow.lifecycle import setup_logging; setup_logging('info'); "
+        f"import logging; from orderflow.lifecycle import setup_logging; setup_logging({setup}); "
         f"logging.getLogger('worker.outcome').warning('failed (%s)', {FORGED!r})"
     )
-    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stderr
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stderr
+
+
+@pytest.mark.procs
+def test_the_services_log_through_the_safe_formatter() -> None:
+    err = a_service_logs_forged()
     assert err.count("\n") == 1 and not has_control(err.rstrip("\n"))
     assert "worker.outcome: failed (card declined\\r\\n2026" in err
 
@@ -111,9 +118,5 @@ def test_with_tracing_on_a_json_line_names_the_current_span_or_the_run_span_of_i
 
 @pytest.mark.procs
 def test_the_services_can_log_json_lines() -> None:
-    code = (
-        "import logging; from orderflow.lifecycle import setup_logging; setup_logging('info', 'json'); "
-        f"logging.getLogger('worker.outcome').warning('failed (%s)', {FORGED!r})"
-    )
-    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30).stderr
+    err = a_service_logs_forged("json")
     assert err.count("\n") == 1 and json.loads(err)["message"] == f"failed ({FORGED})"
