@@ -207,7 +207,7 @@ def test_the_ranks_survive_a_nats_restart(nats_server: NatsServer, spawn: Any) -
        stay so, sampled every 0.2 s, for three times the rank entries' TTL (6 s).
     4. Each worker started its watch again once or twice, not at every refresh."""
     a = spawn("worker", WORKER_ID="A").wait_ready()
-    time.sleep(2)
+    wait_until(lambda: run(ranked(nats_server.url, "A")), 20, "A's rank entry", 0.2)  # B finds it there
     b = spawn("worker", WORKER_ID="B").wait_ready()
 
     def priorities() -> tuple[float, float]:
