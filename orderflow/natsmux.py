@@ -171,28 +171,29 @@ class Requester:
     async def direct_get(self, stream: str, subject: str, timeout_s: float | None = None) -> bytes | None:
         """The last message on `subject` (a KV get), or None if there is none or it was deleted."""
         reply = await self.request(f"$JS.API.DIRECT.GET.{stream}.{subject}", b"", None, timeout_s)
-        headers: dict[str, Any] = reply.headers or {}
-        status = headers.get("Status")
-        if status == "404":
+        entry = read_direct_get(reply, subject)
+        if entry is None or (entry.headers or {}).get("KV-Operation") in ("DEL", "PURGE"):
             return None
-        if status is not None:
-            raise JetStreamError(f"direct get {subject}: status {status} {headers.get('Description', '')}")
-        if headers.get("KV-Operation") in ("DEL", "PURGE"):
-            return None
-        return bytes(reply.data)
+        return bytes(entry.data)
 
     async def direct_get_last(self, stream: str, subjects: str, timeout_s: float | None = None) -> Msg | None:
         """The last message of `stream` on `subjects` (wildcards allowed, e.g. `orders.*.<id>`),
         with its headers (Nats-Subject, Nats-Sequence, Nats-Time-Stamp), or None."""
         payload = b'{"last_by_subj":' + msgspec.json.encode(subjects) + b"}"
         reply = await self.request(f"$JS.API.DIRECT.GET.{stream}", payload, None, timeout_s)
-        headers: dict[str, Any] = reply.headers or {}
-        status = headers.get("Status")
-        if status == "404":
-            return None
-        if status is not None:
-            raise JetStreamError(f"direct get {subjects}: status {status} {headers.get('Description', '')}")
-        return reply
+        return read_direct_get(reply, subjects)
+
+
+def read_direct_get(reply: Msg, subjects: str) -> Msg | None:
+    """The one reader of a direct get's answer: the message, or None where there is none (404).
+    Raises JetStreamError for any other status."""
+    headers: dict[str, Any] = reply.headers or {}
+    status = headers.get("Status")
+    if status == "404":
+        return None
+    if status is not None:
+        raise JetStreamError(f"direct get {subjects}: status {status} {headers.get('Description', '')}")
+    return reply
 
 
 def read_puback(reply: Msg) -> bool:
