@@ -25,6 +25,7 @@ from orderflow.envvalues import (
     read_webhook_secret,
     task_types,
 )
+from orderflow.lifecycle import setup_logging
 
 PREFIX = "ORDERFLOW_"
 DEFAULT_HTTP_PORT: dict[str, int] = {"ingest": 8080, "worker": 9090, "cli": 0}
@@ -237,6 +238,15 @@ def service_settings(service: Service, argv: Sequence[str] | None, about: str) -
     except ConfigError as exc:
         print(f"{service}: {exc}", file=sys.stderr)
         return 2
+
+
+def start_service(service: Service, argv: Sequence[str] | None, about: str) -> Settings | int:
+    """`python -m ingest|worker`'s first step: service_settings, with the logging they name set up
+    when there is a service to start."""
+    settings = service_settings(service, argv, about)
+    if not isinstance(settings, int):
+        setup_logging(settings.log_level, settings.log_format)
+    return settings
 
 
 def _command_line(service: Service, argv: Sequence[str], about: str) -> int | None:

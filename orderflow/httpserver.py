@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Generator
+from collections.abc import Coroutine, Generator
 from typing import Any
 
 import uvicorn
@@ -80,10 +80,13 @@ def make_server(
     return Server(config)
 
 
-def new_event_loop_policy() -> None:
-    """uvloop when available: +25-50% for the ingest on the same core."""
+def run_service(main: Coroutine[Any, Any, int]) -> int:
+    """A service's main coroutine to its exit code, on uvloop when available: +25-50% for the
+    ingest on the same core."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        pass
+    else:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return asyncio.run(main)
