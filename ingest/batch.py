@@ -25,7 +25,7 @@ import msgspec
 from starlette.types import Receive, Scope, Send
 
 from ingest import callbacks, delay, responses
-from ingest.orders import Accept, _Disconnected, query_of, requested_type
+from ingest.orders import Accept, _Disconnected, query_of, read_body, requested_type
 from ingest.publisher import Published, message_of
 from ingest.state import IngestState
 from orderflow import auth, contract, validation
@@ -105,21 +105,11 @@ class BatchEndpoint:
             if query["mode"][0] not in MODES:
                 return _bad("mode", "one of: atomic (the default where the server can), pipelined")
             pipelined = query["mode"][0] == "pipelined"
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                return 413, self._too_large
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        body = await read_body(receive, limit)
+        if body is None:
+            return 413, self._too_large
         try:
-            batch = _decode.decode(b"".join(chunks))
+            batch = _decode.decode(body)
         except msgspec.DecodeError as exc:
             return _bad("orders", f'not a batch: {{"orders": [{{"order": {{...}}}}, ...]}} ({exc})')
         most = state.settings.batch_max_orders

@@ -41,6 +41,25 @@ class _Disconnected(Exception):
     pass
 
 
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The request's body (POST /orders, POST /orders/batch), or None once it passes `limit` bytes:
+    the caller answers 413 and reads no more. Raises _Disconnected when the client goes first."""
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
 class QueuedOrders:
     """Queued mode: 200 only once JetStream has stored the order, else 503 (+ Retry-After). A keyed
     order (Idempotency-Key) first claims its key (ingest/keys.py); an order without one pays for
@@ -145,17 +164,9 @@ class OrdersEndpoint:
         if task_type is None:
             return 400, responses.unknown_type(state.task_types)
 
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _Disconnected
-            chunk = message.get("body", b"")
-            if len(body) + len(chunk) > contract.MAX_BODY_BYTES:
-                return 413, responses.TOO_LARGE
-            body += chunk
-            more = message.get("more_body", False)
+        body = await read_body(receive, contract.MAX_BODY_BYTES)
+        if body is None:
+            return 413, responses.TOO_LARGE
 
         taken = callbacks.resolve(body, identity, state.settings)
         if isinstance(taken, contract.FieldError):
