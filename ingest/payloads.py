@@ -13,8 +13,9 @@ from collections.abc import Collection
 
 import msgspec
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
-from orderflow import contract
+from orderflow import buckets, contract
 from orderflow.payloads import PayloadSchema, decode_record
 
 log = logging.getLogger(__name__)
@@ -61,22 +62,13 @@ class PayloadCatalogue:
 
     async def watch(self, js: JetStreamContext) -> None:
         """Until cancelled: follow the bucket (re-watching after an error)."""
-        while True:
-            try:
-                kv = await js.key_value(contract.TYPES_BUCKET)
-                watcher = await kv.watchall()
-                async for entry in watcher:
-                    if entry is None:  # every declaration there is, is in
-                        if not self.loaded.is_set():
-                            log.info(
-                                "payloads: declared for %s", ", ".join(sorted(self.schemas)) or "no type"
-                            )
-                        self.loaded.set()
-                        continue
-                    deleted = entry.operation in ("DEL", "PURGE")
-                    self.apply(entry.key, None if deleted else entry.value)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("payloads: watch of KV %s failed (%r); again in 1 s", contract.TYPES_BUCKET, exc)
-                await asyncio.sleep(1.0)
+        await buckets.follow_bucket(js, contract.TYPES_BUCKET, self._seen, log, "payloads")
+
+    def _seen(self, entry: KeyValue.Entry | None) -> None:
+        if entry is None:  # every declaration there is, is in
+            if not self.loaded.is_set():
+                log.info("payloads: declared for %s", ", ".join(sorted(self.schemas)) or "no type")
+            self.loaded.set()
+        else:
+            deleted = entry.operation in ("DEL", "PURGE")
+            self.apply(entry.key, None if deleted else entry.value)

@@ -4,12 +4,15 @@ brought to orderflow's TTL, replicas and share of the store."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from nats.js import JetStreamContext
 from nats.js import api as jsapi
 from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
 
 from orderflow import capacity, contract, drift
 from orderflow.capacity import Caps
@@ -111,3 +114,33 @@ async def ensure_bucket(js: JetStreamContext, want: jsapi.KeyValueConfig, may_ch
     ):
         await js.update_stream(sized)
         log.info("KV %s: max_bytes %s, discard %s", want.bucket, sized.max_bytes, drift.norm(sized.discard))
+
+
+async def follow_bucket(
+    js: JetStreamContext,
+    bucket: str,
+    seen: Callable[[KeyValue.Entry | None], None],
+    logger: logging.Logger,
+    what: str,
+    failure_level: int = logging.WARNING,
+) -> None:
+    """Until cancelled: every entry of KV `bucket` to `seen`, the ones already there first, then
+    None (the current contents are in), then each change as it comes. After an error (NATS lost or
+    restarted): a line on `logger` at `failure_level`, and a new watch 1 s later."""
+    while True:
+        try:
+            kv = await js.key_value(bucket)
+            watcher = await kv.watchall()
+            try:
+                async for entry in watcher:
+                    seen(entry)
+            finally:
+                # Unsubscribe, so that the server reclaims the watch's consumer when it is left
+                # behind (a new watch starts after a NATS restart).
+                with contextlib.suppress(Exception):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.log(failure_level, "%s: watch of KV %s failed (%r); again in 1 s", what, bucket, exc)
+            await asyncio.sleep(1.0)

@@ -9,8 +9,9 @@ import asyncio
 import logging
 
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
-from orderflow import contract
+from orderflow import buckets, contract
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +31,13 @@ class CancelMarkers:
 
     async def watch(self, js: JetStreamContext) -> None:
         """Until cancelled: follow the bucket (re-watching after an error)."""
-        while True:
-            try:
-                kv = await js.key_value(contract.CANCELS_BUCKET)
-                watcher = await kv.watchall()
-                async for entry in watcher:
-                    if entry is None:  # the current set is in
-                        log.info("cancel markers: %d known", len(self._ids))
-                        self.loaded.set()
-                        continue
-                    if entry.operation in ("DEL", "PURGE"):
-                        self._ids.discard(entry.key)
-                    else:
-                        self._ids.add(entry.key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("cancel markers: watch failed (%r); again in 1 s", exc)
-                await asyncio.sleep(1.0)
+        await buckets.follow_bucket(js, contract.CANCELS_BUCKET, self._seen, log, "cancel markers")
+
+    def _seen(self, entry: KeyValue.Entry | None) -> None:
+        if entry is None:  # the current set is in
+            log.info("cancel markers: %d known", len(self._ids))
+            self.loaded.set()
+        elif entry.operation in ("DEL", "PURGE"):
+            self._ids.discard(entry.key)
+        else:
+            self._ids.add(entry.key)

@@ -19,7 +19,7 @@ from typing import Any
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
-from orderflow import contract
+from orderflow import buckets, contract
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +96,9 @@ class Ranks:
             follow.cancel()
 
     async def _follow(self, js: JetStreamContext) -> None:
-        while True:
-            try:
-                kv = await js.key_value(contract.WORKERS_BUCKET)
-                watcher = await kv.watchall()
-                try:
-                    async for entry in watcher:
-                        self._seen_entry(entry)
-                finally:
-                    # Unsubscribe, so that the server reclaims the watch's consumer when it is
-                    # left behind (run() starts a new watch after a NATS restart).
-                    with contextlib.suppress(Exception):
-                        await watcher.stop()  # type: ignore[no-untyped-call]
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("ranks: watch failed (%r); again in 1 s", exc)
-                await asyncio.sleep(1.0)
+        await buckets.follow_bucket(
+            js, contract.WORKERS_BUCKET, self._seen_entry, log, "ranks", logging.DEBUG
+        )
 
     def _seen_entry(self, entry: KeyValue.Entry | None) -> None:
         if entry is None:  # the entries already there are in
