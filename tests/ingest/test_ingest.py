@@ -1,6 +1,8 @@
 """The ingest against a real nats-server, as a real uvicorn process (README: How it works, guarantees 4 and 5).
 The rules that need no process (the validation table, the size bound, the 405s, the OpenAPI
-document, generated ids) are tests/ingest/test_ingest_rules.py's, in process on a stand-in for NATS."""
+document, generated ids) are tests/ingest/test_ingest_rules.py's, in process on a stand-in for NATS;
+an idempotent repeat answered without a publish is tests/ingest/test_keys.py's, the key records in
+NATS tests/ingest/test_idempotency.py's."""
 
 from __future__ import annotations
 
@@ -72,20 +74,6 @@ def test_a_200_means_the_order_is_in_the_stream(ingest: Service, nats_server: Na
     assert status == 200 and shown["status"] == "queued" and shown["order_id"] == body["order_id"]
     assert shown["task_type"] == "default" and shown["attempts"] == 0
     assert shown["updated_at"].endswith("Z") and abs(shown["updated_at_s"] - time.time()) < 60
-
-
-def test_an_idempotent_retry_adds_nothing_and_returns_the_same_id(
-    ingest: Service, nats_server: NatsServer
-) -> None:
-    first = post(ingest, ORDER, {"Idempotency-Key": "order-42"})
-    again = post(ingest, {**ORDER, "count": 3}, {"Idempotency-Key": "order-42"})  # "3" and 3 are one body
-    assert first[0] == again[0] == 200
-    assert first[2]["order_id"] == again[2]["order_id"] == "key-order-42"
-    assert len(run(stream_messages(nats_server.url))) == 1
-    # The repeat is answered from the key record and publishes nothing at all (it used to publish
-    # again and rely on JetStream's duplicate window, which lasts two minutes, not 7 days).
-    assert ingest.metric("orderflow_orders_published_total") == 1
-    assert ingest.metric('orderflow_idempotent_requests_total{outcome="replay"}') == 1
 
 
 def test_nats_down_means_503_with_retry_after_and_back_means_200(spawn: Any, nats_server: NatsServer) -> None:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+from memory_backend import InProcessIngest
+
 from ingest.keys import KeyRecord, Outcome, fingerprint, judge
+from ingest.publisher import Published
 from orderflow import contract
 
 NOW = 1_000_000.0
@@ -39,3 +45,27 @@ def test_what_an_existing_record_means() -> None:
     assert judge(fresh, fp, order_exists=False, now=NOW, in_flight_s=3) is Outcome.IN_FLIGHT
     assert judge(old, fp, order_exists=False, now=NOW, in_flight_s=3) is Outcome.RETRY
     assert judge(failed, fp, order_exists=False, now=NOW, in_flight_s=3) is Outcome.RETRY
+
+
+def test_an_idempotent_retry_adds_nothing_and_returns_the_same_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through the routes (the in-memory store judges with the same `judge`): a repeat of the
+    key with the same body ("3" and 3 are one body once validated) is answered 200 with the same
+    id from the key record, and publishes nothing at all (it used to publish again and rely on
+    JetStream's duplicate window, which lasts two minutes, not 7 days)."""
+    ingest = InProcessIngest()
+    published: list[str] = []
+    store_publish = ingest.store.publish
+
+    async def publish(order: contract.Order | contract.TypedOrder, *args: Any, **kwargs: Any) -> Published:
+        published.append(order.order_id)
+        return await store_publish(order, *args, **kwargs)
+
+    monkeypatch.setattr(ingest.store, "publish", publish)
+    body = {"product_id": "33", "count": "3", "username": "maksim.konovalov"}
+    first = ingest.post(body, {"Idempotency-Key": "order-42"})
+    again = ingest.post({**body, "count": 3}, {"Idempotency-Key": "order-42"})
+    assert first[0] == again[0] == 200
+    assert first[2]["order_id"] == again[2]["order_id"] == "key-order-42"
+    assert list(ingest.store.orders) == ["key-order-42"]
+    assert published == ["key-order-42"]  # once: the repeat was answered without a publish
+    assert ingest.metric("orderflow_idempotent_requests_total", {"outcome": "replay"}) == 1
