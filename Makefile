@@ -30,12 +30,13 @@ run: install-run  ## the whole system locally: NATS (JetStream), the ingest on :
 
 # The suite runs on TEST_WORKERS pytest-xdist workers, each module one unit (tests/harness_plugin.py):
 # most of a test's time is spent waiting on real processes, so 4 workers fit 2 cores; TEST_WORKERS=0
-# runs it in this process, as a bare `pytest` does.
+# runs it in this process, as a bare `pytest` does. Bytecode caches are kept (as in test-fast): the
+# suite starts hundreds of Python processes, each of which would compile every module it imports.
 TEST_WORKERS ?= 4
 PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
 test: install tools lint  ## lint, then every test against real nats-server / uvicorn / worker processes
-	$(BIN)/python -m pytest $(PARALLEL) --durations=15  # the 15 slowest tests close the run (CI prints them)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest $(PARALLEL) --durations=15  # the 15 slowest tests close the run (CI prints them)
 
 # tests/images is part of `make test` (testpaths): it builds the images itself (scripts/images/build.sh,
 # cached), and skips with the reason where podman cannot run, except with CI set, where it fails.

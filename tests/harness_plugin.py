@@ -63,7 +63,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     the image tests are one unit together: their session fixture builds the images, which one
     worker does once instead of each racing podman for the same tags."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
-    if config.getoption("dist", "no") != "loadgroup":
+    # an xdist worker, where the collection happens, sees dist "no" and the choice in `loadgroup`
+    if not (config.getoption("dist", "no") == "loadgroup" or getattr(config.option, "loadgroup", False)):
         return
     for item in items:
         path = Path(str(item.path)).relative_to(config.rootpath)
