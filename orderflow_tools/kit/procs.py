@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,9 +30,39 @@ class StartError(RuntimeError):
     """A child exited before it was ready, or did not get ready in time (the message has its log tail)."""
 
 
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PORT = 10000
+_pick = random.Random()  # its own, seeded from the OS: never a test's seeded global random
+
+
+def _ephemeral_low() -> int:
+    """Where the kernel's ephemeral ports (the local end of outgoing connections, and bind(0))
+    begin; 32768 is Linux's default."""
+    try:
+        return int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the OS picks it; another process may take it later)."""
-    with socket.socket() as s:
+    """A port nothing listens on right now, below the kernel's ephemeral range.
+
+    Tests restart servers on their ports (a NATS restart, a cluster node back on its port and
+    store). A port of the ephemeral range, free while its server is down, may meanwhile become the
+    local end of any outgoing connection on the machine, and the restart then fails to bind: seen
+    with the suite's parallel workers. Below the range only another free_port can take it (a random
+    pick among ~20 000: rarely); another process may still take it later."""
+    low = _ephemeral_low()
+    if low - _LOWEST_PORT >= 1000:
+        for _ in range(100):
+            port = _pick.randrange(_LOWEST_PORT, low)
+            with socket.socket() as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket() as s:  # a machine whose ephemeral range starts low: the OS picks
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
