@@ -30,10 +30,12 @@ run: install-run  ## the whole system locally: NATS (JetStream), the ingest on :
 
 # The suite runs on TEST_WORKERS pytest-xdist workers, each module one unit (tests/harness_plugin.py):
 # most of a test's time is spent waiting on real processes, so 4 workers fit 2 cores; TEST_WORKERS=0
-# runs it in this process, as a bare `pytest` does. Bytecode caches are kept (as in test-fast): the
+# runs it in this process, as a bare `pytest` does. --no-loadscope-reorder keeps the slow-first order
+# (xdist would hand out the modules with the most tests first: a one-test two-minute rehearsal
+# started last, 105 s after the others ended). Bytecode caches are kept (as in test-fast): the
 # suite starts hundreds of Python processes, each of which would compile every module it imports.
 TEST_WORKERS ?= 4
-PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder
 
 test: install tools lint  ## lint, then every test against real nats-server / uvicorn / worker processes
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest $(PARALLEL) --durations=15  # the 15 slowest tests close the run (CI prints them)
