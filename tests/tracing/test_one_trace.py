@@ -145,14 +145,18 @@ def exemplars_of(service: Service, metric: str) -> set[str]:
 
 
 def wait_run_on(url: str, order_id: str, worker_id: str) -> None:
+    """Until the order runs on `worker_id` with its lease AND the run's start record is stored: a
+    SIGKILL between the two (a clean-clone run killed h2 there) leaves a run with no record, which
+    the next run still finds as a crash, but which the timeline below cannot draw."""
     wait_until(
         lambda: (
             (st := status_of(url, order_id)) is not None
             and st.status == "processing"
             and st.worker_id == worker_id
+            and any(r.worker_id == worker_id and r.event == "start" for r in records_of(url, order_id))
         ),
         30,
-        f"{order_id} running on {worker_id} with its lease",
+        f"{order_id} running on {worker_id} with its lease and its start record",
         0.1,
     )
 
