@@ -44,7 +44,10 @@ from orderflow.natsmux import Requester
 log = logging.getLogger(__name__)
 
 KEYS_STREAM = "KV_" + buckets.KEYS_BUCKET
-_JS_WRONG_LAST_SEQUENCE = 10071  # nats-server's JSStreamWrongLastSequenceErrF
+# nats-server's "wrong last sequence": JSStreamWrongLastSequenceErrF (10071, with the subject's
+# sequence) from a single server, JSStreamWrongLastSequenceConstantErr (10164, without it) from a
+# replicated stream's leader (and while a write on the same subject is still in process there)
+_JS_WRONG_LAST_SEQUENCE = (10071, 10164)
 _CLOCK_MARGIN_S = 1.0
 T = TypeVar("T")
 UNKNOWN_BODY = "?"  # the fingerprint of a key whose order outlived its record: matches no body
@@ -206,7 +209,7 @@ class IdempotencyKeys:
         if sent.result.stored:
             seq = msgspec.json.decode(sent.puback).get("seq")
             return int(seq) if isinstance(seq, int) and seq > 0 else 1
-        if sent.err_code == _JS_WRONG_LAST_SEQUENCE:
+        if sent.err_code in _JS_WRONG_LAST_SEQUENCE:
             return 0
         if note and sent.refusal is not None:
             self._refusals.note(*sent.refusal)

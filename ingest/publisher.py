@@ -66,6 +66,7 @@ _JS_CLUSTER_NOT_AVAILABLE = 10008  # JetStream system temporarily unavailable
 _JS_INSUFFICIENT_RESOURCES = 10023
 _JS_STORAGE_RESOURCES_EXCEEDED = 10047
 _JS_STREAM_STORE_FAILED = 10077  # "maximum bytes/messages exceeded" with discard=new, or an I/O error
+_JS_EXPECTED_LAST_SEQ_NOT_READY = 10163  # a new leader cannot check an expected sequence yet (503)
 
 
 class Refusals:
@@ -82,7 +83,7 @@ class Refusals:
 
 def _refusal_of(exc: JetStreamError) -> tuple[Published, str]:
     code = exc.err_code
-    if code == _JS_CLUSTER_NOT_AVAILABLE:
+    if code in (_JS_CLUSTER_NOT_AVAILABLE, _JS_EXPECTED_LAST_SEQ_NOT_READY):
         return Published.UNAVAILABLE, "jetstream_unavailable"
     if code in (_JS_INSUFFICIENT_RESOURCES, _JS_STORAGE_RESOURCES_EXCEEDED):
         return Published.REJECTED, "storage_full"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from memory_backend import InProcessIngest
 
-from ingest.keys import KeyRecord, Outcome, fingerprint, judge
-from ingest.publisher import Published
+from ingest.keys import IdempotencyKeys, KeyRecord, Outcome, fingerprint, judge
+from ingest.publisher import Published, Sent
 from orderflow import contract
 
 NOW = 1_000_000.0
@@ -69,3 +71,44 @@ def test_an_idempotent_retry_adds_nothing_and_returns_the_same_id(monkeypatch: p
     assert list(ingest.store.orders) == ["key-order-42"]
     assert published == ["key-order-42"]  # once: the repeat was answered without a publish
     assert ingest.metric("orderflow_idempotent_requests_total", {"outcome": "replay"}) == 1
+
+
+class _Taken:
+    """A stand-in for the publisher and the key store's reads (NATS itself is what this replaces:
+    it cannot be made to answer a given error code on demand): the create is refused with
+    `err_code`, and the record found is the one the refused create carried (its own create, stored,
+    whose PubAck was lost in a leader change)."""
+
+    def __init__(self, err_code: int) -> None:
+        self.err_code = err_code
+        self.record: bytes = b""
+
+    async def send(self, subject: str, payload: bytes, headers: dict[str, str]) -> Sent:
+        self.record = payload
+        return Sent(Published.REJECTED, ("rejected", "wrong last sequence"), err_code=self.err_code)
+
+    async def direct_get_last(self, stream: str, subject: str) -> Any:
+        return SimpleNamespace(data=self.record, headers={"Nats-Sequence": "7"})
+
+    async def exists(self, order_id: str) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("err_code", [10071, 10164], ids=["single-server", "replicated"])
+def test_a_wrong_last_sequence_is_a_taken_key_from_a_single_server_or_a_cluster(err_code: int) -> None:
+    """A create whose key exists is refused with 10071 by a single server and with 10164 (no
+    sequence) by a replicated stream's leader: both mean "read the record", here our own create
+    whose PubAck was lost, so the order goes on (NEW). A clean-clone run's rolling restart of a
+    3-node cluster answered one keyed request 503 when only 10071 was known; nothing is noted as
+    a refusal."""
+    taken = _Taken(err_code)
+    refusals: list[tuple[str, str]] = []
+    keys = IdempotencyKeys(
+        cast(Any, taken),
+        cast(Any, taken),
+        cast(Any, taken),
+        cast(Any, SimpleNamespace(note=lambda *r: refusals.append(r))),
+        1.0,
+    )
+    claim = asyncio.run(keys.claim(contract.Order("key-k", 1, 3, "m", NOW), "default"))
+    assert (claim.outcome, claim.seq, refusals) == (Outcome.NEW, 7, [])
